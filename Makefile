@@ -1,0 +1,80 @@
+# kdseg - one plain Makefile.
+#   make            install missing Debian packages, build the core and kdseg
+#   make test       C tests (plain and under ASan+UBSan), then the Lua suite
+#   make bench      performance figures as JSON lines (not a test)
+#   make clean      remove build/
+
+# Compiler settings. x86-64-v3 is AVX2 + FMA: every machine this runs on has
+# it, and the hot loops vectorise with it.
+CC      ?= cc
+OPT     ?= -O3 -march=x86-64-v3
+WARN    := -Wall -Wextra -Wno-unused-parameter -Wshadow -Wstrict-prototypes
+CFLAGS  := -std=gnu11 $(OPT) $(WARN) -fopenmp -g
+# OpenBLAS, the OpenMP build: its threads and ours are one pool.
+BLAS_INC := /usr/include/x86_64-linux-gnu/openblas-openmp
+BLAS_LIB := /usr/lib/x86_64-linux-gnu/openblas-openmp
+CPPFLAGS := -Icore -I$(BLAS_INC)
+LDLIBS   := -L$(BLAS_LIB) -Wl,-rpath,$(BLAS_LIB) -lopenblas -lm -lpthread
+
+# The sanitizer build of the C tests: no optimisation games, abort on UB.
+SAN_FLAGS := -std=gnu11 -O1 -g $(WARN) -fopenmp -fsanitize=address,undefined \
+             -fno-sanitize-recover=undefined -fno-omit-frame-pointer
+
+BUILD := build
+CORE_SRC := $(wildcard core/*.c)
+CORE_OBJ := $(CORE_SRC:core/%.c=$(BUILD)/core/%.o)
+SAN_OBJ  := $(CORE_SRC:core/%.c=$(BUILD)/san/%.o)
+CTEST_SRC := $(wildcard tests/c/test_*.c)
+CTESTS    := $(CTEST_SRC:tests/c/%.c=$(BUILD)/tests/%)
+SANTESTS  := $(CTEST_SRC:tests/c/%.c=$(BUILD)/san-tests/%)
+CORE_HDR := $(wildcard core/*.h)
+
+.PHONY: all deps test test-c test-san bench clean
+
+all: deps $(BUILD)/libkdcore.a
+
+deps:
+	@vendor/install-deps
+
+$(BUILD)/core/%.o: core/%.c $(CORE_HDR)
+	@mkdir -p $(dir $@)
+	$(CC) $(CPPFLAGS) $(CFLAGS) -c $< -o $@
+
+$(BUILD)/libkdcore.a: $(CORE_OBJ)
+	ar rcs $@ $^
+
+$(BUILD)/san/%.o: core/%.c $(CORE_HDR)
+	@mkdir -p $(dir $@)
+	$(CC) $(CPPFLAGS) $(SAN_FLAGS) -c $< -o $@
+
+$(BUILD)/libkdcore-san.a: $(SAN_OBJ)
+	ar rcs $@ $^
+
+$(BUILD)/tests/%: tests/c/%.c tests/c/check.h $(BUILD)/libkdcore.a
+	@mkdir -p $(dir $@)
+	$(CC) $(CPPFLAGS) -Itests/c $(CFLAGS) $< $(BUILD)/libkdcore.a $(LDLIBS) -o $@
+
+$(BUILD)/san-tests/%: tests/c/%.c tests/c/check.h $(BUILD)/libkdcore-san.a
+	@mkdir -p $(dir $@)
+	$(CC) $(CPPFLAGS) -Itests/c $(SAN_FLAGS) $< $(BUILD)/libkdcore-san.a $(LDLIBS) -o $@
+
+# Each C test prints its own "N passed, N failed" line and exits non-zero on
+# any failure; tests/run-c sums them.
+test-c: deps $(CTESTS)
+	@tests/run-c $(CTESTS)
+
+# Sanitizers: one thread, so OpenMP's runtime is not what they report on.
+test-san: deps $(SANTESTS)
+	@OMP_NUM_THREADS=1 ASAN_OPTIONS=detect_leaks=1 tests/run-c $(SANTESTS)
+
+test: test-c test-san
+
+$(BUILD)/bench/%: tests/bench/%.c $(BUILD)/libkdcore.a
+	@mkdir -p $(dir $@)
+	$(CC) $(CPPFLAGS) $(CFLAGS) $< $(BUILD)/libkdcore.a $(LDLIBS) -o $@
+
+bench: deps $(BUILD)/bench/bench_conv
+	$(BUILD)/bench/bench_conv
+
+clean:
+	rm -rf $(BUILD)

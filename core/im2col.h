@@ -1,0 +1,15 @@
+/* im2col.h - the geometry of one convolution and the unfold/fold kernels. */
+#ifndef KD_IM2COL_H
+#define KD_IM2COL_H
+
+typedef struct {
+    int channels, height, width; /* of the input image (one group's channels) */
+    int kernel_h, kernel_w;
+    int stride_h, stride_w, pad_h, pad_w, dilation_h, dilation_w;
+    int out_h, out_w;
+} kd_conv_geometry;
+
+void kd_im2col(const float *image, const kd_conv_geometry *g, float *col);
+void kd_col2im_add(const float *col, const kd_conv_geometry *g, float *image);
+
+#endif

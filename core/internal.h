@@ -1,0 +1,109 @@
+/* internal.h - what the core's own files share and callers never see: the
+ * tape node, argument checks, the allocator and the parallel-loop threshold. */
+#ifndef KD_INTERNAL_H
+#define KD_INTERNAL_H
+
+#include "kd.h"
+
+#define KD_MAX_INPUTS 8 /* concat of up to 8 branches (ASPP has 4) */
+#define KD_MAX_SAVED 4
+
+/* Loops shorter than this run on one thread: forking costs more than it saves. */
+#define KD_PARALLEL_MIN 32768
+
+/* An edge from a node to one input: the node that made the input, or the leaf
+ * tensor itself, or neither when the input needs no gradient. */
+typedef struct {
+    kd_node *node;
+    kd_tensor *leaf;
+    int ndim;
+    int shape[KD_MAX_DIMS];
+} kd_edge;
+
+/* Adds into each non-NULL grad_inputs[i] the gradient for input i. */
+typedef kd_status (*kd_backward_fn)(kd_node *node, const kd_tensor *grad_output,
+                                    kd_tensor *const *grad_inputs);
+
+struct kd_node {
+    int refcount;
+    const char *op;
+    kd_backward_fn backward;
+    int n_inputs;
+    kd_edge inputs[KD_MAX_INPUTS];
+    kd_tensor *saved[KD_MAX_SAVED]; /* detached views: no history, no cycles */
+    int ints[16];    /* an op's parameters (a conv keeps its whole geometry) */
+    float floats[4];
+    int out_ndim;
+    int out_shape[KD_MAX_DIMS];
+    kd_tensor *grad_accumulator; /* the output's gradient, during backward */
+    int pending;                 /* consumers not yet processed, during backward */
+    bool released;               /* backward has run and freed what was saved */
+};
+
+/* Records a node for out if grad mode is on and an input needs a gradient;
+ * returns NULL (and records nothing) otherwise. On allocation failure it
+ * returns NULL and sets *status. */
+kd_node *kd_record(const char *op, kd_backward_fn backward, kd_tensor *out,
+                   int n_inputs, kd_tensor *const *inputs, kd_status *status);
+/* Saves a detached view of t in slot (t may be NULL). */
+kd_status kd_node_save(kd_node *node, int slot, kd_tensor *t);
+void kd_node_release(kd_node *node);
+kd_node *kd_node_retain(kd_node *node);
+
+/* Whether input i of node wants a gradient (the engine passes NULL if not). */
+static inline bool kd_edge_needed(const kd_node *node, int i) {
+    return node->inputs[i].node != NULL || node->inputs[i].leaf != NULL;
+}
+
+/* Records the node for out (see kd_record) and saves saved[0..n_saved-1] in
+ * its first slots. On failure releases *out and sets it NULL. *node is NULL
+ * when nothing was recorded; ops store their parameters through it. */
+kd_status kd_finish_op(const char *op, kd_backward_fn backward, kd_tensor **out,
+                       int n_inputs, kd_tensor *const *inputs, int n_saved,
+                       kd_tensor *const *saved, kd_node **node);
+
+/* ---- argument checks: each returns KD_OK or fails with a message --------- */
+kd_status kd_check_f32(const char *op, const char *what, const kd_tensor *t);
+kd_status kd_check_dtype(const char *op, const char *what, const kd_tensor *t,
+                         kd_dtype dtype);
+kd_status kd_check_ndim(const char *op, const char *what, const kd_tensor *t, int ndim);
+kd_status kd_check_same_shape(const char *op, const kd_tensor *a, const kd_tensor *b);
+kd_status kd_check_not_null(const char *op, const char *what, const void *p);
+
+/* ---- allocator (alloc.c) -------------------------------------------------- */
+void *kd_cache_alloc(size_t bytes, size_t *rounded);
+void kd_cache_free(void *ptr, size_t rounded);
+void kd_count_tensor(int delta);
+
+/* A new tensor of the same shape as t (uninitialised). */
+kd_status kd_tensor_new_like(const kd_tensor *t, kd_tensor **out);
+
+/* log_softmax(x / T) over the C channels of one image (C x HW, channel
+ * stride HW), for the pixels [p0, p1) - at most KD_PIXEL_BLOCK of them. */
+#define KD_PIXEL_BLOCK 256
+void kd_logsumexp_pixels(const float *x, int channels, size_t plane, size_t p0, size_t p1,
+                         float inv_temperature, float *lse);
+void kd_log_softmax_pixels(const float *x, int channels, size_t plane, size_t p0, size_t p1,
+                           float inv_temperature, float *out);
+
+/* Runs body for every (image n, pixels [p0, p1)) block of an N x C x H x W
+ * tensor t, blocks in parallel; plane_ is H*W inside body. */
+#define FOR_PIXEL_BLOCKS(t, n, p0, p1, ...)                                               \
+    do {                                                                                  \
+        size_t plane_ = (size_t)(t)->shape[2] * (t)->shape[3];                            \
+        size_t per_image_ = (plane_ + KD_PIXEL_BLOCK - 1) / KD_PIXEL_BLOCK;               \
+        size_t blocks_ = (size_t)(t)->shape[0] * per_image_;                              \
+        bool parallel_ = kd_numel(t) > KD_PARALLEL_MIN;                                   \
+        _Pragma("omp parallel for schedule(static) if (parallel_)")                       \
+        for (size_t b_ = 0; b_ < blocks_; b_++) {                                         \
+            size_t n = b_ / per_image_, p0 = b_ % per_image_ * KD_PIXEL_BLOCK;            \
+            size_t p1 = p0 + KD_PIXEL_BLOCK < plane_ ? p0 + KD_PIXEL_BLOCK : plane_;      \
+            __VA_ARGS__                                                                   \
+        }                                                                                 \
+    } while (0)
+
+/* Sum of a float array in double, in fixed blocks so that the result does not
+ * depend on the thread count. */
+double kd_sum_f32(const float *x, size_t n);
+
+#endif

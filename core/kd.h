@@ -1,0 +1,289 @@
+/* kd.h - the one public header of kdseg's C core: tensors, autograd, ops.
+ *
+ * Conventions that hold everywhere:
+ *   - Tensors are NCHW, at most 4-D, always contiguous (views keep that: a
+ *     reshape or a slice of the batch dimension shares storage at an offset).
+ *   - Every function that can fail returns a kd_status; on failure it has
+ *     allocated nothing and kd_error_message() names the op and the shapes.
+ *   - Functions that make a tensor hand the caller one reference (*out);
+ *     kd_tensor_release drops it. Inputs are borrowed, never consumed.
+ *   - Differentiable ops record a node on the tape when grad mode is on and
+ *     an input needs a gradient; kd_backward walks it and frees what it saved.
+ * This header never includes lua.h: the core is a C library of its own. */
+#ifndef KD_H
+#define KD_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#define KD_MAX_DIMS 4
+
+/* ---- status -------------------------------------------------------------- */
+
+typedef enum {
+    KD_OK = 0,
+    KD_ERR_ARG,    /* a bad argument value (negative stride, p outside [0,1)) */
+    KD_ERR_SHAPE,  /* shapes that do not fit together */
+    KD_ERR_DTYPE,  /* a tensor of the wrong element type */
+    KD_ERR_MEMORY, /* an allocation failed */
+    KD_ERR_IO,     /* a file could not be opened, read or written */
+    KD_ERR_FORMAT, /* a file's content is malformed */
+    KD_ERR_STATE,  /* a call in the wrong state (backward twice, no grad) */
+} kd_status;
+
+/* The message of the last failure on this thread. */
+const char *kd_error_message(void);
+/* Sets the message and returns code, so a check reads `return kd_fail(...)`. */
+kd_status kd_fail(kd_status code, const char *fmt, ...)
+    __attribute__((format(printf, 2, 3)));
+const char *kd_status_name(kd_status code);
+
+/* ---- tensors ------------------------------------------------------------- */
+
+typedef enum { KD_F32 = 0, KD_I32, KD_U8, KD_I64 } kd_dtype;
+
+size_t kd_dtype_size(kd_dtype dtype);
+const char *kd_dtype_name(kd_dtype dtype); /* "float32", "int32", ... */
+
+typedef struct kd_storage {
+    void *data;
+    size_t bytes;
+    int refcount;
+} kd_storage;
+
+typedef struct kd_node kd_node;
+
+typedef struct kd_tensor {
+    kd_storage *storage;
+    size_t offset; /* in elements from storage->data */
+    int ndim;
+    int shape[KD_MAX_DIMS];
+    kd_dtype dtype;
+    int refcount;
+    bool requires_grad;      /* set on leaves (parameters, inputs) */
+    struct kd_tensor *grad;  /* accumulated gradient of a leaf, or NULL */
+    kd_node *grad_fn;        /* the tape node that made it, or NULL */
+} kd_tensor;
+
+static inline void *kd_data(const kd_tensor *t) {
+    return (char *)t->storage->data + t->offset * kd_dtype_size(t->dtype);
+}
+static inline float *kd_f32(const kd_tensor *t) { return (float *)kd_data(t); }
+static inline int32_t *kd_i32(const kd_tensor *t) { return (int32_t *)kd_data(t); }
+static inline uint8_t *kd_u8(const kd_tensor *t) { return (uint8_t *)kd_data(t); }
+
+size_t kd_numel(const kd_tensor *t);
+size_t kd_shape_numel(int ndim, const int *shape);
+/* "8x16x64x128" in one of a few rotating thread-local buffers, for messages. */
+const char *kd_shape_str(const kd_tensor *t);
+bool kd_same_shape(const kd_tensor *a, const kd_tensor *b);
+bool kd_needs_grad(const kd_tensor *t);
+
+kd_status kd_tensor_new(kd_dtype dtype, int ndim, const int *shape, kd_tensor **out);
+kd_status kd_tensor_zeros(kd_dtype dtype, int ndim, const int *shape, kd_tensor **out);
+kd_status kd_tensor_zeros_like(const kd_tensor *t, kd_tensor **out);
+kd_status kd_tensor_full(kd_dtype dtype, int ndim, const int *shape, double value,
+                         kd_tensor **out);
+kd_tensor *kd_tensor_retain(kd_tensor *t);
+void kd_tensor_release(kd_tensor *t); /* NULL is fine */
+
+/* Zero-copy views: share storage, record a node when grad is needed. */
+kd_status kd_reshape(kd_tensor *x, int ndim, const int *shape, kd_tensor **out);
+kd_status kd_narrow_batch(kd_tensor *x, int start, int length, kd_tensor **out);
+/* A new header on the same storage with no tape history (a detached view). */
+kd_status kd_detach(kd_tensor *x, kd_tensor **out);
+/* A contiguous copy with its own storage (differentiable). */
+kd_status kd_clone(kd_tensor *x, kd_tensor **out);
+/* Converts between element types (no grad); values are truncated to fit. */
+kd_status kd_to_dtype(const kd_tensor *x, kd_dtype dtype, kd_tensor **out);
+
+/* In place, outside autograd (initialisation, optimizer state). */
+kd_status kd_fill(kd_tensor *t, double value);
+kd_status kd_copy(kd_tensor *dst, const kd_tensor *src); /* same numel and dtype */
+double kd_get(const kd_tensor *t, size_t index);          /* as a double */
+void kd_set(kd_tensor *t, size_t index, double value);
+
+/* ---- random numbers ---------------------------------------------------------
+ * xoshiro128** seeded through splitmix64: the same seed gives the same numbers
+ * on every machine and thread count. NULL means the global generator. */
+
+typedef struct { uint32_t s[4]; } kd_rng;
+
+void kd_rng_seed(kd_rng *rng, uint64_t seed);
+uint32_t kd_rng_u32(kd_rng *rng);
+float kd_rng_uniform(kd_rng *rng); /* [0, 1) */
+float kd_rng_normal(kd_rng *rng);  /* mean 0, std 1 */
+kd_rng *kd_rng_global(void);
+void kd_manual_seed(uint64_t seed); /* seeds the global generator */
+
+kd_status kd_fill_uniform(kd_tensor *t, float low, float high, kd_rng *rng);
+kd_status kd_fill_normal(kd_tensor *t, float mean, float std, kd_rng *rng);
+/* He initialisation for ReLU nets: normal(0, sqrt(2 / fan_in)), fan_in from
+ * the weight's dims 1.. (Cin/groups x kh x kw for a conv weight). */
+kd_status kd_fill_kaiming_normal(kd_tensor *t, kd_rng *rng);
+
+/* ---- memory ---------------------------------------------------------------- */
+
+typedef struct {
+    size_t live_bytes;   /* tensor storage in use */
+    size_t peak_bytes;   /* the most live_bytes has been since the last reset */
+    size_t cached_bytes; /* freed blocks kept for reuse */
+    size_t live_tensors; /* tensor headers alive */
+} kd_memory_stats;
+
+kd_memory_stats kd_memory(void);
+void kd_memory_reset_peak(void);
+void kd_memory_empty_cache(void); /* returns cached blocks to the system */
+/* Caps live tensor bytes (0: no cap); an allocation past it fails with
+ * KD_ERR_MEMORY, as a real out-of-memory would. */
+void kd_memory_set_limit(size_t bytes);
+
+/* ---- threads --------------------------------------------------------------- */
+
+/* One setting for OpenBLAS and the OpenMP loops (they share one pool). */
+void kd_set_threads(int n);
+int kd_get_threads(void);
+
+/* ---- autograd -------------------------------------------------------------- */
+
+bool kd_grad_enabled(void);
+bool kd_set_grad_enabled(bool enabled); /* returns the previous setting */
+
+/* Backward from a one-element tensor (grad 1), or from any tensor with a
+ * gradient of its shape. Adds into the .grad of leaves that require it and
+ * releases what the graph saved: a second backward through it is an error. */
+kd_status kd_backward(kd_tensor *root, const kd_tensor *grad);
+
+/* ---- ops: pointwise (op_pointwise.c, op_activation.c) -------------------- */
+
+kd_status kd_add(kd_tensor *a, kd_tensor *b, kd_tensor **out);
+kd_status kd_sub(kd_tensor *a, kd_tensor *b, kd_tensor **out);
+kd_status kd_mul(kd_tensor *a, kd_tensor *b, kd_tensor **out);
+kd_status kd_div(kd_tensor *a, kd_tensor *b, kd_tensor **out);
+/* x * scale + shift, the scalar forms of all four operators. */
+kd_status kd_affine_scalar(kd_tensor *x, float scale, float shift, kd_tensor **out);
+/* s / x */
+kd_status kd_rdiv_scalar(kd_tensor *x, float s, kd_tensor **out);
+/* x (N x C x H x W) with v (C) broadcast over N, H, W. */
+kd_status kd_channel_add(kd_tensor *x, kd_tensor *v, kd_tensor **out);
+kd_status kd_channel_sub(kd_tensor *x, kd_tensor *v, kd_tensor **out);
+kd_status kd_channel_mul(kd_tensor *x, kd_tensor *v, kd_tensor **out);
+kd_status kd_channel_div(kd_tensor *x, kd_tensor *v, kd_tensor **out);
+kd_status kd_exp(kd_tensor *x, kd_tensor **out);
+kd_status kd_log(kd_tensor *x, kd_tensor **out);
+
+kd_status kd_relu(kd_tensor *x, kd_tensor **out);
+kd_status kd_leaky_relu(kd_tensor *x, float slope, kd_tensor **out);
+kd_status kd_sigmoid(kd_tensor *x, kd_tensor **out);
+kd_status kd_tanh(kd_tensor *x, kd_tensor **out);
+/* Zeroes whole channels with probability p, scales the rest by 1/(1-p). */
+kd_status kd_dropout2d(kd_tensor *x, float p, kd_rng *rng, kd_tensor **out);
+
+/* ---- ops: reductions and shape (op_reduce.c, op_shape.c) ------------------ */
+
+kd_status kd_sum(kd_tensor *x, kd_tensor **out);  /* all elements -> shape {1} */
+kd_status kd_mean(kd_tensor *x, kd_tensor **out);
+/* Over the dims whose bit is set in dim_mask (bit d = dim d); keepdim keeps
+ * them as size 1. */
+kd_status kd_sum_dims(kd_tensor *x, unsigned dim_mask, bool keepdim, kd_tensor **out);
+kd_status kd_mean_dims(kd_tensor *x, unsigned dim_mask, bool keepdim, kd_tensor **out);
+/* Over channels of N x C x H x W: values (float) and indices (int32), each
+ * N x H x W; either may be NULL. No grad. Ties go to the lowest channel. */
+kd_status kd_max_channels(const kd_tensor *x, kd_tensor **values, kd_tensor **indices);
+
+kd_status kd_concat_channels(int count, kd_tensor *const *xs, kd_tensor **out);
+kd_status kd_slice_channels(kd_tensor *x, int start, int length, kd_tensor **out);
+
+/* ---- ops: convolution, normalisation, pooling, resize -------------------- */
+
+typedef struct {
+    int stride_h, stride_w;
+    int pad_h, pad_w;
+    int dilation_h, dilation_w;
+    int groups;
+} kd_conv_params;
+
+/* x N x Cin x H x W, weight Cout x Cin/groups x kh x kw, bias Cout or NULL. */
+kd_status kd_conv2d(kd_tensor *x, kd_tensor *weight, kd_tensor *bias,
+                    const kd_conv_params *p, kd_tensor **out);
+/* The plain seven-loop convolution the fast one is tested against (no grad). */
+kd_status kd_conv2d_reference(const kd_tensor *x, const kd_tensor *weight,
+                              const kd_tensor *bias, const kd_conv_params *p,
+                              kd_tensor **out);
+
+/* Training: normalises with batch statistics and updates the running ones
+ * (running = (1-momentum) running + momentum batch, unbiased variance).
+ * Evaluation: normalises with the running statistics. weight/bias may be NULL. */
+kd_status kd_batch_norm2d(kd_tensor *x, kd_tensor *weight, kd_tensor *bias,
+                          kd_tensor *running_mean, kd_tensor *running_var,
+                          bool training, float momentum, float eps, kd_tensor **out);
+
+typedef struct { int kernel_h, kernel_w, stride_h, stride_w, pad_h, pad_w; } kd_pool_params;
+kd_status kd_max_pool2d(kd_tensor *x, const kd_pool_params *p, kd_tensor **out);
+/* Padding counts in the divisor, as PyTorch's default count_include_pad. */
+kd_status kd_avg_pool2d(kd_tensor *x, const kd_pool_params *p, kd_tensor **out);
+/* Mean over each cell of an out_h x out_w grid (PyTorch's adaptive pooling). */
+kd_status kd_adaptive_avg_pool2d(kd_tensor *x, int out_h, int out_w, kd_tensor **out);
+
+kd_status kd_resize_bilinear(kd_tensor *x, int out_h, int out_w, bool align_corners,
+                             kd_tensor **out);
+/* Any dtype, no grad: label maps (N x H x W or N x C x H x W) keep their values. */
+kd_status kd_resize_nearest(const kd_tensor *x, int out_h, int out_w, kd_tensor **out);
+
+/* ---- ops: softmax and losses (op_softmax.c, op_loss.c, op_distill.c) ------ */
+
+/* Over channels of N x C x H x W, of x / temperature. */
+kd_status kd_softmax(kd_tensor *x, float temperature, kd_tensor **out);
+kd_status kd_log_softmax(kd_tensor *x, float temperature, kd_tensor **out);
+
+typedef enum { KD_REDUCE_MEAN = 0, KD_REDUCE_SUM, KD_REDUCE_NONE } kd_reduction;
+
+typedef struct {
+    int ignore_index;          /* pixels with this target count nowhere (255) */
+    kd_tensor *class_weight;   /* C floats, or NULL */
+    kd_tensor *pixel_weight;   /* N x H x W floats, or NULL */
+    kd_reduction reduction;
+} kd_cross_entropy_params;
+
+/* logits N x C x H x W, target N x H x W int32. Per pixel:
+ *   loss = class_weight[y] * pixel_weight * -log softmax(logits)[y]
+ * mean divides the sum by the sum of class_weight[y] over counted pixels
+ * (PyTorch's convention), so pixel weights lower a pixel's share; a batch with
+ * no counted pixel gives 0. none gives N x H x W with 0 at ignored pixels. */
+kd_status kd_cross_entropy(kd_tensor *logits, const kd_tensor *target,
+                           const kd_cross_entropy_params *p, kd_tensor **out);
+
+/* T^2 * sum_c p_t (log p_t - log p_s), p = softmax(logits / T), per pixel;
+ * mean over N x H x W pixels. With detach_target the teacher gets no grad. */
+kd_status kd_kl_div(kd_tensor *student_logits, kd_tensor *teacher_logits,
+                    float temperature, bool detach_target, kd_reduction reduction,
+                    kd_tensor **out);
+
+kd_status kd_mse(kd_tensor *a, kd_tensor *b, kd_reduction reduction, kd_tensor **out);
+
+/* Pair-wise (structured) distillation: each feature map N x C x H x W is
+ * average-pooled into a grid_h x grid_w grid of nodes; S = cosine similarity
+ * between all pairs of nodes; loss = mean over N x M x M of (S_s - S_t)^2,
+ * M = grid_h * grid_w. Channel counts of the two may differ. */
+kd_status kd_pairwise_distill(kd_tensor *student_features, kd_tensor *teacher_features,
+                              int grid_h, int grid_w, kd_tensor **out);
+
+/* ---- optimizer steps and in-place helpers (optim.c), no grad -------------- */
+
+/* PyTorch's SGD: g = grad + wd p; buf = momentum buf + (1 - dampening) g
+ * (buf = g on the first step); g = nesterov ? g + momentum buf : buf;
+ * p -= lr g. first_step says whether buf holds history yet. */
+kd_status kd_sgd_step(kd_tensor *param, const kd_tensor *grad, kd_tensor *momentum_buf,
+                      float lr, float momentum, float dampening, float weight_decay,
+                      bool nesterov, bool first_step);
+/* PyTorch's AdamW (decoupled weight decay), step counted from 1. */
+kd_status kd_adamw_step(kd_tensor *param, const kd_tensor *grad, kd_tensor *exp_avg,
+                        kd_tensor *exp_avg_sq, float lr, float beta1, float beta2,
+                        float eps, float weight_decay, int step);
+/* dst = dst * a + src * b, element by element (EMA, accumulation). */
+kd_status kd_axpby(kd_tensor *dst, float a, const kd_tensor *src, float b);
+/* Sum of squares of all elements, in double (gradient clipping). */
+double kd_sum_squares(const kd_tensor *t);
+
+#endif

@@ -1,0 +1,151 @@
+/* op_resize.c - bilinear resize (differentiable) and nearest resize (for label
+ * maps and masks, any dtype, no grad). Source coordinates follow PyTorch's
+ * interpolate with an explicit output size:
+ *   align_corners true:  src = dst * (in - 1) / (out - 1)
+ *   align_corners false: src = (dst + 0.5) * in / out - 0.5, clamped at 0
+ *   nearest:             src = floor(dst * in / out) */
+#include <stdlib.h>
+#include <string.h>
+
+#include "internal.h"
+
+/* For each output coordinate: the two source indices and the weight of the second. */
+typedef struct {
+    int lo, hi;
+    float frac;
+} tap;
+
+static void make_taps(int in, int out, bool align_corners, tap *taps) {
+    for (int d = 0; d < out; d++) {
+        float src;
+        if (align_corners) src = out > 1 ? (float)d * (float)(in - 1) / (float)(out - 1) : 0.0f;
+        else {
+            src = ((float)d + 0.5f) * (float)in / (float)out - 0.5f;
+            if (src < 0) src = 0;
+        }
+        int lo = (int)src;
+        if (lo > in - 1) lo = in - 1;
+        taps[d].lo = lo;
+        taps[d].hi = lo + 1 < in ? lo + 1 : in - 1;
+        taps[d].frac = src - (float)lo;
+    }
+}
+
+static kd_status alloc_taps(int in_h, int in_w, int out_h, int out_w, bool align, tap **th, tap **tw) {
+    *th = malloc(sizeof(tap) * (size_t)out_h);
+    *tw = malloc(sizeof(tap) * (size_t)out_w);
+    if (!*th || !*tw) {
+        free(*th);
+        free(*tw);
+        return kd_fail(KD_ERR_MEMORY, "resize_bilinear: cannot allocate coordinate tables");
+    }
+    make_taps(in_h, out_h, align, *th);
+    make_taps(in_w, out_w, align, *tw);
+    return KD_OK;
+}
+
+/* grad out N x C x OH x OW scattered into grad x N x C x H x W; ints[0] = align. */
+static kd_status bilinear_backward(kd_node *node, const kd_tensor *grad_output,
+                                   kd_tensor *const *grad_inputs) {
+    const kd_edge *e = &node->inputs[0];
+    int H = e->shape[2], W = e->shape[3], OH = grad_output->shape[2], OW = grad_output->shape[3];
+    tap *th, *tw;
+    kd_status s = alloc_taps(H, W, OH, OW, node->ints[0], &th, &tw);
+    if (s) return s;
+    size_t planes = (size_t)e->shape[0] * e->shape[1];
+    const float *g = kd_f32(grad_output);
+    float *gx = kd_f32(grad_inputs[0]);
+#pragma omp parallel for schedule(static) if (planes * OH * OW > KD_PARALLEL_MIN)
+    for (size_t q = 0; q < planes; q++) {
+        float *dst = gx + q * H * W;
+        const float *src = g + q * OH * OW;
+        for (int oh = 0; oh < OH; oh++) {
+            tap a = th[oh];
+            for (int ow = 0; ow < OW; ow++) {
+                tap b = tw[ow];
+                float v = src[(size_t)oh * OW + ow];
+                dst[a.lo * W + b.lo] += v * (1 - a.frac) * (1 - b.frac);
+                dst[a.lo * W + b.hi] += v * (1 - a.frac) * b.frac;
+                dst[a.hi * W + b.lo] += v * a.frac * (1 - b.frac);
+                dst[a.hi * W + b.hi] += v * a.frac * b.frac;
+            }
+        }
+    }
+    free(th);
+    free(tw);
+    return KD_OK;
+}
+
+kd_status kd_resize_bilinear(kd_tensor *x, int out_h, int out_w, bool align_corners,
+                             kd_tensor **out) {
+    kd_status s;
+    if ((s = kd_check_f32("resize_bilinear", "input", x)) ||
+        (s = kd_check_ndim("resize_bilinear", "input", x, 4)))
+        return s;
+    int H = x->shape[2], W = x->shape[3];
+    if (out_h < 1 || out_w < 1 || H < 1 || W < 1)
+        return kd_fail(KD_ERR_SHAPE, "resize_bilinear: cannot resize %s to %dx%d", kd_shape_str(x),
+                       out_h, out_w);
+    tap *th, *tw;
+    if ((s = alloc_taps(H, W, out_h, out_w, align_corners, &th, &tw))) return s;
+    int shape[4] = {x->shape[0], x->shape[1], out_h, out_w};
+    if ((s = kd_tensor_new(KD_F32, 4, shape, out))) {
+        free(th);
+        free(tw);
+        return s;
+    }
+    size_t planes = (size_t)shape[0] * shape[1];
+    const float *in = kd_f32(x);
+    float *y = kd_f32(*out);
+#pragma omp parallel for schedule(static) if (planes * out_h * out_w > KD_PARALLEL_MIN)
+    for (size_t q = 0; q < planes; q++) {
+        const float *src = in + q * H * W;
+        float *dst = y + q * out_h * out_w;
+        for (int oh = 0; oh < out_h; oh++) {
+            tap a = th[oh];
+            const float *r0 = src + (size_t)a.lo * W, *r1 = src + (size_t)a.hi * W;
+            for (int ow = 0; ow < out_w; ow++) {
+                tap b = tw[ow];
+                float top = r0[b.lo] + (r0[b.hi] - r0[b.lo]) * b.frac;
+                float bottom = r1[b.lo] + (r1[b.hi] - r1[b.lo]) * b.frac;
+                dst[(size_t)oh * out_w + ow] = top + (bottom - top) * a.frac;
+            }
+        }
+    }
+    free(th);
+    free(tw);
+    kd_node *node;
+    s = kd_finish_op("resize_bilinear", bilinear_backward, out, 1, &x, 0, NULL, &node);
+    if (node) node->ints[0] = align_corners;
+    return s;
+}
+
+kd_status kd_resize_nearest(const kd_tensor *x, int out_h, int out_w, kd_tensor **out) {
+    if (x->ndim < 2)
+        return kd_fail(KD_ERR_SHAPE, "resize_nearest: input %s needs height and width",
+                       kd_shape_str(x));
+    int H = x->shape[x->ndim - 2], W = x->shape[x->ndim - 1];
+    if (out_h < 1 || out_w < 1 || H < 1 || W < 1)
+        return kd_fail(KD_ERR_SHAPE, "resize_nearest: cannot resize %s to %dx%d", kd_shape_str(x),
+                       out_h, out_w);
+    int shape[KD_MAX_DIMS];
+    memcpy(shape, x->shape, sizeof shape);
+    shape[x->ndim - 2] = out_h;
+    shape[x->ndim - 1] = out_w;
+    kd_status s = kd_tensor_new(x->dtype, x->ndim, shape, out);
+    if (s) return s;
+    size_t planes = kd_numel(x) / ((size_t)H * W), elem = kd_dtype_size(x->dtype);
+    const char *in = kd_data(x);
+    char *y = kd_data(*out);
+#pragma omp parallel for schedule(static) if (planes * out_h * out_w > KD_PARALLEL_MIN)
+    for (size_t q = 0; q < planes; q++)
+        for (int oh = 0; oh < out_h; oh++) {
+            int ih = (int)((long)oh * H / out_h);
+            for (int ow = 0; ow < out_w; ow++) {
+                int iw = (int)((long)ow * W / out_w);
+                memcpy(y + ((q * out_h + oh) * out_w + ow) * elem,
+                       in + ((q * H + ih) * W + iw) * elem, elem);
+            }
+        }
+    return KD_OK;
+}

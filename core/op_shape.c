@@ -1,0 +1,169 @@
+/* op_shape.c - ops that move elements without computing on them: reshape and
+ * batch slices (zero-copy views), clone, and concat/slice along channels. */
+#include <stdio.h>
+#include <string.h>
+
+#include "internal.h"
+
+/* grad x += grad out, over the same number of elements (reshape, clone). */
+static kd_status same_elements_backward(kd_node *node, const kd_tensor *grad_output,
+                                        kd_tensor *const *grad_inputs) {
+    (void)node;
+    kd_tensor *gx = grad_inputs[0];
+    size_t n = kd_numel(grad_output);
+    const float *g = kd_f32(grad_output);
+    float *dst = kd_f32(gx);
+#pragma omp parallel for schedule(static) if (n > KD_PARALLEL_MIN)
+    for (size_t i = 0; i < n; i++) dst[i] += g[i];
+    return KD_OK;
+}
+
+kd_status kd_reshape(kd_tensor *x, int ndim, const int *shape, kd_tensor **out) {
+    if (ndim < 1 || ndim > KD_MAX_DIMS)
+        return kd_fail(KD_ERR_SHAPE, "reshape: %d dimensions, must be 1 to %d", ndim, KD_MAX_DIMS);
+    for (int i = 0; i < ndim; i++)
+        if (shape[i] < 0)
+            return kd_fail(KD_ERR_SHAPE, "reshape: dimension %d has negative size %d", i, shape[i]);
+    if (kd_shape_numel(ndim, shape) != kd_numel(x)) {
+        char want[64];
+        int len = 0;
+        for (int i = 0; i < ndim; i++) len += snprintf(want + len, 64 - (size_t)len, i ? "x%d" : "%d", shape[i]);
+        return kd_fail(KD_ERR_SHAPE, "reshape: cannot view %s (%zu elements) as %s", kd_shape_str(x),
+                       kd_numel(x), want);
+    }
+    kd_status s = kd_detach(x, out);
+    if (s) return s;
+    (*out)->ndim = ndim;
+    memset((*out)->shape, 0, sizeof (*out)->shape);
+    memcpy((*out)->shape, shape, sizeof(int) * (size_t)ndim);
+    if (x->dtype != KD_F32) return KD_OK; /* integer views carry no gradient */
+    return kd_finish_op("reshape", same_elements_backward, out, 1, &x, 0, NULL, NULL);
+}
+
+/* grad x[start : start+length] += grad out; ints[0] = start * inner. */
+static kd_status narrow_batch_backward(kd_node *node, const kd_tensor *grad_output,
+                                       kd_tensor *const *grad_inputs) {
+    size_t n = kd_numel(grad_output);
+    const float *g = kd_f32(grad_output);
+    float *dst = kd_f32(grad_inputs[0]) + (size_t)node->ints[0] * (size_t)node->ints[1];
+#pragma omp parallel for schedule(static) if (n > KD_PARALLEL_MIN)
+    for (size_t i = 0; i < n; i++) dst[i] += g[i];
+    return KD_OK;
+}
+
+kd_status kd_narrow_batch(kd_tensor *x, int start, int length, kd_tensor **out) {
+    if (start < 0 || length < 0 || start + length > x->shape[0])
+        return kd_fail(KD_ERR_SHAPE, "narrow_batch: rows %d..%d are outside the batch of %s",
+                       start, start + length - 1, kd_shape_str(x));
+    size_t inner = x->shape[0] ? kd_numel(x) / (size_t)x->shape[0] : 0;
+    kd_status s = kd_detach(x, out);
+    if (s) return s;
+    (*out)->offset += (size_t)start * inner;
+    (*out)->shape[0] = length;
+    if (x->dtype != KD_F32) return KD_OK;
+    kd_node *node;
+    s = kd_finish_op("narrow_batch", narrow_batch_backward, out, 1, &x, 0, NULL, &node);
+    if (node) {
+        node->ints[0] = start; /* element offset = start * inner; inner fits an int */
+        node->ints[1] = (int)inner;
+    }
+    return s;
+}
+
+kd_status kd_clone(kd_tensor *x, kd_tensor **out) {
+    kd_status s = kd_tensor_new_like(x, out);
+    if (s) return s;
+    memcpy(kd_data(*out), kd_data(x), kd_numel(x) * kd_dtype_size(x->dtype));
+    if (x->dtype != KD_F32) return KD_OK;
+    return kd_finish_op("clone", same_elements_backward, out, 1, &x, 0, NULL, NULL);
+}
+
+/* ---- channels -----------------------------------------------------------------
+ * Each image's channels are contiguous blocks of H*W: a concat or slice copies
+ * whole blocks per image. */
+
+static void copy_channel_block(float *dst, int dst_channels, int dst_start, const float *src,
+                               int src_channels, int src_start, int channels, int batch,
+                               size_t plane, bool add) {
+    for (int n = 0; n < batch; n++) {
+        float *d = dst + ((size_t)n * (size_t)dst_channels + (size_t)dst_start) * plane;
+        const float *s = src + ((size_t)n * (size_t)src_channels + (size_t)src_start) * plane;
+        size_t count = (size_t)channels * plane;
+        if (add) {
+#pragma omp parallel for schedule(static) if (count > KD_PARALLEL_MIN)
+            for (size_t i = 0; i < count; i++) d[i] += s[i];
+        } else {
+            memcpy(d, s, count * sizeof(float));
+        }
+    }
+}
+
+/* grad out N x sum(C_i) x H x W; grad input i += its channel block. */
+static kd_status concat_backward(kd_node *node, const kd_tensor *grad_output,
+                                 kd_tensor *const *grad_inputs) {
+    int total = grad_output->shape[1], start = 0;
+    size_t plane = (size_t)grad_output->shape[2] * (size_t)grad_output->shape[3];
+    for (int i = 0; i < node->n_inputs; i++) {
+        int channels = node->inputs[i].shape[1];
+        if (grad_inputs[i])
+            copy_channel_block(kd_f32(grad_inputs[i]), channels, 0, kd_f32(grad_output), total,
+                               start, channels, grad_output->shape[0], plane, true);
+        start += channels;
+    }
+    return KD_OK;
+}
+
+kd_status kd_concat_channels(int count, kd_tensor *const *xs, kd_tensor **out) {
+    if (count < 1 || count > KD_MAX_INPUTS)
+        return kd_fail(KD_ERR_ARG, "concat_channels: %d tensors, must be 1 to %d", count,
+                       KD_MAX_INPUTS);
+    kd_status s;
+    int total = 0;
+    for (int i = 0; i < count; i++) {
+        if ((s = kd_check_f32("concat_channels", "input", xs[i])) ||
+            (s = kd_check_ndim("concat_channels", "input", xs[i], 4)))
+            return s;
+        if (xs[i]->shape[0] != xs[0]->shape[0] || xs[i]->shape[2] != xs[0]->shape[2] ||
+            xs[i]->shape[3] != xs[0]->shape[3])
+            return kd_fail(KD_ERR_SHAPE, "concat_channels: input %d is %s, input 1 is %s; "
+                           "only channels may differ", i + 1, kd_shape_str(xs[i]),
+                           kd_shape_str(xs[0]));
+        total += xs[i]->shape[1];
+    }
+    int shape[4] = {xs[0]->shape[0], total, xs[0]->shape[2], xs[0]->shape[3]};
+    if ((s = kd_tensor_new(KD_F32, 4, shape, out))) return s;
+    size_t plane = (size_t)shape[2] * (size_t)shape[3];
+    for (int i = 0, start = 0; i < count; start += xs[i]->shape[1], i++)
+        copy_channel_block(kd_f32(*out), total, start, kd_f32(xs[i]), xs[i]->shape[1], 0,
+                           xs[i]->shape[1], shape[0], plane, false);
+    return kd_finish_op("concat_channels", concat_backward, out, count, xs, 0, NULL, NULL);
+}
+
+/* grad x[:, start : start+length] += grad out. */
+static kd_status slice_backward(kd_node *node, const kd_tensor *grad_output,
+                                kd_tensor *const *grad_inputs) {
+    const kd_edge *e = &node->inputs[0];
+    size_t plane = (size_t)e->shape[2] * (size_t)e->shape[3];
+    copy_channel_block(kd_f32(grad_inputs[0]), e->shape[1], node->ints[0], kd_f32(grad_output),
+                       grad_output->shape[1], 0, grad_output->shape[1], e->shape[0], plane, true);
+    return KD_OK;
+}
+
+kd_status kd_slice_channels(kd_tensor *x, int start, int length, kd_tensor **out) {
+    kd_status s;
+    if ((s = kd_check_f32("slice_channels", "input", x)) ||
+        (s = kd_check_ndim("slice_channels", "input", x, 4)))
+        return s;
+    if (start < 0 || length < 1 || start + length > x->shape[1])
+        return kd_fail(KD_ERR_SHAPE, "slice_channels: channels %d..%d are outside input %s",
+                       start, start + length - 1, kd_shape_str(x));
+    int shape[4] = {x->shape[0], length, x->shape[2], x->shape[3]};
+    if ((s = kd_tensor_new(KD_F32, 4, shape, out))) return s;
+    size_t plane = (size_t)shape[2] * (size_t)shape[3];
+    copy_channel_block(kd_f32(*out), length, 0, kd_f32(x), x->shape[1], start, length, shape[0],
+                       plane, false);
+    kd_node *node;
+    s = kd_finish_op("slice_channels", slice_backward, out, 1, &x, 0, NULL, &node);
+    if (node) node->ints[0] = start;
+    return s;
+}
