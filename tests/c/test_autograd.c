@@ -1,0 +1,191 @@
+/* test_autograd.c - the tape: gradients accumulate across backward calls,
+ * no-grad records nothing, memory returns to its level before the forward,
+ * a freed graph cannot be walked twice, long chains release without
+ * recursion, and the same seed and thread count give bit-identical results. */
+#include <stdlib.h>
+
+#include "check.h"
+
+#define SEED 11u
+
+static kd_tensor *leaf(int n, int c, int h, int w, kd_rng *rng, bool grad) {
+    int shape[4] = {n, c, h, w};
+    kd_tensor *t;
+    kd_tensor_new(KD_F32, 4, shape, &t);
+    kd_fill_normal(t, 0, 1, rng);
+    t->requires_grad = grad;
+    return t;
+}
+
+static void test_accumulation(void) {
+    int shape[1] = {3};
+    kd_tensor *x, *y, *loss;
+    kd_tensor_full(KD_F32, 1, shape, 1.0, &x);
+    x->requires_grad = true;
+    for (int round = 0; round < 2; round++) { /* two losses, two backward calls */
+        CHECK_OK(kd_affine_scalar(x, 2.0f, 0.0f, &y));
+        CHECK_OK(kd_sum(y, &loss));
+        CHECK_OK(kd_backward(loss, NULL));
+        kd_tensor_release(y), kd_tensor_release(loss);
+    }
+    CHECK(x->grad && kd_f32(x->grad)[0] == 4.0f, "grad accumulates to 4, got %g",
+          x->grad ? kd_f32(x->grad)[0] : -1);
+
+    /* x used twice in one graph: both paths add */
+    kd_tensor *z;
+    kd_fill(x->grad, 0);
+    CHECK_OK(kd_mul(x, x, &z));
+    CHECK_OK(kd_sum(z, &loss));
+    CHECK_OK(kd_backward(loss, NULL));
+    CHECK(kd_f32(x->grad)[1] == 2.0f, "d(x*x)/dx = 2x = 2, got %g", kd_f32(x->grad)[1]);
+    CHECK_FAILS(kd_backward(loss, NULL), KD_ERR_STATE, "already freed");
+    kd_tensor_release(z), kd_tensor_release(loss), kd_tensor_release(x);
+}
+
+static void test_no_grad(void) {
+    int shape[1] = {3};
+    kd_tensor *x, *y;
+    kd_tensor_full(KD_F32, 1, shape, 1.0, &x);
+    x->requires_grad = true;
+    bool was = kd_set_grad_enabled(false);
+    CHECK_OK(kd_exp(x, &y));
+    kd_set_grad_enabled(was);
+    CHECK(y->grad_fn == NULL, "no-grad records no node");
+    CHECK_FAILS(kd_backward(y, NULL), KD_ERR_STATE, "does not require grad");
+    kd_tensor_release(y);
+    CHECK_OK(kd_exp(x, &y));
+    CHECK(y->grad_fn != NULL, "grad mode records a node");
+    CHECK_FAILS(kd_backward(y, NULL), KD_ERR_SHAPE, "more than one element");
+    kd_tensor_release(y), kd_tensor_release(x);
+}
+
+/* A small segmentation step: conv - bn - relu - conv - upsample - CE. */
+typedef struct { kd_tensor *x, *w1, *g1, *b1, *rm, *rv, *w2, *b2; kd_tensor *target; } net;
+
+static net make_net(uint64_t seed) {
+    kd_rng rng;
+    kd_rng_seed(&rng, seed);
+    net n;
+    n.x = leaf(2, 3, 16, 20, &rng, false);
+    n.w1 = leaf(8, 3, 3, 3, &rng, true);
+    int c8[1] = {8}, c4[1] = {4}, tshape[3] = {2, 16, 20};
+    kd_tensor_full(KD_F32, 1, c8, 1.0, &n.g1);
+    kd_tensor_zeros(KD_F32, 1, c8, &n.b1);
+    kd_tensor_zeros(KD_F32, 1, c8, &n.rm);
+    kd_tensor_full(KD_F32, 1, c8, 1.0, &n.rv);
+    n.g1->requires_grad = n.b1->requires_grad = true;
+    n.w2 = leaf(4, 8, 1, 1, &rng, true);
+    kd_tensor_zeros(KD_F32, 1, c4, &n.b2);
+    n.b2->requires_grad = true;
+    kd_tensor_new(KD_I32, 3, tshape, &n.target);
+    for (size_t i = 0; i < kd_numel(n.target); i++)
+        kd_i32(n.target)[i] = i % 17 == 0 ? 255 : (int32_t)(kd_rng_u32(&rng) % 4);
+    return n;
+}
+
+static void free_net(net *n) {
+    kd_tensor *all[] = {n->x, n->w1, n->g1, n->b1, n->rm, n->rv, n->w2, n->b2, n->target};
+    for (size_t i = 0; i < sizeof all / sizeof all[0]; i++) kd_tensor_release(all[i]);
+}
+
+static kd_status step(net *n, kd_tensor **logits_out, kd_tensor **loss_out) {
+    kd_conv_params c1 = {2, 2, 1, 1, 1, 1, 1}, c2 = {1, 1, 0, 0, 1, 1, 1};
+    kd_tensor *h1 = NULL, *h2 = NULL, *h3 = NULL, *h4 = NULL, *logits = NULL, *loss = NULL;
+    kd_cross_entropy_params ce = {255, NULL, NULL, KD_REDUCE_MEAN};
+    kd_status s;
+    if (!(s = kd_conv2d(n->x, n->w1, NULL, &c1, &h1)) &&
+        !(s = kd_batch_norm2d(h1, n->g1, n->b1, n->rm, n->rv, true, 0.1f, 1e-5f, &h2)) &&
+        !(s = kd_relu(h2, &h3)) && !(s = kd_conv2d(h3, n->w2, n->b2, &c2, &h4)) &&
+        !(s = kd_resize_bilinear(h4, 16, 20, false, &logits)))
+        s = kd_cross_entropy(logits, n->target, &ce, &loss);
+    kd_tensor_release(h1), kd_tensor_release(h2), kd_tensor_release(h3), kd_tensor_release(h4);
+    *logits_out = logits;
+    *loss_out = loss;
+    return s;
+}
+
+static void test_memory_returns(void) {
+    net n = make_net(SEED);
+    kd_tensor *logits, *loss;
+    CHECK_OK(step(&n, &logits, &loss)); /* a first step allocates the leaves' grads */
+    CHECK_OK(kd_backward(loss, NULL));
+    kd_tensor_release(logits), kd_tensor_release(loss);
+    kd_memory_stats before = kd_memory();
+    CHECK_OK(step(&n, &logits, &loss));
+    kd_memory_stats during = kd_memory();
+    CHECK(during.live_bytes > before.live_bytes, "the forward holds activations");
+    CHECK_OK(kd_backward(loss, NULL));
+    kd_memory_stats after_backward = kd_memory();
+    /* the tape's saved tensors are gone; only the two outputs remain */
+    CHECK(after_backward.live_bytes < during.live_bytes, "backward frees what the tape saved: "
+          "%zu -> %zu", during.live_bytes, after_backward.live_bytes);
+    kd_tensor_release(logits), kd_tensor_release(loss);
+    kd_memory_stats after = kd_memory();
+    CHECK(after.live_bytes == before.live_bytes && after.live_tensors == before.live_tensors,
+          "live bytes back to %zu (tensors %zu), got %zu (tensors %zu)", before.live_bytes,
+          before.live_tensors, after.live_bytes, after.live_tensors);
+    free_net(&n);
+}
+
+static void run_twice_identical(int threads) {
+    kd_set_threads(threads);
+    float *first = NULL;
+    size_t count = 0;
+    for (int run = 0; run < 2; run++) {
+        net n = make_net(SEED);
+        kd_tensor *logits, *loss;
+        CHECK_OK(step(&n, &logits, &loss));
+        CHECK_OK(kd_backward(loss, NULL));
+        kd_tensor *outs[] = {logits, n.w1->grad, n.g1->grad, n.b1->grad, n.w2->grad, n.b2->grad, n.rm, n.rv};
+        size_t total = 0;
+        for (size_t i = 0; i < 8; i++) total += kd_numel(outs[i]);
+        float *all = malloc(sizeof(float) * total), *at = all;
+        for (size_t i = 0; i < 8; i++) {
+            memcpy(at, kd_f32(outs[i]), sizeof(float) * kd_numel(outs[i]));
+            at += kd_numel(outs[i]);
+        }
+        if (run == 0) {
+            first = all;
+            count = total;
+        } else {
+            CHECK(total == count && memcmp(first, all, sizeof(float) * total) == 0,
+                  "two runs with seed %u and %d threads differ", SEED, threads);
+            free(all);
+        }
+        kd_tensor_release(logits), kd_tensor_release(loss);
+        free_net(&n);
+    }
+    free(first);
+}
+
+static void test_long_chain(void) {
+    int shape[1] = {1};
+    kd_tensor *x, *y;
+    kd_tensor_full(KD_F32, 1, shape, 0.0, &x);
+    x->requires_grad = true;
+    y = kd_tensor_retain(x);
+    for (int i = 0; i < 200000; i++) { /* a chain far deeper than the C stack allows to recurse */
+        kd_tensor *next;
+        if (kd_affine_scalar(y, 1.0f, 1.0f, &next)) break;
+        kd_tensor_release(y);
+        y = next;
+    }
+    CHECK(kd_f32(y)[0] == 200000.0f, "chain value %g", kd_f32(y)[0]);
+    kd_tensor_release(y); /* releases 200000 nodes iteratively */
+    kd_tensor_release(x);
+    CHECK(kd_memory().live_tensors == 0, "chain released");
+}
+
+int main(void) {
+    kd_set_threads(2);
+    test_accumulation();
+    test_no_grad();
+    test_memory_returns();
+    run_twice_identical(1);
+    run_twice_identical(2);
+    test_long_chain();
+    kd_memory_stats m = kd_memory();
+    CHECK(m.live_bytes == 0 && m.live_tensors == 0, "leaked %zu bytes in %zu tensors", m.live_bytes,
+          m.live_tensors);
+    return check_done("test_autograd");
+}

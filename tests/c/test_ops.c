@@ -1,0 +1,274 @@
+/* test_ops.c - forward values: the fast convolution against the naive one on
+ * every geometry, and each other op and loss against values worked out by
+ * hand (the arithmetic is written next to each expectation). */
+#include <math.h>
+
+#include "check.h"
+
+#define SEED 7u
+
+static kd_tensor *tensor_from(int ndim, const int *shape, const float *values) {
+    kd_tensor *t;
+    if (kd_tensor_new(KD_F32, ndim, shape, &t)) return NULL;
+    memcpy(kd_f32(t), values, sizeof(float) * kd_numel(t));
+    return t;
+}
+
+static kd_tensor *random_tensor(int n, int c, int h, int w, kd_rng *rng) {
+    int shape[4] = {n, c, h, w};
+    kd_tensor *t;
+    kd_tensor_new(KD_F32, 4, shape, &t);
+    kd_fill_normal(t, 0, 1, rng);
+    return t;
+}
+
+static bool close_to(float a, double b, double tol) { return fabs(a - b) <= tol * fmax(1, fabs(b)); }
+
+static void check_values(const char *what, const kd_tensor *t, const float *want, size_t n, double tol) {
+    CHECK(kd_numel(t) == n, "%s: %zu values, want %zu", what, kd_numel(t), n);
+    for (size_t i = 0; i < n && i < kd_numel(t); i++)
+        CHECK(close_to(kd_f32(t)[i], want[i], tol), "%s[%zu] = %.7g, want %.7g", what, i, kd_f32(t)[i], want[i]);
+}
+
+static void test_conv_against_reference(void) {
+    struct { int n, cin, h, w, cout, k, stride, pad, dil, groups; bool bias; } geo[] = {
+        {2, 3, 9, 11, 4, 3, 1, 1, 1, 1, true},  {2, 4, 8, 8, 6, 3, 2, 1, 1, 2, false},
+        {1, 5, 13, 9, 3, 3, 1, 2, 2, 1, true},  {1, 2, 17, 15, 2, 3, 1, 4, 4, 1, false},
+        {2, 6, 7, 7, 6, 3, 1, 1, 1, 6, true},   {2, 8, 6, 10, 5, 1, 1, 0, 1, 1, true},
+        {1, 3, 10, 7, 2, 5, 3, 2, 1, 1, false}, {2, 16, 33, 65, 8, 3, 2, 1, 1, 1, true},
+    };
+    kd_rng rng;
+    kd_rng_seed(&rng, SEED);
+    for (size_t g = 0; g < sizeof geo / sizeof geo[0]; g++) {
+        kd_tensor *x = random_tensor(geo[g].n, geo[g].cin, geo[g].h, geo[g].w, &rng);
+        kd_tensor *w = random_tensor(geo[g].cout, geo[g].cin / geo[g].groups, geo[g].k, geo[g].k, &rng);
+        kd_tensor *b = NULL, *fast, *slow;
+        if (geo[g].bias) {
+            int c[1] = {geo[g].cout};
+            kd_tensor_new(KD_F32, 1, c, &b);
+            kd_fill_normal(b, 0, 1, &rng);
+        }
+        kd_conv_params p = {geo[g].stride, geo[g].stride, geo[g].pad, geo[g].pad, geo[g].dil,
+                            geo[g].dil, geo[g].groups};
+        CHECK_OK(kd_conv2d(x, w, b, &p, &fast));
+        CHECK_OK(kd_conv2d_reference(x, w, b, &p, &slow));
+        double worst = 0;
+        for (size_t i = 0; i < kd_numel(slow); i++)
+            worst = fmax(worst, fabs(kd_f32(fast)[i] - kd_f32(slow)[i]) / fmax(1, fabs(kd_f32(slow)[i])));
+        CHECK(kd_same_shape(fast, slow) && worst < 1e-5, "conv geometry %zu: shape %s vs %s, "
+              "worst difference %g", g, kd_shape_str(fast), kd_shape_str(slow), worst);
+        kd_tensor_release(x), kd_tensor_release(w), kd_tensor_release(b);
+        kd_tensor_release(fast), kd_tensor_release(slow);
+    }
+}
+
+static void test_cross_entropy_by_hand(void) {
+    /* logits for 2 pixels (1 x 3 x 1 x 2): pixel a = (1, 2, 3), pixel b = (0, 0, 0) */
+    int shape[4] = {1, 3, 1, 2}, tshape[3] = {1, 1, 2}, cshape[1] = {3};
+    float values[6] = {1, 0, 2, 0, 3, 0};
+    kd_tensor *logits = tensor_from(4, shape, values), *target, *loss, *cw;
+    kd_tensor_new(KD_I32, 3, tshape, &target);
+    double la = log(exp(1) + exp(2) + exp(3)) - 3; /* target 2: 0.40760596 */
+    double lb = log(3);                             /* target 0 of uniform: 1.0986123 */
+    kd_i32(target)[0] = 2, kd_i32(target)[1] = 0;
+    kd_cross_entropy_params p = {255, NULL, NULL, KD_REDUCE_MEAN};
+    CHECK_OK(kd_cross_entropy(logits, target, &p, &loss));
+    CHECK(close_to(kd_f32(loss)[0], (la + lb) / 2, 1e-6), "mean CE %g, want %g", kd_f32(loss)[0], (la + lb) / 2);
+    kd_tensor_release(loss);
+
+    kd_i32(target)[1] = 255; /* ignored: the mean is over one pixel */
+    CHECK_OK(kd_cross_entropy(logits, target, &p, &loss));
+    CHECK(close_to(kd_f32(loss)[0], la, 1e-6), "CE with an ignored pixel %g, want %g", kd_f32(loss)[0], la);
+    kd_tensor_release(loss);
+
+    kd_i32(target)[1] = 0;
+    float weights[3] = {2, 1, 1};
+    cw = tensor_from(1, cshape, weights);
+    p.class_weight = cw; /* (1 * la + 2 * lb) / (1 + 2) */
+    CHECK_OK(kd_cross_entropy(logits, target, &p, &loss));
+    CHECK(close_to(kd_f32(loss)[0], (la + 2 * lb) / 3, 1e-6), "class-weighted CE %g", kd_f32(loss)[0]);
+    kd_tensor_release(loss);
+
+    int wshape[3] = {1, 1, 2};
+    float pix[2] = {0.5f, 0.25f};
+    kd_tensor *pw = tensor_from(3, wshape, pix);
+    p.pixel_weight = pw; /* (1 * 0.5 * la + 2 * 0.25 * lb) / (1 + 2) */
+    p.reduction = KD_REDUCE_SUM;
+    CHECK_OK(kd_cross_entropy(logits, target, &p, &loss));
+    CHECK(close_to(kd_f32(loss)[0], 0.5 * la + 0.5 * lb, 1e-6), "pixel-weighted CE sum %g", kd_f32(loss)[0]);
+    kd_tensor_release(loss);
+
+    p = (kd_cross_entropy_params){255, NULL, NULL, KD_REDUCE_NONE};
+    kd_i32(target)[1] = 255;
+    CHECK_OK(kd_cross_entropy(logits, target, &p, &loss));
+    float none[2] = {(float)la, 0};
+    check_values("CE none", loss, none, 2, 1e-6);
+    kd_tensor_release(loss);
+
+    kd_i32(target)[0] = 255; /* nothing counted: 0, not NaN */
+    p.reduction = KD_REDUCE_MEAN;
+    CHECK_OK(kd_cross_entropy(logits, target, &p, &loss));
+    CHECK(kd_f32(loss)[0] == 0.0f, "CE over no counted pixel is 0, got %g", kd_f32(loss)[0]);
+    kd_tensor_release(loss);
+    kd_tensor_release(logits), kd_tensor_release(target), kd_tensor_release(cw), kd_tensor_release(pw);
+}
+
+static void test_kl_by_hand(void) {
+    /* one pixel, 2 classes: teacher logits (0, 0), student (0, ln 3).
+     * T = 1: p_t = (1/2, 1/2), p_s = (1/4, 3/4),
+     *        KL = 1/2 ln(2) + 1/2 ln(2/3) = 0.1438410
+     * T = 2: p_s = softmax(0, ln(3)/2) = (1, sqrt 3) / (1 + sqrt 3),
+     *        KL = 4 [1/2 ln((1 + sqrt 3) / 2) + 1/2 ln((1 + sqrt 3) / (2 sqrt 3))] */
+    int shape[4] = {1, 2, 1, 1};
+    float s_values[2] = {0, (float)log(3)}, t_values[2] = {0, 0};
+    kd_tensor *s = tensor_from(4, shape, s_values), *t = tensor_from(4, shape, t_values), *kl;
+    CHECK_OK(kd_kl_div(s, t, 1.0f, true, KD_REDUCE_MEAN, &kl));
+    CHECK(close_to(kd_f32(kl)[0], 0.5 * log(2) + 0.5 * log(2.0 / 3), 1e-6), "KL T=1 %g", kd_f32(kl)[0]);
+    kd_tensor_release(kl);
+    double r3 = sqrt(3);
+    double want = 4 * (0.5 * log((1 + r3) / 2) + 0.5 * log((1 + r3) / (2 * r3)));
+    CHECK_OK(kd_kl_div(s, t, 2.0f, true, KD_REDUCE_MEAN, &kl));
+    CHECK(close_to(kd_f32(kl)[0], want, 1e-5), "KL T=2 %g, want %g", kd_f32(kl)[0], want);
+    kd_tensor_release(kl);
+    CHECK_OK(kd_kl_div(t, t, 3.0f, true, KD_REDUCE_MEAN, &kl));
+    CHECK(fabsf(kd_f32(kl)[0]) < 1e-7, "KL of a distribution with itself is 0");
+    kd_tensor_release(kl), kd_tensor_release(s), kd_tensor_release(t);
+}
+
+static void test_softmax_and_max(void) {
+    int shape[4] = {1, 3, 1, 2};
+    float v[6] = {1, 5, 2, 5, 3, -1}; /* pixel 0: (1, 2, 3); pixel 1: (5, 5, -1) */
+    kd_tensor *x = tensor_from(4, shape, v), *y, *vals, *idx;
+    CHECK_OK(kd_softmax(x, 1.0f, &y));
+    double z = exp(1) + exp(2) + exp(3);
+    float want[6] = {(float)(exp(1) / z), 0, (float)(exp(2) / z), 0, (float)(exp(3) / z), 0};
+    want[1] = want[3] = (float)(exp(5) / (2 * exp(5) + exp(-1)));
+    want[5] = (float)(exp(-1) / (2 * exp(5) + exp(-1)));
+    check_values("softmax", y, want, 6, 1e-6);
+    kd_tensor_release(y);
+    CHECK_OK(kd_log_softmax(x, 2.0f, &y)); /* log softmax of (0.5, 1, 1.5) at pixel 0 */
+    double z2 = exp(0.5) + exp(1) + exp(1.5);
+    CHECK(close_to(kd_f32(y)[4], 1.5 - log(z2), 1e-6), "log_softmax T=2 %g", kd_f32(y)[4]);
+    kd_tensor_release(y);
+    CHECK_OK(kd_max_channels(x, &vals, &idx));
+    CHECK(kd_i32(idx)[0] == 2 && kd_i32(idx)[1] == 0, "argmax (ties to the lowest): %d %d",
+          kd_i32(idx)[0], kd_i32(idx)[1]);
+    CHECK(kd_f32(vals)[0] == 3 && kd_f32(vals)[1] == 5, "max values");
+    kd_tensor_release(vals), kd_tensor_release(idx), kd_tensor_release(x);
+}
+
+static void test_resize_by_hand(void) {
+    int shape[4] = {1, 1, 2, 2};
+    float v[4] = {0, 1, 2, 3};
+    kd_tensor *x = tensor_from(4, shape, v), *y;
+    CHECK_OK(kd_resize_bilinear(x, 3, 3, true, &y));
+    float corners[9] = {0, 0.5f, 1, 1, 1.5f, 2, 2, 2.5f, 3};
+    check_values("bilinear align_corners", y, corners, 9, 1e-6);
+    kd_tensor_release(y);
+    /* align_corners false, 2 -> 4: src = (d + 0.5) / 2 - 0.5 = -0.25, 0.25, 0.75, 1.25 */
+    CHECK_OK(kd_resize_bilinear(x, 4, 4, false, &y));
+    float half[16] = {0, 0.25f, 0.75f, 1, 0.5f, 0.75f, 1.25f, 1.5f,
+                      1.5f, 1.75f, 2.25f, 2.5f, 2, 2.25f, 2.75f, 3};
+    check_values("bilinear half-pixel", y, half, 16, 1e-6);
+    kd_tensor_release(y);
+
+    int lshape[3] = {1, 2, 2};
+    kd_tensor *labels, *big;
+    kd_tensor_new(KD_U8, 3, lshape, &labels);
+    uint8_t lv[4] = {7, 255, 3, 1};
+    memcpy(kd_u8(labels), lv, 4);
+    CHECK_OK(kd_resize_nearest(labels, 4, 4, &big));
+    CHECK(big->dtype == KD_U8 && kd_u8(big)[0] == 7 && kd_u8(big)[3] == 255 && kd_u8(big)[15] == 1 &&
+          kd_u8(big)[12] == 3, "nearest keeps label values");
+    kd_tensor_release(big), kd_tensor_release(labels), kd_tensor_release(x);
+}
+
+static void test_pool_norm_by_hand(void) {
+    int shape[4] = {1, 1, 3, 3};
+    float v[9] = {1, 2, 3, 4, 5, 6, 7, 8, 9};
+    kd_tensor *x = tensor_from(4, shape, v), *y;
+    kd_pool_params p = {2, 2, 1, 1, 0, 0};
+    CHECK_OK(kd_max_pool2d(x, &p, &y));
+    float maxes[4] = {5, 6, 8, 9};
+    check_values("max_pool 2x2 s1", y, maxes, 4, 0);
+    kd_tensor_release(y);
+    kd_pool_params q = {3, 3, 1, 1, 1, 1}; /* padding counts: corner = (1+2+4+5)/9 */
+    CHECK_OK(kd_avg_pool2d(x, &q, &y));
+    CHECK(close_to(kd_f32(y)[0], 12.0 / 9, 1e-6) && close_to(kd_f32(y)[4], 5, 1e-6), "avg_pool");
+    kd_tensor_release(y);
+    CHECK_OK(kd_adaptive_avg_pool2d(x, 2, 2, &y)); /* cells [0,2) x [0,2) etc: overlapping */
+    float cells[4] = {3, 4, 6, 7};
+    check_values("adaptive 2x2 of 3x3", y, cells, 4, 1e-6);
+    kd_tensor_release(y);
+
+    /* batch norm, 1 channel of 1..9: mean 5, biased var 60/9, unbiased 60/8 */
+    int c[1] = {1};
+    kd_tensor *rm, *rv;
+    kd_tensor_zeros(KD_F32, 1, c, &rm);
+    kd_tensor_full(KD_F32, 1, c, 1.0, &rv);
+    CHECK_OK(kd_batch_norm2d(x, NULL, NULL, rm, rv, true, 0.1f, 1e-5f, &y));
+    CHECK(close_to(kd_f32(y)[8], 4 / sqrt(60.0 / 9 + 1e-5), 1e-5), "bn output %g", kd_f32(y)[8]);
+    CHECK(close_to(kd_f32(rm)[0], 0.5, 1e-6) && close_to(kd_f32(rv)[0], 0.9 + 0.1 * 7.5, 1e-6),
+          "running stats %g %g", kd_f32(rm)[0], kd_f32(rv)[0]);
+    kd_tensor_release(y);
+    CHECK_OK(kd_batch_norm2d(x, NULL, NULL, rm, rv, false, 0.1f, 1e-5f, &y));
+    CHECK(close_to(kd_f32(y)[0], (1 - 0.5) / sqrt(1.65 + 1e-5), 1e-5), "bn eval uses running stats");
+    kd_tensor_release(y), kd_tensor_release(rm), kd_tensor_release(rv), kd_tensor_release(x);
+}
+
+static void test_distill_and_mse_by_hand(void) {
+    /* grid 1 x 2. Student nodes (1, 0) and (0, 1): S_s = I. Teacher nodes 1 and
+     * 2 in one channel: S_t = all ones. Off-diagonals differ by 1: (1 + 1) / 4. */
+    int sshape[4] = {1, 2, 1, 2}, tshape[4] = {1, 1, 1, 2};
+    float sv[4] = {1, 0, 0, 1}, tv[2] = {1, 2};
+    kd_tensor *s = tensor_from(4, sshape, sv), *t = tensor_from(4, tshape, tv), *loss;
+    CHECK_OK(kd_pairwise_distill(s, t, 1, 2, &loss));
+    CHECK(close_to(kd_f32(loss)[0], 0.5, 1e-6), "pairwise loss %g, want 0.5", kd_f32(loss)[0]);
+    kd_tensor_release(loss);
+    CHECK_OK(kd_pairwise_distill(t, t, 1, 2, &loss));
+    CHECK(fabsf(kd_f32(loss)[0]) < 1e-7, "pairwise loss of identical features is 0");
+    kd_tensor_release(loss);
+    CHECK_OK(kd_mse(s, s, KD_REDUCE_SUM, &loss));
+    CHECK(kd_f32(loss)[0] == 0, "mse of equal tensors");
+    kd_tensor_release(loss);
+    float uv[4] = {2, 0, 0, -1};
+    kd_tensor *u = tensor_from(4, sshape, uv);
+    CHECK_OK(kd_mse(s, u, KD_REDUCE_MEAN, &loss)); /* (1 + 0 + 0 + 4) / 4 */
+    CHECK(close_to(kd_f32(loss)[0], 1.25, 1e-6), "mse %g", kd_f32(loss)[0]);
+    kd_tensor_release(loss), kd_tensor_release(u), kd_tensor_release(s), kd_tensor_release(t);
+}
+
+static void test_reductions_by_hand(void) {
+    int shape[3] = {2, 2, 3};
+    float v[12] = {1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12};
+    kd_tensor *x = tensor_from(3, shape, v), *y;
+    CHECK_OK(kd_sum_dims(x, 0x4, false, &y)); /* over the last dim */
+    float rows[4] = {6, 15, 24, 33};
+    CHECK(y->ndim == 2 && y->shape[0] == 2 && y->shape[1] == 2, "sum_dims shape %s", kd_shape_str(y));
+    check_values("sum over dim 2", y, rows, 4, 0);
+    kd_tensor_release(y);
+    CHECK_OK(kd_mean_dims(x, 0x1, true, &y));
+    float first[6] = {4, 5, 6, 7, 8, 9};
+    CHECK(y->ndim == 3 && y->shape[0] == 1, "keepdim shape %s", kd_shape_str(y));
+    check_values("mean over dim 0", y, first, 6, 1e-6);
+    kd_tensor_release(y);
+    CHECK_OK(kd_mean(x, &y));
+    CHECK(kd_f32(y)[0] == 6.5f, "mean %g", kd_f32(y)[0]);
+    kd_tensor_release(y), kd_tensor_release(x);
+}
+
+int main(void) {
+    kd_set_threads(2);
+    test_conv_against_reference();
+    test_cross_entropy_by_hand();
+    test_kl_by_hand();
+    test_softmax_and_max();
+    test_resize_by_hand();
+    test_pool_norm_by_hand();
+    test_distill_and_mse_by_hand();
+    test_reductions_by_hand();
+    kd_memory_stats m = kd_memory();
+    CHECK(m.live_bytes == 0 && m.live_tensors == 0, "leaked %zu bytes in %zu tensors", m.live_bytes,
+          m.live_tensors);
+    return check_done("test_ops");
+}
