@@ -28,10 +28,15 @@ CTEST_SRC := $(wildcard tests/c/test_*.c)
 CTESTS    := $(CTEST_SRC:tests/c/%.c=$(BUILD)/tests/%)
 SANTESTS  := $(CTEST_SRC:tests/c/%.c=$(BUILD)/san-tests/%)
 CORE_HDR := $(wildcard core/*.h)
+BIND_SRC := $(wildcard bindings/*.c)
+BIND_OBJ := $(BIND_SRC:bindings/%.c=$(BUILD)/bindings/%.o)
+LUA_INC  := /usr/include/luajit-2.1
+# The host links LuaJIT, libedit and (for the data issue) libpng and libyaml.
+HOST_LIBS := -lluajit-5.1 -ledit -lpng -lyaml
 
 .PHONY: all deps test test-c test-san bench clean
 
-all: deps $(BUILD)/libkdcore.a
+all: deps $(BUILD)/libkdcore.a $(BUILD)/kdseg
 
 deps:
 	@vendor/install-deps
@@ -42,6 +47,14 @@ $(BUILD)/core/%.o: core/%.c $(CORE_HDR)
 
 $(BUILD)/libkdcore.a: $(CORE_OBJ)
 	ar rcs $@ $^
+
+$(BUILD)/bindings/%.o: bindings/%.c bindings/lkd.h core/kd.h
+	@mkdir -p $(dir $@)
+	$(CC) $(CPPFLAGS) -I$(LUA_INC) $(CFLAGS) -c $< -o $@
+
+# -E exports the Lua C API so that C modules (cjson) load into the host.
+$(BUILD)/kdseg: $(BIND_OBJ) $(BUILD)/libkdcore.a
+	$(CC) $(CFLAGS) -Wl,-E $(BIND_OBJ) $(BUILD)/libkdcore.a $(HOST_LIBS) $(LDLIBS) -o $@
 
 $(BUILD)/san/%.o: core/%.c $(CORE_HDR)
 	@mkdir -p $(dir $@)

@@ -1,0 +1,170 @@
+/* l_system.c - the process-wide settings and services Lua needs from C:
+ * threads, seeds, grad mode, tensor memory, a monotonic clock, and atomic
+ * file writes (checkpoints must survive a kill at any moment). */
+#include <errno.h>
+#include <fcntl.h>
+#include <stdio.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "lkd.h"
+
+static int l_set_threads(lua_State *L) {
+    int n = (int)luaL_checkinteger(L, 1);
+    if (n < 1 || n > 1024) return luaL_error(L, "kd.set_threads: %d threads, must be 1 to 1024", n);
+    kd_set_threads(n);
+    return 0;
+}
+
+static int l_get_threads(lua_State *L) {
+    lua_pushinteger(L, kd_get_threads());
+    return 1;
+}
+
+static int l_manual_seed(lua_State *L) {
+    lua_Number seed = luaL_checknumber(L, 1);
+    if (seed < 0) return luaL_error(L, "kd.manual_seed: seed %f must be >= 0", seed);
+    kd_manual_seed((uint64_t)seed);
+    return 0;
+}
+
+/* The global generator's state as a string, and back: checkpoints resume it. */
+static int l_rng_state(lua_State *L) {
+    lua_pushlstring(L, (const char *)kd_rng_global()->s, sizeof kd_rng_global()->s);
+    return 1;
+}
+
+static int l_set_rng_state(lua_State *L) {
+    size_t len;
+    const char *s = luaL_checklstring(L, 1, &len);
+    if (len != sizeof kd_rng_global()->s) return luaL_error(L, "kd.set_rng_state: %zu bytes, expected %zu", len, sizeof kd_rng_global()->s);
+    memcpy(kd_rng_global()->s, s, len);
+    return 0;
+}
+
+static int l_grad_enabled(lua_State *L) {
+    lua_pushboolean(L, kd_grad_enabled());
+    return 1;
+}
+
+static int l_set_grad_enabled(lua_State *L) {
+    luaL_checktype(L, 1, LUA_TBOOLEAN);
+    lua_pushboolean(L, kd_set_grad_enabled(lua_toboolean(L, 1)));
+    return 1;
+}
+
+static int l_memory(lua_State *L) {
+    kd_memory_stats m = kd_memory();
+    lua_createtable(L, 0, 4);
+    lua_pushnumber(L, (lua_Number)m.live_bytes);
+    lua_setfield(L, -2, "live_bytes");
+    lua_pushnumber(L, (lua_Number)m.peak_bytes);
+    lua_setfield(L, -2, "peak_bytes");
+    lua_pushnumber(L, (lua_Number)m.cached_bytes);
+    lua_setfield(L, -2, "cached_bytes");
+    lua_pushnumber(L, (lua_Number)m.live_tensors);
+    lua_setfield(L, -2, "live_tensors");
+    return 1;
+}
+
+static int l_reset_peak(lua_State *L) {
+    (void)L;
+    kd_memory_reset_peak();
+    return 0;
+}
+
+static int l_empty_cache(lua_State *L) {
+    (void)L;
+    kd_memory_empty_cache();
+    return 0;
+}
+
+/* Resident set size of the process in bytes, from /proc/self/statm. */
+static int l_rss(lua_State *L) {
+    FILE *f = fopen("/proc/self/statm", "r");
+    long pages = 0, resident = 0;
+    if (!f || fscanf(f, "%ld %ld", &pages, &resident) != 2) {
+        if (f) fclose(f);
+        return luaL_error(L, "kd.rss: cannot read /proc/self/statm");
+    }
+    fclose(f);
+    lua_pushnumber(L, (lua_Number)resident * (lua_Number)sysconf(_SC_PAGESIZE));
+    return 1;
+}
+
+static int l_clock(lua_State *L) {
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    lua_pushnumber(L, (lua_Number)ts.tv_sec + ts.tv_nsec * 1e-9);
+    return 1;
+}
+
+/* write_atomic(path, data): data goes to path.tmp, is fsynced, then renamed
+ * over path, so a reader (or a kill) sees the old file or the new, never half. */
+static int l_write_atomic(lua_State *L) {
+    const char *path = luaL_checkstring(L, 1);
+    size_t len;
+    const char *data = luaL_checklstring(L, 2, &len);
+    lua_pushfstring(L, "%s.tmp.%d", path, (int)getpid());
+    const char *tmp = lua_tostring(L, -1);
+    int fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC, 0644);
+    if (fd < 0) return luaL_error(L, "cannot write %s: %s", path, strerror(errno));
+    size_t done = 0;
+    while (done < len) {
+        ssize_t n = write(fd, data + done, len - done);
+        if (n < 0 && errno == EINTR) continue;
+        if (n <= 0) {
+            int e = errno;
+            close(fd);
+            unlink(tmp);
+            return luaL_error(L, "cannot write %s: %s", path, strerror(e));
+        }
+        done += (size_t)n;
+    }
+    if (fsync(fd) != 0 || close(fd) != 0) {
+        int e = errno;
+        unlink(tmp);
+        return luaL_error(L, "cannot write %s: %s", path, strerror(e));
+    }
+    if (rename(tmp, path) != 0) {
+        int e = errno;
+        unlink(tmp);
+        return luaL_error(L, "cannot rename %s to %s: %s", tmp, path, strerror(e));
+    }
+    return 0;
+}
+
+static int l_mkdir(lua_State *L) { /* mkdir(path): one level; existing is fine */
+    const char *path = luaL_checkstring(L, 1);
+    if (mkdir(path, 0755) != 0 && errno != EEXIST) return luaL_error(L, "cannot create directory %s: %s", path, strerror(errno));
+    return 0;
+}
+
+static int l_is_dir(lua_State *L) {
+    struct stat st;
+    lua_pushboolean(L, stat(luaL_checkstring(L, 1), &st) == 0 && S_ISDIR(st.st_mode));
+    return 1;
+}
+
+static int l_isatty(lua_State *L) {
+    lua_pushboolean(L, isatty((int)luaL_optinteger(L, 1, 1)));
+    return 1;
+}
+
+static int l_getpid(lua_State *L) {
+    lua_pushinteger(L, getpid());
+    return 1;
+}
+
+static const luaL_Reg functions[] = {
+    {"set_threads", l_set_threads}, {"get_threads", l_get_threads}, {"manual_seed", l_manual_seed},
+    {"rng_state", l_rng_state}, {"set_rng_state", l_set_rng_state},
+    {"grad_enabled", l_grad_enabled}, {"set_grad_enabled", l_set_grad_enabled}, {"memory", l_memory},
+    {"reset_peak_memory", l_reset_peak}, {"empty_cache", l_empty_cache}, {"rss", l_rss},
+    {"clock", l_clock}, {"write_atomic", l_write_atomic}, {"mkdir", l_mkdir}, {"is_dir", l_is_dir},
+    {"isatty", l_isatty}, {"getpid", l_getpid}, {NULL, NULL},
+};
+
+void lkd_open_system(lua_State *L) { luaL_register(L, NULL, functions); }

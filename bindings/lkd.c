@@ -1,0 +1,173 @@
+/* lkd.c - shared helpers of the bindings: the tensor userdata and the checks
+ * every binding runs before it calls the core. */
+#include <string.h>
+
+#include "lkd.h"
+
+kd_tensor *lkd_to_tensor(lua_State *L, int index) {
+    kd_tensor **box = lua_touserdata(L, index);
+    if (!box || !lua_getmetatable(L, index)) return NULL;
+    luaL_getmetatable(L, LKD_TENSOR);
+    int same = lua_rawequal(L, -1, -2);
+    lua_pop(L, 2);
+    return same ? *box : NULL;
+}
+
+kd_tensor *lkd_check_tensor(lua_State *L, int index) {
+    kd_tensor *t = lkd_to_tensor(L, index);
+    if (!t) {
+        const char *got = luaL_typename(L, index);
+        luaL_argerror(L, index, lua_pushfstring(L, "tensor expected, got %s", got));
+    }
+    return t;
+}
+
+kd_tensor *lkd_opt_tensor(lua_State *L, int index) {
+    return lua_isnoneornil(L, index) ? NULL : lkd_check_tensor(L, index);
+}
+
+/* Tensor memory lives outside Lua's heap, so Lua's collector cannot see it
+ * grow: a loop that drops tensors could pile up gigabytes before a cycle.
+ * Collect when live tensor bytes double since the last collection. */
+static size_t collect_threshold = (size_t)64 << 20;
+
+void lkd_push_tensor(lua_State *L, kd_tensor *t) {
+    size_t live = kd_memory().live_bytes;
+    if (live > collect_threshold) {
+        lua_gc(L, LUA_GCCOLLECT, 0);
+        size_t after = kd_memory().live_bytes;
+        collect_threshold = after * 2 > ((size_t)64 << 20) ? after * 2 : (size_t)64 << 20;
+    }
+    kd_tensor **box = lua_newuserdata(L, sizeof *box);
+    *box = t;
+    luaL_getmetatable(L, LKD_TENSOR);
+    lua_setmetatable(L, -2);
+}
+
+int lkd_raise(lua_State *L, const char *fn) {
+    return luaL_error(L, "%s: %s", fn, kd_error_message());
+}
+
+int lkd_result(lua_State *L, const char *fn, kd_status s, kd_tensor **out) {
+    if (s) return lkd_raise(L, fn);
+    lkd_push_tensor(L, *out);
+    return 1;
+}
+
+void lkd_check_options(lua_State *L, int index, const char *fn, const char *const *known) {
+    if (lua_isnoneornil(L, index)) return;
+    if (!lua_istable(L, index))
+        luaL_error(L, "%s: options must be a table, got %s", fn, luaL_typename(L, index));
+    lua_pushnil(L);
+    while (lua_next(L, index)) {
+        lua_pop(L, 1);
+        if (lua_type(L, -1) != LUA_TSTRING) luaL_error(L, "%s: option keys must be strings", fn);
+        const char *key = lua_tostring(L, -1);
+        int found = 0;
+        for (int i = 0; known[i] && !found; i++) found = strcmp(known[i], key) == 0;
+        if (!found) {
+            luaL_Buffer b;
+            luaL_buffinit(L, &b);
+            for (int i = 0; known[i]; i++) {
+                if (i) luaL_addstring(&b, ", ");
+                luaL_addstring(&b, known[i]);
+            }
+            luaL_pushresult(&b);
+            luaL_error(L, "%s: unknown option '%s' (known: %s)", fn, key, lua_tostring(L, -1));
+        }
+    }
+}
+
+/* Pushes t[key] if index holds a table, nil otherwise. */
+static void get_field(lua_State *L, int index, const char *key) {
+    if (lua_istable(L, index)) lua_getfield(L, index, key);
+    else lua_pushnil(L);
+}
+
+double lkd_opt_number(lua_State *L, int index, const char *key, double fallback) {
+    get_field(L, index, key);
+    double v = fallback;
+    if (!lua_isnil(L, -1)) {
+        if (lua_type(L, -1) != LUA_TNUMBER)
+            luaL_error(L, "option '%s' must be a number, got %s", key, luaL_typename(L, -1));
+        v = lua_tonumber(L, -1);
+    }
+    lua_pop(L, 1);
+    return v;
+}
+
+int lkd_opt_int(lua_State *L, int index, const char *key, int fallback) {
+    double v = lkd_opt_number(L, index, key, fallback);
+    if (v != (double)(int)v) luaL_error(L, "option '%s' must be an integer, got %f", key, v);
+    return (int)v;
+}
+
+int lkd_opt_bool(lua_State *L, int index, const char *key, int fallback) {
+    get_field(L, index, key);
+    int v = fallback;
+    if (!lua_isnil(L, -1)) {
+        if (!lua_isboolean(L, -1))
+            luaL_error(L, "option '%s' must be a boolean, got %s", key, luaL_typename(L, -1));
+        v = lua_toboolean(L, -1);
+    }
+    lua_pop(L, 1);
+    return v;
+}
+
+kd_tensor *lkd_opt_tensor_field(lua_State *L, int index, const char *key) {
+    get_field(L, index, key);
+    kd_tensor *t = NULL;
+    if (!lua_isnil(L, -1)) {
+        t = lkd_to_tensor(L, -1);
+        if (!t) luaL_error(L, "option '%s' must be a tensor, got %s", key, luaL_typename(L, -1));
+    }
+    lua_pop(L, 1); /* the tensor stays alive: the options table holds it */
+    return t;
+}
+
+void lkd_opt_pair(lua_State *L, int index, const char *key, int fallback, int *h, int *w) {
+    get_field(L, index, key);
+    *h = *w = fallback;
+    if (lua_type(L, -1) == LUA_TNUMBER) {
+        *h = *w = (int)lua_tointeger(L, -1);
+    } else if (lua_istable(L, -1) && lua_objlen(L, -1) == 2) {
+        lua_rawgeti(L, -1, 1);
+        lua_rawgeti(L, -2, 2);
+        if (!lua_isnumber(L, -2) || !lua_isnumber(L, -1))
+            luaL_error(L, "option '%s' must be a number or a pair {h, w} of numbers", key);
+        *h = (int)lua_tointeger(L, -2);
+        *w = (int)lua_tointeger(L, -1);
+        lua_pop(L, 2);
+    } else if (!lua_isnil(L, -1)) {
+        luaL_error(L, "option '%s' must be a number or a pair {h, w}, got %s", key, luaL_typename(L, -1));
+    }
+    lua_pop(L, 1);
+}
+
+int lkd_check_shape(lua_State *L, int index, int *shape) {
+    int ndim = 0;
+    if (lua_istable(L, index)) {
+        ndim = (int)lua_objlen(L, index);
+        if (ndim < 1 || ndim > KD_MAX_DIMS)
+            luaL_argerror(L, index, lua_pushfstring(L, "shape must have 1 to %d sizes, got %d",
+                                                    KD_MAX_DIMS, ndim));
+        for (int i = 0; i < ndim; i++) {
+            lua_rawgeti(L, index, i + 1);
+            if (lua_type(L, -1) != LUA_TNUMBER || lua_tonumber(L, -1) < 0 ||
+                lua_tonumber(L, -1) != (double)(int)lua_tonumber(L, -1))
+                luaL_argerror(L, index, "shape sizes must be non-negative integers");
+            shape[i] = (int)lua_tointeger(L, -1);
+            lua_pop(L, 1);
+        }
+        return ndim;
+    }
+    int top = lua_gettop(L);
+    for (int i = index; i <= top && lua_type(L, i) == LUA_TNUMBER; i++) {
+        if (ndim == KD_MAX_DIMS) luaL_argerror(L, i, "at most 4 sizes");
+        double v = lua_tonumber(L, i);
+        if (v < 0 || v != (double)(int)v) luaL_argerror(L, i, "sizes must be non-negative integers");
+        shape[ndim++] = (int)v;
+    }
+    if (ndim == 0) luaL_argerror(L, index, "shape expected (a table of sizes or sizes)");
+    return ndim;
+}

@@ -1,0 +1,62 @@
+-- kd: the Lua API of kdseg, pre-loaded as the global `kd` in the kdseg host.
+-- The raw C bindings are kd._C; this file gathers them with the Lua parts
+-- (tensor operators and printing, nn, optim, losses, checkpoints) into one table.
+local C = require("kd._C")
+
+local kd = {_C = C, version = C.version}
+
+-- tensors
+for _, name in ipairs({"zeros", "full", "randn", "rand", "arange", "tensor", "from_bytes", "is_tensor"}) do
+  kd[name] = C[name]
+end
+function kd.ones(shape, dtype) return C.full(shape, 1, dtype) end
+function kd.zeros_like(t) return C.zeros(t.shape, t.dtype) end
+function kd.ones_like(t) return C.full(t.shape, 1, t.dtype) end
+
+-- ops: every core op, under its own name
+for _, name in ipairs({"add", "sub", "mul", "div", "affine", "rdiv", "channel_add", "channel_sub",
+                       "channel_mul", "channel_div", "exp", "log", "relu", "leaky_relu", "sigmoid",
+                       "tanh", "dropout2d", "sum", "mean", "concat", "slice_channels", "conv2d",
+                       "conv2d_reference", "batch_norm", "max_pool2d", "avg_pool2d",
+                       "adaptive_avg_pool2d", "resize_bilinear", "resize_nearest", "softmax",
+                       "log_softmax"}) do
+  kd[name] = C[name]
+end
+function kd.global_avg_pool(x) return C.adaptive_avg_pool2d(x, 1, 1) end
+-- max over channels: values and class indices (0-based class ids, int32)
+kd.max = C.max_channels
+function kd.argmax(x) local _, i = C.max_channels(x); return i end
+
+kd.losses = {
+  cross_entropy = C.cross_entropy,
+  kl_div = C.kl_div,
+  mse = C.mse,
+  pairwise_distill = C.pairwise_distill,
+}
+
+-- process settings
+kd.set_threads, kd.get_threads = C.set_threads, C.get_threads
+kd.manual_seed = C.manual_seed
+kd.memory, kd.rss, kd.clock = C.memory, C.rss, C.clock
+kd.empty_cache = C.empty_cache
+
+-- Runs fn with grad mode off (nothing is recorded), restoring the mode even
+-- if fn raises; returns fn's results.
+function kd.no_grad(fn, ...)
+  local previous = C.set_grad_enabled(false)
+  local results = {pcall(fn, ...)}
+  C.set_grad_enabled(previous)
+  if not results[1] then error(results[2], 0) end
+  return unpack(results, 2, table.maxn(results))
+end
+kd.grad_enabled = C.grad_enabled
+
+package.loaded.kd = kd -- the modules below may require("kd")
+require("kd.tensor")(kd)
+kd.class = require("kd.class")
+kd.nn = require("kd.nn")
+kd.optim = require("kd.optim")
+local safetensors = require("kd.safetensors")
+kd.save, kd.load = safetensors.save, safetensors.load
+kd.help = require("kd.help")
+return kd
