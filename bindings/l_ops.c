@@ -202,6 +202,15 @@ static int l_log_softmax(lua_State *L) {
     return lkd_result(L, "kd.log_softmax", kd_log_softmax(x, t, &out), &out);
 }
 
+/* Makes the options argument at index a table (an empty one when absent). */
+static void options_table(lua_State *L, int index) {
+    if (lua_gettop(L) < index) lua_settop(L, index);
+    if (lua_isnil(L, index)) {
+        lua_newtable(L);
+        lua_replace(L, index);
+    }
+}
+
 static const char *const reductions[] = {"mean", "sum", "none", NULL};
 
 static kd_reduction check_reduction(lua_State *L, int index, const char *fn) {
@@ -225,7 +234,7 @@ static const char *const ce_options[] = {"ignore", "class_weight", "pixel_weight
 static int l_cross_entropy(lua_State *L) {
     const char *fn = "kd.losses.cross_entropy";
     kd_tensor *logits = lkd_check_tensor(L, 1), *target = lkd_check_tensor(L, 2), *out;
-    if (lua_isnoneornil(L, 3)) lua_newtable(L), lua_replace(L, 3);
+    options_table(L, 3);
     lkd_check_options(L, 3, fn, ce_options);
     kd_cross_entropy_params p = {
         .ignore_index = lkd_opt_int(L, 3, "ignore", 255),
@@ -242,7 +251,7 @@ static const char *const kl_options[] = {"temperature", "detach_target", "reduct
 static int l_kl_div(lua_State *L) {
     const char *fn = "kd.losses.kl_div";
     kd_tensor *s = lkd_check_tensor(L, 1), *t = lkd_check_tensor(L, 2), *out;
-    if (lua_isnoneornil(L, 3)) lua_newtable(L), lua_replace(L, 3);
+    options_table(L, 3);
     lkd_check_options(L, 3, fn, kl_options);
     float temperature = (float)lkd_opt_number(L, 3, "temperature", 1);
     bool detach = lkd_opt_bool(L, 3, "detach_target", true);
@@ -253,7 +262,7 @@ static int l_kl_div(lua_State *L) {
 static int l_mse(lua_State *L) { /* mse(a, b[, {reduction}]) */
     const char *fn = "kd.losses.mse";
     kd_tensor *a = lkd_check_tensor(L, 1), *b = lkd_check_tensor(L, 2), *out;
-    if (lua_isnoneornil(L, 3)) lua_newtable(L), lua_replace(L, 3);
+    options_table(L, 3);
     static const char *const options[] = {"reduction", NULL};
     lkd_check_options(L, 3, fn, options);
     return lkd_result(L, fn, kd_mse(a, b, check_reduction(L, 3, fn), &out), &out);

@@ -39,7 +39,7 @@ static int l_rng_state(lua_State *L) {
 static int l_set_rng_state(lua_State *L) {
     size_t len;
     const char *s = luaL_checklstring(L, 1, &len);
-    if (len != sizeof kd_rng_global()->s) return luaL_error(L, "kd.set_rng_state: %zu bytes, expected %zu", len, sizeof kd_rng_global()->s);
+    if (len != sizeof kd_rng_global()->s) return luaL_error(L, "kd.set_rng_state: %d bytes, expected %d", (int)len, (int)sizeof kd_rng_global()->s);
     memcpy(kd_rng_global()->s, s, len);
     return 0;
 }

@@ -25,14 +25,19 @@ static int push_shape(lua_State *L, const kd_tensor *t) {
 
 /* ---- constructors ------------------------------------------------------------ */
 
+/* The argument after a shape given as a table (one argument) or as sizes. */
+static int after_shape(lua_State *L, int ndim) { return lua_istable(L, 1) ? 2 : 1 + ndim; }
+
 static int l_zeros(lua_State *L) { /* zeros(shape[, dtype]) */
     int shape[KD_MAX_DIMS], ndim = lkd_check_shape(L, 1, shape);
     kd_tensor *t;
-    return lkd_result(L, "kd.zeros", kd_tensor_zeros(check_dtype(L, 2, KD_F32), ndim, shape, &t), &t);
+    kd_dtype dtype = check_dtype(L, after_shape(L, ndim), KD_F32);
+    return lkd_result(L, "kd.zeros", kd_tensor_zeros(dtype, ndim, shape, &t), &t);
 }
 
 static int l_full(lua_State *L) { /* full(shape, value[, dtype]) */
     int shape[KD_MAX_DIMS], ndim = lkd_check_shape(L, 1, shape);
+    if (!lua_istable(L, 1)) return luaL_error(L, "kd.full: the shape must be a table, as in kd.full({2, 3}, 7)");
     double value = luaL_checknumber(L, 2);
     kd_tensor *t;
     return lkd_result(L, "kd.full", kd_tensor_full(check_dtype(L, 3, KD_F32), ndim, shape, value, &t), &t);
@@ -40,7 +45,8 @@ static int l_full(lua_State *L) { /* full(shape, value[, dtype]) */
 
 static int l_randn(lua_State *L) { /* randn(shape[, mean, std]) */
     int shape[KD_MAX_DIMS], ndim = lkd_check_shape(L, 1, shape);
-    float mean = (float)luaL_optnumber(L, 2, 0), std = (float)luaL_optnumber(L, 3, 1);
+    int at = after_shape(L, ndim);
+    float mean = (float)luaL_optnumber(L, at, 0), std = (float)luaL_optnumber(L, at + 1, 1);
     kd_tensor *t;
     if (kd_tensor_new(KD_F32, ndim, shape, &t)) return lkd_raise(L, "kd.randn");
     if (kd_fill_normal(t, mean, std, NULL)) {
@@ -53,7 +59,8 @@ static int l_randn(lua_State *L) { /* randn(shape[, mean, std]) */
 
 static int l_rand(lua_State *L) { /* rand(shape[, low, high]) */
     int shape[KD_MAX_DIMS], ndim = lkd_check_shape(L, 1, shape);
-    float low = (float)luaL_optnumber(L, 2, 0), high = (float)luaL_optnumber(L, 3, 1);
+    int at = after_shape(L, ndim);
+    float low = (float)luaL_optnumber(L, at, 0), high = (float)luaL_optnumber(L, at + 1, 1);
     kd_tensor *t;
     if (kd_tensor_new(KD_F32, ndim, shape, &t)) return lkd_raise(L, "kd.rand");
     if (kd_fill_uniform(t, low, high, NULL)) {
@@ -121,7 +128,7 @@ static void fill_nested(lua_State *L, int index, kd_tensor *t, int dim, size_t *
         } else {
             if (lua_type(L, -1) != LUA_TNUMBER) {
                 kd_tensor_release(t);
-                luaL_error(L, "kd.tensor: element %zu is %s, not a number", *at + 1, luaL_typename(L, -1));
+                luaL_error(L, "kd.tensor: element %d is %s, not a number", (int)*at + 1, luaL_typename(L, -1));
             }
             kd_set(t, (*at)++, lua_tonumber(L, -1));
         }
@@ -155,8 +162,8 @@ static int l_from_bytes(lua_State *L) { /* from_bytes(string, dtype, shape[, off
     size_t offset = (size_t)luaL_optinteger(L, 4, 0);
     size_t need = kd_shape_numel(ndim, shape) * kd_dtype_size(dtype);
     if (offset > len || len - offset < need)
-        return luaL_error(L, "kd.from_bytes: %zu bytes needed at offset %zu, the string has %zu",
-                          need, offset, len);
+        return luaL_error(L, "kd.from_bytes: %d bytes needed at offset %d, the string has %d",
+                          (int)need, (int)offset, (int)len);
     kd_tensor *t;
     if (kd_tensor_new(dtype, ndim, shape, &t)) return lkd_raise(L, "kd.from_bytes");
     memcpy(kd_data(t), bytes + offset, need);
@@ -256,7 +263,7 @@ static int m_narrow(lua_State *L) { /* narrow(start, length): rows of the batch,
 static int m_item(lua_State *L) {
     kd_tensor *t = self(L);
     if (kd_numel(t) != 1)
-        return luaL_error(L, "item: tensor %s has %zu elements, not one", kd_shape_str(t), kd_numel(t));
+        return luaL_error(L, "item: tensor %s has %d elements, not one", kd_shape_str(t), (int)kd_numel(t));
     lua_pushnumber(L, kd_get(t, 0));
     return 1;
 }

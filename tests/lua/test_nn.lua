@@ -1,0 +1,88 @@
+-- kd.nn: parameters and dotted names, state dicts (strict loading), train and
+-- eval, printing as a tree, user modules by subclassing, container errors.
+local h = require("harness")
+local nn = kd.nn
+local T = {}
+
+local function small_net()
+  return nn.Sequential(nn.Conv2d(3, 4, 3, {padding = 1, bias = false}), nn.BatchNorm2d(4), nn.ReLU(),
+                       nn.MaxPool2d(2), nn.Conv2d(4, 2, 1), nn.Upsample({scale = 2}))
+end
+
+function T.parameters_and_names()
+  local net = small_net()
+  local names = {}
+  for _, pair in ipairs(net:named_parameters()) do names[#names + 1] = pair[1] end
+  h.eq(table.concat(names, ","), "1.weight,2.weight,2.bias,5.weight,5.bias", "dotted names")
+  h.eq(net:num_parameters(), 4 * 3 * 9 + 4 + 4 + 2 * 4 + 2, "parameter count")
+  h.eq(#net:children(), 6, "children")
+  for _, p in ipairs(net:parameters()) do h.truthy(p.requires_grad, "parameters require grad") end
+  local y = net:forward(kd.randn({2, 3, 8, 8}))
+  h.eq(table.concat(y.shape, "x"), "2x2x8x8", "forward shape")
+end
+
+function T.state_dict_round_trip()
+  local a, b = small_net(), small_net()
+  a:forward(kd.randn({2, 3, 8, 8})) -- moves running statistics
+  b:load_state_dict(a:state_dict())
+  local sa, sb = a:state_dict(), b:state_dict()
+  for name, t in pairs(sa) do h.eq((t - sb[name]):sum_squares(), 0, name) end
+  h.truthy(sa["2.running_mean"] ~= nil, "buffers are in the state dict")
+  local partial = {["1.weight"] = sa["1.weight"], ["extra.weight"] = kd.zeros({1})}
+  h.raises(function() b:load_state_dict(partial) end, "missing keys: [2.bias, 2.running_mean",
+           "unexpected keys: [extra.weight]")
+  local missing, unexpected = b:load_state_dict(partial, {strict = false})
+  h.eq(#missing, 6, "missing reported when not strict")
+  h.eq(unexpected[1], "extra.weight", "unexpected reported when not strict")
+  h.raises(function() b:load_state_dict({["1.weight"] = kd.zeros({1})}, {strict = false}) end,
+           "'1.weight' has shape 1 in the state, 4x3x3x3 in the module")
+end
+
+function T.train_eval()
+  local net = small_net()
+  net:eval()
+  h.eq(net:get(2).training, false, "eval reaches children")
+  local x = kd.randn({2, 3, 8, 8})
+  local before = net:get(2).running_mean:sum_squares()
+  net:forward(x)
+  h.eq(net:get(2).running_mean:sum_squares(), before, "eval does not move running statistics")
+  net:train()
+  net:forward(x)
+  h.truthy(net:get(2).running_mean:sum_squares() ~= before, "training moves them")
+  local drop = nn.Dropout2d(0.5)
+  drop:eval()
+  h.eq((drop:forward(x) - x):sum_squares(), 0, "dropout is identity in eval")
+end
+
+function T.printing_tree()
+  local s = tostring(small_net())
+  h.truthy(s:find("(1): nn.Conv2d(3 -> 4, 3x3, padding 1, no bias)", 1, true), s)
+  h.truthy(s:find("(2): nn.BatchNorm2d(4", 1, true), s)
+end
+
+function T.subclass_in_a_script()
+  local Residual = kd.class("Residual", nn.Module)
+  function Residual:__init(c)
+    nn.Module.__init(self)
+    self:add_module("conv", nn.Conv2d(c, c, 3, {padding = 1}))
+    self:add_module("bn", nn.BatchNorm2d(c))
+  end
+  function Residual:forward(x) return kd.relu(self.bn(self.conv(x)) + x) end
+  local net = nn.Sequential(Residual(4), Residual(4))
+  h.eq(net:named_parameters()[1][1], "1.conv.weight", "nested names")
+  local y = net(kd.randn({1, 4, 5, 5}))
+  h.eq(table.concat(y.shape, "x"), "1x4x5x5", "user module forward")
+end
+
+function T.errors_name_the_module()
+  local net = nn.Sequential(nn.Conv2d(3, 4, 3), nn.Conv2d(5, 2, 1))
+  h.raises(function() net:forward(kd.randn({1, 3, 8, 8})) end, "In 2 module of nn.Sequential (nn.Conv2d)",
+           "conv2d: weight 2x5x1x1 does not match input 1x4x6x6")
+  h.raises(function() nn.Conv2d(3, 4, 3, {strid = 2}) end, "unknown option 'strid'")
+  h.raises(function() nn.Conv2d(3, 4, 3, {groups = 2}) end, "groups 2 must divide")
+  h.raises(function() nn.Dropout2d(1.5) end, "p must be a number in [0, 1)")
+  h.raises(function() nn.Module():forward() end, "forward is not defined")
+  h.raises(function() nn.Module():add_module("x", {}) end, "not an nn.Module")
+end
+
+return T

@@ -1,0 +1,107 @@
+-- Tensors from Lua: constructors, shapes, views, conversion, operators,
+-- printing, requires_grad / grad / backward and no_grad.
+local h = require("harness")
+local T = {}
+
+function T.constructors()
+  local z = kd.zeros({2, 3})
+  h.eq(table.concat(z.shape, "x"), "2x3", "zeros shape")
+  h.eq(z.dtype, "float32", "default dtype")
+  h.eq(kd.ones({4}):sum():item(), 4, "ones")
+  h.eq(kd.full({2, 2}, 7, "int32"):get(4), 7, "full int32")
+  h.eq(kd.zeros(2, 5):numel(), 10, "shape as sizes")
+  local a = kd.arange(5)
+  h.eq(a:numel(), 5, "arange(5) numel")
+  h.eq(a:get(5), 4, "arange last")
+  h.eq(kd.arange(1, 2, 0.25):numel(), 4, "arange with step")
+  local t = kd.tensor({{1, 2, 3}, {4, 5, 6}})
+  h.eq(table.concat(t.shape, "x"), "2x3", "nested shape")
+  h.eq(t:totable()[2][3], 6, "totable")
+  h.eq(kd.tensor({1, 2}, "uint8").dtype, "uint8", "dtype argument")
+  kd.manual_seed(5)
+  local r1 = kd.randn({3}):totable()
+  kd.manual_seed(5)
+  local r2 = kd.randn({3}):totable()
+  h.eq(r1[3], r2[3], "same seed, same randn")
+  local u = kd.rand({1000}, 2, 3)
+  h.truthy(kd.mean(u):item() > 2.4 and kd.mean(u):item() < 2.6, "rand range")
+end
+
+function T.views_and_slices()
+  local x = kd.arange(24):view(2, 3, 4)
+  h.eq(x:size(3), 4, "size(d)")
+  h.eq(x:size(-1), 4, "size(-1)")
+  local v = x:view(-1, 4)
+  h.eq(v:size(1), 6, "inferred -1")
+  h.truthy(v:shares_storage(x), "view shares storage")
+  local row = x:narrow(2, 1)
+  h.eq(row:get(1), 12, "narrow is 1-based over the batch")
+  row:set(1, -5)
+  h.eq(x:get(13), -5, "writes through a slice show in the base")
+  h.raises(function() x:view(5, 5) end, "view", "cannot view 2x3x4")
+  h.raises(function() x:view(-1, -1) end, "only one size may be -1")
+  h.raises(function() x:narrow(2, 2) end, "narrow", "outside the batch")
+  h.raises(function() return x.nothing end, "no field or method 'nothing'")
+end
+
+function T.operators()
+  local a, b = kd.tensor({1, 2, 3}), kd.tensor({4, 5, 6})
+  h.eq((a + b):get(3), 9, "+")
+  h.eq((a - b):get(1), -3, "-")
+  h.eq((a * b):get(2), 10, "*")
+  h.eq((b / a):get(2), 2.5, "/")
+  h.eq((a + 1):get(1), 2, "t + n")
+  h.eq((10 - a):get(3), 7, "n - t")
+  h.eq((2 * a):get(2), 4, "n * t")
+  h.eq((6 / a):get(3), 2, "n / t")
+  h.eq((-a):get(1), -1, "unary minus")
+  local x = kd.ones({2, 3, 2, 2})
+  local per_channel = x * kd.tensor({1, 2, 3})
+  h.eq(per_channel:get(12), 3, "per-channel broadcast")
+  h.raises(function() return a + kd.ones({4}) end, "shapes 3 and 4")
+  h.raises(function() return a + "x" end, "cannot apply +")
+  h.raises(function() return a / 0 end, "tensor / 0")
+end
+
+function T.printing()
+  local s = tostring(kd.tensor({{1, 2}, {3, 4}}))
+  h.truthy(s:find("1  2", 1, true) and s:find("float32 of 2x2", 1, true), "small tensor printed in full: " .. s)
+  local big = tostring(kd.zeros({100, 100}))
+  h.truthy(big:find("...", 1, true) and #big < 600, "large tensor abridged")
+  local p = kd.zeros({2}); p.requires_grad = true
+  h.truthy(tostring(p):find("requires_grad", 1, true), "requires_grad shown")
+end
+
+function T.autograd()
+  local x = kd.tensor({1, 2, 3})
+  h.eq(x.requires_grad, false, "default requires_grad")
+  x.requires_grad = true
+  local y = (x * x):sum()
+  h.eq(y.is_leaf, false, "y has a history")
+  y:backward()
+  h.eq(x.grad:get(3), 6, "d sum(x^2) / dx = 2x")
+  local z = (x * 3):sum()
+  z:backward()
+  h.eq(x.grad:get(1), 5, "gradients accumulate")
+  x.grad = nil
+  h.eq(x.grad, nil, "grad cleared")
+  h.raises(function() z:backward() end, "already freed")
+  h.raises(function() (x * 2):backward() end, "more than one element")
+  local w = kd.no_grad(function() return x * 2 end)
+  h.eq(w.requires_grad, false, "no_grad records nothing")
+  h.eq(kd.grad_enabled(), true, "grad mode restored")
+  h.raises(function() kd.no_grad(function() error("boom") end) end, "boom")
+  h.eq(kd.grad_enabled(), true, "grad mode restored after an error")
+  h.raises(function() kd.tensor({1}, "int32").requires_grad = true end, "only float32")
+  local d = (x * 2):detach()
+  h.eq(d.requires_grad, false, "detach")
+end
+
+function T.bytes_round_trip()
+  local t = kd.tensor({1.5, -2, 3})
+  local back = kd.from_bytes(t:bytes(), "float32", {3})
+  h.eq(back:get(2), -2, "from_bytes")
+  h.raises(function() kd.from_bytes("abc", "float32", {3}) end, "12 bytes needed")
+end
+
+return T
