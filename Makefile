@@ -34,7 +34,7 @@ LUA_INC  := /usr/include/luajit-2.1
 # The host links LuaJIT, libedit and (for the data issue) libpng and libyaml.
 HOST_LIBS := -lluajit-5.1 -ledit -lpng -lyaml
 
-.PHONY: all deps test test-c test-san bench clean
+.PHONY: all deps test bench clean
 
 all: deps $(BUILD)/libkdcore.a $(BUILD)/kdseg
 
@@ -71,16 +71,11 @@ $(BUILD)/san-tests/%: tests/c/%.c tests/c/check.h $(BUILD)/libkdcore-san.a
 	@mkdir -p $(dir $@)
 	$(CC) $(CPPFLAGS) -Itests/c $(SAN_FLAGS) $< $(BUILD)/libkdcore-san.a $(LDLIBS) -o $@
 
-# Each C test prints its own "N passed, N failed" line and exits non-zero on
-# any failure; tests/run-c sums them.
-test-c: deps $(CTESTS)
-	@tests/run-c $(CTESTS)
-
-# Sanitizers: one thread, so OpenMP's runtime is not what they report on.
-test-san: deps $(SANTESTS)
-	@OMP_NUM_THREADS=1 ASAN_OPTIONS=detect_leaks=1 tests/run-c $(SANTESTS)
-
-test: test-c test-san
+# Every suite prints its own "N passed, N failed" line and tests/run-all the
+# total: C tests, the same under ASan + UBSan, the Lua suite run by kdseg,
+# the command line, and the REPL driven through tmux.
+test: all $(CTESTS) $(SANTESTS)
+	@tests/run-all $(CTESTS) -- $(SANTESTS)
 
 $(BUILD)/bench/%: tests/bench/%.c $(BUILD)/libkdcore.a
 	@mkdir -p $(dir $@)

@@ -28,15 +28,17 @@ kd_tensor *lkd_opt_tensor(lua_State *L, int index) {
 
 /* Tensor memory lives outside Lua's heap, so Lua's collector cannot see it
  * grow: a loop that drops tensors could pile up gigabytes before a cycle.
- * Collect when live tensor bytes double since the last collection. */
-static size_t collect_threshold = (size_t)64 << 20;
+ * Collect when live tensor bytes have grown by half (at least 16 MiB) since
+ * what the last collection left: memory then plateaus within a few steps of
+ * a training loop, whatever Lua's own pace. */
+static size_t live_after_collect;
 
 void lkd_push_tensor(lua_State *L, kd_tensor *t) {
     size_t live = kd_memory().live_bytes;
-    if (live > collect_threshold) {
+    size_t allowance = live_after_collect / 2 > ((size_t)16 << 20) ? live_after_collect / 2 : (size_t)16 << 20;
+    if (live > live_after_collect + allowance) {
         lua_gc(L, LUA_GCCOLLECT, 0);
-        size_t after = kd_memory().live_bytes;
-        collect_threshold = after * 2 > ((size_t)64 << 20) ? after * 2 : (size_t)64 << 20;
+        live_after_collect = kd_memory().live_bytes;
     }
     kd_tensor **box = lua_newuserdata(L, sizeof *box);
     *box = t;

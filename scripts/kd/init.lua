@@ -59,4 +59,5 @@ kd.optim = require("kd.optim")
 local safetensors = require("kd.safetensors")
 kd.save, kd.load = safetensors.save, safetensors.load
 kd.help = require("kd.help")
+kd.gradcheck = require("kd.gradcheck")
 return kd

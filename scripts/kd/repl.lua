@@ -94,6 +94,9 @@ function repl.run()
       if silent and not fn and not unfinished then fn, unfinished, err = compile(source) end
       if fn then
         buffer = nil
+        -- Compiled traces never look at hooks, so Ctrl-C could not stop a
+        -- loop typed here; the library's code is compiled as usual.
+        if jit then jit.off(fn, true) end
         local results = {xpcall(fn, debug.traceback)}
         if results[1] then
           if not silent then show({unpack(results, 2, table.maxn(results))}, table.maxn(results) - 1) end

@@ -1,0 +1,35 @@
+#!/bin/sh
+# The kdseg command line: scripts with arguments, -e, options, sub-commands,
+# a script error (message, traceback, non-zero exit), and the library found
+# from any working directory. Prints "N passed, N failed".
+set -u
+kdseg=$(cd "$(dirname "$0")/../.." && pwd)/build/kdseg
+tmp=$(mktemp -d)
+trap 'rm -rf "$tmp"' EXIT
+passed=0; failed=0
+check() { # check DESCRIPTION EXPECTED-EXIT TEXT-IN-OUTPUT command...
+    what=$1 want_rc=$2 text=$3; shift 3
+    out=$("$@" 2>&1); rc=$?
+    if [ "$rc" = "$want_rc" ] && printf '%s' "$out" | grep -qF -- "$text"; then passed=$((passed + 1)); else
+        failed=$((failed + 1)); echo "FAIL host: $what: exit $rc (want $want_rc), output:"; printf '%s\n' "$out" | tail -8
+    fi
+}
+cd "$tmp"
+printf 'print("args", arg[0], arg[1], arg[2], #arg)\n' > args.lua
+check "script arguments" 0 "args	args.lua	a	b c	2" "$kdseg" args.lua a "b c"
+check "-e" 0 "6" "$kdseg" -e "print(kd.ones({2, 3}):sum():item())"
+check "--threads" 0 "$(printf "threads\t1")" "$kdseg" --threads 1 -e "print('threads', kd.get_threads())"
+check "--seed reproducible" 0 "same" "$kdseg" --seed 9 -e "local a = kd.randn({4}):get(4); kd.manual_seed(9); print(a == kd.randn({4}):get(4) and 'same' or 'different')"
+check "--version" 0 "kdseg 0.1.0" "$kdseg" --version
+check "--help" 0 "usage: kdseg" "$kdseg" --help
+check "unknown option" 2 "unknown option '--bogus'" "$kdseg" --bogus
+check "bad --threads" 2 "--threads wants a positive integer" "$kdseg" --threads x
+printf 'local function inner() error("broken on purpose") end\ninner()\n' > broken.lua
+check "script error message" 1 "broken.lua:1: broken on purpose" "$kdseg" broken.lua
+check "script error traceback" 1 "stack traceback" "$kdseg" broken.lua
+check "error from C" 1 "kd.conv2d: conv2d: weight" "$kdseg" -e "kd.conv2d(kd.zeros({1,3,4,4}), kd.zeros({2,5,3,3}))"
+check "missing script" 1 "cannot open script nothere.lua" "$kdseg" nothere.lua
+check "unknown command" 1 "'frobnicate' is neither a script nor a command" "$kdseg" frobnicate
+check "help command" 0 "commands:" "$kdseg" help
+echo "host tests: $passed passed, $failed failed"
+[ "$failed" = 0 ]
