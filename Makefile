@@ -1,6 +1,7 @@
 # kdseg - one plain Makefile.
 #   make            install missing Debian packages, build the core and kdseg
 #   make test       C tests (plain and under ASan+UBSan), then the Lua suite
+#   make demo       build, then train the example network (experiments/)
 #   make bench      performance figures as JSON lines (not a test)
 #   make clean      remove build/
 
@@ -34,7 +35,7 @@ LUA_INC  := /usr/include/luajit-2.1
 # The host links LuaJIT, libedit and (for the data issue) libpng and libyaml.
 HOST_LIBS := -lluajit-5.1 -ledit -lpng -lyaml
 
-.PHONY: all deps test bench clean
+.PHONY: all deps test demo bench clean
 
 all: deps $(BUILD)/libkdcore.a $(BUILD)/kdseg
 
@@ -83,6 +84,9 @@ $(BUILD)/bench/%: tests/bench/%.c $(BUILD)/libkdcore.a
 
 bench: deps $(BUILD)/bench/bench_conv
 	$(BUILD)/bench/bench_conv
+
+demo: all
+	$(BUILD)/kdseg experiments/toy_segmentation.lua
 
 clean:
 	rm -rf $(BUILD)

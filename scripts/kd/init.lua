@@ -39,6 +39,7 @@ kd.set_threads, kd.get_threads = C.set_threads, C.get_threads
 kd.manual_seed = C.manual_seed
 kd.memory, kd.rss, kd.clock = C.memory, C.rss, C.clock
 kd.empty_cache = C.empty_cache
+kd.mkdir = C.mkdir
 
 -- Runs fn with grad mode off (nothing is recorded), restoring the mode even
 -- if fn raises; returns fn's results.
