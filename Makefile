@@ -15,7 +15,7 @@ CFLAGS  := -std=gnu11 $(OPT) $(WARN) -fopenmp -g
 BLAS_INC := /usr/include/x86_64-linux-gnu/openblas-openmp
 BLAS_LIB := /usr/lib/x86_64-linux-gnu/openblas-openmp
 CPPFLAGS := -Icore -I$(BLAS_INC)
-LDLIBS   := -L$(BLAS_LIB) -Wl,-rpath,$(BLAS_LIB) -lopenblas -lm -lpthread
+LDLIBS   := -L$(BLAS_LIB) -Wl,-rpath,$(BLAS_LIB) -lopenblas -lpng -lm -lpthread
 
 # The sanitizer build of the C tests: no optimisation games, abort on UB.
 SAN_FLAGS := -std=gnu11 -O1 -g $(WARN) -fopenmp -fsanitize=address,undefined \
@@ -32,8 +32,8 @@ CORE_HDR := $(wildcard core/*.h)
 BIND_SRC := $(wildcard bindings/*.c)
 BIND_OBJ := $(BIND_SRC:bindings/%.c=$(BUILD)/bindings/%.o)
 LUA_INC  := /usr/include/luajit-2.1
-# The host links LuaJIT, libedit and (for the data issue) libpng and libyaml.
-HOST_LIBS := -lluajit-5.1 -ledit -lpng -lyaml
+# The host links LuaJIT, libedit and libyaml (configs); the core brings libpng.
+HOST_LIBS := -lluajit-5.1 -ledit -lyaml
 
 .PHONY: all deps test demo bench clean
 

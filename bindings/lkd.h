@@ -41,5 +41,6 @@ void lkd_open_tensor(lua_State *L);   /* l_tensor.c: kd.Tensor and constructors 
 void lkd_open_ops(lua_State *L);      /* l_ops.c */
 void lkd_open_system(lua_State *L);   /* l_system.c: threads, seeds, memory, files */
 void lkd_open_readline(lua_State *L); /* readline.c */
+void lkd_open_data(lua_State *L);     /* l_data.c: images, SynthCity, files */
 
 #endif

@@ -286,4 +286,34 @@ kd_status kd_axpby(kd_tensor *dst, float a, const kd_tensor *src, float b);
 /* Sum of squares of all elements, in double (gradient clipping). */
 double kd_sum_squares(const kd_tensor *t);
 
+/* ---- images (image.c) ------------------------------------------------------ */
+
+/* Reads an 8-bit PNG as a uint8 C x H x W tensor: gray 1 channel, gray+alpha
+ * 2, RGB 3, RGBA 4; a palette image gives its indices (1 channel), or RGB(A)
+ * with expand_palette. 16-bit files are refused; errors name the file. */
+kd_status kd_png_read(const char *path, bool expand_palette, kd_tensor **out);
+/* Writes uint8 H x W or C x H x W (C 1 to 4) atomically; with a palette
+ * (palette_size RGB triples) a 1-channel image is stored as indices. */
+kd_status kd_png_write(const char *path, const kd_tensor *image, const uint8_t *palette,
+                       int palette_size);
+
+/* ---- SynthCity (synth.c) ---------------------------------------------------- */
+
+/* Scene `index` of the dataset of `seed`: rgb uint8 3 x H x W and Cityscapes
+ * labelIds uint8 H x W. The same (seed, index) always gives the same scene. */
+kd_status kd_synth_scene(int height, int width, uint64_t seed, uint64_t index, kd_tensor **rgb,
+                         kd_tensor **label_ids);
+/* Coarse labels in the manner of gtCoarse from fine labelIds (0 = unlabeled). */
+kd_status kd_synth_coarse(const kd_tensor *fine, uint64_t seed, kd_tensor **coarse);
+
+typedef struct {
+    const char *root, *split; /* split: train, val, train_extra ... */
+    int first, count;         /* scene indices first .. first+count-1 */
+    int height, width;
+    uint64_t seed;
+    bool fine, coarse, true_fine; /* which label files to write */
+} kd_synthcity_job;
+/* Writes the job's scenes in parallel; the split's folders must exist. */
+kd_status kd_synthcity_write(const kd_synthcity_job *job);
+
 #endif

@@ -1,0 +1,178 @@
+/* image.c - PNG files through libpng: 8-bit gray, gray+alpha, RGB, RGBA and
+ * palette images in, uint8 tensors C x H x W out, and back. Label maps are
+ * read as stored (gray values or palette indices), never converted or
+ * interpolated. libpng reports errors by longjmp: every allocation made
+ * before the jump point is freed on that path, and the message names the file. */
+#include <errno.h>
+#include <png.h>
+#include <setjmp.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "internal.h"
+
+typedef struct {
+    char message[256];
+} png_error_state;
+
+static void on_png_error(png_structp png, png_const_charp msg) {
+    png_error_state *state = png_get_error_ptr(png);
+    snprintf(state->message, sizeof state->message, "%s", msg);
+    png_longjmp(png, 1);
+}
+
+static void on_png_warning(png_structp png, png_const_charp msg) { (void)png, (void)msg; }
+
+kd_status kd_png_read(const char *path, bool expand_palette, kd_tensor **out) {
+    FILE *f = fopen(path, "rb");
+    if (!f) return kd_fail(KD_ERR_IO, "png: cannot open %s: %s", path, strerror(errno));
+    unsigned char signature[8];
+    if (fread(signature, 1, 8, f) != 8 || png_sig_cmp(signature, 0, 8)) {
+        fclose(f);
+        return kd_fail(KD_ERR_FORMAT, "png: %s is not a PNG file (bad signature)", path);
+    }
+    png_error_state state = {{0}};
+    png_structp png = png_create_read_struct(PNG_LIBPNG_VER_STRING, &state, on_png_error, on_png_warning);
+    png_infop info = png ? png_create_info_struct(png) : NULL;
+    kd_tensor *volatile t = NULL;
+    png_bytep *volatile rows = NULL;
+    unsigned char *volatile interleaved = NULL;
+    if (!png || !info) {
+        png_destroy_read_struct(png ? &png : NULL, NULL, NULL);
+        fclose(f);
+        return kd_fail(KD_ERR_MEMORY, "png: cannot allocate a reader for %s", path);
+    }
+    if (setjmp(png_jmpbuf(png))) {
+        png_destroy_read_struct(&png, &info, NULL);
+        fclose(f);
+        free(rows);
+        free(interleaved);
+        kd_tensor_release(t);
+        return kd_fail(KD_ERR_FORMAT, "png: %s is corrupt or truncated: %s", path, state.message);
+    }
+    png_init_io(png, f);
+    png_set_sig_bytes(png, 8);
+    png_read_info(png, info);
+    int depth = png_get_bit_depth(png, info), color = png_get_color_type(png, info);
+    png_uint_32 width = png_get_image_width(png, info), height = png_get_image_height(png, info);
+    if (depth == 16) {
+        png_destroy_read_struct(&png, &info, NULL);
+        fclose(f);
+        return kd_fail(KD_ERR_FORMAT, "png: %s is a 16-bit PNG; only 8-bit images are supported", path);
+    }
+    if (width == 0 || height == 0 || width > 32768 || height > 32768) {
+        png_destroy_read_struct(&png, &info, NULL);
+        fclose(f);
+        return kd_fail(KD_ERR_FORMAT, "png: %s has unsupported size %ux%u", path, (unsigned)width, (unsigned)height);
+    }
+    if (depth < 8) { /* 1, 2, 4-bit gray or palette: one byte per value */
+        if (color == PNG_COLOR_TYPE_GRAY) png_set_expand_gray_1_2_4_to_8(png);
+        else png_set_packing(png);
+    }
+    if (color == PNG_COLOR_TYPE_PALETTE && expand_palette) {
+        png_set_palette_to_rgb(png);
+        if (png_get_valid(png, info, PNG_INFO_tRNS)) png_set_tRNS_to_alpha(png);
+    }
+    png_set_interlace_handling(png);
+    png_read_update_info(png, info);
+    int channels = png_get_channels(png, info);
+    int shape[3] = {channels, (int)height, (int)width};
+    kd_tensor *img;
+    kd_status s = kd_tensor_new(KD_U8, 3, shape, &img);
+    if (s) {
+        png_destroy_read_struct(&png, &info, NULL);
+        fclose(f);
+        return s;
+    }
+    t = img;
+    size_t row_bytes = png_get_rowbytes(png, info);
+    interleaved = malloc(row_bytes * height);
+    rows = malloc(sizeof(png_bytep) * height);
+    if (!interleaved || !rows) {
+        free(interleaved);
+        free(rows);
+        png_destroy_read_struct(&png, &info, NULL);
+        fclose(f);
+        kd_tensor_release(img);
+        return kd_fail(KD_ERR_MEMORY, "png: cannot allocate %zu bytes for %s", row_bytes * height, path);
+    }
+    for (png_uint_32 y = 0; y < height; y++) rows[y] = interleaved + y * row_bytes;
+    png_read_image(png, rows);
+    png_read_end(png, NULL);
+    png_destroy_read_struct(&png, &info, NULL);
+    fclose(f);
+    uint8_t *dst = kd_u8(img); /* H x W x C -> C x H x W */
+    size_t plane = (size_t)width * height;
+    for (size_t p = 0; p < plane; p++)
+        for (int c = 0; c < channels; c++) dst[(size_t)c * plane + p] = interleaved[p * channels + c];
+    free(interleaved);
+    free(rows);
+    *out = img;
+    return KD_OK;
+}
+
+kd_status kd_png_write(const char *path, const kd_tensor *image, const uint8_t *palette, int palette_size) {
+    kd_status s = kd_check_dtype("png_write", "image", image, KD_U8);
+    if (s) return s;
+    int channels = image->ndim == 3 ? image->shape[0] : 1;
+    if ((image->ndim != 2 && image->ndim != 3) || channels < 1 || channels > 4 ||
+        (palette && channels != 1) || palette_size < 0 || palette_size > 256)
+        return kd_fail(KD_ERR_SHAPE, "png_write: %s: image %s must be H x W or C x H x W with C 1 to 4 "
+                       "(1 with a palette of at most 256 colours)", path, kd_shape_str(image));
+    int height = image->shape[image->ndim - 2], width = image->shape[image->ndim - 1];
+    if (height < 1 || width < 1) return kd_fail(KD_ERR_SHAPE, "png_write: %s: empty image %s", path, kd_shape_str(image));
+    size_t plane = (size_t)width * height;
+    unsigned char *interleaved = malloc(plane * channels);
+    png_bytep *rows = malloc(sizeof(png_bytep) * height);
+    if (!interleaved || !rows) {
+        free(interleaved), free(rows);
+        return kd_fail(KD_ERR_MEMORY, "png_write: cannot allocate a buffer for %s", path);
+    }
+    const uint8_t *src = kd_u8(image);
+    for (size_t p = 0; p < plane; p++)
+        for (int c = 0; c < channels; c++) interleaved[p * channels + c] = src[(size_t)c * plane + p];
+    for (int y = 0; y < height; y++) rows[y] = interleaved + (size_t)y * width * channels;
+    /* written to a temporary name and renamed: a reader never sees half a file */
+    char tmp[4096];
+    snprintf(tmp, sizeof tmp, "%s.tmp.%d", path, (int)getpid());
+    FILE *f = fopen(tmp, "wb");
+    if (!f) {
+        free(interleaved), free(rows);
+        return kd_fail(KD_ERR_IO, "png_write: cannot create %s: %s", path, strerror(errno));
+    }
+    png_error_state state = {{0}};
+    png_structp png = png_create_write_struct(PNG_LIBPNG_VER_STRING, &state, on_png_error, on_png_warning);
+    png_infop info = png ? png_create_info_struct(png) : NULL;
+    if (!png || !info || setjmp(png_jmpbuf(png))) {
+        png_destroy_write_struct(png ? &png : NULL, info ? &info : NULL);
+        fclose(f);
+        unlink(tmp);
+        free(interleaved), free(rows);
+        return kd_fail(KD_ERR_IO, "png_write: cannot write %s: %s", path, state.message);
+    }
+    static const int color_types[5] = {0, PNG_COLOR_TYPE_GRAY, PNG_COLOR_TYPE_GRAY_ALPHA, PNG_COLOR_TYPE_RGB,
+                                       PNG_COLOR_TYPE_RGBA};
+    png_init_io(png, f);
+    png_set_compression_level(png, 3); /* datasets are written often; level 3 is ~as small, far faster */
+    png_set_IHDR(png, info, width, height, 8, palette ? PNG_COLOR_TYPE_PALETTE : color_types[channels],
+                 PNG_INTERLACE_NONE, PNG_COMPRESSION_TYPE_DEFAULT, PNG_FILTER_TYPE_DEFAULT);
+    if (palette) {
+        png_color colors[256];
+        for (int i = 0; i < palette_size; i++)
+            colors[i] = (png_color){palette[3 * i], palette[3 * i + 1], palette[3 * i + 2]};
+        png_set_PLTE(png, info, colors, palette_size);
+    }
+    png_write_info(png, info);
+    png_write_image(png, rows);
+    png_write_end(png, NULL);
+    png_destroy_write_struct(&png, &info);
+    free(interleaved), free(rows);
+    if (fclose(f) != 0 || rename(tmp, path) != 0) {
+        int e = errno;
+        unlink(tmp);
+        return kd_fail(KD_ERR_IO, "png_write: cannot write %s: %s", path, strerror(e));
+    }
+    return KD_OK;
+}
