@@ -42,5 +42,6 @@ void lkd_open_ops(lua_State *L);      /* l_ops.c */
 void lkd_open_system(lua_State *L);   /* l_system.c: threads, seeds, memory, files */
 void lkd_open_readline(lua_State *L); /* readline.c */
 void lkd_open_data(lua_State *L);     /* l_data.c: images, SynthCity, files */
+void lkd_open_yaml(lua_State *L);     /* l_yaml.c */
 
 #endif

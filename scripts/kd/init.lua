@@ -60,5 +60,7 @@ kd.optim = require("kd.optim")
 local safetensors = require("kd.safetensors")
 kd.save, kd.load = safetensors.save, safetensors.load
 kd.help = require("kd.help")
+kd.yaml = require("kd.yaml")
+kd.data = require("kd.data")
 kd.gradcheck = require("kd.gradcheck")
 return kd

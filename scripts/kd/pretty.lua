@@ -73,6 +73,7 @@ function pretty.value(v, indent, seen)
     end
     parts[#parts + 1] = inner .. (key and key .. " = " or "") .. text
   end
+  seen[v] = nil -- only ancestors count: a table shared by two fields prints twice
   return "{\n" .. table.concat(parts, ",\n") .. "\n" .. indent .. "}"
 end
 
