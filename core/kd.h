@@ -297,6 +297,56 @@ kd_status kd_png_read(const char *path, bool expand_palette, kd_tensor **out);
 kd_status kd_png_write(const char *path, const kd_tensor *image, const uint8_t *palette,
                        int palette_size);
 
+/* ---- augmentation and loading (augment.c, loader.c) ------------------------ */
+
+typedef struct {
+    int crop_h, crop_w;           /* 0 x 0: no crop (then images must share a size) */
+    float scale_min, scale_max;   /* random rescale factor range; 1, 1: none */
+    bool hflip;                   /* flip with probability 1/2 */
+    float brightness, contrast, saturation, hue; /* ColorJitter strengths, 0: none */
+    float jitter_p;               /* probability of applying the jitter */
+    float grayscale_p, blur_p, blur_sigma_min, blur_sigma_max;
+    float mean[3], std[3];        /* normalisation of [0, 1] pixel values */
+    int pad_label;                /* label of padded pixels (255 = ignore, or a value of its own) */
+} kd_augment_params;
+
+kd_status kd_check_augment_params(const kd_augment_params *p);
+
+typedef struct {
+    int count;                 /* samples */
+    const char *const *images; /* count paths */
+    const char *const *labels; /* count paths or NULL entries (unlabeled), or NULL */
+    const char *const *weights;/* count paths of 8-bit weight PNGs (value / 255), or NULL */
+    const uint8_t *label_map;  /* 256 entries: file label value -> train id, or NULL */
+    kd_augment_params augment;
+    int batch_size;
+    bool shuffle, drop_last, infinite;
+    uint64_t seed;
+    int workers;  /* threads; 0 loads in the caller's thread */
+    int prefetch; /* batches made ahead */
+} kd_loader_config;
+
+typedef struct {
+    kd_tensor *images;  /* B x 3 x H x W float, normalised */
+    kd_tensor *labels;  /* B x H x W int32 (255 where unlabeled) */
+    kd_tensor *weights; /* B x H x W float: per-pixel weight, 0 on padding */
+    kd_tensor *valid;   /* B x H x W uint8: 1 where the pixel comes from the image */
+    kd_tensor *ids;     /* B int32: dataset indices (0-based) */
+    int epoch;
+} kd_batch;
+
+typedef struct kd_loader kd_loader;
+kd_status kd_loader_new(const kd_loader_config *config, kd_loader **out);
+/* The next batch, or *done at the end of an epoch (epoch mode). */
+kd_status kd_loader_next(kd_loader *loader, kd_batch *batch, bool *done);
+/* Number of batches of one epoch. */
+int kd_loader_length(const kd_loader *loader);
+void kd_loader_free(kd_loader *loader); /* stops and joins the workers */
+void kd_batch_release(kd_batch *batch);
+/* Loads and augments one sample alone (index 0-based) exactly as in epoch
+ * `epoch` at position `position` - for tests and pictures. */
+kd_status kd_loader_sample(kd_loader *loader, int index, int epoch, int position, kd_batch *batch);
+
 /* ---- SynthCity (synth.c) ---------------------------------------------------- */
 
 /* Scene `index` of the dataset of `seed`: rgb uint8 3 x H x W and Cityscapes

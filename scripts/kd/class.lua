@@ -3,13 +3,14 @@
 --   function Linear:__init(...) Module.__init(self) ... end
 --   local layer = Linear(...)       -- calls __init
 -- Metamethods defined on a class (__tostring, __call) apply to its instances.
+-- (LuaJIT follows Lua 5.1: # of a table ignores __len, so sizes are methods.)
 local function class(name, parent)
   local cls = {}
   cls.__index = cls
   cls.__name = name
   cls.__parent = parent
   if parent then
-    for _, mm in ipairs({"__tostring", "__call", "__len"}) do
+    for _, mm in ipairs({"__tostring", "__call"}) do
       if rawget(cls, mm) == nil and parent[mm] then cls[mm] = parent[mm] end
     end
   end

@@ -19,7 +19,7 @@ function Sequential:add(module)
   return self
 end
 
-function Sequential:__len() return #self._module_names end
+function Sequential:size() return #self._module_names end
 
 function Sequential:get(i) return self[tostring(i)] end
 

@@ -1,0 +1,282 @@
+/* augment.c - augmentation of one sample: the same geometric transform
+ * (random scale, pad, crop, horizontal flip) on the image, the label map,
+ * the per-pixel weight and the valid mask; photometric changes (colour
+ * jitter, grayscale, blur) on the image alone. Labels are resized by nearest
+ * neighbour, never interpolated. Everything is drawn from the sample's own
+ * generator, so a sample's augmentation does not depend on which thread made it. */
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "augment.h"
+#include "internal.h"
+
+void kd_sample_free(kd_sample *s) {
+    free(s->rgb), free(s->label), free(s->weight), free(s->valid);
+    memset(s, 0, sizeof *s);
+}
+
+/* ---- geometry -------------------------------------------------------------- */
+
+/* src h x w -> dst oh x ow per channel, bilinear with half-pixel centres. */
+static void resize_bilinear_u8(const uint8_t *src, int h, int w, uint8_t *dst, int oh, int ow, int channels) {
+    for (int c = 0; c < channels; c++)
+        for (int y = 0; y < oh; y++) {
+            float sy = fmaxf(0, (y + 0.5f) * h / oh - 0.5f);
+            int y0 = (int)sy, y1 = y0 + 1 < h ? y0 + 1 : h - 1;
+            float fy = sy - y0;
+            for (int x = 0; x < ow; x++) {
+                float sx = fmaxf(0, (x + 0.5f) * w / ow - 0.5f);
+                int x0 = (int)sx, x1 = x0 + 1 < w ? x0 + 1 : w - 1;
+                float fx = sx - x0;
+                const uint8_t *p = src + (size_t)c * h * w;
+                float top = p[y0 * w + x0] + (p[y0 * w + x1] - p[y0 * w + x0]) * fx;
+                float bottom = p[y1 * w + x0] + (p[y1 * w + x1] - p[y1 * w + x0]) * fx;
+                dst[(size_t)c * oh * ow + (size_t)y * ow + x] = (uint8_t)(top + (bottom - top) * fy + 0.5f);
+            }
+        }
+}
+
+static void resize_bilinear_f32(const float *src, int h, int w, float *dst, int oh, int ow) {
+    for (int y = 0; y < oh; y++) {
+        float sy = fmaxf(0, (y + 0.5f) * h / oh - 0.5f);
+        int y0 = (int)sy, y1 = y0 + 1 < h ? y0 + 1 : h - 1;
+        float fy = sy - y0;
+        for (int x = 0; x < ow; x++) {
+            float sx = fmaxf(0, (x + 0.5f) * w / ow - 0.5f);
+            int x0 = (int)sx, x1 = x0 + 1 < w ? x0 + 1 : w - 1;
+            float fx = sx - x0;
+            float top = src[y0 * w + x0] + (src[y0 * w + x1] - src[y0 * w + x0]) * fx;
+            float bottom = src[y1 * w + x0] + (src[y1 * w + x1] - src[y1 * w + x0]) * fx;
+            dst[(size_t)y * ow + x] = top + (bottom - top) * fy;
+        }
+    }
+}
+
+/* nearest: the source pixel whose centre is nearest the output pixel's centre */
+static void resize_nearest_u8(const uint8_t *src, int h, int w, uint8_t *dst, int oh, int ow) {
+    for (int y = 0; y < oh; y++) {
+        int sy = (int)((y + 0.5f) * h / oh);
+        if (sy > h - 1) sy = h - 1;
+        for (int x = 0; x < ow; x++) {
+            int sx = (int)((x + 0.5f) * w / ow);
+            if (sx > w - 1) sx = w - 1;
+            dst[(size_t)y * ow + x] = src[sy * w + sx];
+        }
+    }
+}
+
+static bool rescale(kd_sample *s, float factor) {
+    int oh = (int)(s->h * factor + 0.5f), ow = (int)(s->w * factor + 0.5f);
+    if (oh < 1) oh = 1;
+    if (ow < 1) ow = 1;
+    if (oh == s->h && ow == s->w) return true;
+    size_t n = (size_t)oh * ow;
+    uint8_t *rgb = malloc(3 * n), *label = s->label ? malloc(n) : NULL, *valid = malloc(n);
+    float *weight = s->weight ? malloc(sizeof(float) * n) : NULL;
+    if (!rgb || !valid || (s->label && !label) || (s->weight && !weight)) {
+        free(rgb), free(label), free(valid), free(weight);
+        return false;
+    }
+    resize_bilinear_u8(s->rgb, s->h, s->w, rgb, oh, ow, 3);
+    if (label) resize_nearest_u8(s->label, s->h, s->w, label, oh, ow);
+    resize_nearest_u8(s->valid, s->h, s->w, valid, oh, ow);
+    if (weight) resize_bilinear_f32(s->weight, s->h, s->w, weight, oh, ow);
+    free(s->rgb), free(s->label), free(s->valid), free(s->weight);
+    s->rgb = rgb, s->label = label, s->valid = valid, s->weight = weight, s->h = oh, s->w = ow;
+    return true;
+}
+
+/* A crop_h x crop_w window at (top, left), which may reach outside the image:
+ * outside, the image is filled with fill_rgb, the label with pad_label, the
+ * weight and the valid mask with 0. */
+static bool crop(kd_sample *s, int top, int left, int ch, int cw, const uint8_t *fill_rgb, int pad_label) {
+    size_t n = (size_t)ch * cw;
+    uint8_t *rgb = malloc(3 * n), *label = s->label ? malloc(n) : NULL, *valid = calloc(n, 1);
+    float *weight = s->weight ? calloc(n, sizeof(float)) : NULL;
+    if (!rgb || !valid || (s->label && !label) || (s->weight && !weight)) {
+        free(rgb), free(label), free(valid), free(weight);
+        return false;
+    }
+    for (int c = 0; c < 3; c++) memset(rgb + c * n, fill_rgb[c], n);
+    if (label) memset(label, pad_label, n);
+    for (int y = 0; y < ch; y++) {
+        int sy = top + y;
+        if (sy < 0 || sy >= s->h) continue;
+        int x0 = left < 0 ? -left : 0, x1 = left + cw > s->w ? s->w - left : cw;
+        if (x1 <= x0) continue;
+        size_t d = (size_t)y * cw + x0, o = (size_t)sy * s->w + left + x0, len = (size_t)(x1 - x0);
+        for (int c = 0; c < 3; c++) memcpy(rgb + c * n + d, s->rgb + (size_t)c * s->h * s->w + o, len);
+        if (label) memcpy(label + d, s->label + o, len);
+        memcpy(valid + d, s->valid + o, len);
+        if (weight) memcpy(weight + d, s->weight + o, len * sizeof(float));
+    }
+    free(s->rgb), free(s->label), free(s->valid), free(s->weight);
+    s->rgb = rgb, s->label = label, s->valid = valid, s->weight = weight, s->h = ch, s->w = cw;
+    return true;
+}
+
+static void flip_rows_u8(uint8_t *p, int h, int w) {
+    for (int y = 0; y < h; y++)
+        for (int a = 0, b = w - 1; a < b; a++, b--) {
+            uint8_t t = p[y * w + a];
+            p[y * w + a] = p[y * w + b], p[y * w + b] = t;
+        }
+}
+
+static void hflip(kd_sample *s) {
+    for (int c = 0; c < 3; c++) flip_rows_u8(s->rgb + (size_t)c * s->h * s->w, s->h, s->w);
+    if (s->label) flip_rows_u8(s->label, s->h, s->w);
+    flip_rows_u8(s->valid, s->h, s->w);
+    if (s->weight)
+        for (int y = 0; y < s->h; y++)
+            for (int a = 0, b = s->w - 1; a < b; a++, b--) {
+                float t = s->weight[y * s->w + a];
+                s->weight[y * s->w + a] = s->weight[y * s->w + b], s->weight[y * s->w + b] = t;
+            }
+}
+
+/* ---- photometry (image only) ---------------------------------------------- */
+
+static float clamp255(float v) { return v < 0 ? 0 : v > 255 ? 255 : v; }
+
+static void rgb_to_hsv(float r, float g, float b, float *h, float *s, float *v) {
+    float mx = fmaxf(r, fmaxf(g, b)), mn = fminf(r, fminf(g, b)), d = mx - mn;
+    *v = mx;
+    *s = mx > 0 ? d / mx : 0;
+    if (d <= 0) *h = 0;
+    else if (mx == r) *h = fmodf((g - b) / d + 6.0f, 6.0f) / 6.0f;
+    else if (mx == g) *h = ((b - r) / d + 2.0f) / 6.0f;
+    else *h = ((r - g) / d + 4.0f) / 6.0f;
+}
+
+static void hsv_to_rgb(float h, float s, float v, float *r, float *g, float *b) {
+    float hh = h * 6.0f;
+    int i = (int)floorf(hh) % 6;
+    float f = hh - floorf(hh), p = v * (1 - s), q = v * (1 - s * f), t = v * (1 - s * (1 - f));
+    switch (i) {
+    case 0: *r = v, *g = t, *b = p; break;
+    case 1: *r = q, *g = v, *b = p; break;
+    case 2: *r = p, *g = v, *b = t; break;
+    case 3: *r = p, *g = q, *b = v; break;
+    case 4: *r = t, *g = p, *b = v; break;
+    default: *r = v, *g = p, *b = q; break;
+    }
+}
+
+/* torchvision's ColorJitter factors: brightness, contrast, saturation in
+ * [1 - x, 1 + x], hue shift in [-x, x] of a turn. */
+static void color_jitter(kd_sample *s, const kd_augment_params *p, kd_rng *rng) {
+    size_t n = (size_t)s->h * s->w;
+    uint8_t *r = s->rgb, *g = s->rgb + n, *b = s->rgb + 2 * n;
+    float fb = 1 + p->brightness * (2 * kd_rng_uniform(rng) - 1);
+    float fc = 1 + p->contrast * (2 * kd_rng_uniform(rng) - 1);
+    float fs = 1 + p->saturation * (2 * kd_rng_uniform(rng) - 1);
+    float fh = p->hue * (2 * kd_rng_uniform(rng) - 1);
+    double gray_sum = 0;
+    for (size_t i = 0; i < n; i++) gray_sum += 0.299f * r[i] + 0.587f * g[i] + 0.114f * b[i];
+    float mean_gray = (float)(gray_sum / (double)n) * fb;
+    for (size_t i = 0; i < n; i++) {
+        float R = r[i] * fb, G = g[i] * fb, B = b[i] * fb;
+        R = mean_gray + (R - mean_gray) * fc, G = mean_gray + (G - mean_gray) * fc, B = mean_gray + (B - mean_gray) * fc;
+        float gray = 0.299f * R + 0.587f * G + 0.114f * B;
+        R = gray + (R - gray) * fs, G = gray + (G - gray) * fs, B = gray + (B - gray) * fs;
+        if (fh != 0) {
+            float hh, ss, vv;
+            rgb_to_hsv(clamp255(R) / 255, clamp255(G) / 255, clamp255(B) / 255, &hh, &ss, &vv);
+            hh = fmodf(hh + fh + 1.0f, 1.0f);
+            hsv_to_rgb(hh, ss, vv, &R, &G, &B);
+            R *= 255, G *= 255, B *= 255;
+        }
+        r[i] = (uint8_t)(clamp255(R) + 0.5f), g[i] = (uint8_t)(clamp255(G) + 0.5f), b[i] = (uint8_t)(clamp255(B) + 0.5f);
+    }
+}
+
+static void grayscale(kd_sample *s) {
+    size_t n = (size_t)s->h * s->w;
+    for (size_t i = 0; i < n; i++) {
+        uint8_t v = (uint8_t)(0.299f * s->rgb[i] + 0.587f * s->rgb[n + i] + 0.114f * s->rgb[2 * n + i] + 0.5f);
+        s->rgb[i] = s->rgb[n + i] = s->rgb[2 * n + i] = v;
+    }
+}
+
+static bool gaussian_blur(kd_sample *s, float sigma) {
+    int radius = (int)ceilf(2 * sigma);
+    if (radius < 1) return true;
+    float kernel[65];
+    if (radius > 32) radius = 32;
+    float total = 0;
+    for (int k = -radius; k <= radius; k++) total += kernel[k + radius] = expf(-0.5f * k * k / (sigma * sigma));
+    for (int k = 0; k <= 2 * radius; k++) kernel[k] /= total;
+    int h = s->h, w = s->w;
+    float *tmp = malloc(sizeof(float) * (size_t)h * w);
+    if (!tmp) return false;
+    for (int c = 0; c < 3; c++) {
+        uint8_t *p = s->rgb + (size_t)c * h * w;
+        for (int y = 0; y < h; y++)
+            for (int x = 0; x < w; x++) {
+                float acc = 0;
+                for (int k = -radius; k <= radius; k++) {
+                    int xx = x + k < 0 ? 0 : x + k >= w ? w - 1 : x + k;
+                    acc += kernel[k + radius] * p[y * w + xx];
+                }
+                tmp[y * w + x] = acc;
+            }
+        for (int y = 0; y < h; y++)
+            for (int x = 0; x < w; x++) {
+                float acc = 0;
+                for (int k = -radius; k <= radius; k++) {
+                    int yy = y + k < 0 ? 0 : y + k >= h ? h - 1 : y + k;
+                    acc += kernel[k + radius] * tmp[yy * w + x];
+                }
+                p[y * w + x] = (uint8_t)(clamp255(acc) + 0.5f);
+            }
+    }
+    free(tmp);
+    return true;
+}
+
+kd_status kd_augment_sample(kd_sample *s, const kd_augment_params *p, kd_rng *rng) {
+    if (p->scale_max > 0 && (p->scale_min != 1 || p->scale_max != 1)) {
+        float factor = p->scale_min + (p->scale_max - p->scale_min) * kd_rng_uniform(rng);
+        if (!rescale(s, factor)) return kd_fail(KD_ERR_MEMORY, "augment: cannot rescale a %dx%d sample", s->h, s->w);
+    }
+    if (p->crop_h > 0 && p->crop_w > 0 && (s->h != p->crop_h || s->w != p->crop_w)) {
+        /* a random window; where the image is smaller, it sits at a random offset inside the window */
+        int top = s->h >= p->crop_h ? (int)(kd_rng_u32(rng) % (uint32_t)(s->h - p->crop_h + 1))
+                                    : -(int)(kd_rng_u32(rng) % (uint32_t)(p->crop_h - s->h + 1));
+        int left = s->w >= p->crop_w ? (int)(kd_rng_u32(rng) % (uint32_t)(s->w - p->crop_w + 1))
+                                     : -(int)(kd_rng_u32(rng) % (uint32_t)(p->crop_w - s->w + 1));
+        uint8_t fill[3];
+        for (int c = 0; c < 3; c++) fill[c] = (uint8_t)clamp255(p->mean[c] * 255 + 0.5f);
+        if (!crop(s, top, left, p->crop_h, p->crop_w, fill, p->pad_label))
+            return kd_fail(KD_ERR_MEMORY, "augment: cannot crop a %dx%d sample", s->h, s->w);
+    }
+    if (p->hflip && kd_rng_uniform(rng) < 0.5f) hflip(s);
+    if ((p->brightness > 0 || p->contrast > 0 || p->saturation > 0 || p->hue > 0) && kd_rng_uniform(rng) < p->jitter_p)
+        color_jitter(s, p, rng);
+    if (p->grayscale_p > 0 && kd_rng_uniform(rng) < p->grayscale_p) grayscale(s);
+    if (p->blur_p > 0 && kd_rng_uniform(rng) < p->blur_p) {
+        float sigma = p->blur_sigma_min + (p->blur_sigma_max - p->blur_sigma_min) * kd_rng_uniform(rng);
+        if (!gaussian_blur(s, sigma)) return kd_fail(KD_ERR_MEMORY, "augment: cannot blur a %dx%d sample", s->h, s->w);
+    }
+    return KD_OK;
+}
+
+kd_status kd_check_augment_params(const kd_augment_params *p) {
+    if (p->crop_h < 0 || p->crop_w < 0 || (p->crop_h == 0) != (p->crop_w == 0))
+        return kd_fail(KD_ERR_ARG, "augment: crop %dx%d: both sizes positive, or both 0 for none", p->crop_h, p->crop_w);
+    if (p->scale_min <= 0 || p->scale_max < p->scale_min || p->scale_max > 8)
+        return kd_fail(KD_ERR_ARG, "augment: scale range [%g, %g] must satisfy 0 < min <= max <= 8", p->scale_min, p->scale_max);
+    if (p->brightness < 0 || p->contrast < 0 || p->saturation < 0 || p->hue < 0 || p->hue > 0.5f)
+        return kd_fail(KD_ERR_ARG, "augment: jitter strengths must be >= 0 and hue at most 0.5");
+    float probs[3] = {p->jitter_p, p->grayscale_p, p->blur_p};
+    for (int i = 0; i < 3; i++)
+        if (probs[i] < 0 || probs[i] > 1) return kd_fail(KD_ERR_ARG, "augment: probability %g outside [0, 1]", probs[i]);
+    if (p->blur_p > 0 && (p->blur_sigma_min <= 0 || p->blur_sigma_max < p->blur_sigma_min))
+        return kd_fail(KD_ERR_ARG, "augment: blur sigma range [%g, %g] invalid", p->blur_sigma_min, p->blur_sigma_max);
+    for (int c = 0; c < 3; c++)
+        if (!(p->std[c] > 0)) return kd_fail(KD_ERR_ARG, "augment: std %g of channel %d must be > 0", p->std[c], c + 1);
+    if (p->pad_label < 0 || p->pad_label > 255) return kd_fail(KD_ERR_ARG, "augment: pad_label %d outside 0..255", p->pad_label);
+    return KD_OK;
+}
