@@ -128,7 +128,46 @@ static int l_map_values(lua_State *L) {
     return 1;
 }
 
+static int l_confusion_update(lua_State *L) { /* confusion_update(matrix int64 KxK, prediction, target) */
+    kd_tensor *m = lkd_check_tensor(L, 1), *p = lkd_check_tensor(L, 2), *t = lkd_check_tensor(L, 3);
+    if (kd_confusion_update(m, p, t)) return lkd_raise(L, "kd.metrics");
+    return 0;
+}
+
+/* colorize(labels, palette {{r,g,b}, ...}[, other {r,g,b}]) -> uint8 3 x H x W */
+static int l_colorize(lua_State *L) {
+    kd_tensor *labels = lkd_check_tensor(L, 1), *out;
+    luaL_checktype(L, 2, LUA_TTABLE);
+    int count = (int)lua_objlen(L, 2);
+    if (count > 256) return luaL_error(L, "kd.colorize: at most 256 colours");
+    uint8_t palette[256 * 3], other[3] = {0, 0, 0};
+    for (int i = 0; i < count; i++) {
+        lua_rawgeti(L, 2, i + 1);
+        for (int c = 0; c < 3; c++) {
+            lua_rawgeti(L, -1, c + 1);
+            palette[3 * i + c] = (uint8_t)luaL_checkinteger(L, -1);
+            lua_pop(L, 1);
+        }
+        lua_pop(L, 1);
+    }
+    if (lua_istable(L, 3))
+        for (int c = 0; c < 3; c++) {
+            lua_rawgeti(L, 3, c + 1);
+            other[c] = (uint8_t)luaL_checkinteger(L, -1);
+            lua_pop(L, 1);
+        }
+    return lkd_result(L, "kd.colorize", kd_colorize(labels, palette, count, other, &out), &out);
+}
+
+static int l_paste(lua_State *L) { /* paste(canvas, image, top, left): 0-based offsets */
+    kd_tensor *canvas = lkd_check_tensor(L, 1), *image = lkd_check_tensor(L, 2);
+    int top = (int)luaL_checkinteger(L, 3), left = (int)luaL_checkinteger(L, 4);
+    if (kd_paste(canvas, image, top, left)) return lkd_raise(L, "kd.paste");
+    return 0;
+}
+
 static const luaL_Reg functions[] = {
+    {"confusion_update", l_confusion_update}, {"colorize", l_colorize}, {"paste", l_paste},
     {"png_read", l_png_read}, {"png_write", l_png_write}, {"synth_scene", l_synth_scene},
     {"synth_coarse", l_synth_coarse}, {"synthcity_write", l_synthcity_write}, {"listdir", l_listdir},
     {"map_values", l_map_values}, {NULL, NULL},

@@ -95,7 +95,8 @@ kd_status kd_narrow_batch(kd_tensor *x, int start, int length, kd_tensor **out);
 kd_status kd_detach(kd_tensor *x, kd_tensor **out);
 /* A contiguous copy with its own storage (differentiable). */
 kd_status kd_clone(kd_tensor *x, kd_tensor **out);
-/* Converts between element types (no grad); values are truncated to fit. */
+/* Converts between element types (no grad): toward zero, saturating at the
+ * target type's range (a float 300.7 becomes uint8 255). */
 kd_status kd_to_dtype(const kd_tensor *x, kd_dtype dtype, kd_tensor **out);
 
 /* In place, outside autograd (initialisation, optimizer state). */
@@ -346,6 +347,18 @@ void kd_batch_release(kd_batch *batch);
 /* Loads and augments one sample alone (index 0-based) exactly as in epoch
  * `epoch` at position `position` - for tests and pictures. */
 kd_status kd_loader_sample(kd_loader *loader, int index, int epoch, int position, kd_batch *batch);
+
+/* ---- metrics and pictures (metrics.c, picture.c) ---------------------------- */
+
+/* matrix (K x K int64) [target][prediction] += pixel counts; targets outside
+ * 0..K-1 (the ignore label) count nowhere. */
+kd_status kd_confusion_update(kd_tensor *matrix, const kd_tensor *prediction, const kd_tensor *target);
+/* labels (H x W, int32 or uint8) -> uint8 3 x H x W through palette (count RGB
+ * triples); values outside the palette (ignore) become `other`. */
+kd_status kd_colorize(const kd_tensor *labels, const uint8_t *palette, int count, const uint8_t *other,
+                      kd_tensor **out);
+/* Copies image (C x h x w) into canvas (C x H x W, same dtype) at (top, left), clipped. */
+kd_status kd_paste(kd_tensor *canvas, const kd_tensor *image, int top, int left);
 
 /* ---- SynthCity (synth.c) ---------------------------------------------------- */
 

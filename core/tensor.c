@@ -176,9 +176,10 @@ double kd_get(const kd_tensor *t, size_t i) {
 void kd_set(kd_tensor *t, size_t i, double v) {
     switch (t->dtype) {
     case KD_F32: kd_f32(t)[i] = (float)v; break;
-    case KD_I32: kd_i32(t)[i] = (int32_t)v; break;
-    case KD_U8: kd_u8(t)[i] = (uint8_t)v; break;
-    case KD_I64: ((int64_t *)kd_data(t))[i] = (int64_t)v; break;
+    /* integer types saturate instead of wrapping: a pixel of 300 is 255 */
+    case KD_I32: kd_i32(t)[i] = v >= 2147483647.0 ? INT32_MAX : v <= -2147483648.0 ? INT32_MIN : (int32_t)v; break;
+    case KD_U8: kd_u8(t)[i] = v >= 255 ? 255 : v <= 0 ? 0 : (uint8_t)v; break;
+    case KD_I64: ((int64_t *)kd_data(t))[i] = v >= 9.2e18 ? INT64_MAX : v <= -9.2e18 ? INT64_MIN : (int64_t)v; break;
     }
 }
 
