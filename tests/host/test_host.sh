@@ -31,5 +31,10 @@ check "error from C" 1 "kd.conv2d: conv2d: weight" "$kdseg" -e "kd.conv2d(kd.zer
 check "missing script" 1 "cannot open script nothere.lua" "$kdseg" nothere.lua
 check "unknown command" 1 "'frobnicate' is neither a script nor a command" "$kdseg" frobnicate
 check "help command" 0 "commands:" "$kdseg" help
+check "synthcity command" 0 "synthcity: 7 images of 32x64" "$kdseg" synthcity --out sc --train 4 --coarse 2 --val 1 --size 32x64 --seed 3
+check "synthcity files" 0 "synth_000006_000019_leftImg8bit.png" ls sc/leftImg8bit/train_extra/synth
+check "synthcity bad size" 1 "--size must be HxW" "$kdseg" synthcity --out sc --size 128
+check "synthcity missing --out" 1 "missing option '--out'" "$kdseg" synthcity --train 2
+check "splits command" 0 "1_2: 2 labeled, 2 unlabeled" "$kdseg" splits --root sc --fractions 1/2 --seed 1
 echo "host tests: $passed passed, $failed failed"
 [ "$failed" = 0 ]

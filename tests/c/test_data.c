@@ -1,0 +1,197 @@
+/* test_data.c - PNG round trips of every supported kind and errors on bad
+ * files; SynthCity determinism and the coarse-label contract; augmentation
+ * keeping image and label aligned under every geometric transform. */
+#include <math.h>
+#include <png.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <unistd.h>
+
+#include "augment.h"
+#include "check.h"
+
+static char dir[256];
+
+static const char *path_of(const char *name) {
+    static char buf[4][512];
+    static int next;
+    char *b = buf[next++ % 4];
+    snprintf(b, 512, "%s/%s", dir, name);
+    return b;
+}
+
+static kd_tensor *pattern(int c, int h, int w) {
+    int shape[3] = {c, h, w};
+    kd_tensor *t;
+    kd_tensor_new(KD_U8, 3, shape, &t);
+    for (size_t i = 0; i < kd_numel(t); i++) kd_u8(t)[i] = (uint8_t)(i * 37 + i / 7);
+    return t;
+}
+
+static void test_round_trips(void) {
+    for (int channels = 1; channels <= 4; channels++) {
+        kd_tensor *t = pattern(channels, 5, 7), *back = NULL;
+        const char *p = path_of("round.png");
+        CHECK_OK(kd_png_write(p, t, NULL, 0));
+        CHECK_OK(kd_png_read(p, false, &back));
+        CHECK(back && kd_same_shape(t, back) && memcmp(kd_u8(t), kd_u8(back), kd_numel(t)) == 0,
+              "%d-channel PNG round trip", channels);
+        kd_tensor_release(t), kd_tensor_release(back);
+    }
+    /* palette: indices come back as indices, or as colours when expanded */
+    uint8_t palette[3 * 3] = {10, 20, 30, 200, 100, 0, 1, 2, 3};
+    int shape[2] = {3, 4};
+    kd_tensor *idx, *back = NULL, *rgb = NULL;
+    kd_tensor_new(KD_U8, 2, shape, &idx);
+    for (int i = 0; i < 12; i++) kd_u8(idx)[i] = (uint8_t)(i % 3);
+    const char *p = path_of("palette.png");
+    CHECK_OK(kd_png_write(p, idx, palette, 3));
+    CHECK_OK(kd_png_read(p, false, &back));
+    CHECK(back && back->shape[0] == 1 && memcmp(kd_u8(back), kd_u8(idx), 12) == 0, "palette indices read as stored");
+    CHECK_OK(kd_png_read(p, true, &rgb));
+    CHECK(rgb && rgb->shape[0] == 3 && kd_u8(rgb)[1] == 200 && kd_u8(rgb)[12 + 1] == 100 && kd_u8(rgb)[24 + 2] == 3,
+          "palette expanded to colours");
+    kd_tensor_release(idx), kd_tensor_release(back), kd_tensor_release(rgb);
+}
+
+static void write_bytes(const char *p, const void *data, size_t n) {
+    FILE *f = fopen(p, "wb");
+    fwrite(data, 1, n, f);
+    fclose(f);
+}
+
+static void test_bad_files(void) {
+    kd_tensor *t = pattern(3, 20, 30), *out = NULL;
+    const char *good = path_of("good.png");
+    kd_png_write(good, t, NULL, 0);
+    FILE *f = fopen(good, "rb");
+    unsigned char bytes[8192];
+    size_t n = fread(bytes, 1, sizeof bytes, f);
+    fclose(f);
+    const char *p = path_of("bad.png");
+    write_bytes(p, bytes, n / 2);
+    CHECK_FAILS(kd_png_read(p, false, &out), KD_ERR_FORMAT, "bad.png", "corrupt or truncated");
+    for (size_t i = 40; i < n; i += 3) bytes[i] ^= 0x5A; /* corrupt everything after the header */
+    write_bytes(p, bytes, n);
+    CHECK_FAILS(kd_png_read(p, false, &out), KD_ERR_FORMAT, "bad.png");
+    write_bytes(p, "not a png at all", 16);
+    CHECK_FAILS(kd_png_read(p, false, &out), KD_ERR_FORMAT, "bad.png is not a PNG file");
+    write_bytes(p, "", 0);
+    CHECK_FAILS(kd_png_read(p, false, &out), KD_ERR_FORMAT, "not a PNG file");
+    CHECK_FAILS(kd_png_read(path_of("missing.png"), false, &out), KD_ERR_IO, "missing.png", "No such file");
+    CHECK_FAILS(kd_png_write(path_of("no/such/dir.png"), t, NULL, 0), KD_ERR_IO, "dir.png");
+    kd_tensor *floats;
+    int fshape[3] = {3, 2, 2};
+    kd_tensor_zeros(KD_F32, 3, fshape, &floats);
+    CHECK_FAILS(kd_png_write(p, floats, NULL, 0), KD_ERR_DTYPE, "png_write", "uint8");
+    /* a 16-bit PNG, written with libpng directly */
+    FILE *g = fopen(path_of("deep.png"), "wb");
+    png_structp png = png_create_write_struct(PNG_LIBPNG_VER_STRING, NULL, NULL, NULL);
+    png_infop info = png_create_info_struct(png);
+    png_init_io(png, g);
+    png_set_IHDR(png, info, 2, 2, 16, PNG_COLOR_TYPE_GRAY, PNG_INTERLACE_NONE, PNG_COMPRESSION_TYPE_DEFAULT,
+                 PNG_FILTER_TYPE_DEFAULT);
+    png_write_info(png, info);
+    png_byte row[4] = {1, 2, 3, 4};
+    png_write_row(png, row);
+    png_write_row(png, row);
+    png_write_end(png, NULL);
+    png_destroy_write_struct(&png, &info);
+    fclose(g);
+    CHECK_FAILS(kd_png_read(path_of("deep.png"), false, &out), KD_ERR_FORMAT, "deep.png is a 16-bit PNG");
+    CHECK(out == NULL, "no failed read produced a tensor");
+    kd_tensor_release(t), kd_tensor_release(floats);
+}
+
+static void test_synth(void) {
+    kd_tensor *a, *la, *b, *lb, *c, *lc, *coarse;
+    CHECK_OK(kd_synth_scene(64, 128, 5, 17, &a, &la));
+    CHECK_OK(kd_synth_scene(64, 128, 5, 17, &b, &lb));
+    CHECK_OK(kd_synth_scene(64, 128, 5, 18, &c, &lc));
+    CHECK(memcmp(kd_u8(a), kd_u8(b), kd_numel(a)) == 0 && memcmp(kd_u8(la), kd_u8(lb), kd_numel(la)) == 0,
+          "the same (seed, index) draws the same scene");
+    CHECK(memcmp(kd_u8(a), kd_u8(c), kd_numel(a)) != 0, "another index draws another scene");
+    kd_tensor_release(lc);
+    CHECK_OK(kd_synth_coarse(la, 3, &coarse));
+    size_t fine_labeled = 0, coarse_labeled = 0, disagree = 0;
+    for (size_t i = 0; i < kd_numel(la); i++) {
+        fine_labeled += kd_u8(la)[i] > 1;
+        coarse_labeled += kd_u8(coarse)[i] != 0;
+        disagree += kd_u8(coarse)[i] != 0 && kd_u8(coarse)[i] != kd_u8(la)[i];
+    }
+    CHECK(disagree == 0, "coarse labels never disagree with fine ones (%zu pixels do)", disagree);
+    CHECK(coarse_labeled < fine_labeled * 0.85 && coarse_labeled > fine_labeled * 0.2,
+          "coarse covers %zu of %zu finely labelled pixels", coarse_labeled, fine_labeled);
+    CHECK_FAILS(kd_synth_scene(8, 128, 1, 1, &a, &la), KD_ERR_ARG, "synth_scene: size 8x128");
+    kd_tensor *wrong;
+    CHECK_FAILS(kd_synth_coarse(a, 1, &wrong), KD_ERR_SHAPE, "synth_coarse");
+    kd_tensor_release(a), kd_tensor_release(la), kd_tensor_release(b), kd_tensor_release(lb);
+    kd_tensor_release(c), kd_tensor_release(coarse);
+}
+
+/* Pixels encode their own coordinates (R = x, G = y) and the label is a
+ * checkerboard of 8-pixel blocks of those coordinates: after any geometric
+ * transform, the label must equal the checkerboard of the coordinates read
+ * back from the image, except within a pixel of a block edge (bilinear
+ * image, nearest label). */
+static void test_augment_alignment(void) {
+    kd_rng rng;
+    kd_rng_seed(&rng, 99);
+    struct { float smin, smax; int ch, cw; bool flip; } cases[] = {
+        {1, 1, 48, 80, true}, {0.5f, 0.8f, 40, 60, true}, {1.3f, 2.0f, 64, 64, true},
+        {0.7f, 1.4f, 120, 200, false}, {1, 1, 0, 0, true},
+    };
+    for (size_t k = 0; k < sizeof cases / sizeof cases[0]; k++)
+        for (int trial = 0; trial < 6; trial++) {
+            int h = 100, w = 160;
+            kd_sample s = {h, w, malloc(3 * (size_t)h * w), malloc((size_t)h * w), malloc(sizeof(float) * h * w),
+                           malloc((size_t)h * w)};
+            for (int y = 0; y < h; y++)
+                for (int x = 0; x < w; x++) {
+                    size_t i = (size_t)y * w + x;
+                    s.rgb[i] = (uint8_t)x, s.rgb[(size_t)h * w + i] = (uint8_t)y, s.rgb[2 * (size_t)h * w + i] = 0;
+                    s.label[i] = (uint8_t)((x / 8 + y / 8) % 2);
+                    s.weight[i] = (float)x;
+                    s.valid[i] = 1;
+                }
+            kd_augment_params p = {.crop_h = cases[k].ch, .crop_w = cases[k].cw, .scale_min = cases[k].smin,
+                                   .scale_max = cases[k].smax, .hflip = cases[k].flip, .std = {1, 1, 1},
+                                   .pad_label = 254};
+            CHECK_OK(kd_augment_sample(&s, &p, &rng));
+            int bad = 0, checked = 0, padded = 0;
+            for (int y = 0; y < s.h; y++)
+                for (int x = 0; x < s.w; x++) {
+                    size_t i = (size_t)y * s.w + x, n = (size_t)s.h * s.w;
+                    if (!s.valid[i]) {
+                        padded++;
+                        bad += s.label[i] != 254 || s.weight[i] != 0;
+                        continue;
+                    }
+                    int sx = s.rgb[i], sy = s.rgb[n + i];
+                    if (sx % 8 <= 1 || sx % 8 >= 7 || sy % 8 <= 1 || sy % 8 >= 7) continue; /* near an edge */
+                    checked++;
+                    bad += s.label[i] != (uint8_t)((sx / 8 + sy / 8) % 2);
+                    bad += fabsf(s.weight[i] - sx) > 1.5f; /* the weight map moves with the image */
+                }
+            CHECK(bad == 0 && checked > 100, "augment case %zu trial %d: %d misaligned of %d checked (%d padded)",
+                  k, trial, bad, checked, padded);
+            if (cases[k].ch) CHECK(s.h == cases[k].ch && s.w == cases[k].cw, "crop size %dx%d", s.h, s.w);
+            kd_sample_free(&s);
+        }
+}
+
+int main(void) {
+    snprintf(dir, sizeof dir, "%s/kdseg-test-data-%d", getenv("TMPDIR") ? getenv("TMPDIR") : "/tmp", (int)getpid());
+    char cmd[512];
+    snprintf(cmd, sizeof cmd, "mkdir -p %s", dir);
+    if (system(cmd) != 0) return 1;
+    test_round_trips();
+    test_bad_files();
+    test_synth();
+    test_augment_alignment();
+    snprintf(cmd, sizeof cmd, "rm -rf %s", dir);
+    if (system(cmd) != 0) printf("could not remove %s\n", dir);
+    kd_memory_stats m = kd_memory();
+    CHECK(m.live_bytes == 0 && m.live_tensors == 0, "leaked %zu bytes in %zu tensors", m.live_bytes, m.live_tensors);
+    return check_done("test_data");
+}
