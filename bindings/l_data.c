@@ -166,7 +166,39 @@ static int l_paste(lua_State *L) { /* paste(canvas, image, top, left): 0-based o
     return 0;
 }
 
+/* box_masks(batch, h, w, {p, area = {min, max}, ratio = {min, max}}) from the global generator */
+static int l_box_masks(lua_State *L) {
+    int b = (int)luaL_checkinteger(L, 1), h = (int)luaL_checkinteger(L, 2), w = (int)luaL_checkinteger(L, 3);
+    static const char *const known[] = {"p", "area", "ratio", NULL};
+    lkd_check_options(L, 4, "kd.data.box_masks", known);
+    float p = (float)lkd_opt_number(L, 4, "p", 0.5), a0 = 0.02f, a1 = 0.4f, r0 = 0.3f, r1 = 1 / 0.3f;
+    if (lua_istable(L, 4)) {
+        lua_getfield(L, 4, "area");
+        if (lua_istable(L, -1)) {
+            lua_rawgeti(L, -1, 1), lua_rawgeti(L, -2, 2);
+            a0 = (float)luaL_checknumber(L, -2), a1 = (float)luaL_checknumber(L, -1);
+            lua_pop(L, 2);
+        }
+        lua_getfield(L, 4, "ratio");
+        if (lua_istable(L, -1)) {
+            lua_rawgeti(L, -1, 1), lua_rawgeti(L, -2, 2);
+            r0 = (float)luaL_checknumber(L, -2), r1 = (float)luaL_checknumber(L, -1);
+            lua_pop(L, 2);
+        }
+        lua_pop(L, 2);
+    }
+    kd_tensor *out;
+    return lkd_result(L, "kd.data.box_masks", kd_box_masks(b, h, w, p, a0, a1, r0, r1, NULL, &out), &out);
+}
+
+static int l_mix_where(lua_State *L) { /* mix_where(dst, src_or_nil, mask[, fill]) */
+    kd_tensor *dst = lkd_check_tensor(L, 1), *src = lkd_opt_tensor(L, 2), *mask = lkd_check_tensor(L, 3);
+    if (kd_mix_where(dst, src, mask, luaL_optnumber(L, 4, 0))) return lkd_raise(L, "kd.data.mix");
+    return 0;
+}
+
 static const luaL_Reg functions[] = {
+    {"box_masks", l_box_masks}, {"mix_where", l_mix_where},
     {"confusion_update", l_confusion_update}, {"colorize", l_colorize}, {"paste", l_paste},
     {"png_read", l_png_read}, {"png_write", l_png_write}, {"synth_scene", l_synth_scene},
     {"synth_coarse", l_synth_coarse}, {"synthcity_write", l_synthcity_write}, {"listdir", l_listdir},

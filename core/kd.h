@@ -348,6 +348,13 @@ void kd_batch_release(kd_batch *batch);
  * `epoch` at position `position` - for tests and pictures. */
 kd_status kd_loader_sample(kd_loader *loader, int index, int epoch, int position, kd_batch *batch);
 
+/* Box masks (uint8 B x H x W, 1 inside the box) for CutMix and cutout. */
+kd_status kd_box_masks(int batch, int h, int w, float p, float area_min, float area_max, float ratio_min,
+                       float ratio_max, kd_rng *rng, kd_tensor **out);
+/* Where mask (B x H x W) is 1: dst = src (same shape as dst), or fill when src
+ * is NULL. dst is B x C x H x W or B x H x W, any dtype; in place, no grad. */
+kd_status kd_mix_where(kd_tensor *dst, const kd_tensor *src, const kd_tensor *mask, double fill);
+
 /* ---- metrics and pictures (metrics.c, picture.c) ---------------------------- */
 
 /* matrix (K x K int64) [target][prediction] += pixel counts; targets outside

@@ -230,6 +230,31 @@ function T.custom_dataset_with_a_yaml_class_table()
   os.execute("rm -rf '" .. root .. "'")
 end
 
+function T.cutmix_and_cutout()
+  kd.manual_seed(3)
+  local a, b = kd.zeros({4, 3, 20, 30}), kd.ones({4, 3, 20, 30})
+  local la, lb = kd.zeros({4, 20, 30}, "int32"), kd.full({4, 20, 30}, 7, "int32")
+  local masks = kd.data.box_masks(a, {p = 1, area = {0.1, 0.3}})
+  h.eq(table.concat(masks.shape, "x"), "4x20x30", "one mask per image")
+  local mixed, mixed_labels = kd.data.cutmix(a, la, b, lb, masks)
+  local inside = 0
+  local m, img, lab = masks:flat(), mixed:flat(), mixed_labels:flat()
+  for i = 1, #m do
+    inside = inside + m[i]
+    -- channel 1 of each image: pixel i of image n sits at n*3*600 + p
+    local n, p = math.floor((i - 1) / 600), (i - 1) % 600
+    h.eq(img[n * 1800 + p + 1], m[i], "image taken from the other batch inside the box")
+    h.eq(lab[i], m[i] * 7, "label follows the image")
+  end
+  h.truthy(inside > 4 * 600 * 0.09 and inside < 4 * 600 * 0.31, "box areas within the range: " .. inside)
+  h.eq(a:sum():item(), 0, "the input batch is untouched")
+  local cut, cut_labels = kd.data.cutout(b, lb, masks)
+  h.eq(cut:sum():item(), 3 * (4 * 600 - inside), "cutout zeroes the boxes")
+  h.eq(cut_labels:get(1) == 255 or cut_labels:get(1) == 7, true, "cutout labels")
+  h.eq(kd.sum(kd.data.box_masks(a, {p = 0}):to("float32")):item(), 0, "p 0: no boxes")
+  h.raises(function() kd.data.box_masks(a, {p = 2}) end, "box_masks: p 2")
+end
+
 -- runs last (tests run in name order): the shared SynthCity goes
 function T.zz_remove_temporary_files()
   clean()
