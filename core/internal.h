@@ -102,6 +102,12 @@ void kd_log_softmax_pixels(const float *x, int channels, size_t plane, size_t p0
         }                                                                                 \
     } while (0)
 
+/* Depthwise convolution (op_depthwise.c), which kd_conv2d hands over to. */
+#include "im2col.h"
+bool kd_is_depthwise(const kd_conv_geometry *g, int groups, int out_channels);
+kd_status kd_conv2d_depthwise(kd_tensor *x, kd_tensor *w, kd_tensor *b, const kd_conv_geometry *g,
+                              kd_tensor **out);
+
 /* Sum of a float array in double, in fixed blocks so that the result does not
  * depend on the thread count. */
 double kd_sum_f32(const float *x, size_t n);

@@ -128,6 +128,7 @@ kd_status kd_conv2d(kd_tensor *x, kd_tensor *w, kd_tensor *b, const kd_conv_para
     kd_status s = check_conv(x, w, b, p, &g);
     if (s) return s;
     int N = x->shape[0], cout = w->shape[0], groups = p->groups;
+    if (kd_is_depthwise(&g, groups, cout)) return kd_conv2d_depthwise(x, w, b, &g, out);
     int cout_g = cout / groups, cin_g = g.channels / groups;
     int K = cin_g * g.kernel_h * g.kernel_w, P = g.out_h * g.out_w;
     int shape[4] = {N, cout, g.out_h, g.out_w};

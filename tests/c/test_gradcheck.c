@@ -81,6 +81,7 @@ static kd_status run_conv_d2(kd_tensor **in, kd_tensor **o) { return conv(in, tr
 static kd_status run_conv_d4(kd_tensor **in, kd_tensor **o) { return conv(in, false, 1, 4, 4, 1, o); }
 static kd_status run_conv_g2(kd_tensor **in, kd_tensor **o) { return conv(in, true, 1, 1, 1, 2, o); }
 static kd_status run_conv_dw(kd_tensor **in, kd_tensor **o) { return conv(in, false, 2, 1, 1, 4, o); }
+static kd_status run_conv_dw_d2(kd_tensor **in, kd_tensor **o) { return conv(in, true, 1, 2, 2, 3, o); }
 static kd_status run_conv_1x1(kd_tensor **in, kd_tensor **o) { return conv(in, true, 1, 0, 1, 1, o); }
 static kd_status run_conv_1x1_s2(kd_tensor **in, kd_tensor **o) { return conv(in, false, 2, 0, 1, 1, o); }
 static kd_status run_conv_rect(kd_tensor **in, kd_tensor **o) {
@@ -178,6 +179,7 @@ static const grad_case cases[] = {
     {"conv2d dilation 4, 11x13", run_conv_d4, 2, {F(1, 2, 11, 13), F(2, 2, 3, 3)}, 1e-2f, 1e-2f},
     {"conv2d groups 2", run_conv_g2, 3, {F(2, 4, 5, 6), F(6, 2, 3, 3), IN(RANDN, true, 1, 6)}, 1e-2f, 1e-2f},
     {"conv2d depthwise stride 2", run_conv_dw, 2, {F(2, 4, 7, 6), F(4, 1, 3, 3)}, 1e-2f, 1e-2f},
+    {"conv2d depthwise dilation 2 bias", run_conv_dw_d2, 3, {F(2, 3, 7, 8), F(3, 1, 3, 3), IN(RANDN, true, 1, 3)}, 1e-2f, 1e-2f},
     {"conv2d 1x1 bias", run_conv_1x1, 3, {F(2, 5, 3, 4), F(3, 5, 1, 1), IN(RANDN, true, 1, 3)}, 1e-2f, 1e-2f},
     {"conv2d 1x1 stride 2", run_conv_1x1_s2, 2, {F(2, 3, 5, 7), F(4, 3, 1, 1)}, 1e-2f, 1e-2f},
     {"conv2d 3x1 mixed stride/dilation", run_conv_rect, 2, {F(2, 2, 9, 5), F(3, 2, 3, 1)}, 1e-2f, 1e-2f},
