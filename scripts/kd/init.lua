@@ -62,6 +62,7 @@ kd.save, kd.load = safetensors.save, safetensors.load
 kd.help = require("kd.help")
 kd.yaml = require("kd.yaml")
 kd.data = require("kd.data")
+kd.models = require("kd.models")
 kd.image = {read = C.png_read, write = C.png_write}
 kd.gradcheck = require("kd.gradcheck")
 return kd

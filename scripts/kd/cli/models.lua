@@ -1,0 +1,19 @@
+-- kdseg models: the model zoo with exact parameter counts and forward FLOPs.
+--   kdseg models [--size 128x256] [--classes 19]
+local argparse = require("argparse")
+
+return function(...)
+  local parser = argparse("kdseg models", "List the model zoo: parameters and forward FLOPs.")
+  parser:option("--size", "Input size HxW for the FLOPs.", "128x256")
+  parser:option("--classes", "Number of classes.", "19"):convert(tonumber)
+  local args = parser:parse({...})
+  local h, w = args.size:match("^(%d+)x(%d+)$")
+  if not h then error("kdseg models: --size must be HxW, got " .. args.size, 0) end
+  print(string.format("%-16s %12s %14s", "model", "parameters", "GFLOPs/image"))
+  for _, name in ipairs(kd.models.names()) do
+    local net = kd.models.create(name, {classes = args.classes})
+    local flops = kd.models.flops(net, {1, 3, tonumber(h), tonumber(w)})
+    print(string.format("%-16s %12d %14.3f", name, net:num_parameters(), flops / 1e9))
+  end
+  print(string.format("(forward FLOPs at %sx%s: 2 x the multiply-adds of the convolutions)", h, w))
+end
