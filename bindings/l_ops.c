@@ -118,6 +118,19 @@ static int l_slice_channels(lua_State *L) { /* slice_channels(x, first (1-based)
     return lkd_result(L, "kd.slice_channels", kd_slice_channels(x, first - 1, count, &out), &out);
 }
 
+static int l_crop2d(lua_State *L) { /* crop2d(x, top, left, h, w): 0-based offsets, no grad */
+    kd_tensor *x = lkd_check_tensor(L, 1), *out;
+    int top = (int)luaL_checkinteger(L, 2), left = (int)luaL_checkinteger(L, 3);
+    int h = (int)luaL_checkinteger(L, 4), w = (int)luaL_checkinteger(L, 5);
+    return lkd_result(L, "kd.crop2d", kd_crop2d(x, top, left, h, w, &out), &out);
+}
+
+static int l_add_window(lua_State *L) { /* add_window(dst, src, top, left) */
+    kd_tensor *dst = lkd_check_tensor(L, 1), *src = lkd_check_tensor(L, 2);
+    if (kd_add_window(dst, src, (int)luaL_checkinteger(L, 3), (int)luaL_checkinteger(L, 4))) return lkd_raise(L, "kd.add_window");
+    return 0;
+}
+
 static const char *const conv_options[] = {"stride", "padding", "dilation", "groups", NULL};
 
 static kd_conv_params conv_params(lua_State *L, int index, const char *fn) {
@@ -309,7 +322,7 @@ static const luaL_Reg ops[] = {
     {"adaptive_avg_pool2d", l_adaptive_avg_pool2d}, {"resize_bilinear", l_resize_bilinear},
     {"resize_nearest", l_resize_nearest}, {"softmax", l_softmax}, {"log_softmax", l_log_softmax},
     {"cross_entropy", l_cross_entropy}, {"kl_div", l_kl_div}, {"mse", l_mse},
-    {"pairwise_distill", l_pairwise}, {"sgd_step", l_sgd_step}, {"adamw_step", l_adamw_step},
+    {"pairwise_distill", l_pairwise}, {"crop2d", l_crop2d}, {"add_window", l_add_window}, {"sgd_step", l_sgd_step}, {"adamw_step", l_adamw_step},
     {NULL, NULL},
 };
 

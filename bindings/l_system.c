@@ -158,7 +158,23 @@ static int l_getpid(lua_State *L) {
     return 1;
 }
 
+static int l_gemm_gflops(lua_State *L) {
+    int m = (int)luaL_checkinteger(L, 1), n = (int)luaL_checkinteger(L, 2), k = (int)luaL_checkinteger(L, 3);
+    if (m < 1 || n < 1 || k < 1 || (double)m * n > 1e8 || (double)n * k > 1e8 || (double)m * k > 1e8)
+        return luaL_error(L, "kd.gemm_gflops: sizes %d x %d x %d out of range", m, n, k);
+    lua_pushnumber(L, kd_gemm_gflops(m, n, k, (int)luaL_optinteger(L, 4, 5)));
+    return 1;
+}
+
+static int l_sleep(lua_State *L) {
+    double s = luaL_checknumber(L, 1);
+    struct timespec ts = {(time_t)s, (long)((s - (time_t)s) * 1e9)};
+    nanosleep(&ts, NULL);
+    return 0;
+}
+
 static const luaL_Reg functions[] = {
+    {"gemm_gflops", l_gemm_gflops}, {"sleep", l_sleep},
     {"set_threads", l_set_threads}, {"get_threads", l_get_threads}, {"manual_seed", l_manual_seed},
     {"rng_state", l_rng_state}, {"set_rng_state", l_set_rng_state},
     {"grad_enabled", l_grad_enabled}, {"set_grad_enabled", l_set_grad_enabled}, {"memory", l_memory},

@@ -145,6 +145,9 @@ void kd_memory_set_limit(size_t bytes);
 /* One setting for OpenBLAS and the OpenMP loops (they share one pool). */
 void kd_set_threads(int n);
 int kd_get_threads(void);
+/* The best sgemm rate (GFLOP/s) of a few m x n x k products: the peak a
+ * benchmark compares against. */
+double kd_gemm_gflops(int m, int n, int k, int repeats);
 
 /* ---- autograd -------------------------------------------------------------- */
 
@@ -195,6 +198,11 @@ kd_status kd_max_channels(const kd_tensor *x, kd_tensor **values, kd_tensor **in
 
 kd_status kd_concat_channels(int count, kd_tensor *const *xs, kd_tensor **out);
 kd_status kd_slice_channels(kd_tensor *x, int start, int length, kd_tensor **out);
+/* The h x w window at (top, left) of every plane of N x C x H x W, zero where
+ * it reaches outside (no grad: sliding-window evaluation). */
+kd_status kd_crop2d(const kd_tensor *x, int top, int left, int h, int w, kd_tensor **out);
+/* dst (N x C x H x W) window at (top, left) += src (N x C x h x w), clipped. */
+kd_status kd_add_window(kd_tensor *dst, const kd_tensor *src, int top, int left);
 
 /* ---- ops: convolution, normalisation, pooling, resize -------------------- */
 
@@ -325,6 +333,7 @@ typedef struct {
     uint64_t seed;
     int workers;  /* threads; 0 loads in the caller's thread */
     int prefetch; /* batches made ahead */
+    long start_batch; /* the first batch to deliver (resuming a run): epoch * length + k */
 } kd_loader_config;
 
 typedef struct {

@@ -291,6 +291,13 @@ kd_status kd_loader_new(const kd_loader_config *c, kd_loader **out) {
     l->config = *c;
     if (l->config.prefetch < 1) l->config.prefetch = 2;
     l->length = c->drop_last ? c->count / c->batch_size : (c->count + c->batch_size - 1) / c->batch_size;
+    if (c->start_batch < 0) {
+        free(l);
+        return kd_fail(KD_ERR_ARG, "loader: start batch %ld is negative", c->start_batch);
+    }
+    l->epoch = (int)(c->start_batch / l->length);
+    l->batch_in_epoch = (int)(c->start_batch % l->length);
+    l->next_to_make = l->next_to_take = c->start_batch;
     pthread_mutex_init(&l->lock, NULL);
     pthread_cond_init(&l->changed, NULL);
     l->images = copy_paths(c->images, c->count, false);

@@ -167,3 +167,49 @@ kd_status kd_slice_channels(kd_tensor *x, int start, int length, kd_tensor **out
     if (node) node->ints[0] = start;
     return s;
 }
+
+/* ---- spatial windows (no grad) ------------------------------------------------ */
+
+kd_status kd_crop2d(const kd_tensor *x, int top, int left, int h, int w, kd_tensor **out) {
+    kd_status s;
+    if ((s = kd_check_f32("crop2d", "input", x)) || (s = kd_check_ndim("crop2d", "input", x, 4))) return s;
+    if (h < 1 || w < 1) return kd_fail(KD_ERR_SHAPE, "crop2d: window %dx%d is empty", h, w);
+    int shape[4] = {x->shape[0], x->shape[1], h, w};
+    if ((s = kd_tensor_zeros(KD_F32, 4, shape, out))) return s;
+    int H = x->shape[2], W = x->shape[3];
+    size_t planes = (size_t)shape[0] * shape[1];
+    const float *src = kd_f32(x);
+    float *dst = kd_f32(*out);
+    int x0 = left < 0 ? -left : 0, x1 = left + w > W ? W - left : w;
+    for (size_t q = 0; q < planes && x1 > x0; q++)
+        for (int y = 0; y < h; y++) {
+            int sy = top + y;
+            if (sy < 0 || sy >= H) continue;
+            memcpy(dst + (q * h + y) * w + x0, src + (q * H + sy) * W + left + x0, sizeof(float) * (size_t)(x1 - x0));
+        }
+    return KD_OK;
+}
+
+kd_status kd_add_window(kd_tensor *dst, const kd_tensor *src, int top, int left) {
+    kd_status s;
+    if ((s = kd_check_f32("add_window", "destination", dst)) || (s = kd_check_f32("add_window", "window", src)) ||
+        (s = kd_check_ndim("add_window", "destination", dst, 4)) || (s = kd_check_ndim("add_window", "window", src, 4)))
+        return s;
+    if (dst->shape[0] != src->shape[0] || dst->shape[1] != src->shape[1])
+        return kd_fail(KD_ERR_SHAPE, "add_window: window %s and destination %s differ in batch or channels",
+                       kd_shape_str(src), kd_shape_str(dst));
+    int H = dst->shape[2], W = dst->shape[3], h = src->shape[2], w = src->shape[3];
+    size_t planes = (size_t)src->shape[0] * src->shape[1];
+    float *d = kd_f32(dst);
+    const float *sr = kd_f32(src);
+    for (size_t q = 0; q < planes; q++)
+        for (int y = 0; y < h; y++) {
+            int dy = top + y;
+            if (dy < 0 || dy >= H) continue;
+            for (int xx = 0; xx < w; xx++) {
+                int dx = left + xx;
+                if (dx >= 0 && dx < W) d[(q * H + dy) * W + dx] += sr[(q * h + y) * w + xx];
+            }
+        }
+    return KD_OK;
+}

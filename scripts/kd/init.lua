@@ -63,6 +63,8 @@ kd.help = require("kd.help")
 kd.yaml = require("kd.yaml")
 kd.data = require("kd.data")
 kd.models = require("kd.models")
+kd.config = require("kd.config")
+kd.train = require("kd.train")
 kd.image = {read = C.png_read, write = C.png_write}
 kd.gradcheck = require("kd.gradcheck")
 return kd

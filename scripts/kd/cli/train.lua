@@ -1,0 +1,22 @@
+-- kdseg train CONFIG [key=value ...] [--resume]: trains from a Lua or YAML
+-- config; key=value overrides any field (dotted paths for nested ones).
+return function(...)
+  local args = {...}
+  local path, overrides, resume = nil, {}, false
+  for _, a in ipairs(args) do
+    if a == "--resume" then resume = true
+    elseif a == "--help" or a == "-h" then
+      print("usage: kdseg train CONFIG [key=value ...] [--resume]")
+      print("  CONFIG: a .lua file returning a table, or a .yaml file; see scripts/kd/train/defaults.lua")
+      return
+    elseif a:find("=", 1, true) then overrides[#overrides + 1] = a
+    elseif not path then path = a
+    else error("kdseg train: unexpected argument '" .. a .. "'", 0) end
+  end
+  if not path then error("kdseg train: a config file is required (kdseg train CONFIG [key=value ...])", 0) end
+  local cfg = kd.train.Trainer.resolve(kd.config.load(path), path)
+  for _, o in ipairs(overrides) do kd.config.override(cfg, o) end
+  local results = kd.train.run(cfg, {resume = resume})
+  print(string.format("%s: final mIoU %.2f (best %.2f at iteration %d); runs/%s/report.html", results.name,
+                      100 * results.final_miou, 100 * results.best_miou, results.best_iteration, results.name))
+end

@@ -1,0 +1,27 @@
+-- The defaults of a training config: every key a config may set. Configs
+-- (Lua or YAML) override them, and `kdseg train CONFIG key=value` overrides
+-- those; a key not listed here is an error.
+return {
+  name = "run",            -- runs/<name>/ holds everything the run writes
+  runs_dir = "runs",
+  seed = 0,                -- weights, data order and augmentation
+  threads = 0,             -- 0: leave the thread count as it is
+  data = {
+    root = "data/synthcity",
+    classes = "cityscapes", -- or a YAML class table
+    train = {split = "train", labels = "fine", list = false},
+    val = {split = "val", labels = "fine", list = false, limit = 0}, -- limit: first N images (0: all)
+    batch_size = 8,
+    workers = 2,
+    augment = {crop = {128, 256}, scale = {0.5, 2.0}, hflip = true, brightness = 0.25, contrast = 0.25,
+               saturation = 0.25, hue = 0, jitter_p = 0.8, grayscale_p = 0, blur_p = 0, blur_sigma = {0.1, 2.0},
+               mean = {0.485, 0.456, 0.406}, std = {0.229, 0.224, 0.225}, pad_label = 255},
+  },
+  model = {name = "bench_student", width = false},
+  optim = {name = "sgd", lr = 0.01, momentum = 0.9, weight_decay = 1e-4, nesterov = false,
+           betas = {0.9, 0.999}, no_decay_bn_bias = true},
+  schedule = {name = "poly", power = 0.9, warmup = 0}, -- poly | cosine | constant; warmup iterations
+  train = {iterations = 1000, log_every = 20, eval_every = 250, checkpoint_every = 250, clip_grad = 0,
+           grids = 4},      -- grids: samples drawn in the prediction grid of each evaluation
+  eval = {crop = false, stride = false, batch_size = 4}, -- crop {h, w}: sliding window for larger images
+}

@@ -1,0 +1,62 @@
+-- evaluate: a model on a dataset, whole images or by sliding window, into a
+-- confusion matrix; and the prediction of one batch for pictures.
+local kd = require("kd")
+
+local evaluate = {}
+
+-- Logits for images (N x 3 x H x W): whole, or averaged over windows of
+-- crop = {h, w} moved by stride when the image is larger than the crop.
+function evaluate.predict_logits(model, images, crop, stride)
+  local H, W = images:size(3), images:size(4)
+  if not crop or (H <= crop[1] and W <= crop[2]) then return model(images) end
+  local ch, cw = crop[1], crop[2]
+  stride = stride or {math.max(1, math.floor(ch * 2 / 3)), math.max(1, math.floor(cw * 2 / 3))}
+  local function starts(size, window, step)
+    local list, at = {}, 0
+    while true do
+      list[#list + 1] = at
+      if at + window >= size then break end
+      at = math.min(at + step, size - window)
+    end
+    return list
+  end
+  local sum, count
+  for _, top in ipairs(starts(H, ch, stride[1])) do
+    for _, left in ipairs(starts(W, cw, stride[2])) do
+      local window = model(kd.crop2d(images, top, left, ch, cw))
+      if not sum then
+        sum, count = kd.zeros({images:size(1), window:size(2), H, W}), kd.zeros({images:size(1), window:size(2), H, W})
+      end
+      kd.add_window(sum, window, top, left)
+      kd.add_window(count, kd.ones(window.shape), top, left)
+    end
+  end
+  return sum / count
+end
+
+-- Runs model over every batch of loader (epoch mode); returns the confusion
+-- matrix and the first `keep` samples' {image, truth, prediction}.
+function evaluate.run(model, loader, classes, options)
+  options = options or {}
+  local was_training = model.training
+  model:eval()
+  local confusion = kd.data.Confusion(classes)
+  local kept = {}
+  kd.no_grad(function()
+    for batch in loader:epoch() do
+      local logits = evaluate.predict_logits(model, batch.images, options.crop, options.stride)
+      local prediction = logits:argmax()
+      confusion:update(prediction, batch.labels)
+      for i = 1, batch.images:size(1) do
+        if #kept >= (options.keep or 0) then break end
+        local h, w = batch.images:size(3), batch.images:size(4)
+        kept[#kept + 1] = {image = batch.images:narrow(i, 1), truth = batch.labels:narrow(i, 1):view(h, w),
+                           prediction = prediction:narrow(i, 1):view(h, w)}
+      end
+    end
+  end)
+  model:train(was_training)
+  return confusion, kept
+end
+
+return evaluate
