@@ -36,5 +36,20 @@ check "synthcity files" 0 "synth_000006_000019_leftImg8bit.png" ls sc/leftImg8bi
 check "synthcity bad size" 1 "--size must be HxW" "$kdseg" synthcity --out sc --size 128
 check "synthcity missing --out" 1 "missing option '--out'" "$kdseg" synthcity --train 2
 check "splits command" 0 "1_2: 2 labeled, 2 unlabeled" "$kdseg" splits --root sc --fractions 1/2 --seed 1
+cat > tiny.lua <<'LUA'
+return {name = "tiny", data = {root = "sc", batch_size = 2, workers = 1, augment = {crop = {32, 64}}},
+        train = {iterations = 4, log_every = 2, eval_every = 0, checkpoint_every = 0, grids = 1}}
+LUA
+check "train command" 0 "tiny: final mIoU" "$kdseg" train tiny.lua optim.lr=0.001
+check "train with a wrong key" 1 "unknown config key 'optim.lrr'" "$kdseg" train tiny.lua optim.lrr=1
+check "train without a config" 1 "a config file is required" "$kdseg" train
+check "eval command" 0 "mIoU" "$kdseg" eval --checkpoint runs/tiny/checkpoints/last.safetensors --root sc --split val --out eval.json
+check "eval JSON" 0 '"miou":' cat eval.json
+check "predict command" 0 "predict: 1 image(s) -> pred" "$kdseg" predict --checkpoint runs/tiny/checkpoints/best.safetensors --input sc/leftImg8bit/val/synth/synth_000004_000019_leftImg8bit.png --out pred --ids label --color
+check "predict writes label ids and colours" 0 "synth_000004_000019_labelIds.png" ls pred
+check "predicted PNG" 0 "1	32	64" "$kdseg" -e "local t = kd.image.read('pred/synth_000004_000019_labelIds.png'); print(t:size(1), t:size(2), t:size(3))"
+check "predict on a folder" 0 "predict: 2 image(s)" "$kdseg" predict --checkpoint runs/tiny/checkpoints/best.safetensors --input sc/leftImg8bit/train_extra --out pred2
+check "predict a missing checkpoint" 1 "cannot open" "$kdseg" predict --checkpoint nothere.safetensors --input sc --out p
+check "models command" 0 "bench_student          210019" "$kdseg" models
 echo "host tests: $passed passed, $failed failed"
 [ "$failed" = 0 ]

@@ -30,6 +30,25 @@ function checkpoint.load_weights(path)
   return tensors, model_config, meta
 end
 
+-- A model rebuilt from a weights file, in evaluation mode, and its config
+-- (name, options, classes, label_ids, palette, mean, std).
+function checkpoint.load_model(path)
+  local tensors, model_config = checkpoint.load_weights(path)
+  local model = kd.models.create(model_config.name, model_config.options)
+  model:load_state_dict(tensors)
+  model:eval()
+  return model, model_config
+end
+
+-- The class table a weights file was trained with.
+function checkpoint.classes_of(model_config)
+  local entries = {}
+  for i, name in ipairs(model_config.classes or {}) do
+    entries[i] = {name, (model_config.label_ids or {})[i] or (i - 1), (model_config.palette or {})[i] or {0, 0, 0}}
+  end
+  return require("kd.data.classes").make(entries, model_config.name)
+end
+
 function checkpoint.save_state(dir, trainer)
   files.mkdir_p(dir)
   local tensors, scalars = {}, {}

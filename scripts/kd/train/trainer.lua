@@ -103,6 +103,9 @@ function Trainer:__init(cfg, options)
     drop_last = #self.train_set.items >= c.data.batch_size, augment = c.data.augment, start_batch = self.iteration,
   })
   self.quiet = options.quiet
+  if options.resume and not self.quiet then
+    print(string.format("%s: resumed from iteration %d of %d", c.name, self.iteration, c.train.iterations))
+  end
 end
 
 function Trainer:on(event, fn)
@@ -118,6 +121,7 @@ end
 -- The model config saved with the weights.
 function Trainer:model_config()
   return {name = self.cfg.model.name, options = model_options(self.cfg, self.classes), classes = self.classes.names,
+          label_ids = self.classes.ids, palette = self.classes.palette,
           mean = self.cfg.data.augment.mean, std = self.cfg.data.augment.std}
 end
 

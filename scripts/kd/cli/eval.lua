@@ -1,0 +1,47 @@
+-- kdseg eval: a checkpoint on a dataset -> per-class IoU table and JSON.
+--   kdseg eval --checkpoint runs/x/checkpoints/best.safetensors --root data/synthcity --split val
+local argparse = require("argparse")
+local cjson = require("cjson")
+local checkpoint = require("kd.train.checkpoint")
+local evaluate = require("kd.train.evaluate")
+
+return function(...)
+  local parser = argparse("kdseg eval", "Evaluate a checkpoint: per-class IoU, mIoU, pixel accuracy.")
+  parser:option("--checkpoint", "Weights file (safetensors) written by kdseg train."):count(1)
+  parser:option("--root", "Dataset root."):count(1)
+  parser:option("--split", "Split folder of the layout.", "val")
+  parser:option("--list", "A split file instead of --split.")
+  parser:option("--labels", "fine, coarse or true_fine.", "fine")
+  parser:option("--classes", "Class table: cityscapes or a YAML file (default: the checkpoint's).")
+  parser:option("--crop", "Sliding-window size HxW for larger images.")
+  parser:option("--batch-size", "Images per batch.", "4"):convert(tonumber)
+  parser:option("--workers", "Loader threads.", "2"):convert(tonumber)
+  parser:option("--out", "Write the scores as JSON here.")
+  local args = parser:parse({...})
+  local model, model_config = checkpoint.load_model(args.checkpoint)
+  local classes = args.classes and (args.classes == "cityscapes" and kd.data.classes.cityscapes() or kd.data.classes.load(args.classes))
+                  or checkpoint.classes_of(model_config)
+  if classes.count ~= #model_config.classes then
+    error(string.format("kdseg eval: the class table has %d classes, the checkpoint %d", classes.count, #model_config.classes), 0)
+  end
+  local spec = {root = args.root, classes = classes}
+  if args.list then spec.list = args.list else spec.split, spec.labels = args.split, args.labels end
+  local ds = kd.data.Dataset(spec)
+  local loader = kd.data.Loader(ds, {batch_size = args.batch_size, workers = args.workers,
+                                     augment = {mean = model_config.mean, std = model_config.std}})
+  local crop = nil
+  if args.crop then
+    local h, w = args.crop:match("^(%d+)x(%d+)$")
+    if not h then error("kdseg eval: --crop must be HxW", 0) end
+    crop = {tonumber(h), tonumber(w)}
+  end
+  local confusion = evaluate.run(model, loader, classes, {crop = crop})
+  print(confusion:table())
+  if args.out then
+    local s = confusion:scores()
+    local iou = {}
+    for i, name in ipairs(classes.names) do iou[name] = s.iou[i] or cjson.null end
+    kd._C.write_atomic(args.out, cjson.encode({checkpoint = args.checkpoint, images = #ds.items, miou = s.miou,
+                                               pixel_accuracy = s.pixel_accuracy, iou = iou}) .. "\n")
+  end
+end
