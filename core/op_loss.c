@@ -72,7 +72,7 @@ static kd_status cross_entropy_backward(kd_node *node, const kd_tensor *grad_out
             for (size_t p = p0; p < p1; p++) {
                 size_t i = base + (size_t)c * plane_ + p;
                 float target = y[n * plane_ + p] == c ? 1.0f : 0.0f;
-                gx[i] += coef[p - p0] * (expf(x[i] - lse[p - p0]) - target);
+                gx[i] += coef[p - p0] * (kd_fast_exp(x[i] - lse[p - p0]) - target);
             }
     });
     return KD_OK;
@@ -174,15 +174,15 @@ static kd_status kl_div_backward(kd_node *node, const kd_tensor *grad_output,
                 for (size_t p = p0; p < p1; p++) {
                     size_t i = base + (size_t)c * plane_ + p;
                     float lt = zt[i] * inv_t - lse_t[p - p0], ls = zs[i] * inv_t - lse_s[p - p0];
-                    kl[p - p0] += expf(lt) * (lt - ls);
+                    kl[p - p0] += kd_fast_exp(lt) * (lt - ls);
                 }
         for (int c = 0; c < C; c++)
             for (size_t p = p0; p < p1; p++) {
                 size_t i = base + (size_t)c * plane_ + p;
                 float gp = (r == KD_REDUCE_NONE ? g[n * plane_ + p] : scale) * T;
                 float lt = zt[i] * inv_t - lse_t[p - p0], ls = zs[i] * inv_t - lse_s[p - p0];
-                float pt = expf(lt);
-                if (gs) gs[i] += gp * (expf(ls) - pt);
+                float pt = kd_fast_exp(lt);
+                if (gs) gs[i] += gp * (kd_fast_exp(ls) - pt);
                 if (gt) gt[i] += gp * pt * (lt - ls - kl[p - p0]);
             }
     });
@@ -221,7 +221,7 @@ kd_status kd_kl_div(kd_tensor *student, kd_tensor *teacher, float temperature, b
             for (size_t p = p0; p < p1; p++) {
                 size_t i = base + (size_t)c * plane_ + p;
                 float lt = zt[i] * inv_t - lse_t[p - p0], ls = zs[i] * inv_t - lse_s[p - p0];
-                kl[p - p0] += expf(lt) * (lt - ls);
+                kl[p - p0] += kd_fast_exp(lt) * (lt - ls);
             }
         double acc = 0;
         for (size_t p = p0; p < p1; p++) {

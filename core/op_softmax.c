@@ -13,11 +13,11 @@ void kd_logsumexp_pixels(const float *x, int channels, size_t plane, size_t p0, 
     for (size_t i = 0; i < n; i++) lse[i] = x[p0 + i] * inv_t, sum[i] = 0;
     for (int c = 1; c < channels; c++) {
         const float *row = x + (size_t)c * plane + p0;
-        for (size_t i = 0; i < n; i++) lse[i] = fmaxf(lse[i], row[i] * inv_t);
+        for (size_t i = 0; i < n; i++) lse[i] = kd_max(lse[i], row[i] * inv_t);
     }
     for (int c = 0; c < channels; c++) {
         const float *row = x + (size_t)c * plane + p0;
-        for (size_t i = 0; i < n; i++) sum[i] += expf(row[i] * inv_t - lse[i]);
+        for (size_t i = 0; i < n; i++) sum[i] += kd_fast_exp(row[i] * inv_t - lse[i]);
     }
     for (size_t i = 0; i < n; i++) lse[i] += logf(sum[i]);
 }
@@ -55,7 +55,7 @@ static kd_status softmax_backward(kd_node *node, const kd_tensor *grad_output,
         for (int c = 0; c < C; c++)
             for (size_t p = p0; p < p1; p++) {
                 size_t i = base + (size_t)c * plane_ + p;
-                float d = is_log ? g[i] - expf(yd[i]) * dot[p - p0] : yd[i] * (g[i] - dot[p - p0]);
+                float d = is_log ? g[i] - kd_fast_exp(yd[i]) * dot[p - p0] : yd[i] * (g[i] - dot[p - p0]);
                 gx[i] += d * inv_t;
             }
     });
@@ -80,7 +80,7 @@ static kd_status softmax_any(const char *op, bool is_log, kd_tensor *x, float te
             for (int c = 0; c < C; c++)
                 for (size_t p = p0; p < p1; p++) {
                     float *v = y + base + (size_t)c * plane_ + p;
-                    *v = expf(*v);
+                    *v = kd_fast_exp(*v);
                 }
     });
     kd_node *node;

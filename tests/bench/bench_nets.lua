@@ -1,0 +1,57 @@
+-- bench_nets: the training-step and inference benchmarks of
+-- ../shared/bench/NETS.md for bench_student and bench_teacher (batch 8,
+-- 3 x 128 x 256, 19 classes): training step = forward, cross-entropy,
+-- backward, SGD (momentum 0.9, weight decay 1e-4), median of 20 after 3
+-- warm-ups; inference = forward in evaluation mode. Each beside the lower
+-- bound: the step's FLOPs (3 x forward) over the sgemm peak measured in the
+-- same run. Prints JSON lines. Usage: kdseg tests/bench/bench_nets.lua [threads...]
+local cjson = require("cjson")
+local C = kd._C
+
+local function median(t)
+  table.sort(t)
+  return t[math.floor((#t + 1) / 2)]
+end
+
+local threads = {}
+for _, a in ipairs(arg) do threads[#threads + 1] = tonumber(a) end
+if #threads == 0 then threads = {1, 2} end
+
+for _, n in ipairs(threads) do
+  kd.set_threads(n)
+  local peak = C.gemm_gflops(2048, 2048, 2048, 3)
+  for _, name in ipairs({"bench_student", "bench_teacher"}) do
+    kd.manual_seed(0)
+    local net = kd.models.create(name, {classes = 19})
+    local opt = kd.optim.SGD(net:parameters(), {lr = 0.01, momentum = 0.9, weight_decay = 1e-4})
+    local x = kd.randn({8, 3, 128, 256})
+    local y = kd.zeros({8, 128, 256}, "int32")
+    for i = 1, y:numel() do y:set(i, i % 23 < 19 and i % 23 or 255) end
+    local forward_flops = kd.models.flops(net, {8, 3, 128, 256})
+    C.reset_peak_memory()
+    local times = {}
+    for it = 1, 23 do
+      local t0 = C.clock()
+      local loss = kd.losses.cross_entropy(net(x), y)
+      opt:zero_grad()
+      loss:backward()
+      opt:step()
+      if it > 3 then times[#times + 1] = C.clock() - t0 end
+    end
+    local step = median(times)
+    local rss = C.rss()
+    net:eval()
+    local infer = {}
+    for it = 1, 13 do
+      local t0 = C.clock()
+      kd.no_grad(function() return net(x) end)
+      if it > 3 then infer[#infer + 1] = C.clock() - t0 end
+    end
+    local bound = 3 * forward_flops / (peak * 1e9)
+    print(cjson.encode({bench = name, threads = n, train_step_ms = 1e3 * step, inference_ms = 1e3 * median(infer),
+                        train_step_gflop = 3 * forward_flops / 1e9, sgemm_peak_gflops = peak,
+                        bound_ms = 1e3 * bound, step_over_bound = step / bound,
+                        peak_tensor_mib = C.memory().peak_bytes / 2 ^ 20, rss_mib = rss / 2 ^ 20}))
+    io.stdout:flush()
+  end
+end
