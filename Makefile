@@ -10,7 +10,9 @@
 CC      ?= cc
 OPT     ?= -O3 -march=x86-64-v3
 WARN    := -Wall -Wextra -Wno-unused-parameter -Wshadow -Wstrict-prototypes
-CFLAGS  := -std=gnu11 $(OPT) $(WARN) -fopenmp -g
+# -fno-trapping-math and -fno-math-errno let the compiler vectorise float
+# selects and libm calls; they do not reorder arithmetic as -ffast-math would.
+CFLAGS  := -std=gnu11 $(OPT) $(WARN) -fopenmp -fno-trapping-math -fno-math-errno -g
 # OpenBLAS, the OpenMP build: its threads and ours are one pool.
 BLAS_INC := /usr/include/x86_64-linux-gnu/openblas-openmp
 BLAS_LIB := /usr/lib/x86_64-linux-gnu/openblas-openmp
@@ -42,14 +44,14 @@ all: deps $(BUILD)/libkdcore.a $(BUILD)/kdseg
 deps:
 	@vendor/install-deps
 
-$(BUILD)/core/%.o: core/%.c $(CORE_HDR)
+$(BUILD)/core/%.o: core/%.c $(CORE_HDR) Makefile
 	@mkdir -p $(dir $@)
 	$(CC) $(CPPFLAGS) $(CFLAGS) -c $< -o $@
 
 $(BUILD)/libkdcore.a: $(CORE_OBJ)
 	ar rcs $@ $^
 
-$(BUILD)/bindings/%.o: bindings/%.c bindings/lkd.h core/kd.h
+$(BUILD)/bindings/%.o: bindings/%.c bindings/lkd.h core/kd.h Makefile
 	@mkdir -p $(dir $@)
 	$(CC) $(CPPFLAGS) -I$(LUA_INC) $(CFLAGS) -c $< -o $@
 
@@ -57,7 +59,7 @@ $(BUILD)/bindings/%.o: bindings/%.c bindings/lkd.h core/kd.h
 $(BUILD)/kdseg: $(BIND_OBJ) $(BUILD)/libkdcore.a
 	$(CC) $(CFLAGS) -Wl,-E $(BIND_OBJ) $(BUILD)/libkdcore.a $(HOST_LIBS) $(LDLIBS) -o $@
 
-$(BUILD)/san/%.o: core/%.c $(CORE_HDR)
+$(BUILD)/san/%.o: core/%.c $(CORE_HDR) Makefile
 	@mkdir -p $(dir $@)
 	$(CC) $(CPPFLAGS) $(SAN_FLAGS) -c $< -o $@
 

@@ -17,15 +17,15 @@ static void valid_range(int out_w, int width, int stride, int start, int *lo, in
     *hi = b;
 }
 
-/* image C x H x W -> col (C*kh*kw) x (OH*OW) */
-void kd_im2col(const float *image, const kd_conv_geometry *g, float *col) {
+/* image C x H x W -> col (C*kh*kw) x (OH*OW), rows ld apart */
+void kd_im2col(const float *image, const kd_conv_geometry *g, float *col, size_t ld) {
     int taps = g->kernel_h * g->kernel_w;
     size_t out_plane = (size_t)g->out_h * (size_t)g->out_w;
 #pragma omp parallel for schedule(static) if ((size_t)g->channels * taps * out_plane > KD_PARALLEL_MIN)
     for (int row = 0; row < g->channels * taps; row++) {
         int c = row / taps, ki = row % taps / g->kernel_w, kj = row % g->kernel_w;
         const float *plane = image + (size_t)c * g->height * g->width;
-        float *dst = col + (size_t)row * out_plane;
+        float *dst = col + (size_t)row * ld;
         int col_start = kj * g->dilation_w - g->pad_w, lo, hi;
         valid_range(g->out_w, g->width, g->stride_w, col_start, &lo, &hi);
         for (int oh = 0; oh < g->out_h; oh++, dst += g->out_w) {
@@ -46,9 +46,10 @@ void kd_im2col(const float *image, const kd_conv_geometry *g, float *col) {
     }
 }
 
-/* col (C*kh*kw) x (OH*OW) -> image C x H x W, added into. Parallel over
- * channels: the rows of one channel write only to that channel's plane. */
-void kd_col2im_add(const float *col, const kd_conv_geometry *g, float *image) {
+/* col (C*kh*kw) x (OH*OW), rows ld apart -> image C x H x W, added into.
+ * Parallel over channels: the rows of one channel write only to that
+ * channel's plane. */
+void kd_col2im_add(const float *col, const kd_conv_geometry *g, float *image, size_t ld) {
     int taps = g->kernel_h * g->kernel_w;
     size_t out_plane = (size_t)g->out_h * (size_t)g->out_w;
 #pragma omp parallel for schedule(static) if ((size_t)g->channels * taps * out_plane > KD_PARALLEL_MIN)
@@ -56,7 +57,7 @@ void kd_col2im_add(const float *col, const kd_conv_geometry *g, float *image) {
         float *plane = image + (size_t)c * g->height * g->width;
         for (int tap = 0; tap < taps; tap++) {
             int ki = tap / g->kernel_w, kj = tap % g->kernel_w;
-            const float *src = col + ((size_t)c * taps + (size_t)tap) * out_plane;
+            const float *src = col + ((size_t)c * taps + (size_t)tap) * ld;
             int col_start = kj * g->dilation_w - g->pad_w, lo, hi;
             valid_range(g->out_w, g->width, g->stride_w, col_start, &lo, &hi);
             for (int oh = 0; oh < g->out_h; oh++, src += g->out_w) {

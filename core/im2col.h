@@ -9,7 +9,11 @@ typedef struct {
     int out_h, out_w;
 } kd_conv_geometry;
 
-void kd_im2col(const float *image, const kd_conv_geometry *g, float *col);
-void kd_col2im_add(const float *col, const kd_conv_geometry *g, float *image);
+#include <stddef.h>
+
+/* Row r of the column matrix starts at col + r * ld (ld >= OH * OW), so that
+ * several images can sit side by side in one wide matrix. */
+void kd_im2col(const float *image, const kd_conv_geometry *g, float *col, size_t ld);
+void kd_col2im_add(const float *col, const kd_conv_geometry *g, float *image, size_t ld);
 
 #endif

@@ -53,72 +53,151 @@ static bool is_pointwise(const kd_conv_geometry *g) {
            g->pad_h == 0 && g->pad_w == 0;
 }
 
-/* Scratch for one image's column matrix, from the caching allocator. */
-static float *col_buffer(const kd_conv_geometry *g, size_t *rounded) {
-    size_t rows = (size_t)g->channels * g->kernel_h * g->kernel_w;
-    return kd_cache_alloc(rows * g->out_h * g->out_w * sizeof(float), rounded);
+/* Images per GEMM. Small feature maps make narrow products (N = OH * OW),
+ * which run far below the GEMM peak; putting G images side by side makes the
+ * product G times wider, at the price of copying outputs out of (and output
+ * gradients into) a G-wide buffer. Large maps are wide enough alone. */
+#define WIDE_ENOUGH 4096
+#define COLUMN_BUDGET ((size_t)8 << 20) /* floats per column buffer: 32 MiB */
+
+static int images_per_gemm(const kd_conv_geometry *g, int n_images) {
+    size_t rows = (size_t)g->channels * g->kernel_h * g->kernel_w, P = (size_t)g->out_h * g->out_w;
+    if (P >= WIDE_ENOUGH) return 1;
+    size_t fit = COLUMN_BUDGET / (rows * P > 0 ? rows * P : 1), want = (WIDE_ENOUGH * 4 + P - 1) / P;
+    size_t G = fit < want ? fit : want;
+    if (G < 1) G = 1;
+    if (G > (size_t)n_images) G = (size_t)n_images;
+    return (int)G;
+}
+
+/* Everything one convolution call works with. */
+typedef struct {
+    kd_conv_geometry g;
+    int N, cout, groups, cout_g, K, P, G;
+    size_t in_image;
+    bool pointwise;
+    float *col, *wide; /* K_total x G*P columns; cout x G*P outputs (G > 1) */
+    size_t col_bytes, wide_bytes;
+} conv_plan;
+
+static kd_status plan_conv(conv_plan *c, const kd_conv_geometry *g, int N, int cout, int groups, bool need_col) {
+    c->g = *g;
+    c->N = N, c->cout = cout, c->groups = groups, c->cout_g = cout / groups;
+    c->K = g->channels / groups * g->kernel_h * g->kernel_w;
+    c->P = g->out_h * g->out_w;
+    c->in_image = (size_t)g->channels * g->height * g->width;
+    c->pointwise = is_pointwise(g);
+    c->G = images_per_gemm(g, N);
+    c->col = c->wide = NULL;
+    size_t width = (size_t)c->G * c->P;
+    if (need_col && (!c->pointwise || c->G > 1)) {
+        c->col = kd_cache_alloc((size_t)c->K * groups * width * sizeof(float), &c->col_bytes);
+        if (!c->col) return KD_ERR_MEMORY;
+    }
+    if (c->G > 1) {
+        c->wide = kd_cache_alloc((size_t)cout * width * sizeof(float), &c->wide_bytes);
+        if (!c->wide) {
+            kd_cache_free(c->col, c->col_bytes);
+            return KD_ERR_MEMORY;
+        }
+    }
+    return KD_OK;
+}
+
+static void free_plan(conv_plan *c) {
+    kd_cache_free(c->col, c->col_bytes);
+    kd_cache_free(c->wide, c->wide_bytes);
+}
+
+/* The column matrix of images [first, first+count), side by side; for an
+ * unpadded 1x1 stride-1 convolution of one image, the image itself. */
+static const float *columns(const conv_plan *c, const float *x, int first, int count, size_t *ld) {
+    if (c->pointwise && count == 1 && c->G == 1) {
+        *ld = (size_t)c->P;
+        return x + (size_t)first * c->in_image;
+    }
+    *ld = (size_t)count * c->P;
+    for (int j = 0; j < count; j++) kd_im2col(x + (size_t)(first + j) * c->in_image, &c->g, c->col + (size_t)j * c->P, *ld);
+    return c->col;
+}
+
+/* Between N x C x P tensors and a C x (count * P) wide matrix. */
+static void to_wide(const float *t, int channels, int P, int first, int count, float *wide) {
+    size_t ld = (size_t)count * P;
+#pragma omp parallel for schedule(static) if ((size_t)channels * ld > KD_PARALLEL_MIN)
+    for (int ch = 0; ch < channels; ch++)
+        for (int j = 0; j < count; j++)
+            memcpy(wide + ch * ld + (size_t)j * P, t + ((size_t)(first + j) * channels + ch) * P, sizeof(float) * P);
+}
+
+static void from_wide(const float *wide, int channels, int P, int first, int count, float *t) {
+    size_t ld = (size_t)count * P;
+#pragma omp parallel for schedule(static) if ((size_t)channels * ld > KD_PARALLEL_MIN)
+    for (int ch = 0; ch < channels; ch++)
+        for (int j = 0; j < count; j++)
+            memcpy(t + ((size_t)(first + j) * channels + ch) * P, wide + ch * ld + (size_t)j * P, sizeof(float) * P);
 }
 
 /* The node keeps the geometry in ints[0..12] and the group count in ints[13]. */
 _Static_assert(sizeof(kd_conv_geometry) == 13 * sizeof(int), "geometry fits the node");
 
 /* Saved: x (N x Cin x H x W), w (Cout x Cin/g x kh x kw). grad_output
- * N x Cout x OH x OW; grads: x, w, bias (Cout). */
+ * N x Cout x OH x OW; grads: x, w, bias (Cout). Per block of G images:
+ *   dW[group] += dOut[group] (cout_g x G*P) @ col[group]^T
+ *   dcol[group] = W[group]^T @ dOut[group], folded back into dx */
 static kd_status conv2d_backward(kd_node *node, const kd_tensor *grad_output,
                                  kd_tensor *const *grad_inputs) {
-    kd_conv_geometry g;
-    memcpy(&g, node->ints, sizeof g);
-    int groups = node->ints[13];
+    kd_conv_geometry geometry;
+    memcpy(&geometry, node->ints, sizeof geometry);
     const kd_tensor *x = node->saved[0], *w = node->saved[1];
     int N = grad_output->shape[0], cout = grad_output->shape[1];
-    int cout_g = cout / groups, cin_g = g.channels / groups;
-    int K = cin_g * g.kernel_h * g.kernel_w, P = g.out_h * g.out_w;
-    size_t in_image = (size_t)g.channels * g.height * g.width;
     const float *go = kd_f32(grad_output);
     kd_tensor *gx = grad_inputs[0], *gw = grad_inputs[1], *gb = grad_inputs[2];
-
+    int P = geometry.out_h * geometry.out_w;
     if (gb) {
         float *db = kd_f32(gb);
 #pragma omp parallel for schedule(static) if ((size_t)N * cout * P > KD_PARALLEL_MIN)
-        for (int c = 0; c < cout; c++) {
+        for (int ch = 0; ch < cout; ch++) {
             double acc = 0;
             for (int n = 0; n < N; n++) {
-                const float *plane = go + ((size_t)n * cout + c) * P;
+                const float *plane = go + ((size_t)n * cout + ch) * P;
                 for (int i = 0; i < P; i++) acc += plane[i];
             }
-            db[c] += (float)acc;
+            db[ch] += (float)acc;
         }
     }
     if (!gx && !gw) return KD_OK;
-    bool pointwise = is_pointwise(&g);
-    size_t rounded = 0;
-    float *col = pointwise ? NULL : col_buffer(&g, &rounded);
-    if (!pointwise && !col)
-        return kd_fail(KD_ERR_MEMORY, "conv2d backward: cannot allocate the column buffer for %s",
-                       kd_shape_str(x));
-    for (int n = 0; n < N; n++) {
-        const float *go_n = go + (size_t)n * cout * P;
-        if (gw) { /* dW[group] += dOut[group] @ col[group]^T */
-            const float *cols = kd_f32(x) + (size_t)n * in_image;
-            if (!pointwise) {
-                kd_im2col(cols, &g, col);
-                cols = col;
-            }
-            for (int gr = 0; gr < groups; gr++)
-                kd_sgemm(false, true, cout_g, K, P, 1.0f, go_n + (size_t)gr * cout_g * P, P,
-                         cols + (size_t)gr * K * P, P, 1.0f,
-                         kd_f32(gw) + (size_t)gr * cout_g * K, K);
+    conv_plan c;
+    if (plan_conv(&c, &geometry, N, cout, node->ints[13], true))
+        return kd_fail(KD_ERR_MEMORY, "conv2d backward: cannot allocate the column buffer for %s", kd_shape_str(x));
+    for (int first = 0; first < N; first += c.G) {
+        int count = N - first < c.G ? N - first : c.G;
+        size_t width = (size_t)count * P;
+        const float *dout = go + (size_t)first * cout * P; /* cout x P when count == 1 */
+        if (c.G > 1) {
+            to_wide(go, cout, P, first, count, c.wide);
+            dout = c.wide;
         }
-        if (gx) { /* dcol[group] = W[group]^T @ dOut[group], folded back into dx */
-            float *dx = kd_f32(gx) + (size_t)n * in_image;
-            for (int gr = 0; gr < groups; gr++)
-                kd_sgemm(true, false, K, P, cout_g, 1.0f, kd_f32(w) + (size_t)gr * cout_g * K, K,
-                         go_n + (size_t)gr * cout_g * P, P, pointwise ? 1.0f : 0.0f,
-                         pointwise ? dx + (size_t)gr * K * P : col + (size_t)gr * K * P, P);
-            if (!pointwise) kd_col2im_add(col, &g, dx);
+        if (gw) {
+            size_t ld;
+            const float *cols = columns(&c, kd_f32(x), first, count, &ld);
+            for (int gr = 0; gr < c.groups; gr++)
+                kd_sgemm(false, true, c.cout_g, c.K, (int)width, 1.0f, dout + (size_t)gr * c.cout_g * width, (int)width,
+                         cols + (size_t)gr * c.K * ld, (int)ld, 1.0f, kd_f32(gw) + (size_t)gr * c.cout_g * c.K, c.K);
+        }
+        if (gx) {
+            float *dx = kd_f32(gx) + (size_t)first * c.in_image;
+            bool direct = c.pointwise && count == 1 && c.G == 1; /* dcol is dx itself */
+            for (int gr = 0; gr < c.groups; gr++)
+                kd_sgemm(true, false, c.K, (int)width, c.cout_g, 1.0f, kd_f32(w) + (size_t)gr * c.cout_g * c.K, c.K,
+                         dout + (size_t)gr * c.cout_g * width, (int)width, direct ? 1.0f : 0.0f,
+                         (direct ? dx : c.col) + (size_t)gr * c.K * width, (int)width);
+            if (!direct)
+                for (int j = 0; j < count; j++)
+                    kd_col2im_add(c.col + (size_t)j * P, &c.g, dx + (size_t)j * c.in_image, width);
         }
     }
-    kd_cache_free(col, rounded);
+    free_plan(&c);
     return KD_OK;
 }
 
@@ -129,39 +208,35 @@ kd_status kd_conv2d(kd_tensor *x, kd_tensor *w, kd_tensor *b, const kd_conv_para
     if (s) return s;
     int N = x->shape[0], cout = w->shape[0], groups = p->groups;
     if (kd_is_depthwise(&g, groups, cout)) return kd_conv2d_depthwise(x, w, b, &g, out);
-    int cout_g = cout / groups, cin_g = g.channels / groups;
-    int K = cin_g * g.kernel_h * g.kernel_w, P = g.out_h * g.out_w;
     int shape[4] = {N, cout, g.out_h, g.out_w};
     if ((s = kd_tensor_new(KD_F32, 4, shape, out))) return s;
-    bool pointwise = is_pointwise(&g);
-    size_t rounded = 0;
-    float *col = pointwise ? NULL : col_buffer(&g, &rounded);
-    if (!pointwise && !col) {
+    conv_plan c;
+    if (plan_conv(&c, &g, N, cout, groups, true)) {
         kd_tensor_release(*out);
         *out = NULL;
         return kd_fail(KD_ERR_MEMORY, "conv2d: cannot allocate the column buffer for input %s "
                        "and weight %s", kd_shape_str(x), kd_shape_str(w));
     }
-    size_t in_image = (size_t)g.channels * g.height * g.width;
     float *y = kd_f32(*out);
-    for (int n = 0; n < N; n++) {
-        const float *cols = kd_f32(x) + (size_t)n * in_image;
-        if (!pointwise) {
-            kd_im2col(cols, &g, col);
-            cols = col;
-        }
+    for (int first = 0; first < N; first += c.G) {
+        int count = N - first < c.G ? N - first : c.G;
+        size_t ld, width = (size_t)count * c.P;
+        const float *cols = columns(&c, kd_f32(x), first, count, &ld);
+        float *dst = c.G > 1 ? c.wide : y + (size_t)first * cout * c.P;
         for (int gr = 0; gr < groups; gr++)
-            kd_sgemm(false, false, cout_g, P, K, 1.0f, kd_f32(w) + (size_t)gr * cout_g * K, K,
-                     cols + (size_t)gr * K * P, P, 0.0f, y + ((size_t)n * cout + (size_t)gr * cout_g) * P, P);
+            kd_sgemm(false, false, c.cout_g, (int)width, c.K, 1.0f, kd_f32(w) + (size_t)gr * c.cout_g * c.K, c.K,
+                     cols + (size_t)gr * c.K * ld, (int)ld, 0.0f, dst + (size_t)gr * c.cout_g * width, (int)width);
+        if (c.G > 1) from_wide(c.wide, cout, c.P, first, count, y);
     }
-    kd_cache_free(col, rounded);
+    free_plan(&c);
+    int P = c.P;
     if (b) {
         const float *bias = kd_f32(b);
 #pragma omp parallel for schedule(static) if ((size_t)N * cout * P > KD_PARALLEL_MIN)
         for (int plane = 0; plane < N * cout; plane++) {
             float v = bias[plane % cout];
-            float *dst = y + (size_t)plane * P;
-            for (int i = 0; i < P; i++) dst[i] += v;
+            float *d = y + (size_t)plane * P;
+            for (int i = 0; i < P; i++) d[i] += v;
         }
     }
     kd_tensor *inputs[3] = {x, w, b}, *saved[2] = {x, w};

@@ -44,7 +44,11 @@ static kd_status alloc_taps(int in_h, int in_w, int out_h, int out_w, bool align
     return KD_OK;
 }
 
-/* grad out N x C x OH x OW scattered into grad x N x C x H x W; ints[0] = align. */
+/* grad out N x C x OH x OW into grad x N x C x H x W; ints[0] = align.
+ * The interpolation is separable, so its transpose is too: each output row
+ * is first folded onto the input columns (a row of W values), then spread
+ * onto its two input rows - two adds per output pixel instead of four
+ * scattered over the whole plane. */
 static kd_status bilinear_backward(kd_node *node, const kd_tensor *grad_output,
                                    kd_tensor *const *grad_inputs) {
     const kd_edge *e = &node->inputs[0];
@@ -56,21 +60,24 @@ static kd_status bilinear_backward(kd_node *node, const kd_tensor *grad_output,
     const float *g = kd_f32(grad_output);
     float *gx = kd_f32(grad_inputs[0]);
 #pragma omp parallel for schedule(static) if (planes * OH * OW > KD_PARALLEL_MIN)
-    for (size_t q = 0; q < planes; q++) {
-        float *dst = gx + q * H * W;
-        const float *src = g + q * OH * OW;
-        for (int oh = 0; oh < OH; oh++) {
-            tap a = th[oh];
-            for (int ow = 0; ow < OW; ow++) {
-                tap b = tw[ow];
-                float v = src[(size_t)oh * OW + ow];
-                dst[a.lo * W + b.lo] += v * (1 - a.frac) * (1 - b.frac);
-                dst[a.lo * W + b.hi] += v * (1 - a.frac) * b.frac;
-                dst[a.hi * W + b.lo] += v * a.frac * (1 - b.frac);
-                dst[a.hi * W + b.hi] += v * a.frac * b.frac;
+        for (size_t q = 0; q < planes; q++) {
+            float row[W]; /* one input row: W is at most a few thousand */
+            float *dst = gx + q * H * W;
+            const float *src = g + q * OH * OW;
+            for (int oh = 0; oh < OH; oh++) {
+                for (int x = 0; x < W; x++) row[x] = 0;
+                const float *go = src + (size_t)oh * OW;
+                for (int ow = 0; ow < OW; ow++) {
+                    tap b = tw[ow];
+                    row[b.lo] += go[ow] * (1 - b.frac);
+                    row[b.hi] += go[ow] * b.frac;
+                }
+                tap a = th[oh];
+                float *r0 = dst + (size_t)a.lo * W, *r1 = dst + (size_t)a.hi * W;
+                for (int x = 0; x < W; x++) r0[x] += row[x] * (1 - a.frac);
+                for (int x = 0; x < W; x++) r1[x] += row[x] * a.frac;
             }
         }
-    }
     free(th);
     free(tw);
     return KD_OK;
