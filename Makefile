@@ -1,7 +1,7 @@
 # kdseg - one plain Makefile.
 #   make            install missing Debian packages, build the core and kdseg
 #   make test       C tests (plain and under ASan+UBSan), then the Lua suite
-#   make demo       build, then train the example network (experiments/)
+#   make demo       build, generate a small SynthCity, train and evaluate on it
 #   make bench      performance figures as JSON lines (not a test)
 #   make clean      remove build/
 
@@ -84,11 +84,17 @@ $(BUILD)/bench/%: tests/bench/%.c $(BUILD)/libkdcore.a
 	@mkdir -p $(dir $@)
 	$(CC) $(CPPFLAGS) $(CFLAGS) $< $(BUILD)/libkdcore.a $(LDLIBS) -o $@
 
-bench: deps $(BUILD)/bench/bench_conv
+# The conv layer (C) and the two benchmark networks (Lua), per
+# ../shared/bench/NETS.md, as JSON lines; 1 and 2 threads.
+bench: all $(BUILD)/bench/bench_conv
 	$(BUILD)/bench/bench_conv
+	$(BUILD)/kdseg tests/bench/bench_nets.lua 1 2
 
+# A small SynthCity, then a supervised bench_student on it (a few minutes).
 demo: all
-	$(BUILD)/kdseg experiments/toy_segmentation.lua
+	@[ -f data/demo/.complete ] || { $(BUILD)/kdseg synthcity --out data/demo --train 240 --coarse 0 --val 60 \
+	    --size 128x256 --seed 1 && touch data/demo/.complete; }
+	$(BUILD)/kdseg train experiments/demo_supervised.yaml
 
 clean:
 	rm -rf $(BUILD)

@@ -9,7 +9,7 @@ return {
   data = {
     root = "data/synthcity",
     classes = "cityscapes", -- or a YAML class table
-    train = {split = "train", labels = "fine", list = false},
+    train = {split = "train", labels = "fine", list = false}, -- list: a split file, relative to root
     val = {split = "val", labels = "fine", list = false, limit = 0}, -- limit: first N images (0: all)
     batch_size = 8,
     workers = 2,

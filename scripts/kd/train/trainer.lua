@@ -37,7 +37,11 @@ function Trainer:build_datasets()
   local d = self.cfg.data
   local function dataset(part)
     local spec = {root = d.root, classes = self.classes}
-    if part.list then spec.list = part.list else spec.split, spec.labels = part.split, part.labels end
+    if part.list then -- relative to the dataset root, as split files are: only root changes between datasets
+      spec.list = part.list:sub(1, 1) == "/" and part.list or (d.root .. "/" .. part.list)
+    else
+      spec.split, spec.labels = part.split, part.labels
+    end
     return kd.data.Dataset(spec)
   end
   self.train_set = dataset(d.train)
