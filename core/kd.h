@@ -376,6 +376,23 @@ kd_status kd_colorize(const kd_tensor *labels, const uint8_t *palette, int count
 /* Copies image (C x h x w) into canvas (C x H x W, same dtype) at (top, left), clipped. */
 kd_status kd_paste(kd_tensor *canvas, const kd_tensor *image, int top, int left);
 
+/* ---- pseudo-label refinement kernels (pseudo.c) ------------------------------
+ * Label maps int32 (ignore where unlabeled); pred int32 classes and conf
+ * float confidences of the same shape. */
+
+/* A coarse label stays unless the teacher predicts another class with
+ * confidence above threshold; ignored pixels stay ignored. */
+kd_status kd_pseudo_keep_coarse(const kd_tensor *coarse, const kd_tensor *pred, const kd_tensor *conf, float threshold,
+                                int ignore, kd_tensor **out);
+/* Ignored pixels take the predicted class where conf > thresholds[class]. */
+kd_status kd_pseudo_fill(const kd_tensor *labels, const kd_tensor *pred, const kd_tensor *conf, const float *thresholds,
+                         int classes, int ignore, kd_tensor **out);
+/* Per class, a percentile of the confidences of the pixels predicted as it. */
+kd_status kd_class_percentiles(const kd_tensor *pred, const kd_tensor *conf, int classes, float percentile, float fallback,
+                               float *thresholds);
+/* probs (N x C x H x W) at each pixel's label; 0 where ignored. */
+kd_status kd_pseudo_weights(const kd_tensor *probs, const kd_tensor *labels, int ignore, kd_tensor **out);
+
 /* ---- SynthCity (synth.c) ---------------------------------------------------- */
 
 /* Scene `index` of the dataset of `seed`: rgb uint8 3 x H x W and Cityscapes
