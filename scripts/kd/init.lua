@@ -65,6 +65,9 @@ kd.data = require("kd.data")
 kd.models = require("kd.models")
 kd.config = require("kd.config")
 kd.train = require("kd.train")
+kd.pseudo = require("kd.pseudo")
+kd.distill = require("kd.distill")
+kd.students = require("kd.students")
 kd.image = {read = C.png_read, write = C.png_write}
 kd.gradcheck = require("kd.gradcheck")
 return kd

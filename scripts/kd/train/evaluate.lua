@@ -59,4 +59,23 @@ function evaluate.run(model, loader, classes, options)
   return confusion, kept
 end
 
+-- Several models voting: the mean of their class distributions.
+function evaluate.ensemble(models, loader, classes)
+  local states = {}
+  for i, m in ipairs(models) do states[i] = m.training; m:eval() end
+  local confusion = kd.data.Confusion(classes)
+  kd.no_grad(function()
+    for batch in loader:epoch() do
+      local sum
+      for _, m in ipairs(models) do
+        local p = kd.softmax(m(batch.images))
+        sum = sum and sum + p or p
+      end
+      confusion:update(sum:argmax(), batch.labels)
+    end
+  end)
+  for i, m in ipairs(models) do m:train(states[i]) end
+  return confusion
+end
+
 return evaluate

@@ -81,7 +81,10 @@ function Trainer:build_schedule()
   return inner
 end
 
--- cfg: a table (merged with the defaults here); options: resume, quiet.
+-- cfg: a table (merged with the defaults here); options: resume, quiet, and
+-- for programs that compose runs (the semi-supervised pipeline): train_set
+-- (a Dataset in place of cfg.data.train), train_weights (per item, a weight
+-- PNG path or false), model (a model to go on training instead of a new one).
 function Trainer:__init(cfg, options)
   options = options or {}
   self.cfg = Trainer.resolve(cfg)
@@ -94,8 +97,9 @@ function Trainer:__init(cfg, options)
   self.hooks = {loss = {}, step = {}, eval = {}}
   self.classes = c.data.classes == "cityscapes" and kd.data.classes.cityscapes() or kd.data.classes.load(c.data.classes)
   self:build_datasets()
+  if options.train_set then self.train_set = options.train_set end
   kd.manual_seed(c.seed)
-  self.model = kd.models.create(c.model.name, model_options(c, self.classes))
+  self.model = options.model or kd.models.create(c.model.name, model_options(c, self.classes))
   self.optimizer = self:build_optimizer()
   self.schedule = self:build_schedule()
   self.iteration, self.best_miou, self.best_iteration = 0, -1, 0
@@ -105,7 +109,9 @@ function Trainer:__init(cfg, options)
   self.train_loader = kd.data.Loader(self.train_set, {
     batch_size = c.data.batch_size, workers = c.data.workers, shuffle = true, seed = c.seed, infinite = true,
     drop_last = #self.train_set.items >= c.data.batch_size, augment = c.data.augment, start_batch = self.iteration,
+    weights = options.train_weights,
   })
+  self.pixel_weights = options.train_weights ~= nil
   self.quiet = options.quiet
   if options.resume and not self.quiet then
     print(string.format("%s: resumed from iteration %d of %d", c.name, self.iteration, c.train.iterations))
@@ -136,7 +142,9 @@ function Trainer:step()
   self.optimizer:set_lr(lr)
   local logits, features = self.model:forward_features(batch.images)
   local step = {batch = batch, logits = logits, features = features, iteration = self.iteration + 1,
-                terms = {ce = kd.losses.cross_entropy(logits, batch.labels, {ignore = 255})}, weights = {ce = 1}}
+                terms = {ce = kd.losses.cross_entropy(logits, batch.labels,
+                                                      {ignore = 255, pixel_weight = self.pixel_weights and batch.weights or nil})},
+                weights = {ce = 1}}
   fire(self, "loss", step)
   local loss, values, names = nil, {}, {}
   for name, term in pairs(step.terms) do names[#names + 1] = name end

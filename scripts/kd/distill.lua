@@ -1,0 +1,75 @@
+-- distill: the loss terms students learn from, and the schedules of their
+-- weights. Each term is a function of logits/features; a weight is a number
+-- or a function of the iteration (a schedule).
+local distill = {}
+
+-- Pixel-wise distillation: KL between the softened class distributions of
+-- teacher and student at temperature T, scaled by T^2 (Hinton et al.).
+function distill.pixel_kd(student_logits, teacher_logits, temperature)
+  return kd.losses.kl_div(student_logits, teacher_logits, {temperature = temperature or 1, detach_target = true})
+end
+
+-- Pair-wise (structured) distillation from the teacher's features: both maps
+-- pooled into a grid of nodes, squared difference of cosine similarities.
+function distill.pairwise_kd(student_features, teacher_features, grid)
+  return kd.losses.pairwise_distill(student_features, teacher_features:detach(), {grid = grid or {4, 8}})
+end
+
+-- Mutual learning (Zhang et al., deep mutual learning): the mean over peers
+-- of KL from each peer's detached prediction to this student's.
+function distill.mutual(logits, index, temperature)
+  local total, count = nil, 0
+  for j, peer in ipairs(logits) do
+    if j ~= index then
+      local term = kd.losses.kl_div(logits[index], peer:detach(), {temperature = temperature or 1, detach_target = true})
+      total, count = total and total + term or term, count + 1
+    end
+  end
+  if count == 0 then return nil end
+  return count == 1 and total or total * (1 / count)
+end
+
+-- Confidence-weighted cross-entropy on pseudo-labels: each pixel's loss
+-- times its weight, over the pixels that have a label.
+function distill.pseudo_ce(logits, labels, weights)
+  return kd.losses.cross_entropy(logits, labels, {ignore = 255, pixel_weight = weights})
+end
+
+-- Weight schedules: functions of the iteration (from 1).
+distill.schedules = {}
+
+-- The sigmoid ramp-up of Laine & Aila: w * exp(-5 (1 - t)^2), t = iter / length.
+function distill.schedules.sigmoid_rampup(weight, length)
+  return function(iter)
+    local t = math.min(1, math.max(0, iter / length))
+    return weight * math.exp(-5 * (1 - t) ^ 2)
+  end
+end
+
+function distill.schedules.linear(from, to, length)
+  return function(iter) return from + (to - from) * math.min(1, iter / length) end
+end
+
+function distill.schedules.step(values, every)
+  return function(iter) return values[math.min(#values, math.floor((iter - 1) / every) + 1)] end
+end
+
+function distill.schedules.cosine(from, to, length)
+  return function(iter)
+    local t = math.min(1, iter / length)
+    return to + (from - to) * 0.5 * (1 + math.cos(math.pi * t))
+  end
+end
+
+-- The value of a weight (a number or a schedule) at an iteration.
+function distill.weight(w, iteration)
+  if type(w) == "function" then return w(iteration) end
+  if type(w) == "table" then -- a schedule described in a config: {"sigmoid_rampup", 1.0, 500}
+    local fn = distill.schedules[w[1]]
+    if not fn then error("distill: unknown schedule '" .. tostring(w[1]) .. "'", 0) end
+    return fn(unpack(w, 2))(iteration)
+  end
+  return w or 0
+end
+
+return distill

@@ -1,0 +1,315 @@
+-- semisup: the whole method as one pipeline of building blocks, each usable
+-- alone from a script:
+--   1. a teacher trained on the fine labels (kd.train.Trainer);
+--   2. K self-correcting cycles: the teacher (or the average of its weights
+--      over the cycles, batch-norm statistics re-estimated) predicts every
+--      coarse and unlabeled image; its distributions are averaged over cycles;
+--      refinement rules make labels and confidence weights, written as PNGs
+--      with statistics; the teacher is fine-tuned on fine + refined labels;
+--   3. N students trained together (kd.students) from fine labels,
+--      pseudo-labels, the teacher and each other;
+--   4. evaluation of the teacher, every student, their ensemble and the
+--      supervised baselines (fine labels only, all fine labels).
+local cjson = require("cjson")
+local C = require("kd._C")
+local config = require("kd.config")
+local pseudo = require("kd.pseudo")
+local files = require("kd.data.files")
+local Dataset = require("kd.data.dataset")
+local evaluate = require("kd.train.evaluate")
+
+local semisup = {}
+
+semisup.defaults = {
+  name = "semisup_kd", runs_dir = "runs", seed = 1, batch_size = 8, workers = 2,
+  data = {root = "data/synthcity", labeled = "splits/1_8/labeled.txt", unlabeled = "splits/1_8/unlabeled.txt",
+          coarse = {split = "train_extra", use = true}, val = {split = "val", limit = 0}},
+  augment = {crop = {128, 256}, scale = {0.5, 2.0}},
+  teacher = {model = "bench_teacher", iterations = 2000, lr = 0.01, retrain_iterations = 1000, retrain_lr = 0.005,
+             average_weights = false, bn_batches = 20},
+  cycles = {count = 2, soft_average = true, soft_scale = 4, percentile = 50, min_threshold = 0.5, max_threshold = 0.95,
+            rules = {{"keep_coarse", threshold = 0.9}, {"fill", threshold = "per_class"}}},
+  students = {models = {"bench_student", "bench_student"}, iterations = 2000, lr = 0.01, temperature = 2, grid = {4, 8},
+              weights = {ce = 1, pseudo = 1, pixel_kd = 1, pairwise = 1, mutual = 1, strong = 0}},
+  baselines = {fine_only = true, all_labels = true},
+  quiet = false,
+}
+
+local function resolve_list(root, list)
+  if not list then return nil end
+  return list:sub(1, 1) == "/" and list or (root .. "/" .. list)
+end
+
+-- The true fine labels of an image where the dataset has them: gtFine, or
+-- SynthCity's gtFineTrue for coarse-only images. nil otherwise.
+local function truth_for(root, image)
+  local stem = image:sub(#root + 2):match("^leftImg8bit/(.*)_leftImg8bit%.png$")
+  if not stem then return nil end
+  for _, dir in ipairs({"gtFineTrue", "gtFine"}) do
+    local path = root .. "/" .. dir .. "/" .. stem .. "_gtFine_labelIds.png"
+    if files.exists(path) then return path end
+  end
+end
+
+-- The images pseudo-labels are made for: coarse ones (with their coarse
+-- labels) and unlabeled ones (without). Items: {image, label (coarse) or nil}.
+function semisup.weak_items(cfg, classes)
+  local d, items = cfg.data, {}
+  if d.coarse.use then
+    local coarse = Dataset({root = d.root, split = d.coarse.split, labels = "coarse", classes = classes})
+    for _, it in ipairs(coarse.items) do items[#items + 1] = {image = it.image, label = it.label, train_ids = it.train_ids} end
+  end
+  if d.unlabeled then
+    local unl = Dataset({root = d.root, list = resolve_list(d.root, d.unlabeled), classes = classes})
+    for _, it in ipairs(unl.items) do items[#items + 1] = {image = it.image} end
+  end
+  return items
+end
+
+local function train_config(cfg, name, model, iterations, lr, list)
+  return {name = name, runs_dir = cfg.runs_dir .. "/" .. cfg.name, seed = cfg.seed,
+          data = {root = cfg.data.root, batch_size = cfg.batch_size, workers = cfg.workers,
+                  train = {list = list or false}, val = {split = cfg.data.val.split, limit = cfg.data.val.limit},
+                  augment = {crop = cfg.augment.crop, scale = cfg.augment.scale}},
+          model = {name = model}, optim = {lr = lr}, schedule = {warmup = math.min(100, math.floor(iterations / 10))},
+          train = {iterations = iterations, log_every = math.max(1, math.floor(iterations / 10)), eval_every = 0,
+                   checkpoint_every = 0, grids = 4}}
+end
+
+-- Re-estimates batch-norm running statistics of model over `batches`
+-- training batches (cumulative averages), as for averaged weights.
+function semisup.reestimate_bn(model, loader, batches)
+  local bns = {}
+  local function walk(m)
+    if m.running_mean and m.momentum then bns[#bns + 1] = m end
+    for _, child in ipairs(m:children()) do walk(child) end
+  end
+  walk(model)
+  for _, bn in ipairs(bns) do bn.running_mean:fill_(0); bn.running_var:fill_(1); bn.saved_momentum = bn.momentum end
+  model:train()
+  kd.no_grad(function()
+    for b = 1, batches do
+      for _, bn in ipairs(bns) do bn.momentum = 1 / b end
+      model(loader:next().images)
+    end
+  end)
+  for _, bn in ipairs(bns) do bn.momentum, bn.saved_momentum = bn.saved_momentum, nil end
+  model:eval()
+end
+
+-- One self-correction cycle: predictions for every weak item (averaged with
+-- earlier cycles' when soft), refined labels and weights written to dir.
+-- Returns pseudo items (label PNGs in the dataset's label space), weight PNG
+-- paths and statistics.
+function semisup.label_cycle(teacher, items, state, cycle, cfg, classes, dir, train_id_files)
+  files.mkdir_p(dir)
+  local ds = Dataset.from_items(items, classes, train_id_files)
+  local mean, std = {0.485, 0.456, 0.406}, {0.229, 0.224, 0.225}
+  local function loader() return kd.data.Loader(ds, {batch_size = 4, workers = cfg.workers, augment = {mean = mean, std = std}}) end
+  local c = cfg.cycles
+  -- pass 1: distributions, averaged over cycles at 1/soft_scale resolution
+  state.soft = state.soft or {}
+  local low_pred, low_conf = {}, {}
+  for batch in loader():epoch() do
+    local probs = pseudo.predict(teacher, batch.images)
+    local h, w = probs:size(3), probs:size(4)
+    for k = 1, batch.ids:numel() do
+      local id = batch.ids:get(k) + 1
+      local p = probs:narrow(k, 1)
+      local sh, sw = math.max(1, math.floor(h / c.soft_scale)), math.max(1, math.floor(w / c.soft_scale))
+      local small = kd.resize_bilinear(p, sh, sw)
+      if c.soft_average and state.soft[id] then
+        state.soft[id]:axpby_((cycle - 1) / cycle, small, 1 / cycle)
+      else
+        state.soft[id] = small
+      end
+      local conf, pred = kd.max(state.soft[id])
+      low_pred[id], low_conf[id] = pred, conf
+    end
+  end
+  -- per-class thresholds over the whole set, from the averaged distributions
+  local n, sh, sw = #items, low_pred[1]:size(2), low_pred[1]:size(3)
+  local all_pred, all_conf = kd.zeros({n, sh, sw}, "int32"), kd.zeros({n, sh, sw})
+  for id = 1, n do
+    all_pred:narrow(id, 1):copy_(low_pred[id])
+    all_conf:narrow(id, 1):copy_(low_conf[id])
+  end
+  local thresholds = pseudo.class_thresholds(all_pred, all_conf, classes.count,
+                                             {percentile = c.percentile, min = c.min_threshold, max = c.max_threshold})
+  -- pass 2: refine and write
+  local to_file = {}
+  for i = 1, 256 do to_file[i] = 255 end
+  for t = 1, classes.count do to_file[t] = train_id_files and (t - 1) or classes.ids[t] end
+  local out_items, weight_paths = {}, {}
+  local covered, pixels, correct, judged = 0, 0, 0, 0
+  local per_class = {}
+  for k = 1, classes.count do per_class[k] = {labelled = 0, correct = 0} end
+  for batch in loader():epoch() do
+    for k = 1, batch.ids:numel() do
+      local id = batch.ids:get(k) + 1
+      local item = items[id]
+      local h, w = batch.images:size(3), batch.images:size(4)
+      local probs = kd.resize_bilinear(state.soft[id], h, w)
+      local pred, conf = pseudo.decide(probs)
+      local coarse = item.label and batch.labels:narrow(k, 1) or nil
+      local labels, weights = pseudo.refine({probs = probs, pred = pred, conf = conf, coarse = coarse, classes = classes.count,
+                                            thresholds = thresholds}, c.rules, cycle)
+      local stem = item.image:match("([^/]+)_leftImg8bit%.png$") or item.image:match("([^/]+)%.png$")
+      local label_path, weight_path = dir .. "/" .. stem .. "_label.png", dir .. "/" .. stem .. "_confidence.png"
+      local as_uint8 = labels:to("uint8"):view(h, w)
+      local file_labels = C.map_values(as_uint8, to_file) -- ignored pixels stay 255, ignored in both spaces
+      kd.image.write(label_path, file_labels)
+      kd.image.write(weight_path, (weights * 255):to("uint8"):view(h, w))
+      out_items[#out_items + 1] = {image = item.image, label = label_path, train_ids = train_id_files}
+      weight_paths[#weight_paths + 1] = weight_path
+      local truth_path = truth_for(cfg.data.root, item.image)
+      local truth = truth_path and C.map_values(kd.image.read(truth_path), classes.lut) or nil
+      local st = pseudo.stats(labels, truth, classes.count)
+      covered, pixels = covered + st.covered, pixels + st.pixels
+      if truth then
+        for cl = 1, classes.count do
+          per_class[cl].labelled = per_class[cl].labelled + st.per_class[cl].labelled
+          per_class[cl].correct = per_class[cl].correct + st.per_class[cl].correct
+          judged, correct = judged + st.per_class[cl].labelled, correct + st.per_class[cl].correct
+        end
+      end
+    end
+  end
+  local accuracy = {}
+  for cl, name in ipairs(classes.names) do
+    accuracy[name] = per_class[cl].labelled > 0 and per_class[cl].correct / per_class[cl].labelled or cjson.null
+  end
+  local stats = {cycle = cycle, images = n, coverage = covered / math.max(pixels, 1),
+                 accuracy = judged > 0 and correct / judged or cjson.null, per_class_accuracy = accuracy,
+                 thresholds = thresholds}
+  C.write_atomic(dir .. "/stats.json", cjson.encode(stats) .. "\n")
+  return out_items, weight_paths, stats
+end
+
+local function say(cfg, ...) if not cfg.quiet then print(string.format(...)) end end
+
+-- The whole pipeline from a config (merged over semisup.defaults); writes
+-- runs/<name>/results.json and results.md and returns the results.
+function semisup.run(user_config)
+  local cfg = config.merge(semisup.defaults, user_config or {}, "semisup")
+  local dir = cfg.runs_dir .. "/" .. cfg.name
+  files.mkdir_p(dir)
+  C.write_atomic(dir .. "/config.json", cjson.encode(cfg) .. "\n")
+  local classes = kd.data.classes.cityscapes()
+  local root = cfg.data.root
+  local labeled = Dataset({root = root, list = resolve_list(root, cfg.data.labeled), classes = classes})
+  local val = Dataset({root = root, split = cfg.data.val.split, classes = classes})
+  if cfg.data.val.limit > 0 then
+    local items = {}
+    for i = 1, math.min(cfg.data.val.limit, #val.items) do items[i] = val.items[i] end
+    val.items = items
+  end
+  local results = {name = cfg.name}
+  local start = C.clock()
+
+  -- 1. the teacher on the fine labels
+  say(cfg, "== teacher (%s) on %d finely labelled images", cfg.teacher.model, #labeled.items)
+  local tcfg = train_config(cfg, "teacher", cfg.teacher.model, cfg.teacher.iterations, cfg.teacher.lr, cfg.data.labeled)
+  local trainer = kd.train.Trainer(tcfg, {quiet = cfg.quiet})
+  local teacher_results = trainer:run()
+  local teacher = trainer.model
+  results.teacher = {miou = teacher_results.final_miou, cycle = 0}
+  local history = {{cycle = 0, teacher_miou = teacher_results.final_miou}}
+
+  -- 2. self-correcting cycles
+  local weak = semisup.weak_items(cfg, classes)
+  local state, pseudo_items, pseudo_weights = {}, nil, nil
+  local averaged = nil
+  for cycle = 1, cfg.cycles.count do
+    local labeller = teacher
+    if cfg.teacher.average_weights then
+      if not averaged then
+        averaged = kd.models.create(cfg.teacher.model, {classes = classes.count})
+        averaged:load_state_dict(teacher:state_dict())
+      else
+        kd.optim.EMA(averaged, teacher, {decay = (cycle - 1) / cycle, average_buffers = true}):update()
+        local bn_loader = kd.data.Loader(labeled, {batch_size = cfg.batch_size, workers = cfg.workers, shuffle = true,
+                                                    seed = cfg.seed + cycle, infinite = true, augment = {crop = cfg.augment.crop}})
+        semisup.reestimate_bn(averaged, bn_loader, cfg.teacher.bn_batches)
+        bn_loader:close()
+      end
+      labeller = averaged
+    end
+    say(cfg, "== cycle %d: pseudo-labels for %d images", cycle, #weak)
+    pseudo_items, pseudo_weights, stats = semisup.label_cycle(labeller, weak, state, cycle, cfg, classes,
+                                                              string.format("%s/pseudo/cycle_%d", dir, cycle), labeled.train_id_files)
+    say(cfg, "   coverage %.1f%%, accuracy %s", 100 * stats.coverage,
+        type(stats.accuracy) == "number" and string.format("%.1f%%", 100 * stats.accuracy) or "unknown")
+    -- fine-tune the teacher on fine + refined labels
+    local items, weights = {}, {}
+    for _, it in ipairs(labeled.items) do items[#items + 1] = it; weights[#weights + 1] = false end
+    for i, it in ipairs(pseudo_items) do items[#items + 1] = it; weights[#weights + 1] = pseudo_weights[i] end
+    local rcfg = train_config(cfg, "teacher_cycle" .. cycle, cfg.teacher.model, cfg.teacher.retrain_iterations,
+                              cfg.teacher.retrain_lr, cfg.data.labeled)
+    local retrain = kd.train.Trainer(rcfg, {quiet = cfg.quiet, model = teacher,
+                                            train_set = Dataset.from_items(items, classes, labeled.train_id_files),
+                                            train_weights = weights})
+    local r = retrain:run()
+    history[#history + 1] = {cycle = cycle, teacher_miou = r.final_miou, coverage = stats.coverage, accuracy = stats.accuracy}
+    results.teacher = {miou = r.final_miou, cycle = cycle}
+  end
+  results.cycles = history
+
+  -- 3. the students, together
+  local s = cfg.students
+  local models = {}
+  for i, name in ipairs(s.models) do models[i] = {name = name} end
+  say(cfg, "== %d students", #models)
+  local pseudo_set = pseudo_items and Dataset.from_items(pseudo_items, classes, labeled.train_id_files) or nil
+  local out = kd.students.train({
+    settings = {name = "students", runs_dir = dir, seed = cfg.seed, models = models, batch_size = cfg.batch_size,
+                workers = cfg.workers, iterations = s.iterations, log_every = math.max(1, math.floor(s.iterations / 10)),
+                optim = {lr = s.lr}, weights = s.weights, temperature = s.temperature, grid = s.grid,
+                augment = {crop = cfg.augment.crop, scale = cfg.augment.scale}},
+    labeled = labeled, pseudo = pseudo_set, pseudo_weights = pseudo_weights, val = val, classes = classes,
+    teacher = teacher, quiet = cfg.quiet,
+  })
+  results.students = {}
+  for i, st in ipairs(out.students) do results.students[i] = {name = st.name, miou = st.miou} end
+  results.ensemble = out.ensemble
+
+  -- 4. baselines with the same student and budget
+  local student_model = s.models[1]
+  if cfg.baselines.fine_only then
+    say(cfg, "== baseline: %s on fine labels only", student_model)
+    results.fine_only = {miou = kd.train.run(train_config(cfg, "baseline_fine_only", student_model, s.iterations, s.lr,
+                                                          cfg.data.labeled), {quiet = cfg.quiet}).final_miou}
+  end
+  if cfg.baselines.all_labels then
+    local all = {}
+    local fine = Dataset({root = root, split = "train", labels = "fine", classes = classes})
+    for _, it in ipairs(fine.items) do all[#all + 1] = it end
+    for _, it in ipairs(weak) do
+      local truth = truth_for(root, it.image)
+      if truth then all[#all + 1] = {image = it.image, label = truth, train_ids = false} end
+    end
+    say(cfg, "== baseline: %s on all %d fine labels", student_model, #all)
+    local bcfg = train_config(cfg, "baseline_all_labels", student_model, s.iterations, s.lr, nil)
+    results.all_labels = {miou = kd.train.Trainer(bcfg, {quiet = cfg.quiet, train_set = Dataset.from_items(all, classes, false)}):run().final_miou}
+  end
+  results.elapsed = C.clock() - start
+  C.write_atomic(dir .. "/results.json", cjson.encode(results) .. "\n")
+  local md = semisup.table(results)
+  C.write_atomic(dir .. "/results.md", md .. "\n")
+  print(md)
+  return results
+end
+
+-- The results as a markdown table.
+function semisup.table(results)
+  local rows = {"| model | val mIoU |", "|---|---|"}
+  local function row(name, r) if r and r.miou then rows[#rows + 1] = string.format("| %s | %.2f |", name, 100 * r.miou) end end
+  row("student, fine labels only", results.fine_only)
+  for i, st in ipairs(results.students or {}) do row(string.format("distilled student %d (%s)", i, st.name), st) end
+  row("students' ensemble", results.ensemble)
+  row("student, all fine labels", results.all_labels)
+  row("teacher (after the last cycle)", results.teacher)
+  return table.concat(rows, "\n")
+end
+
+return semisup
