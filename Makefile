@@ -1,7 +1,7 @@
 # kdseg - one plain Makefile.
 #   make            install missing Debian packages, build the core and kdseg
 #   make test       C tests (plain and under ASan+UBSan), then the Lua suite
-#   make demo       build, generate a small SynthCity, train and evaluate on it
+#   make demo       build, generate a small SynthCity, run the method on it
 #   make bench      performance figures as JSON lines (not a test)
 #   make clean      remove build/
 
@@ -90,11 +90,10 @@ bench: all $(BUILD)/bench/bench_conv
 	$(BUILD)/bench/bench_conv
 	$(BUILD)/kdseg tests/bench/bench_nets.lua 1 2
 
-# A small SynthCity, then a supervised bench_student on it (a few minutes).
+# The whole method on a freshly generated small SynthCity (under 15 minutes
+# on 2 cores): teacher, pseudo-label cycles, students, baselines, the table.
 demo: all
-	@[ -f data/demo/.complete ] || { $(BUILD)/kdseg synthcity --out data/demo --train 240 --coarse 0 --val 60 \
-	    --size 128x256 --seed 1 && touch data/demo/.complete; }
-	$(BUILD)/kdseg train experiments/demo_supervised.yaml
+	$(BUILD)/kdseg experiments/demo.lua
 
 clean:
 	rm -rf $(BUILD)

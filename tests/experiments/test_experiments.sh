@@ -1,0 +1,34 @@
+#!/bin/sh
+# A tiny end-to-end run (a few iterations, 32 x 64 images) of every
+# experiment script and config in experiments/. Prints "N passed, N failed".
+set -u
+top=$(cd "$(dirname "$0")/../.." && pwd)
+kdseg=$top/build/kdseg
+tmp=$(mktemp -d)
+trap 'rm -rf "$tmp"' EXIT
+cd "$tmp"
+passed=0; failed=0
+run() { # run NAME command...
+    name=$1; shift
+    if "$@" > out.log 2>&1; then passed=$((passed + 1)); else
+        failed=$((failed + 1)); echo "FAIL experiments: $name"; tail -15 out.log; fi
+}
+"$kdseg" synthcity --out data --train 16 --coarse 16 --val 4 --size 32x64 --seed 2 > /dev/null
+"$kdseg" splits --root data --fractions 1/4,1/8 --seed 0 > /dev/null
+tiny="data.root=data augment.crop=[32,64] batch_size=4 workers=1 teacher.iterations=4 teacher.retrain_iterations=2 students.iterations=3 quiet=true"
+# shellcheck disable=SC2086
+run semisup_kd "$kdseg" "$top/experiments/semisup_kd.lua" name=tiny_kd $tiny students.models=[bench_student,erfnet] students.weights.strong=1
+run "semisup_kd results" grep -q "distilled student 2 (erfnet)" runs/tiny_kd/results.md
+run "semisup_kd pseudo-labels" test -f runs/tiny_kd/pseudo/cycle_2/stats.json
+# shellcheck disable=SC2086
+run ablation "$kdseg" "$top/experiments/ablation.lua" seeds=[1] $tiny
+run "ablation table" grep -q "+ mutual learning" runs/ablation/ablation.md
+run compose_two_teachers "$kdseg" "$top/experiments/compose_two_teachers.lua" data 3
+run toy_segmentation "$kdseg" "$top/experiments/toy_segmentation.lua" 5
+for config in "$top"/experiments/baselines/*.yaml "$top"/experiments/*.yaml; do
+    name=$(basename "$config" .yaml)
+    run "$name" "$kdseg" train "$config" name="$name" data.root=data data.augment.crop=[32,64] data.batch_size=2 \
+        data.workers=1 train.iterations=3 train.log_every=1 schedule.warmup=0 train.eval_every=0 train.checkpoint_every=0
+done
+echo "experiment tests: $passed passed, $failed failed"
+[ "$failed" = 0 ]

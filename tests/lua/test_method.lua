@@ -1,0 +1,112 @@
+-- The method's building blocks: each refinement rule on hand-made probability
+-- maps and coarse labels, per-class thresholds, weights and statistics; the
+-- weight schedules; gradient checks of every loss term through the Lua API.
+local h = require("harness")
+local T = {}
+local P = kd.pseudo
+
+-- 1 image of 1 x 4 pixels, 3 classes; probabilities per pixel (columns):
+--   pixel 1: (0.98, 0.01, 0.01)  pixel 2: (0.02, 0.03, 0.95)
+--   pixel 3: (0.1, 0.85, 0.05)   pixel 4: (0.4, 0.35, 0.25)
+local function maps()
+  local probs = kd.tensor({{{{0.98, 0.02, 0.1, 0.4}}, {{0.01, 0.03, 0.85, 0.35}}, {{0.01, 0.95, 0.05, 0.25}}}})
+  local pred, conf = P.decide(probs)
+  return probs, pred, conf
+end
+
+local function labels_of(t) return table.concat(t:flat(), ",") end
+
+function T.decide()
+  local _, pred, conf = maps()
+  h.eq(labels_of(pred), "0,2,1,0", "argmax per pixel")
+  h.near(conf:get(3), 0.85, 1e-6, "confidence")
+end
+
+function T.keep_coarse_unless_confident()
+  local probs, pred, conf = maps()
+  -- coarse says 1 at pixel 1 (teacher: 0 at 0.98 -> overruled), 0 at pixel 2
+  -- (teacher: 2 at 0.95 -> overruled at threshold 0.9, kept at 0.97), gap at
+  -- 3, 1 at pixel 4 (teacher: 0 at 0.4 -> kept)
+  local coarse = kd.tensor({{{1, 0, 255, 1}}}, "int32")
+  local state = {probs = probs, pred = pred, conf = conf, coarse = coarse, classes = 3}
+  state.labels = coarse
+  h.eq(labels_of(P.rules.keep_coarse(state, {threshold = 0.9})), "0,2,255,1", "threshold 0.9")
+  h.eq(labels_of(P.rules.keep_coarse(state, {threshold = 0.97})), "0,0,255,1", "threshold 0.97")
+end
+
+function T.fill_gaps_where_confident()
+  local probs, pred, conf = maps()
+  local state = {probs = probs, pred = pred, conf = conf, classes = 3, labels = kd.tensor({{{255, 255, 255, 1}}}, "int32")}
+  h.eq(labels_of(P.rules.fill(state, {threshold = 0.9})), "0,2,255,1", "fixed threshold: 0.85 and labelled pixels untouched")
+  h.eq(labels_of(P.rules.fill(state, {threshold = 0.8})), "0,2,1,1", "lower threshold fills pixel 3")
+  state.thresholds = {0.99, 0.5, 0.9} -- per class: class 0 needs 0.99
+  h.eq(labels_of(P.rules.fill(state, {threshold = "per_class"})), "255,2,1,1", "per-class thresholds")
+  local schedule = P.schedules.linear(0.94, 0.8, 3)
+  h.eq(labels_of(P.rules.fill(state, {threshold = schedule}, 1)), "0,2,255,1", "scheduled threshold, cycle 1 (0.94)")
+  h.eq(labels_of(P.rules.fill(state, {threshold = schedule}, 3)), "0,2,1,1", "scheduled threshold, cycle 3 (0.8)")
+end
+
+function T.per_class_percentile_thresholds()
+  -- class 0 predicted with confidences 0.6, 0.7, 0.8, 0.9; class 1 with 0.55, 0.65; class 2 never
+  local pred = kd.tensor({{{0, 0, 0, 0, 1, 1}}}, "int32")
+  local conf = kd.tensor({{{0.6, 0.7, 0.8, 0.9, 0.55, 0.65}}})
+  local t = P.class_thresholds(pred, conf, 3, {percentile = 50, min = 0.5, max = 0.95})
+  h.near(t[1], 0.8, 2e-3, "median of class 0")
+  h.near(t[2], 0.65, 2e-3, "median of class 1")
+  h.near(t[3], 0.95, 1e-6, "an unpredicted class gets the maximum")
+  local strict = P.class_thresholds(pred, conf, 3, {percentile = 50, min = 0.7, max = 0.75})
+  h.near(strict[1], 0.75, 1e-6, "clamped to max")
+  h.near(strict[2], 0.7, 1e-6, "clamped to min")
+end
+
+function T.refine_weights_and_stats()
+  local probs, pred, conf = maps()
+  local coarse = kd.tensor({{{1, 0, 255, 1}}}, "int32")
+  local labels, weights = P.refine({probs = probs, pred = pred, conf = conf, coarse = coarse, classes = 3},
+                                   {{"keep_coarse", threshold = 0.9}, {"fill", threshold = 0.8}}, 1)
+  h.eq(labels_of(labels), "0,2,1,1", "rules in order")
+  h.near(weights:get(1), 0.98, 1e-6, "weight = teacher probability of the label")
+  h.near(weights:get(4), 0.35, 1e-6, "a kept coarse label weighs the teacher's belief in it")
+  local dropped = P.rules.drop_unsure({probs = probs, labels = labels}, {min_weight = 0.5})
+  h.eq(labels_of(dropped), "0,2,1,255", "drop_unsure")
+  local truth = kd.tensor({{{0, 2, 0, 1}}}, "int32")
+  local st = P.stats(labels, truth, 3)
+  h.eq(st.coverage, 1, "coverage")
+  h.eq(st.accuracy, 0.75, "accuracy against the truth")
+  h.eq(st.per_class[2].labelled, 2, "class 1 pseudo-labelled twice")
+  h.eq(st.per_class[2].correct, 1, "once correctly")
+  h.raises(function() P.refine({probs = probs, pred = pred, conf = conf, classes = 3}, {{"nonsense"}}) end, "rule 1 'nonsense' is unknown")
+end
+
+function T.weight_schedules()
+  local S = kd.distill.schedules
+  local ramp = S.sigmoid_rampup(2, 100)
+  h.near(ramp(0), 2 * math.exp(-5), 1e-12, "ramp start")
+  h.near(ramp(100), 2, 1e-12, "ramp end")
+  h.near(ramp(50), 2 * math.exp(-5 * 0.25), 1e-12, "ramp middle")
+  h.eq(S.linear(0, 1, 10)(5), 0.5, "linear")
+  h.eq(S.step({1, 0.5, 0.1}, 10)(15), 0.5, "step")
+  h.near(S.cosine(1, 0, 10)(5), 0.5, 1e-12, "cosine")
+  h.eq(kd.distill.weight(0.3, 7), 0.3, "constant weight")
+  h.near(kd.distill.weight({"linear", 0, 2, 4}, 2), 1, 1e-12, "a schedule written in a config")
+end
+
+local function check(name, f, inputs, tolerance)
+  local ok, report = kd.gradcheck(f, inputs, {tolerance = tolerance or 1e-2})
+  if not ok then error(name .. ": " .. report, 2) end
+end
+
+function T.loss_terms_gradcheck()
+  local teacher = kd.randn({2, 5, 3, 4})
+  check("pixel_kd", function(s) return kd.distill.pixel_kd(s, teacher, 3) end, {kd.randn({2, 5, 3, 4})})
+  local tf = kd.randn({2, 6, 6, 8})
+  check("pairwise_kd", function(s) return kd.distill.pairwise_kd(s, tf, {2, 4}) end, {kd.randn({2, 4, 6, 8})}, 2e-2)
+  local peer = kd.randn({2, 5, 3, 4})
+  check("mutual", function(s) return kd.distill.mutual({s, peer, peer * 2}, 1, 2) end, {kd.randn({2, 5, 3, 4})})
+  local labels = kd.zeros({2, 3, 4}, "int32")
+  for i = 1, labels:numel() do labels:set(i, i % 6 == 0 and 255 or i % 5) end
+  local weights = kd.rand({2, 3, 4})
+  check("pseudo_ce", function(s) return kd.distill.pseudo_ce(s, labels, weights) end, {kd.randn({2, 5, 3, 4})})
+end
+
+return T
