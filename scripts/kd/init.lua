@@ -68,6 +68,7 @@ kd.train = require("kd.train")
 kd.pseudo = require("kd.pseudo")
 kd.distill = require("kd.distill")
 kd.students = require("kd.students")
+kd.semi = require("kd.semi")
 kd.image = {read = C.png_read, write = C.png_write}
 kd.gradcheck = require("kd.gradcheck")
 return kd

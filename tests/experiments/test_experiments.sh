@@ -23,6 +23,9 @@ run "semisup_kd pseudo-labels" test -f runs/tiny_kd/pseudo/cycle_2/stats.json
 # shellcheck disable=SC2086
 run ablation "$kdseg" "$top/experiments/ablation.lua" seeds=[1] $tiny
 run "ablation table" grep -q "+ mutual learning" runs/ablation/ablation.md
+run baselines_semisup "$kdseg" "$top/experiments/baselines_semisup.lua" data.root=data data.labeled=splits/1_4/labeled.txt \
+    data.unlabeled=splits/1_4/unlabeled.txt iterations=3 crop=[32,64] batch_size=4 workers=1 quiet=true
+run "baselines table" grep -q "UniMatch-style" runs/baselines_semisup/results.md
 run compose_two_teachers "$kdseg" "$top/experiments/compose_two_teachers.lua" data 3
 run toy_segmentation "$kdseg" "$top/experiments/toy_segmentation.lua" 5
 for config in "$top"/experiments/baselines/*.yaml "$top"/experiments/*.yaml; do

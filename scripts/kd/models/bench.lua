@@ -29,6 +29,9 @@ end
 
 function BenchStudent:forward(x) return (self:forward_features(x)) end
 
+-- The logits from (possibly perturbed) features, for feature-perturbation consistency.
+function BenchStudent:decode(features, x) return blocks.upsample_to(self.classifier(features), x) end
+
 local BenchTeacher = class("models.bench_teacher", nn.Module)
 
 function BenchTeacher:__init(options)
@@ -51,5 +54,7 @@ function BenchTeacher:forward_features(x)
 end
 
 function BenchTeacher:forward(x) return (self:forward_features(x)) end
+
+function BenchTeacher:decode(features, x) return blocks.upsample_to(self.classifier(features), x) end
 
 return {bench_student = BenchStudent, bench_teacher = BenchTeacher}

@@ -50,4 +50,7 @@ end
 
 function ERFNet:forward(x) return (self:forward_features(x)) end
 
+-- The logits from (possibly perturbed) features, for feature-perturbation consistency.
+function ERFNet:decode(features, x) return blocks.upsample_to(self.classifier(features), x) end
+
 return {erfnet = ERFNet}

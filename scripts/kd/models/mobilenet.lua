@@ -51,4 +51,7 @@ end
 
 function MobileNet:forward(x) return (self:forward_features(x)) end
 
+-- The logits from (possibly perturbed) features, for feature-perturbation consistency.
+function MobileNet:decode(features, x) return blocks.upsample_to(self.classifier(features), x) end
+
 return {mobilenetv2 = MobileNet}

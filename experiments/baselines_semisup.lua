@@ -1,0 +1,57 @@
+-- The baselines the method is measured against, with one student design and
+-- one budget (iterations, batch size): supervised on fine labels only;
+-- supervised on fine + raw coarse labels; Mean Teacher; Cross Pseudo
+-- Supervision; a UniMatch-style weak-to-strong consistency. Writes
+-- runs/<name>/results.md and results.json.
+--   kdseg experiments/baselines_semisup.lua [key=value ...]
+local cjson = require("cjson")
+local semisup = require("kd.semisup")
+
+local cfg = {name = "baselines_semisup", runs_dir = "runs", seed = 1, model = "bench_student", iterations = 2000,
+             lr = 0.01, batch_size = 8, workers = 2, crop = {128, 256}, quiet = false,
+             data = kd.config.copy(semisup.defaults.data), methods = {"fine_only", "fine_coarse", "mean_teacher", "cps", "unimatch"}}
+for _, a in ipairs(arg or {}) do kd.config.override(cfg, a) end
+local classes = kd.data.classes.cityscapes()
+local root = cfg.data.root
+local function at_root(list) return list:sub(1, 1) == "/" and list or root .. "/" .. list end
+local labeled = kd.data.Dataset{root = root, list = at_root(cfg.data.labeled), classes = classes}
+local val = kd.data.Dataset{root = root, split = cfg.data.val.split, classes = classes}
+local weak = semisup.weak_items({data = cfg.data}, classes) -- coarse images (with labels) and unlabeled ones
+local unlabeled_items = {}
+for i, it in ipairs(weak) do unlabeled_items[i] = {image = it.image} end
+local unlabeled = kd.data.Dataset.from_items(unlabeled_items, classes)
+local dir = cfg.runs_dir .. "/" .. cfg.name
+
+local function supervised(name, items)
+  local tcfg = {name = name, runs_dir = dir, seed = cfg.seed, model = {name = cfg.model}, optim = {lr = cfg.lr},
+                data = {root = root, batch_size = cfg.batch_size, workers = cfg.workers, train = {list = cfg.data.labeled},
+                        augment = {crop = cfg.crop}},
+                train = {iterations = cfg.iterations, eval_every = 0, checkpoint_every = 0,
+                         log_every = math.max(1, math.floor(cfg.iterations / 10))}}
+  local set = items and kd.data.Dataset.from_items(items, classes, labeled.train_id_files) or nil
+  return {miou = kd.train.Trainer(tcfg, {quiet = cfg.quiet, train_set = set}):run().final_miou}
+end
+
+local results, rows = {}, {"| method (" .. cfg.model .. ", " .. cfg.iterations .. " iterations) | val mIoU |", "|---|---|"}
+local titles = {fine_only = "supervised, fine labels only", fine_coarse = "supervised, fine + raw coarse labels",
+                mean_teacher = "Mean Teacher", cps = "Cross Pseudo Supervision", unimatch = "UniMatch-style"}
+for _, method in ipairs(cfg.methods) do
+  local r
+  if method == "fine_only" then r = supervised("fine_only")
+  elseif method == "fine_coarse" then
+    local items = {}
+    for _, it in ipairs(labeled.items) do items[#items + 1] = it end
+    for _, it in ipairs(weak) do if it.label then items[#items + 1] = it end end
+    r = supervised("fine_coarse", items)
+  elseif kd.semi[method] then
+    r = kd.semi[method]({settings = {name = method, runs_dir = dir, seed = cfg.seed, model = cfg.model, iterations = cfg.iterations,
+                                     lr = cfg.lr, batch_size = cfg.batch_size, workers = cfg.workers, crop = cfg.crop, quiet = cfg.quiet},
+                         labeled = labeled, unlabeled = unlabeled, val = val, classes = classes})
+  else error("baselines: unknown method '" .. tostring(method) .. "'", 0) end
+  results[method] = r.miou
+  rows[#rows + 1] = string.format("| %s | %.2f |", titles[method], 100 * r.miou)
+end
+kd.data.files.mkdir_p(dir)
+kd._C.write_atomic(dir .. "/results.json", cjson.encode(results) .. "\n")
+kd._C.write_atomic(dir .. "/results.md", table.concat(rows, "\n") .. "\n")
+print(table.concat(rows, "\n"))
