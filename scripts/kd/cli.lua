@@ -24,6 +24,13 @@ function cli.commands()
   return names
 end
 
+-- "128x256" -> 128, 256; an error naming the option otherwise.
+function cli.parse_size(text, option)
+  local h, w = tostring(text):match("^(%d+)x(%d+)$")
+  if not h then error(string.format("%s must be HxW, e.g. 128x256; got %s", option, tostring(text)), 0) end
+  return tonumber(h), tonumber(w)
+end
+
 function cli.main(first, ...)
   if first:match("%.lua$") or first:find("/") then
     if not file_exists(first) then error("cannot open script " .. first, 0) end

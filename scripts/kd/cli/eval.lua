@@ -29,12 +29,7 @@ return function(...)
   local ds = kd.data.Dataset(spec)
   local loader = kd.data.Loader(ds, {batch_size = args.batch_size, workers = args.workers,
                                      augment = {mean = model_config.mean, std = model_config.std}})
-  local crop = nil
-  if args.crop then
-    local h, w = args.crop:match("^(%d+)x(%d+)$")
-    if not h then error("kdseg eval: --crop must be HxW", 0) end
-    crop = {tonumber(h), tonumber(w)}
-  end
+  local crop = args.crop and {require("kd.cli").parse_size(args.crop, "kdseg eval: --crop")} or nil
   local confusion = evaluate.run(model, loader, classes, {crop = crop})
   print(confusion:table())
   if args.out then

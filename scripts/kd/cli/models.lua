@@ -7,8 +7,7 @@ return function(...)
   parser:option("--size", "Input size HxW for the FLOPs.", "128x256")
   parser:option("--classes", "Number of classes.", "19"):convert(tonumber)
   local args = parser:parse({...})
-  local h, w = args.size:match("^(%d+)x(%d+)$")
-  if not h then error("kdseg models: --size must be HxW, got " .. args.size, 0) end
+  local h, w = require("kd.cli").parse_size(args.size, "kdseg models: --size")
   print(string.format("%-16s %12s %14s", "model", "parameters", "GFLOPs/image"))
   for _, name in ipairs(kd.models.names()) do
     local net = kd.models.create(name, {classes = args.classes})

@@ -20,12 +20,7 @@ return function(...)
   local classes = checkpoint.classes_of(model_config)
   local inputs = kd._C.is_dir(args.input) and files.find(args.input, ".png") or {args.input}
   if #inputs == 0 then error("kdseg predict: no PNG images in " .. args.input, 0) end
-  local crop = nil
-  if args.crop then
-    local h, w = args.crop:match("^(%d+)x(%d+)$")
-    if not h then error("kdseg predict: --crop must be HxW", 0) end
-    crop = {tonumber(h), tonumber(w)}
-  end
+  local crop = args.crop and {require("kd.cli").parse_size(args.crop, "kdseg predict: --crop")} or nil
   files.mkdir_p(args.out)
   local to_label_ids = {}
   for i = 1, 256 do to_label_ids[i] = (i <= classes.count) and classes.ids[i] or 0 end

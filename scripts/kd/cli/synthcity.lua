@@ -16,8 +16,7 @@ return function(...)
   parser:option("--size", "Image size HxW.", "128x256")
   parser:option("--seed", "Seed of the dataset.", "1"):convert(tonumber)
   local args = parser:parse({...})
-  local h, w = args.size:match("^(%d+)x(%d+)$")
-  if not h then error("kdseg synthcity: --size must be HxW, e.g. 128x256; got " .. args.size, 0) end
+  local h, w = require("kd.cli").parse_size(args.size, "kdseg synthcity: --size")
   for _, key in ipairs({"train", "coarse", "val", "seed"}) do
     if not args[key] or args[key] < 0 or args[key] % 1 ~= 0 then
       error("kdseg synthcity: --" .. key .. " must be a non-negative integer", 0)
