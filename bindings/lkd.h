@@ -45,5 +45,6 @@ void lkd_open_data(lua_State *L);     /* l_data.c: images, SynthCity, files */
 void lkd_open_yaml(lua_State *L);     /* l_yaml.c */
 void lkd_open_loader(lua_State *L);   /* l_loader.c */
 void lkd_open_pseudo(lua_State *L);   /* l_pseudo.c */
+void lkd_open_process(lua_State *L);  /* l_process.c */
 
 #endif

@@ -95,6 +95,7 @@ static int open_kd(lua_State *L) {
     lkd_open_yaml(L);
     lkd_open_loader(L);
     lkd_open_pseudo(L);
+    lkd_open_process(L);
     lua_pushstring(L, KDSEG_VERSION);
     lua_setfield(L, -2, "version");
     lua_pushstring(L, scripts);

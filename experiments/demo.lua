@@ -16,8 +16,8 @@ return semisup.run({
   name = "demo_semisup", seed = 1, batch_size = 8, workers = 2,
   data = {root = root, labeled = "splits/1_8/labeled.txt", unlabeled = "splits/1_8/unlabeled.txt"},
   augment = {crop = {64, 128}, scale = {0.75, 1.5}},
-  teacher = {model = "bench_teacher", iterations = 600, lr = 0.02, retrain_iterations = 300, retrain_lr = 0.01},
+  teacher = {model = "bench_teacher", iterations = 500, lr = 0.02, retrain_iterations = 250, retrain_lr = 0.01},
   cycles = {count = 2},
-  students = {models = {"bench_student", "bench_student"}, iterations = 800, lr = 0.02,
+  students = {models = {"bench_student", "bench_student"}, iterations = 600, lr = 0.02,
               weights = {ce = 1, pseudo = 1, pixel_kd = 0.5, pairwise = 1, mutual = 0.5}},
 })

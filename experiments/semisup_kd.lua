@@ -6,8 +6,12 @@
 -- evaluated; runs/<name>/results.json and results.md.
 --   kdseg experiments/semisup_kd.lua [key=value ...]     (keys: kd.semisup.defaults)
 -- e.g. students.models=[bench_student,erfnet] cycles.count=3 students.weights.mutual=0.5
+-- With --check it only checks the overrides (kdseg sweep does, before its trials).
 local semisup = require("kd.semisup")
 
-local cfg = kd.config.copy(semisup.defaults)
-for _, a in ipairs(arg or {}) do kd.config.override(cfg, a) end
+local cfg, check = kd.config.copy(semisup.defaults), false
+for _, a in ipairs(arg or {}) do
+  if a == "--check" then check = true else kd.config.override(cfg, a) end
+end
+if check then return end -- kdseg sweep checks overrides this way before running trials
 return semisup.run(cfg)

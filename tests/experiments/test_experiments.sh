@@ -33,5 +33,7 @@ for config in "$top"/experiments/baselines/*.yaml "$top"/experiments/*.yaml; do
     run "$name" "$kdseg" train "$config" name="$name" data.root=data data.augment.crop=[32,64] data.batch_size=2 \
         data.workers=1 train.iterations=3 train.log_every=1 schedule.warmup=0 train.eval_every=0 train.checkpoint_every=0
 done
+# the real sweep spec: checked whole (its program's overrides included) by emitting its Slurm script
+run "sweep spec kd_weights" "$kdseg" sweep "$top/experiments/sweeps/kd_weights.yaml" --emit-slurm slurm
 echo "experiment tests: $passed passed, $failed failed"
 [ "$failed" = 0 ]

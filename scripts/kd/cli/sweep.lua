@@ -1,0 +1,42 @@
+-- kdseg sweep: hyperparameter sweeps from a YAML spec (see scripts/kd/sweep/spec.lua).
+--   kdseg sweep SPEC [--workers N] [--resume] [--oversubscribe]   run (the report is written at the end)
+--   kdseg sweep --report DIR                                        rewrite DIR's report
+--   kdseg sweep SPEC --emit-slurm DIR                              a Slurm job-array script
+--   kdseg sweep SPEC --trial I                                     run trial I alone (what each array task does)
+local argparse = require("argparse")
+local spec = require("kd.sweep.spec")
+local runner = require("kd.sweep.runner")
+local report = require("kd.sweep.report")
+
+return function(...)
+  local parser = argparse("kdseg sweep", "Run a hyperparameter sweep from a YAML spec.")
+  parser:argument("spec", "The sweep spec (YAML)."):args("?")
+  parser:option("--workers", "Trials at once.", "1"):convert(tonumber)
+  parser:flag("--resume", "Go on with a sweep whose runner was stopped.")
+  parser:flag("--oversubscribe", "Allow workers x threads beyond the machine's cores.")
+  parser:option("--report", "Write the report of the sweep in this folder, and stop.")
+  parser:option("--emit-slurm", "Write a Slurm job-array script into this folder, and stop.")
+  parser:option("--trial", "Run only trial I (0-based)."):convert(tonumber)
+  parser:option("--runs-dir", "Where sweeps write.", "runs")
+  parser:flag("--quiet", "Print nothing but errors.")
+  local args = parser:parse({...})
+  if args.report then
+    print("report: " .. report.write(args.report))
+    return
+  end
+  if not args.spec then error("kdseg sweep: a spec file is required (kdseg sweep SPEC)", 0) end
+  local s = spec.load(args.spec)
+  runner.check(s)
+  if args.emit_slurm then
+    local path, n = report.slurm(s, args.emit_slurm, args.runs_dir)
+    print(string.format("slurm: %s (array of %d trials)", path, n))
+    return
+  end
+  if not args.workers or args.workers < 1 then error("kdseg sweep: --workers must be >= 1", 0) end
+  local complete = runner.run(s, {workers = args.workers, resume = args.resume, oversubscribe = args.oversubscribe,
+                                  trial = args.trial, runs_dir = args.runs_dir, quiet = args.quiet})
+  if args.trial then return end
+  local path = report.write(runner.dir(s, args.runs_dir), s)
+  if not args.quiet then print("report: " .. path) end
+  if not complete then os.exit(130) end
+end
