@@ -110,5 +110,8 @@ parameters:
 expect_error "base path not in the config" "bad.yaml:2: override: unknown config key 'train.iters'" "config: tiny.lua
 base: {train.iters: 3}
 parameters: {optim.lr: {values: [1]}}"
+expect_error "a program's parameter path" "bad.yaml:3: kdseg: override: unknown config key 'students.weights.pixl_kd'" "program: experiments/semisup_kd.lua
+parameters:
+  students.weights.pixl_kd: {values: [1]}"
 echo "sweep tests: $passed passed, $failed failed"
 [ "$failed" = 0 ]

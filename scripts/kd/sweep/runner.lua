@@ -59,10 +59,13 @@ function runner.check(s)
   else
     if not files.exists(s.program) then error(where("program") .. ": program " .. s.program .. " does not exist", 0) end
     for _, k in ipairs(keys) do
-      local cmd = string.format("'%s' '%s' --check '%s=%s' 2>&1", C.exe_path(), s.program, k[2], spec_mod.format_value(k[3]))
+      -- (Lua 5.1's popen does not give the exit status: the shell prints it)
+      local cmd = string.format("'%s' '%s' --check '%s=%s' 2>&1; echo \"exit status $?\"", C.exe_path(), s.program,
+                                k[2], spec_mod.format_value(k[3]))
       local p = io.popen(cmd)
       local out = p:read("*a")
-      local ok = p:close()
+      p:close()
+      local ok = out:match("exit status 0%s*$") ~= nil
       if not ok then error(where(k[1], k[2]) .. ": " .. (out:match("([^\n]*unknown[^\n]*)") or out:gsub("\n.*", "")), 0) end
     end
   end

@@ -41,7 +41,22 @@ function spec.load(path)
   for _, key in ipairs({"config", "program"}) do
     if doc[key] ~= nil and type(doc[key]) ~= "string" then fail(path, lines, doc, key, key .. " must be a path") end
   end
-  s.config, s.program = doc.config, doc.program
+  -- a path as given (from the working folder), else next to the spec, else
+  -- in the kdseg checkout (experiments/... of the project)
+  local function resolve(p)
+    if not p then return nil end
+    local f = io.open(p, "r")
+    if f then f:close() return p end
+    local candidates = {require("kd._C").scripts_dir .. "/../" .. p}
+    local dir = path:match("^(.*)/[^/]*$")
+    if dir then table.insert(candidates, 1, dir .. "/" .. p) end
+    for _, candidate in ipairs(candidates) do
+      f = io.open(candidate, "r")
+      if f then f:close() return candidate end
+    end
+    return p
+  end
+  s.config, s.program = resolve(doc.config), resolve(doc.program)
   s.name = doc.name or path:match("([^/]+)%.ya?ml$") or "sweep"
   if type(s.name) ~= "string" or not s.name:match("^[%w_%-%.]+$") then fail(path, lines, doc, "name", "name must be a plain file name") end
   s.method = doc.method or "grid"
