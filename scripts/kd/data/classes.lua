@@ -1,0 +1,80 @@
+-- classes: class tables. A class table names the classes a network predicts
+-- (train ids 0..K-1), the label ids that stand for them in label files, their
+-- colours, and the ids that are ignored. Cityscapes' table is built in; a
+-- user's own comes from YAML:
+--   ignore_ids: [0, 255]            # optional: label ids mapped to ignore
+--   classes:
+--     - {name: background, id: 1, color: [0, 0, 0]}
+--     - {name: cat, id: 2, color: [255, 0, 0]}
+local classes = {}
+
+local IGNORE = 255
+
+-- Cityscapes, from the official labels.py: trainId = position (0-based).
+local cityscapes = {
+  {"road", 7, {128, 64, 128}}, {"sidewalk", 8, {244, 35, 232}}, {"building", 11, {70, 70, 70}},
+  {"wall", 12, {102, 102, 156}}, {"fence", 13, {190, 153, 153}}, {"pole", 17, {153, 153, 153}},
+  {"traffic light", 19, {250, 170, 30}}, {"traffic sign", 20, {220, 220, 0}},
+  {"vegetation", 21, {107, 142, 35}}, {"terrain", 22, {152, 251, 152}}, {"sky", 23, {70, 130, 180}},
+  {"person", 24, {220, 20, 60}}, {"rider", 25, {255, 0, 0}}, {"car", 26, {0, 0, 142}},
+  {"truck", 27, {0, 0, 70}}, {"bus", 28, {0, 60, 100}}, {"train", 31, {0, 80, 100}},
+  {"motorcycle", 32, {0, 0, 230}}, {"bicycle", 33, {119, 11, 32}},
+}
+
+-- A table from {name, id, color} entries: adds lut (label id + 1 -> train id)
+-- and palette (train id + 1 -> colour).
+function classes.make(entries, name)
+  local t = {name = name, names = {}, ids = {}, colors = {}, ignore = IGNORE, lut = {}, palette = {}}
+  for i = 1, 256 do t.lut[i] = IGNORE end
+  for i, e in ipairs(entries) do
+    t.names[i], t.ids[i], t.colors[i] = e[1], e[2], e[3]
+    t.lut[e[2] + 1] = i - 1
+    t.palette[i] = e[3]
+  end
+  t.count = #entries
+  return t
+end
+
+function classes.cityscapes() return classes.make(cityscapes, "cityscapes") end
+
+local function fail(path, lines, tbl, key, what)
+  local line = lines and lines[tbl] and lines[tbl][key]
+  error(string.format("%s%s: %s", path, line and (":" .. line) or "", what), 0)
+end
+
+-- Reads a class table from a YAML file (see above); errors name the line.
+function classes.load(path)
+  local doc, lines = require("kd.yaml").load_file(path)
+  if type(doc) ~= "table" or type(doc.classes) ~= "table" or #doc.classes == 0 then
+    error(path .. ": a class table needs a non-empty 'classes' list", 0)
+  end
+  for key in pairs(doc) do
+    if key ~= "classes" and key ~= "ignore_ids" and key ~= "name" then fail(path, lines, doc, key, "unknown key '" .. key .. "'") end
+  end
+  if #doc.classes > 254 then fail(path, lines, doc, "classes", "at most 254 classes") end
+  local entries, seen = {}, {}
+  for i, c in ipairs(doc.classes) do
+    if type(c) ~= "table" then fail(path, lines, doc.classes, i, "class " .. i .. " must be a mapping") end
+    for key in pairs(c) do
+      if key ~= "name" and key ~= "id" and key ~= "color" then fail(path, lines, c, key, "unknown key '" .. key .. "' in class " .. i) end
+    end
+    if type(c.name) ~= "string" then fail(path, lines, doc.classes, i, "class " .. i .. " needs a name") end
+    if type(c.id) ~= "number" or c.id < 0 or c.id > 255 or c.id % 1 ~= 0 then
+      fail(path, lines, c, "id", "class '" .. c.name .. "': id must be an integer 0..255")
+    end
+    if seen[c.id] then fail(path, lines, c, "id", "id " .. c.id .. " is used twice") end
+    seen[c.id] = true
+    local color = c.color or {(i * 67) % 256, (i * 131) % 256, (i * 29) % 256}
+    if type(color) ~= "table" or #color ~= 3 then fail(path, lines, c, "color", "class '" .. c.name .. "': color must be [r, g, b]") end
+    entries[i] = {c.name, c.id, color}
+  end
+  local t = classes.make(entries, doc.name or path)
+  for i, id in ipairs(doc.ignore_ids or {}) do
+    if type(id) ~= "number" or id < 0 or id > 255 then fail(path, lines, doc.ignore_ids, i, "ignore id must be 0..255") end
+    if seen[id] then fail(path, lines, doc.ignore_ids, i, "ignore id " .. id .. " is also a class id") end
+    t.lut[id + 1] = IGNORE
+  end
+  return t
+end
+
+return classes

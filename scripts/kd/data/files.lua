@@ -1,0 +1,43 @@
+-- files: the few file-system helpers the data code needs.
+local C = require("kd._C")
+
+local files = {}
+
+function files.exists(path)
+  local f = io.open(path, "rb")
+  if f then f:close() return true end
+  return false
+end
+
+function files.mkdir_p(path)
+  local sofar = path:sub(1, 1) == "/" and "" or "."
+  for part in path:gmatch("[^/]+") do
+    sofar = sofar .. "/" .. part
+    if not C.is_dir(sofar) then C.mkdir(sofar) end
+  end
+end
+
+-- Files under dir (recursively) whose names end with suffix, sorted.
+function files.find(dir, suffix)
+  local out = {}
+  local function walk(d)
+    for _, name in ipairs(C.listdir(d)) do
+      local path = d .. "/" .. name
+      if C.is_dir(path) then walk(path)
+      elseif name:sub(-#suffix) == suffix then out[#out + 1] = path end
+    end
+  end
+  walk(dir)
+  table.sort(out)
+  return out
+end
+
+function files.read(path)
+  local f, err = io.open(path, "rb")
+  if not f then error("cannot open " .. tostring(err), 2) end
+  local s = f:read("*a")
+  f:close()
+  return s
+end
+
+return files

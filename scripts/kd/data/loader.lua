@@ -1,0 +1,68 @@
+-- Loader: batches of a dataset made by worker threads (core/loader.c).
+--   local loader = kd.data.Loader(dataset, {batch_size = 8, workers = 2, shuffle = true, seed = 1,
+--                                           infinite = true, augment = {crop = {128, 256}, hflip = true}})
+--   local batch = loader:next()  -- {images, labels, weights, valid, ids, epoch}
+--   for batch in loader:epoch() do ... end
+-- augment: crop = {h, w}, scale = {min, max}, hflip, brightness, contrast,
+-- saturation, hue, jitter_p, grayscale_p, blur_p, blur_sigma = {min, max},
+-- mean, std (default ImageNet's), pad_label (255: padding is ignored; give
+-- another value to keep it apart from ignored pixels). The batches are the
+-- same for a seed whatever the number of workers; start_batch skips to a
+-- batch (epoch * length + k) without loading what comes before, for resuming.
+local C = require("kd._C")
+local class = require("kd.class")
+
+local Loader = class("data.Loader")
+
+local IMAGENET_MEAN, IMAGENET_STD = {0.485, 0.456, 0.406}, {0.229, 0.224, 0.225}
+
+local function augment_with_defaults(augment)
+  local a = {}
+  for k, v in pairs(augment or {}) do a[k] = v end
+  a.mean = a.mean or IMAGENET_MEAN
+  a.std = a.std or IMAGENET_STD
+  return a
+end
+
+function Loader:__init(dataset, options)
+  options = options or {}
+  local known = {batch_size = true, workers = true, shuffle = true, seed = true, infinite = true,
+                 drop_last = true, augment = true, prefetch = true, weights = true, start_batch = true}
+  for key in pairs(options) do
+    if not known[key] then error("data.Loader: unknown option '" .. tostring(key) .. "'", 2) end
+  end
+  local images, labels, any_label = {}, {}, false
+  for i, item in ipairs(dataset.items) do
+    images[i] = item.image
+    labels[i] = item.label or false
+    any_label = any_label or item.label ~= nil
+  end
+  self.dataset = dataset
+  self.batch_size = options.batch_size or 1
+  self.mean = augment_with_defaults(options.augment).mean
+  self.std = augment_with_defaults(options.augment).std
+  self.handle = C.loader_new({
+    images = images, labels = any_label and labels or nil, weights = options.weights,
+    label_map = dataset:label_map(), augment = augment_with_defaults(options.augment),
+    batch_size = self.batch_size, shuffle = options.shuffle or false, drop_last = options.drop_last or false,
+    infinite = options.infinite or false, seed = options.seed or 0, workers = options.workers or 0,
+    prefetch = options.prefetch or 4, start_batch = options.start_batch or 0,
+  })
+end
+
+function Loader:length() return self.handle:length() end
+
+-- The next batch; nil at the end of an epoch (never when infinite).
+function Loader:next() return self.handle:next() end
+
+-- Iterates over one epoch.
+function Loader:epoch()
+  return function() return self.handle:next() end
+end
+
+-- Sample i (1-based) alone, as it would be augmented at (epoch, position).
+function Loader:sample(i, epoch, position) return self.handle:sample(i, epoch, position) end
+
+function Loader:close() self.handle:close() end
+
+return function(dataset, options) return Loader(dataset, options) end
