@@ -26,7 +26,7 @@ semisup.defaults = {
           coarse = {split = "train_extra", use = true}, val = {split = "val", limit = 0}},
   augment = {crop = {128, 256}, scale = {0.5, 2.0}},
   teacher = {model = "bench_teacher", iterations = 2000, lr = 0.01, retrain_iterations = 1000, retrain_lr = 0.005,
-             average_weights = false, bn_batches = 20},
+             with_coarse = false, average_weights = false, bn_batches = 20}, -- with_coarse: first training on raw coarse labels too
   cycles = {count = 2, soft_average = true, soft_scale = 4, percentile = 50, min_threshold = 0.5, max_threshold = 0.95,
             rules = {{"keep_coarse", threshold = 0.9}, {"fill", threshold = "per_class"}}},
   students = {models = {"bench_student", "bench_student"}, iterations = 2000, lr = 0.01, temperature = 2, grid = {4, 8},
@@ -207,17 +207,25 @@ function semisup.run(user_config)
   local results = {name = cfg.name}
   local start = C.clock()
 
-  -- 1. the teacher on the fine labels
-  say(cfg, "== teacher (%s) on %d finely labelled images", cfg.teacher.model, #labeled.items)
+  -- 1. the teacher on the fine labels (and the raw coarse ones if asked)
+  local weak = semisup.weak_items(cfg, classes)
+  local first_set = nil
+  if cfg.teacher.with_coarse then
+    local items = {}
+    for _, it in ipairs(labeled.items) do items[#items + 1] = it end
+    for _, it in ipairs(weak) do if it.label then items[#items + 1] = it end end
+    first_set = Dataset.from_items(items, classes, labeled.train_id_files)
+  end
+  say(cfg, "== teacher (%s) on %d finely labelled images%s", cfg.teacher.model, #labeled.items,
+      first_set and " and the raw coarse labels" or "")
   local tcfg = train_config(cfg, "teacher", cfg.teacher.model, cfg.teacher.iterations, cfg.teacher.lr, cfg.data.labeled)
-  local trainer = kd.train.Trainer(tcfg, {quiet = cfg.quiet})
+  local trainer = kd.train.Trainer(tcfg, {quiet = cfg.quiet, train_set = first_set})
   local teacher_results = trainer:run()
   local teacher = trainer.model
   results.teacher = {miou = teacher_results.final_miou, cycle = 0}
   local history = {{cycle = 0, teacher_miou = teacher_results.final_miou}}
 
   -- 2. self-correcting cycles
-  local weak = semisup.weak_items(cfg, classes)
   local state, pseudo_items, pseudo_weights = {}, nil, nil
   local averaged = nil
   for cycle = 1, cfg.cycles.count do

@@ -17,7 +17,8 @@ run() { # run NAME command...
 "$kdseg" splits --root data --fractions 1/4,1/8 --seed 0 > /dev/null
 tiny="data.root=data augment.crop=[32,64] batch_size=4 workers=1 teacher.iterations=4 teacher.retrain_iterations=2 students.iterations=3 quiet=true"
 # shellcheck disable=SC2086
-run semisup_kd "$kdseg" "$top/experiments/semisup_kd.lua" name=tiny_kd $tiny students.models=[bench_student,erfnet] students.weights.strong=1
+run semisup_kd "$kdseg" "$top/experiments/semisup_kd.lua" name=tiny_kd $tiny students.models=[bench_student,erfnet] students.weights.strong=1 \
+    teacher.with_coarse=true teacher.average_weights=true teacher.bn_batches=2
 run "semisup_kd results" grep -q "distilled student 2 (erfnet)" runs/tiny_kd/results.md
 run "semisup_kd pseudo-labels" test -f runs/tiny_kd/pseudo/cycle_2/stats.json
 # shellcheck disable=SC2086
