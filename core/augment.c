@@ -18,37 +18,26 @@ void kd_sample_free(kd_sample *s) {
 
 /* ---- geometry -------------------------------------------------------------- */
 
-/* src h x w -> dst oh x ow per channel, bilinear with half-pixel centres. */
-static void resize_bilinear_u8(const uint8_t *src, int h, int w, uint8_t *dst, int oh, int ow, int channels) {
-    for (int c = 0; c < channels; c++)
-        for (int y = 0; y < oh; y++) {
-            float sy = fmaxf(0, (y + 0.5f) * h / oh - 0.5f);
-            int y0 = (int)sy, y1 = y0 + 1 < h ? y0 + 1 : h - 1;
-            float fy = sy - y0;
-            for (int x = 0; x < ow; x++) {
-                float sx = fmaxf(0, (x + 0.5f) * w / ow - 0.5f);
-                int x0 = (int)sx, x1 = x0 + 1 < w ? x0 + 1 : w - 1;
-                float fx = sx - x0;
-                const uint8_t *p = src + (size_t)c * h * w;
-                float top = p[y0 * w + x0] + (p[y0 * w + x1] - p[y0 * w + x0]) * fx;
-                float bottom = p[y1 * w + x0] + (p[y1 * w + x1] - p[y1 * w + x0]) * fx;
-                dst[(size_t)c * oh * ow + (size_t)y * ow + x] = (uint8_t)(top + (bottom - top) * fy + 0.5f);
-            }
-        }
-}
-
-static void resize_bilinear_f32(const float *src, int h, int w, float *dst, int oh, int ow) {
+/* src h x w -> dst oh x ow, bilinear with half-pixel centres, for one
+ * plane of bytes (rounded) or of floats, through the resize op's taps. */
+static void resize_bilinear_plane(const void *src, bool bytes, int h, int w, void *dst, int oh, int ow,
+                                  const kd_bilinear_tap *th, const kd_bilinear_tap *tw) {
     for (int y = 0; y < oh; y++) {
-        float sy = fmaxf(0, (y + 0.5f) * h / oh - 0.5f);
-        int y0 = (int)sy, y1 = y0 + 1 < h ? y0 + 1 : h - 1;
-        float fy = sy - y0;
+        kd_bilinear_tap a = th[y];
         for (int x = 0; x < ow; x++) {
-            float sx = fmaxf(0, (x + 0.5f) * w / ow - 0.5f);
-            int x0 = (int)sx, x1 = x0 + 1 < w ? x0 + 1 : w - 1;
-            float fx = sx - x0;
-            float top = src[y0 * w + x0] + (src[y0 * w + x1] - src[y0 * w + x0]) * fx;
-            float bottom = src[y1 * w + x0] + (src[y1 * w + x1] - src[y1 * w + x0]) * fx;
-            dst[(size_t)y * ow + x] = top + (bottom - top) * fy;
+            kd_bilinear_tap b = tw[x];
+            float v00, v01, v10, v11;
+            if (bytes) {
+                const uint8_t *p = src;
+                v00 = p[a.lo * w + b.lo], v01 = p[a.lo * w + b.hi], v10 = p[a.hi * w + b.lo], v11 = p[a.hi * w + b.hi];
+            } else {
+                const float *p = src;
+                v00 = p[a.lo * w + b.lo], v01 = p[a.lo * w + b.hi], v10 = p[a.hi * w + b.lo], v11 = p[a.hi * w + b.hi];
+            }
+            float top = v00 + (v01 - v00) * b.frac, bottom = v10 + (v11 - v10) * b.frac;
+            float v = top + (bottom - top) * a.frac;
+            if (bytes) ((uint8_t *)dst)[(size_t)y * ow + x] = (uint8_t)(v + 0.5f);
+            else ((float *)dst)[(size_t)y * ow + x] = v;
         }
     }
 }
@@ -78,10 +67,19 @@ static bool rescale(kd_sample *s, float factor) {
         free(rgb), free(label), free(valid), free(weight);
         return false;
     }
-    resize_bilinear_u8(s->rgb, s->h, s->w, rgb, oh, ow, 3);
+    kd_bilinear_tap *th = malloc(sizeof *th * (size_t)oh), *tw = malloc(sizeof *tw * (size_t)ow);
+    if (!th || !tw) {
+        free(rgb), free(label), free(valid), free(weight), free(th), free(tw);
+        return false;
+    }
+    kd_bilinear_taps(s->h, oh, false, th);
+    kd_bilinear_taps(s->w, ow, false, tw);
+    for (int c = 0; c < 3; c++)
+        resize_bilinear_plane(s->rgb + (size_t)c * s->h * s->w, true, s->h, s->w, rgb + (size_t)c * n, oh, ow, th, tw);
     if (label) resize_nearest_u8(s->label, s->h, s->w, label, oh, ow);
     resize_nearest_u8(s->valid, s->h, s->w, valid, oh, ow);
-    if (weight) resize_bilinear_f32(s->weight, s->h, s->w, weight, oh, ow);
+    if (weight) resize_bilinear_plane(s->weight, false, s->h, s->w, weight, oh, ow, th, tw);
+    free(th), free(tw);
     free(s->rgb), free(s->label), free(s->valid), free(s->weight);
     s->rgb = rgb, s->label = label, s->valid = valid, s->weight = weight, s->h = oh, s->w = ow;
     return true;

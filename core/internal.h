@@ -126,6 +126,14 @@ void kd_log_softmax_pixels(const float *x, int channels, size_t plane, size_t p0
         }                                                                                 \
     } while (0)
 
+/* Bilinear source coordinates (op_resize.c): for each output coordinate the
+ * two source indices and the weight of the second, PyTorch's convention. */
+typedef struct {
+    int lo, hi;
+    float frac;
+} kd_bilinear_tap;
+void kd_bilinear_taps(int in, int out, bool align_corners, kd_bilinear_tap *taps);
+
 /* Depthwise convolution (op_depthwise.c), which kd_conv2d hands over to. */
 #include "im2col.h"
 bool kd_is_depthwise(const kd_conv_geometry *g, int groups, int out_channels);

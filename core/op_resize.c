@@ -9,13 +9,9 @@
 
 #include "internal.h"
 
-/* For each output coordinate: the two source indices and the weight of the second. */
-typedef struct {
-    int lo, hi;
-    float frac;
-} tap;
+typedef kd_bilinear_tap tap;
 
-static void make_taps(int in, int out, bool align_corners, tap *taps) {
+void kd_bilinear_taps(int in, int out, bool align_corners, kd_bilinear_tap *taps) {
     for (int d = 0; d < out; d++) {
         float src;
         if (align_corners) src = out > 1 ? (float)d * (float)(in - 1) / (float)(out - 1) : 0.0f;
@@ -39,8 +35,8 @@ static kd_status alloc_taps(int in_h, int in_w, int out_h, int out_w, bool align
         free(*tw);
         return kd_fail(KD_ERR_MEMORY, "resize_bilinear: cannot allocate coordinate tables");
     }
-    make_taps(in_h, out_h, align, *th);
-    make_taps(in_w, out_w, align, *tw);
+    kd_bilinear_taps(in_h, out_h, align, *th);
+    kd_bilinear_taps(in_w, out_w, align, *tw);
     return KD_OK;
 }
 
