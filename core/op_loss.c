@@ -88,6 +88,7 @@ kd_status kd_cross_entropy(kd_tensor *logits, const kd_tensor *target,
         (s = check_reduction(op, p->reduction)))
         return s;
     int C = logits->shape[1];
+    if (C < 1) return kd_fail(KD_ERR_SHAPE, "%s: logits %s have no classes", op, kd_shape_str(logits));
     if (p->class_weight) {
         if ((s = kd_check_f32(op, "class_weight", p->class_weight))) return s;
         if (kd_numel(p->class_weight) != (size_t)C)
@@ -200,6 +201,7 @@ kd_status kd_kl_div(kd_tensor *student, kd_tensor *teacher, float temperature, b
         return s;
     if (!(temperature > 0))
         return kd_fail(KD_ERR_ARG, "%s: temperature %g must be > 0", op, temperature);
+    if (student->shape[1] < 1) return kd_fail(KD_ERR_SHAPE, "%s: logits %s have no classes", op, kd_shape_str(student));
     if ((s = new_pixel_tensor(student, reduction, out))) return s;
     size_t blocks = pixel_blocks(student);
     double *partial = calloc(blocks, sizeof(double));

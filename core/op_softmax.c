@@ -68,6 +68,7 @@ static kd_status softmax_any(const char *op, bool is_log, kd_tensor *x, float te
     if ((s = kd_check_f32(op, "input", x)) || (s = kd_check_ndim(op, "input", x, 4))) return s;
     if (!(temperature > 0))
         return kd_fail(KD_ERR_ARG, "%s: temperature %g must be > 0", op, temperature);
+    if (x->shape[1] < 1) return kd_fail(KD_ERR_SHAPE, "%s: input %s has no channels", op, kd_shape_str(x));
     if ((s = kd_tensor_new_like(x, out))) return s;
     int C = x->shape[1];
     float inv_t = 1.0f / temperature;

@@ -65,6 +65,10 @@ int main(void) {
     CHECK_FAILS(kd_resize_bilinear(small, 0, 4, false, &out), KD_ERR_SHAPE, "resize_bilinear: cannot resize 2x3x5x5 to 0x4");
     CHECK_FAILS(kd_resize_nearest(vec3, 2, 2, &out), KD_ERR_SHAPE, "resize_nearest");
     CHECK_FAILS(kd_softmax(small, 0.0f, &out), KD_ERR_ARG, "softmax: temperature 0");
+    kd_tensor *no_channels = make(KD_F32, 4, 1, 0, 2, 2);
+    CHECK_FAILS(kd_softmax(no_channels, 1.0f, &out), KD_ERR_SHAPE, "softmax: input 1x0x2x2 has no channels");
+    CHECK_FAILS(kd_kl_div(no_channels, no_channels, 1.0f, true, KD_REDUCE_MEAN, &out), KD_ERR_SHAPE, "kl_div", "no classes");
+    kd_tensor_release(no_channels);
 
     /* losses */
     kd_cross_entropy_params ce = {255, NULL, NULL, KD_REDUCE_MEAN};
