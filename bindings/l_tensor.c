@@ -180,11 +180,7 @@ static int m_gc(lua_State *L) {
     return 0;
 }
 
-static kd_tensor *self(lua_State *L) {
-    kd_tensor *t = lkd_check_tensor(L, 1);
-    if (!t) luaL_error(L, "tensor already freed");
-    return t;
-}
+static kd_tensor *self(lua_State *L) { return lkd_check_tensor(L, 1); }
 
 static int m_shape(lua_State *L) { return push_shape(L, self(L)); }
 

@@ -4,17 +4,23 @@
 
 #include "lkd.h"
 
-kd_tensor *lkd_to_tensor(lua_State *L, int index) {
-    kd_tensor **box = lua_touserdata(L, index);
-    if (!box || !lua_getmetatable(L, index)) return NULL;
+/* Whether the value at index is a tensor box (freed or not). */
+static int is_tensor_box(lua_State *L, int index) {
+    if (!lua_touserdata(L, index) || !lua_getmetatable(L, index)) return 0;
     luaL_getmetatable(L, LKD_TENSOR);
     int same = lua_rawequal(L, -1, -2);
     lua_pop(L, 2);
-    return same ? *box : NULL;
+    return same;
+}
+
+kd_tensor *lkd_to_tensor(lua_State *L, int index) {
+    return is_tensor_box(L, index) ? *(kd_tensor **)lua_touserdata(L, index) : NULL;
 }
 
 kd_tensor *lkd_check_tensor(lua_State *L, int index) {
     kd_tensor *t = lkd_to_tensor(L, index);
+    if (!t && is_tensor_box(L, index))
+        luaL_argerror(L, index, "tensor already freed (used from a finalizer?)");
     if (!t) {
         const char *got = luaL_typename(L, index);
         luaL_argerror(L, index, lua_pushfstring(L, "tensor expected, got %s", got));
