@@ -8,7 +8,7 @@ local cjson = require("cjson")
 local semisup = require("kd.semisup")
 
 local cfg = {name = "baselines_semisup", runs_dir = "runs", seed = 1, model = "bench_student", iterations = 2000,
-             lr = 0.01, batch_size = 8, workers = 2, crop = {128, 256}, quiet = false,
+             lr = 0.01, batch_size = 8, workers = 2, crop = {128, 256}, scale = {0.5, 2.0}, quiet = false,
              data = kd.config.copy(semisup.defaults.data), methods = {"fine_only", "fine_coarse", "mean_teacher", "cps", "unimatch"}}
 for _, a in ipairs(arg or {}) do kd.config.override(cfg, a) end
 local classes = kd.data.classes.cityscapes()
@@ -25,7 +25,7 @@ local dir = cfg.runs_dir .. "/" .. cfg.name
 local function supervised(name, items)
   local tcfg = {name = name, runs_dir = dir, seed = cfg.seed, model = {name = cfg.model}, optim = {lr = cfg.lr},
                 data = {root = root, batch_size = cfg.batch_size, workers = cfg.workers, train = {list = cfg.data.labeled},
-                        augment = {crop = cfg.crop}},
+                        augment = {crop = cfg.crop, scale = cfg.scale}},
                 train = {iterations = cfg.iterations, eval_every = 0, checkpoint_every = 0,
                          log_every = math.max(1, math.floor(cfg.iterations / 10))}}
   local set = items and kd.data.Dataset.from_items(items, classes, labeled.train_id_files) or nil
@@ -45,7 +45,8 @@ for _, method in ipairs(cfg.methods) do
     r = supervised("fine_coarse", items)
   elseif kd.semi[method] then
     r = kd.semi[method]({settings = {name = method, runs_dir = dir, seed = cfg.seed, model = cfg.model, iterations = cfg.iterations,
-                                     lr = cfg.lr, batch_size = cfg.batch_size, workers = cfg.workers, crop = cfg.crop, quiet = cfg.quiet},
+                                     lr = cfg.lr, batch_size = cfg.batch_size, workers = cfg.workers, crop = cfg.crop,
+                                     scale = cfg.scale, quiet = cfg.quiet},
                          labeled = labeled, unlabeled = unlabeled, val = val, classes = classes})
   else error("baselines: unknown method '" .. tostring(method) .. "'", 0) end
   results[method] = r.miou
