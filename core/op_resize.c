@@ -56,24 +56,33 @@ static kd_status bilinear_backward(kd_node *node, const kd_tensor *grad_output,
     const float *g = kd_f32(grad_output);
     float *gx = kd_f32(grad_inputs[0]);
 #pragma omp parallel for schedule(static) if (planes * OH * OW > KD_PARALLEL_MIN)
-        for (size_t q = 0; q < planes; q++) {
-            float row[W]; /* one input row: W is at most a few thousand */
-            float *dst = gx + q * H * W;
-            const float *src = g + q * OH * OW;
-            for (int oh = 0; oh < OH; oh++) {
-                for (int x = 0; x < W; x++) row[x] = 0;
-                const float *go = src + (size_t)oh * OW;
+    for (size_t q = 0; q < planes; q++) {
+        float *dst = gx + q * H * W;
+        const float *src = g + q * OH * OW;
+        float *row = malloc(sizeof(float) * (size_t)W); /* one input row */
+        for (int oh = 0; oh < OH; oh++) {
+            tap a = th[oh];
+            const float *go = src + (size_t)oh * OW;
+            float *r0 = dst + (size_t)a.lo * W, *r1 = dst + (size_t)a.hi * W;
+            if (!row) { /* no buffer: scatter each output pixel to its four inputs */
                 for (int ow = 0; ow < OW; ow++) {
                     tap b = tw[ow];
-                    row[b.lo] += go[ow] * (1 - b.frac);
-                    row[b.hi] += go[ow] * b.frac;
+                    r0[b.lo] += go[ow] * (1 - a.frac) * (1 - b.frac), r0[b.hi] += go[ow] * (1 - a.frac) * b.frac;
+                    r1[b.lo] += go[ow] * a.frac * (1 - b.frac), r1[b.hi] += go[ow] * a.frac * b.frac;
                 }
-                tap a = th[oh];
-                float *r0 = dst + (size_t)a.lo * W, *r1 = dst + (size_t)a.hi * W;
-                for (int x = 0; x < W; x++) r0[x] += row[x] * (1 - a.frac);
-                for (int x = 0; x < W; x++) r1[x] += row[x] * a.frac;
+                continue;
             }
+            for (int x = 0; x < W; x++) row[x] = 0;
+            for (int ow = 0; ow < OW; ow++) {
+                tap b = tw[ow];
+                row[b.lo] += go[ow] * (1 - b.frac);
+                row[b.hi] += go[ow] * b.frac;
+            }
+            for (int x = 0; x < W; x++) r0[x] += row[x] * (1 - a.frac);
+            for (int x = 0; x < W; x++) r1[x] += row[x] * a.frac;
         }
+        free(row);
+    }
     free(th);
     free(tw);
     return KD_OK;
@@ -100,10 +109,31 @@ kd_status kd_resize_bilinear(kd_tensor *x, int out_h, int out_w, bool align_corn
     size_t planes = (size_t)shape[0] * shape[1];
     const float *in = kd_f32(x);
     float *y = kd_f32(*out);
+    /* Separable: each input row is interpolated along the width once (H rows
+     * of out_w values, on the heap), then output rows blend two of those -
+     * for an x8 upsampling a third of the work of interpolating per output
+     * pixel. Without the buffer, per pixel. */
 #pragma omp parallel for schedule(static) if (planes * out_h * out_w > KD_PARALLEL_MIN)
     for (size_t q = 0; q < planes; q++) {
         const float *src = in + q * H * W;
         float *dst = y + q * out_h * out_w;
+        float *rows = malloc(sizeof(float) * (size_t)H * out_w);
+        if (rows) {
+            for (int r = 0; r < H; r++)
+                for (int ow = 0; ow < out_w; ow++) {
+                    tap b = tw[ow];
+                    const float *row = src + (size_t)r * W;
+                    rows[(size_t)r * out_w + ow] = row[b.lo] + (row[b.hi] - row[b.lo]) * b.frac;
+                }
+            for (int oh = 0; oh < out_h; oh++) {
+                tap a = th[oh];
+                const float *top = rows + (size_t)a.lo * out_w, *bottom = rows + (size_t)a.hi * out_w;
+                float *d = dst + (size_t)oh * out_w;
+                for (int ow = 0; ow < out_w; ow++) d[ow] = top[ow] + (bottom[ow] - top[ow]) * a.frac;
+            }
+            free(rows);
+            continue;
+        }
         for (int oh = 0; oh < out_h; oh++) {
             tap a = th[oh];
             const float *r0 = src + (size_t)a.lo * W, *r1 = src + (size_t)a.hi * W;
