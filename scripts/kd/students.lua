@@ -79,14 +79,7 @@ function students.train(options)
     if pb and distill.weight(w.strong, iter) ~= 0 then
       local masks = kd.data.box_masks(pb.images, cfg.strong)
       -- each image mixed with the next one of the batch (the last with the first)
-      local n = pb.images:size(1)
-      local other_images, other_labels, other_weights = kd.zeros(pb.images.shape), kd.zeros(pb.labels.shape, "int32"), kd.zeros(pb.weights.shape)
-      for k = 1, n do
-        local from = k % n + 1
-        other_images:narrow(k, 1):copy_(pb.images:narrow(from, 1))
-        other_labels:narrow(k, 1):copy_(pb.labels:narrow(from, 1))
-        other_weights:narrow(k, 1):copy_(pb.weights:narrow(from, 1))
-      end
+      local other_images, other_labels, other_weights = kd.data.roll(pb.images), kd.data.roll(pb.labels), kd.data.roll(pb.weights)
       strong_images, strong_labels = kd.data.cutmix(pb.images, pb.labels, other_images, other_labels, masks)
       strong_weights = pb.weights:clone()
       C.mix_where(strong_weights, other_weights, masks)

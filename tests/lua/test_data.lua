@@ -190,6 +190,9 @@ function T.metrics_by_hand()
   set:update(kd.tensor({1, 1, 1, 1}, "uint8"), kd.tensor({0, 1, 1, 1}, "uint8"))
   h.near(set:scores().iou[1], 2 / 3, 1e-12, "pooled counts")
   h.truthy(cm:table():find("mIoU", 1, true) and cm:table():find("b ", 1, true), "printed table")
+  local named = cm4:named_iou(nil, "none")
+  h.near(named["1"], 2 / 3, 1e-12, "IoU by class name")
+  h.eq(named["3"], "none", "undefined IoU by name")
   h.raises(function() cm:update(kd.tensor({5}, "int32"), kd.tensor({0}, "int32")) end, "prediction 5")
 end
 
@@ -252,6 +255,8 @@ function T.cutmix_and_cutout()
   h.eq(cut:sum():item(), 3 * (4 * 600 - inside), "cutout zeroes the boxes")
   h.eq(cut_labels:get(1) == 255 or cut_labels:get(1) == 7, true, "cutout labels")
   h.eq(kd.sum(kd.data.box_masks(a, {p = 0}):to("float32")):item(), 0, "p 0: no boxes")
+  local rolled = kd.data.roll(kd.tensor({{1}, {2}, {3}}, "int32"))
+  h.eq(table.concat(rolled:flat(), ","), "2,3,1", "roll: each image's partner is the next one")
   h.raises(function() kd.data.box_masks(a, {p = 2}) end, "box_masks: p 2")
 end
 

@@ -34,9 +34,7 @@ return function(...)
   print(confusion:table())
   if args.out then
     local s = confusion:scores()
-    local iou = {}
-    for i, name in ipairs(classes.names) do iou[name] = s.iou[i] or cjson.null end
     kd._C.write_atomic(args.out, cjson.encode({checkpoint = args.checkpoint, images = #ds.items, miou = s.miou,
-                                               pixel_accuracy = s.pixel_accuracy, iou = iou}) .. "\n")
+                                               pixel_accuracy = s.pixel_accuracy, iou = confusion:named_iou(s, cjson.null)}) .. "\n")
   end
 end

@@ -10,7 +10,7 @@ data.splits = require("kd.data.splits")
 data.Confusion = require("kd.data.metrics").Confusion
 data.pictures = require("kd.data.pictures")
 local mix = require("kd.data.mix")
-data.box_masks, data.cutmix, data.cutout = mix.box_masks, mix.cutmix, mix.cutout
+data.box_masks, data.cutmix, data.cutout, data.roll = mix.box_masks, mix.cutmix, mix.cutout, mix.roll
 
 -- Draws from several loaders together, one batch of each per call:
 --   local step = kd.data.zip(labeled, unlabeled); local l, u = step()

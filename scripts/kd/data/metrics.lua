@@ -64,6 +64,17 @@ end
 
 function Confusion:miou() return self:scores().miou end
 
+-- class name -> IoU, with `undefined` (cjson.null for JSON) where a class has none.
+function Confusion:named_iou(scores, undefined)
+  scores = scores or self:scores()
+  local out = {}
+  for c = 1, self.count do
+    local name = self.names and self.names[c] or tostring(c - 1)
+    if scores.iou[c] then out[name] = scores.iou[c] else out[name] = undefined end
+  end
+  return out
+end
+
 -- A printed table: one line per class with its IoU, then mIoU and accuracy.
 function Confusion:table()
   local s = self:scores()

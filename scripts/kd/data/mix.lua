@@ -12,6 +12,14 @@ function mix.box_masks(images, options)
   return C.box_masks(images:size(1), images:size(3), images:size(4), options)
 end
 
+-- A copy of a batch (B x ...) shifted by one: image k holds image k+1 (the
+-- last the first), the partner each image is mixed with.
+function mix.roll(batch)
+  local n, out = batch:size(1), kd.zeros(batch.shape, batch.dtype)
+  for k = 1, n do out:narrow(k, 1):copy_(batch:narrow(k % n + 1, 1)) end
+  return out
+end
+
 -- Copies of images and labels with the boxes taken from the other batch.
 function mix.cutmix(images, labels, other_images, other_labels, masks)
   local mixed = images:detach():clone()

@@ -24,17 +24,12 @@ return function(options)
   for iter = 1, cfg.iterations do
     opt:set_lr(env.schedule(iter - 1))
     local lb, ub = env.labeled:next(), env.unlabeled:next()
-    local n = ub.images:size(1)
     -- pseudo-labels of the weak view, ignored below the threshold
     local probs = kd.no_grad(function() return kd.softmax(model(ub.images)) end)
     local conf, pseudo = kd.max(probs)
     local c, p = conf:flat(), pseudo:clone()
     for i = 1, #c do if c[i] < cfg.threshold then p:set(i, 255) end end
-    local other_images, other_labels = kd.zeros(ub.images.shape), kd.zeros(p.shape, "int32")
-    for k = 1, n do
-      other_images:narrow(k, 1):copy_(ub.images:narrow(k % n + 1, 1))
-      other_labels:narrow(k, 1):copy_(p:narrow(k % n + 1, 1))
-    end
+    local other_images, other_labels = kd.data.roll(ub.images), kd.data.roll(p)
     local unsup = nil
     for _ = 1, 2 do -- two strong views, each with its own boxes
       local masks = kd.data.box_masks(ub.images, {p = 0.5})

@@ -200,9 +200,8 @@ function Trainer:evaluate()
     kd.data.pictures.save(string.format("%s/grids/iter_%07d.png", self.dir, self.iteration),
                           kd.data.pictures.samples_grid(images, truths, predictions, self.classes))
   end
-  local iou = {}
-  for i, name in ipairs(self.classes.names) do iou[name] = scores.iou[i] or cjson.null end
-  local entry = {type = "eval", iteration = self.iteration, miou = scores.miou, pixel_accuracy = scores.pixel_accuracy, iou = iou}
+  local entry = {type = "eval", iteration = self.iteration, miou = scores.miou, pixel_accuracy = scores.pixel_accuracy,
+                 iou = confusion:named_iou(scores, cjson.null)}
   self.log:log(entry)
   fire(self, "eval", {scores = scores, confusion = confusion})
   return scores, confusion
@@ -252,11 +251,9 @@ function Trainer:run()
   self.train_loader:close()
   local scores, confusion = self.last_scores, self.last_confusion
   if not scores then scores, confusion = self:evaluate() end
-  local iou = {}
-  for i, name in ipairs(self.classes.names) do iou[name] = scores.iou[i] or cjson.null end
   local results = {name = c.name, model = c.model.name, iterations = total, final_miou = scores.miou,
                    pixel_accuracy = scores.pixel_accuracy, best_miou = self.best_miou, best_iteration = self.best_iteration,
-                   iou = iou, classes = self.classes.names, elapsed = C.clock() - start_time,
+                   iou = confusion:named_iou(scores, cjson.null), classes = self.classes.names, elapsed = C.clock() - start_time,
                    parameters = self.model:num_parameters()}
   self.log:write_json("results.json", results)
   self.log:close()
