@@ -2,16 +2,11 @@
 # A tiny end-to-end run (a few iterations, 32 x 64 images) of every
 # experiment script and config in experiments/. Prints "N passed, N failed".
 set -u
-top=$(cd "$(dirname "$0")/../.." && pwd)
-kdseg=$top/build/kdseg
-tmp=$(mktemp -d)
-trap 'rm -rf "$tmp"' EXIT
-cd "$tmp"
-passed=0; failed=0
+SUITE=experiment
+. "$(dirname "$0")/../lib.sh"
 run() { # run NAME command...
     name=$1; shift
-    if "$@" > out.log 2>&1; then passed=$((passed + 1)); else
-        failed=$((failed + 1)); echo "FAIL experiments: $name"; tail -15 out.log; fi
+    if "$@" > out.log 2>&1; then ok; else fail "$name"; tail -15 out.log; fi
 }
 "$kdseg" synthcity --out data --train 16 --coarse 16 --val 4 --size 32x64 --seed 2 > /dev/null
 "$kdseg" splits --root data --fractions 1/4,1/8 --seed 0 > /dev/null
@@ -36,5 +31,4 @@ for config in "$top"/experiments/baselines/*.yaml "$top"/experiments/*.yaml; do
 done
 # the real sweep spec: checked whole (its program's overrides included) by emitting its Slurm script
 run "sweep spec kd_weights" "$kdseg" sweep "$top/experiments/sweeps/kd_weights.yaml" --emit-slurm slurm
-echo "experiment tests: $passed passed, $failed failed"
-[ "$failed" = 0 ]
+finish

@@ -5,13 +5,8 @@
 # trial worse than the median; malformed specs are errors naming their line;
 # the Slurm script. Prints "N passed, N failed".
 set -u
-kdseg=$(cd "$(dirname "$0")/../.." && pwd)/build/kdseg
-tmp=$(mktemp -d)
-trap 'rm -rf "$tmp"' EXIT
-cd "$tmp"
-passed=0; failed=0
-ok() { passed=$((passed + 1)); }
-fail() { failed=$((failed + 1)); echo "FAIL sweep: $1"; }
+SUITE=sweep
+. "$(dirname "$0")/../lib.sh"
 expect_error() { # expect_error NAME TEXT spec-content
     printf '%s\n' "$3" > bad.yaml
     out=$("$kdseg" sweep bad.yaml 2>&1); rc=$?
@@ -113,5 +108,4 @@ parameters: {optim.lr: {values: [1]}}"
 expect_error "a program's parameter path" "bad.yaml:3: kdseg: override: unknown config key 'students.weights.pixl_kd'" "program: experiments/semisup_kd.lua
 parameters:
   students.weights.pixl_kd: {values: [1]}"
-echo "sweep tests: $passed passed, $failed failed"
-[ "$failed" = 0 ]
+finish

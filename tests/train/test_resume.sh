@@ -3,13 +3,8 @@
 # --resume, ends with exactly the weights of an uninterrupted run of the same
 # config (same seed, one thread). Prints "N passed, N failed".
 set -u
-kdseg=$(cd "$(dirname "$0")/../.." && pwd)/build/kdseg
-tmp=$(mktemp -d)
-trap 'rm -rf "$tmp"' EXIT
-cd "$tmp"
-passed=0; failed=0
-ok() { passed=$((passed + 1)); }
-fail() { failed=$((failed + 1)); echo "FAIL resume: $1"; }
+SUITE=resume
+. "$(dirname "$0")/../lib.sh"
 
 "$kdseg" synthcity --out data --train 8 --coarse 0 --val 2 --size 32x64 --seed 5 > /dev/null || fail "synthcity"
 cat > config.lua <<'LUA'
@@ -43,5 +38,5 @@ print(n > 0 and worst == 0 and "identical" or ("differ " .. worst))')
 if [ "$same" = "identical" ]; then ok; else fail "weights after resume (killed at $killed_at): $same"; fi
 lines=$(grep -c '"type":"train"' runs/b/metrics.jsonl)
 if [ "$lines" = 6 ]; then ok; else fail "metrics.jsonl of the resumed run has $lines train lines, expected 6"; fi
-echo "resume tests (killed at iteration $killed_at): $passed passed, $failed failed"
-[ "$failed" = 0 ]
+echo "killed at iteration $killed_at"
+finish
