@@ -138,37 +138,103 @@ static void from_wide(const float *wide, int channels, int P, int first, int cou
             memcpy(t + ((size_t)(first + j) * channels + ch) * P, wide + ch * ld + (size_t)j * P, sizeof(float) * P);
 }
 
+static void from_wide_add(const float *wide, int channels, int P, int first, int count, float *t) {
+    size_t ld = (size_t)count * P;
+#pragma omp parallel for schedule(static) if ((size_t)channels * ld > KD_PARALLEL_MIN)
+    for (int ch = 0; ch < channels; ch++)
+        for (int j = 0; j < count; j++) {
+            float *dst = t + ((size_t)(first + j) * channels + ch) * P;
+            const float *src = wide + ch * ld + (size_t)j * P;
+            for (int i = 0; i < P; i++) dst[i] += src[i];
+        }
+}
+
 /* The node keeps the geometry in ints[0..12] and the group count in ints[13]. */
 _Static_assert(sizeof(kd_conv_geometry) == 13 * sizeof(int), "geometry fits the node");
+
+static void bias_grad(const float *go, int N, int cout, int P, float *db) {
+#pragma omp parallel for schedule(static) if ((size_t)N * cout * P > KD_PARALLEL_MIN)
+    for (int ch = 0; ch < cout; ch++) {
+        double acc = 0;
+        for (int n = 0; n < N; n++) {
+            const float *plane = go + ((size_t)n * cout + ch) * P;
+            for (int i = 0; i < P; i++) acc += plane[i];
+        }
+        db[ch] += (float)acc;
+    }
+}
+
+/* The input gradient of a stride-1 convolution is itself a convolution: of
+ * the output gradient, by the weight with its taps flipped and its in/out
+ * channels swapped, with padding (k-1)*d - p. Unfolding the output gradient
+ * (a gather) and one GEMM with a Cout*kh*kw-deep reduction replaces a GEMM
+ * with a Cout-deep one into a Cin*kh*kw-tall column matrix and col2im's
+ * scatter-add: less memory traffic, and a product OpenBLAS runs near peak. */
+static bool gradient_is_convolution(const kd_conv_geometry *g, int groups) {
+    return groups == 1 && g->stride_h == 1 && g->stride_w == 1 && g->kernel_h * g->kernel_w > 1 &&
+           g->pad_h <= (g->kernel_h - 1) * g->dilation_h && g->pad_w <= (g->kernel_w - 1) * g->dilation_w;
+}
+
+static kd_status input_grad_by_convolution(const kd_conv_geometry *g, const float *w, const float *go, int N,
+                                           int cout, float *dx) {
+    int taps = g->kernel_h * g->kernel_w, cin = g->channels;
+    kd_conv_geometry back = {
+        .channels = cout, .height = g->out_h, .width = g->out_w, .kernel_h = g->kernel_h, .kernel_w = g->kernel_w,
+        .stride_h = 1, .stride_w = 1, .dilation_h = g->dilation_h, .dilation_w = g->dilation_w,
+        .pad_h = (g->kernel_h - 1) * g->dilation_h - g->pad_h, .pad_w = (g->kernel_w - 1) * g->dilation_w - g->pad_w,
+        .out_h = g->height, .out_w = g->width,
+    };
+    conv_plan c;
+    size_t flipped_bytes;
+    float *flipped = kd_cache_alloc((size_t)cin * cout * taps * sizeof(float), &flipped_bytes);
+    if (!flipped || plan_conv(&c, &back, N, cin, 1, true)) {
+        kd_cache_free(flipped, flipped_bytes);
+        return KD_ERR_MEMORY;
+    }
+    for (int co = 0; co < cout; co++) /* flipped[ci][co][t] = w[co][ci][taps-1-t] */
+        for (int ci = 0; ci < cin; ci++)
+            for (int t = 0; t < taps; t++)
+                flipped[((size_t)ci * cout + co) * taps + t] = w[((size_t)co * cin + ci) * taps + taps - 1 - t];
+    size_t dx_image = (size_t)cin * c.P; /* c.in_image is one image of the output gradient */
+    for (int first = 0; first < N; first += c.G) {
+        int count = N - first < c.G ? N - first : c.G;
+        size_t width = (size_t)count * c.P;
+        for (int j = 0; j < count; j++) kd_im2col(go + (size_t)(first + j) * c.in_image, &back, c.col + (size_t)j * c.P, width);
+        bool direct = c.G == 1; /* one image: its gradient is the GEMM's output */
+        kd_sgemm(false, false, cin, (int)width, c.K, 1.0f, flipped, c.K, c.col, (int)width, direct ? 1.0f : 0.0f,
+                 direct ? dx + (size_t)first * dx_image : c.wide, (int)width);
+        if (!direct) from_wide_add(c.wide, cin, c.P, first, count, dx);
+    }
+    free_plan(&c);
+    kd_cache_free(flipped, flipped_bytes);
+    return KD_OK;
+}
 
 /* Saved: x (N x Cin x H x W), w (Cout x Cin/g x kh x kw). grad_output
  * N x Cout x OH x OW; grads: x, w, bias (Cout). Per block of G images:
  *   dW[group] += dOut[group] (cout_g x G*P) @ col[group]^T
- *   dcol[group] = W[group]^T @ dOut[group], folded back into dx */
+ *   dcol[group] = W[group]^T @ dOut[group], folded back into dx
+ * (or dx as a convolution of dOut, see above). */
 static kd_status conv2d_backward(kd_node *node, const kd_tensor *grad_output,
                                  kd_tensor *const *grad_inputs) {
     kd_conv_geometry geometry;
     memcpy(&geometry, node->ints, sizeof geometry);
     const kd_tensor *x = node->saved[0], *w = node->saved[1];
-    int N = grad_output->shape[0], cout = grad_output->shape[1];
+    int N = grad_output->shape[0], cout = grad_output->shape[1], groups = node->ints[13];
     const float *go = kd_f32(grad_output);
     kd_tensor *gx = grad_inputs[0], *gw = grad_inputs[1], *gb = grad_inputs[2];
     int P = geometry.out_h * geometry.out_w;
-    if (gb) {
-        float *db = kd_f32(gb);
-#pragma omp parallel for schedule(static) if ((size_t)N * cout * P > KD_PARALLEL_MIN)
-        for (int ch = 0; ch < cout; ch++) {
-            double acc = 0;
-            for (int n = 0; n < N; n++) {
-                const float *plane = go + ((size_t)n * cout + ch) * P;
-                for (int i = 0; i < P; i++) acc += plane[i];
-            }
-            db[ch] += (float)acc;
-        }
+    if (gb) bias_grad(go, N, cout, P, kd_f32(gb));
+    bool gx_by_convolution = gx && gradient_is_convolution(&geometry, groups);
+    if (gx_by_convolution) {
+        if (input_grad_by_convolution(&geometry, kd_f32(w), go, N, cout, kd_f32(gx)))
+            return kd_fail(KD_ERR_MEMORY, "conv2d backward: cannot allocate the column buffer for the gradient of %s",
+                           kd_shape_str(x));
+        gx = NULL;
     }
     if (!gx && !gw) return KD_OK;
     conv_plan c;
-    if (plan_conv(&c, &geometry, N, cout, node->ints[13], true))
+    if (plan_conv(&c, &geometry, N, cout, groups, true))
         return kd_fail(KD_ERR_MEMORY, "conv2d backward: cannot allocate the column buffer for %s", kd_shape_str(x));
     for (int first = 0; first < N; first += c.G) {
         int count = N - first < c.G ? N - first : c.G;

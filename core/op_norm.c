@@ -6,6 +6,52 @@
 
 #include "internal.h"
 
+/* Sums over one channel's values, in LANES independent double accumulators
+ * (lane l takes elements l, l + LANES, ...) added up at the end: one chain of
+ * dependent adds would make these loops latency-bound, and the fixed lane
+ * order keeps the result independent of the thread count. */
+#define LANES 8
+
+typedef struct {
+    double a[LANES];
+} lanes;
+
+static double lanes_total(const lanes *l) {
+    double t = 0;
+    for (int i = 0; i < LANES; i++) t += l->a[i];
+    return t;
+}
+
+/* sum of x[i] over one plane of n values, added into acc */
+static void add_sum(const float *x, size_t n, lanes *acc) {
+    size_t i = 0;
+    for (; i + LANES <= n; i += LANES)
+        for (int l = 0; l < LANES; l++) acc->a[l] += x[i + l];
+    for (; i < n; i++) acc->a[i % LANES] += x[i];
+}
+
+/* sum of (x[i] - m)^2 */
+static void add_centered_squares(const float *x, size_t n, double m, lanes *acc) {
+    size_t i = 0;
+    for (; i + LANES <= n; i += LANES)
+        for (int l = 0; l < LANES; l++) acc->a[l] += (x[i + l] - m) * (x[i + l] - m);
+    for (; i < n; i++) acc->a[i % LANES] += (x[i] - m) * (x[i] - m);
+}
+
+/* sum of g[i] and of g[i] * (x[i] - mu) */
+static void add_grad_sums(const float *g, const float *x, float mu, size_t n, lanes *dy, lanes *dy_x) {
+    size_t i = 0;
+    for (; i + LANES <= n; i += LANES)
+        for (int l = 0; l < LANES; l++) {
+            dy->a[l] += g[i + l];
+            dy_x->a[l] += (double)g[i + l] * (x[i + l] - mu);
+        }
+    for (; i < n; i++) {
+        dy->a[i % LANES] += g[i];
+        dy_x->a[i % LANES] += (double)g[i] * (x[i] - mu);
+    }
+}
+
 /* Saved: x (N x C x H x W), weight (C) or NULL, mean (C), invstd (C).
  * ints[0]: training (batch statistics, so gradients flow through them). */
 static kd_status batch_norm_backward(kd_node *node, const kd_tensor *grad_output,
@@ -21,15 +67,13 @@ static kd_status batch_norm_backward(kd_node *node, const kd_tensor *grad_output
     float *gb = grad_inputs[2] ? kd_f32(grad_inputs[2]) : NULL;
 #pragma omp parallel for schedule(static) if (M * C > KD_PARALLEL_MIN)
     for (int c = 0; c < C; c++) {
-        double sum_dy = 0, sum_dy_xhat = 0;
         float mu = mean[c], is = invstd[c];
+        lanes dy = {{0}}, dy_x = {{0}};
         for (int n = 0; n < N; n++) {
             size_t base = ((size_t)n * C + c) * HW;
-            for (size_t i = base; i < base + HW; i++) {
-                sum_dy += g[i];
-                sum_dy_xhat += (double)g[i] * (in[i] - mu) * is;
-            }
+            add_grad_sums(g + base, in + base, mu, HW, &dy, &dy_x);
         }
+        double sum_dy = lanes_total(&dy), sum_dy_xhat = lanes_total(&dy_x) * is;
         if (gw) gw[c] += (float)sum_dy_xhat;
         if (gb) gb[c] += (float)sum_dy;
         if (!gx) continue;
@@ -93,14 +137,11 @@ kd_status kd_batch_norm2d(kd_tensor *x, kd_tensor *weight, kd_tensor *bias,
 #pragma omp parallel for schedule(static) if (M * C > KD_PARALLEL_MIN)
     for (int c = 0; c < C; c++) {
         if (training) { /* two passes: the one-pass formula loses digits */
-            double sum = 0, sq = 0;
-            for (int n = 0; n < N; n++)
-                for (size_t i = ((size_t)n * C + c) * HW, e = i + HW; i < e; i++) sum += in[i];
-            double m = sum / (double)M;
-            for (int n = 0; n < N; n++)
-                for (size_t i = ((size_t)n * C + c) * HW, e = i + HW; i < e; i++)
-                    sq += (in[i] - m) * (in[i] - m);
-            double var = sq / (double)M;
+            lanes sum = {{0}}, sq = {{0}};
+            for (int n = 0; n < N; n++) add_sum(in + ((size_t)n * C + c) * HW, HW, &sum);
+            double m = lanes_total(&sum) / (double)M;
+            for (int n = 0; n < N; n++) add_centered_squares(in + ((size_t)n * C + c) * HW, HW, m, &sq);
+            double var = lanes_total(&sq) / (double)M;
             mu[c] = (float)m;
             is[c] = (float)(1.0 / sqrt(var + eps));
             if (running_mean) {

@@ -40,11 +40,47 @@ static kd_status alloc_taps(int in_h, int in_w, int out_h, int out_w, bool align
     return KD_OK;
 }
 
+/* The transpose of one axis' interpolation, gathered per input position:
+ * input column x receives go[index[k]] * weight[k] for k in [first[x],
+ * first[x+1]). Each output column appears twice (its lo and hi taps).
+ * Summing per input column, rather than scattering per output column,
+ * leaves no chain of adds through one memory cell (an x8 upsampling sends
+ * 16 outputs to each input). */
+typedef struct {
+    int *first, *index;
+    float *weight;
+} fold_table;
+
+static bool fold_table_new(const tap *taps, int in, int out, fold_table *t) {
+    t->first = calloc((size_t)in + 1, sizeof(int));
+    t->index = malloc(sizeof(int) * 2 * (size_t)out);
+    t->weight = malloc(sizeof(float) * 2 * (size_t)out);
+    if (!t->first || !t->index || !t->weight) return false;
+    for (int d = 0; d < out; d++) t->first[taps[d].lo + 1]++, t->first[taps[d].hi + 1]++;
+    for (int x = 0; x < in; x++) t->first[x + 1] += t->first[x];
+    int *fill = malloc(sizeof(int) * (size_t)in);
+    if (!fill) return false;
+    memcpy(fill, t->first, sizeof(int) * (size_t)in);
+    for (int d = 0; d < out; d++) {
+        int k = fill[taps[d].lo]++;
+        t->index[k] = d, t->weight[k] = 1 - taps[d].frac;
+        k = fill[taps[d].hi]++;
+        t->index[k] = d, t->weight[k] = taps[d].frac;
+    }
+    free(fill);
+    return true;
+}
+
+static void fold_table_free(fold_table *t) {
+    free(t->first);
+    free(t->index);
+    free(t->weight);
+}
+
 /* grad out N x C x OH x OW into grad x N x C x H x W; ints[0] = align.
  * The interpolation is separable, so its transpose is too: each output row
  * is first folded onto the input columns (a row of W values), then spread
- * onto its two input rows - two adds per output pixel instead of four
- * scattered over the whole plane. */
+ * onto its two input rows. */
 static kd_status bilinear_backward(kd_node *node, const kd_tensor *grad_output,
                                    kd_tensor *const *grad_inputs) {
     const kd_edge *e = &node->inputs[0];
@@ -52,39 +88,50 @@ static kd_status bilinear_backward(kd_node *node, const kd_tensor *grad_output,
     tap *th, *tw;
     kd_status s = alloc_taps(H, W, OH, OW, node->ints[0], &th, &tw);
     if (s) return s;
+    fold_table fold;
+    bool ok = fold_table_new(tw, W, OW, &fold);
     size_t planes = (size_t)e->shape[0] * e->shape[1];
     const float *g = kd_f32(grad_output);
     float *gx = kd_f32(grad_inputs[0]);
-#pragma omp parallel for schedule(static) if (planes * OH * OW > KD_PARALLEL_MIN)
-    for (size_t q = 0; q < planes; q++) {
-        float *dst = gx + q * H * W;
-        const float *src = g + q * OH * OW;
-        float *row = malloc(sizeof(float) * (size_t)W); /* one input row */
-        for (int oh = 0; oh < OH; oh++) {
-            tap a = th[oh];
-            const float *go = src + (size_t)oh * OW;
-            float *r0 = dst + (size_t)a.lo * W, *r1 = dst + (size_t)a.hi * W;
-            if (!row) { /* no buffer: scatter each output pixel to its four inputs */
-                for (int ow = 0; ow < OW; ow++) {
-                    tap b = tw[ow];
-                    r0[b.lo] += go[ow] * (1 - a.frac) * (1 - b.frac), r0[b.hi] += go[ow] * (1 - a.frac) * b.frac;
-                    r1[b.lo] += go[ow] * a.frac * (1 - b.frac), r1[b.hi] += go[ow] * a.frac * b.frac;
+    if (!ok) {
+        fold_table_free(&fold);
+        free(th);
+        free(tw);
+        return kd_fail(KD_ERR_MEMORY, "resize_bilinear backward: cannot allocate the folding tables for %dx%d -> %dx%d",
+                       OH, OW, H, W);
+    }
+    bool failed = false;
+#pragma omp parallel if (planes * OH * OW > KD_PARALLEL_MIN)
+    {
+        float *row = malloc(sizeof(float) * (size_t)W); /* one output row folded onto the input columns */
+        if (!row) {
+#pragma omp atomic write
+            failed = true;
+        }
+#pragma omp for schedule(static)
+        for (size_t q = 0; q < planes; q++) {
+            if (!row) continue;
+            float *dst = gx + q * H * W;
+            const float *src = g + q * OH * OW;
+            for (int oh = 0; oh < OH; oh++) {
+                tap a = th[oh];
+                const float *go = src + (size_t)oh * OW;
+                for (int x = 0; x < W; x++) {
+                    float acc = 0;
+                    for (int k = fold.first[x]; k < fold.first[x + 1]; k++) acc += go[fold.index[k]] * fold.weight[k];
+                    row[x] = acc;
                 }
-                continue;
+                float *r0 = dst + (size_t)a.lo * W, *r1 = dst + (size_t)a.hi * W;
+                for (int x = 0; x < W; x++) r0[x] += row[x] * (1 - a.frac);
+                for (int x = 0; x < W; x++) r1[x] += row[x] * a.frac;
             }
-            for (int x = 0; x < W; x++) row[x] = 0;
-            for (int ow = 0; ow < OW; ow++) {
-                tap b = tw[ow];
-                row[b.lo] += go[ow] * (1 - b.frac);
-                row[b.hi] += go[ow] * b.frac;
-            }
-            for (int x = 0; x < W; x++) r0[x] += row[x] * (1 - a.frac);
-            for (int x = 0; x < W; x++) r1[x] += row[x] * a.frac;
         }
         free(row);
     }
+    fold_table_free(&fold);
     free(th);
     free(tw);
+    if (failed) return kd_fail(KD_ERR_MEMORY, "resize_bilinear backward: cannot allocate a row buffer of %d floats", W);
     return KD_OK;
 }
 

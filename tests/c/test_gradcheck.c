@@ -88,6 +88,14 @@ static kd_status run_conv_rect(kd_tensor **in, kd_tensor **o) {
     kd_conv_params p = {2, 1, 0, 1, 1, 2, 1}; /* 3x1 kernel, stride 2x1, pad 0x1, dilation 1x2 */
     return kd_conv2d(in[0], in[1], NULL, &p, o);
 }
+/* stride-1 input gradients run as a convolution of the output gradient
+ * with padding (k-1)*d - p: no padding, uneven padding, and a map large
+ * enough (64 x 64) to take the one-image-per-GEMM path */
+static kd_status run_conv_valid(kd_tensor **in, kd_tensor **o) { return conv(in, false, 1, 0, 1, 1, o); }
+static kd_status run_conv_5x3_pad(kd_tensor **in, kd_tensor **o) {
+    kd_conv_params p = {1, 1, 1, 0, 1, 1, 1}; /* 5x3 kernel, padding 1x0 */
+    return kd_conv2d(in[0], in[1], NULL, &p, o);
+}
 static kd_status run_bn_train(kd_tensor **in, kd_tensor **o) {
     int c[1] = {3};
     kd_tensor *rm, *rv;
@@ -182,6 +190,9 @@ static const grad_case cases[] = {
     {"conv2d depthwise dilation 2 bias", run_conv_dw_d2, 3, {F(2, 3, 7, 8), F(3, 1, 3, 3), IN(RANDN, true, 1, 3)}, 1e-2f, 1e-2f},
     {"conv2d 1x1 bias", run_conv_1x1, 3, {F(2, 5, 3, 4), F(3, 5, 1, 1), IN(RANDN, true, 1, 3)}, 1e-2f, 1e-2f},
     {"conv2d 1x1 stride 2", run_conv_1x1_s2, 2, {F(2, 3, 5, 7), F(4, 3, 1, 1)}, 1e-2f, 1e-2f},
+    {"conv2d 3x3 unpadded", run_conv_valid, 2, {F(2, 3, 6, 7), F(4, 3, 3, 3)}, 1e-2f, 1e-2f},
+    {"conv2d 5x3 padding 1x0", run_conv_5x3_pad, 2, {F(2, 2, 8, 7), F(3, 2, 5, 3)}, 1e-2f, 1e-2f},
+    {"conv2d 3x3 one 64x64 image", run_conv3, 3, {F(1, 2, 64, 64), F(3, 2, 3, 3), IN(RANDN, true, 1, 3)}, 1e-2f, 1e-2f},
     {"conv2d 3x1 mixed stride/dilation", run_conv_rect, 2, {F(2, 2, 9, 5), F(3, 2, 3, 1)}, 1e-2f, 1e-2f},
     {"batch_norm2d training", run_bn_train, 3, {F(3, 3, 4, 5), IN(POSITIVE, true, 1, 3), IN(RANDN, true, 1, 3)}, 1e-2f, 2e-2f},
     {"batch_norm2d evaluation", run_bn_eval, 4, {F(2, 3, 4, 5), IN(RANDN, true, 1, 3), IN(RANDN, true, 1, 3), IN(POSITIVE, false, 1, 3)}, 1e-2f, 1e-2f},
