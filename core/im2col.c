@@ -17,10 +17,11 @@ static void valid_range(int out_w, int width, int stride, int start, int *lo, in
     *hi = b;
 }
 
-/* image C x H x W -> col (C*kh*kw) x (OH*OW), rows ld apart */
-void kd_im2col(const float *image, const kd_conv_geometry *g, float *col, size_t ld) {
+/* image C x H x W -> col (C*kh*kw) x ((oh1-oh0)*OW): output rows [oh0, oh1),
+ * matrix rows ld apart */
+void kd_im2col(const float *image, const kd_conv_geometry *g, int oh0, int oh1, float *col, size_t ld) {
     int taps = g->kernel_h * g->kernel_w;
-    size_t out_plane = (size_t)g->out_h * (size_t)g->out_w;
+    size_t out_plane = (size_t)(oh1 - oh0) * (size_t)g->out_w;
 #pragma omp parallel for schedule(static) if ((size_t)g->channels * taps * out_plane > KD_PARALLEL_MIN)
     for (int row = 0; row < g->channels * taps; row++) {
         int c = row / taps, ki = row % taps / g->kernel_w, kj = row % g->kernel_w;
@@ -28,7 +29,7 @@ void kd_im2col(const float *image, const kd_conv_geometry *g, float *col, size_t
         float *dst = col + (size_t)row * ld;
         int col_start = kj * g->dilation_w - g->pad_w, lo, hi;
         valid_range(g->out_w, g->width, g->stride_w, col_start, &lo, &hi);
-        for (int oh = 0; oh < g->out_h; oh++, dst += g->out_w) {
+        for (int oh = oh0; oh < oh1; oh++, dst += g->out_w) {
             int ih = oh * g->stride_h - g->pad_h + ki * g->dilation_h;
             if (ih < 0 || ih >= g->height || lo >= hi) {
                 memset(dst, 0, sizeof(float) * (size_t)g->out_w);
@@ -46,12 +47,12 @@ void kd_im2col(const float *image, const kd_conv_geometry *g, float *col, size_t
     }
 }
 
-/* col (C*kh*kw) x (OH*OW), rows ld apart -> image C x H x W, added into.
- * Parallel over channels: the rows of one channel write only to that
- * channel's plane. */
-void kd_col2im_add(const float *col, const kd_conv_geometry *g, float *image, size_t ld) {
+/* col (C*kh*kw) x ((oh1-oh0)*OW) of output rows [oh0, oh1), matrix rows ld
+ * apart -> image C x H x W, added into. Parallel over channels: the rows of
+ * one channel write only to that channel's plane. */
+void kd_col2im_add(const float *col, const kd_conv_geometry *g, int oh0, int oh1, float *image, size_t ld) {
     int taps = g->kernel_h * g->kernel_w;
-    size_t out_plane = (size_t)g->out_h * (size_t)g->out_w;
+    size_t out_plane = (size_t)(oh1 - oh0) * (size_t)g->out_w;
 #pragma omp parallel for schedule(static) if ((size_t)g->channels * taps * out_plane > KD_PARALLEL_MIN)
     for (int c = 0; c < g->channels; c++) {
         float *plane = image + (size_t)c * g->height * g->width;
@@ -60,7 +61,7 @@ void kd_col2im_add(const float *col, const kd_conv_geometry *g, float *image, si
             const float *src = col + ((size_t)c * taps + (size_t)tap) * ld;
             int col_start = kj * g->dilation_w - g->pad_w, lo, hi;
             valid_range(g->out_w, g->width, g->stride_w, col_start, &lo, &hi);
-            for (int oh = 0; oh < g->out_h; oh++, src += g->out_w) {
+            for (int oh = oh0; oh < oh1; oh++, src += g->out_w) {
                 int ih = oh * g->stride_h - g->pad_h + ki * g->dilation_h;
                 if (ih < 0 || ih >= g->height) continue;
                 float *dst = plane + (size_t)ih * g->width + col_start;

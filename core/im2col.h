@@ -11,9 +11,11 @@ typedef struct {
 
 #include <stddef.h>
 
-/* Row r of the column matrix starts at col + r * ld (ld >= OH * OW), so that
- * several images can sit side by side in one wide matrix. */
-void kd_im2col(const float *image, const kd_conv_geometry *g, float *col, size_t ld);
-void kd_col2im_add(const float *col, const kd_conv_geometry *g, float *image, size_t ld);
+/* Both work on the output rows [oh0, oh1) (a band of the column matrix, so
+ * that it can stay small enough for the cache). Row r of the column matrix
+ * starts at col + r * ld (ld >= (oh1 - oh0) * OW), so that several images can
+ * sit side by side in one wide matrix. */
+void kd_im2col(const float *image, const kd_conv_geometry *g, int oh0, int oh1, float *col, size_t ld);
+void kd_col2im_add(const float *col, const kd_conv_geometry *g, int oh0, int oh1, float *image, size_t ld);
 
 #endif

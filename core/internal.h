@@ -11,6 +11,9 @@
 /* Loops shorter than this run on one thread: forking costs more than it saves. */
 #define KD_PARALLEL_MIN 32768
 
+/* At most this many threads keep buffers of their own in one op. */
+#define KD_MAX_THREADS 64
+
 /* An edge from a node to one input: the node that made the input, or the leaf
  * tensor itself, or neither when the input needs no gradient. */
 typedef struct {

@@ -3,6 +3,7 @@
  * with K = Cin/g * kh * kw. A 1x1 stride-1 unpadded convolution reads the
  * input as its own column matrix, with no im2col. The naive seven-loop
  * convolution beside it is the reference the tests hold it to. */
+#include <omp.h>
 #include <string.h>
 
 #include "blas.h"
@@ -48,77 +49,154 @@ static kd_status check_conv(const kd_tensor *x, const kd_tensor *w, const kd_ten
     return KD_OK;
 }
 
+/* How the work is cut. The column matrix is kd_im2col's output and the
+ * GEMM's input; kept small (COLUMN_BUDGET floats) it is written and read back
+ * in the cache instead of through memory, which matters most for layers with
+ * few channels, where the GEMM does little work per column value. So a
+ * convolution runs in blocks, each one GEMM per group:
+ *   - several images side by side (G > 1) when a feature map is small: narrow
+ *     products (N = OH * OW) run far below the GEMM peak, and G images make
+ *     them G times wider, at the price of copying outputs out of (and output
+ *     gradients into) a G-wide buffer;
+ *   - otherwise one image, in bands of output rows that fit the budget, the
+ *     GEMM reading and writing the band's columns of the image in place.
+ * A unit (G images, or one image and all its bands) is what a thread takes:
+ * with at least as many units as threads, each thread runs its units with
+ * its own buffers and single-threaded GEMMs (no fork and join per GEMM, each
+ * column matrix in its own core's cache); otherwise the units run one after
+ * the other, each GEMM on every thread. */
+#define WIDE_ENOUGH 4096
+#define COLUMN_BUDGET ((size_t)1 << 19) /* floats: 2 MiB */
+
+/* Everything one convolution call works with. */
+typedef struct {
+    kd_conv_geometry g;
+    int N, cout, groups, cout_g, K, P, G, band; /* band: output rows per block of one image */
+    size_t in_image;
+    bool pointwise;
+    size_t col_floats, wide_floats; /* per thread: K*groups x (G*P or band*OW); cout x G*P (G > 1) */
+} conv_plan;
+
+/* One block: images [first, first+count) whole (count > 1), or output rows
+ * [oh0, oh1) of image first; width: its output positions. col and wide: the
+ * running thread's buffers. */
+typedef struct {
+    int first, count, oh0, oh1, thread;
+    size_t width;
+    float *col, *wide;
+} conv_block;
+
+typedef void (*block_fn)(const conv_plan *c, const conv_block *b, void *ctx);
+
 static bool is_pointwise(const kd_conv_geometry *g) {
     return g->kernel_h == 1 && g->kernel_w == 1 && g->stride_h == 1 && g->stride_w == 1 &&
            g->pad_h == 0 && g->pad_w == 0;
 }
 
-/* Images per GEMM. Small feature maps make narrow products (N = OH * OW),
- * which run far below the GEMM peak; putting G images side by side makes the
- * product G times wider, at the price of copying outputs out of (and output
- * gradients into) a G-wide buffer. Large maps are wide enough alone. */
-#define WIDE_ENOUGH 4096
-#define COLUMN_BUDGET ((size_t)8 << 20) /* floats per column buffer: 32 MiB */
-
-static int images_per_gemm(const kd_conv_geometry *g, int n_images) {
-    size_t rows = (size_t)g->channels * g->kernel_h * g->kernel_w, P = (size_t)g->out_h * g->out_w;
-    if (P >= WIDE_ENOUGH) return 1;
-    size_t fit = COLUMN_BUDGET / (rows * P > 0 ? rows * P : 1), want = (WIDE_ENOUGH * 4 + P - 1) / P;
+static void cut(conv_plan *c) {
+    size_t rows = (size_t)c->K * c->groups, P = (size_t)c->P, per_image = rows * P;
+    c->G = 1;
+    c->band = c->g.out_h;
+    if (per_image > COLUMN_BUDGET) {
+        size_t band = COLUMN_BUDGET / (rows * (size_t)c->g.out_w);
+        if (!c->pointwise) c->band = band < 1 ? 1 : (int)band; /* a 1x1 reads the image as its columns */
+        return;
+    }
+    if (P >= WIDE_ENOUGH) return;
+    size_t fit = COLUMN_BUDGET / per_image, want = (WIDE_ENOUGH + P - 1) / P;
     size_t G = fit < want ? fit : want;
-    if (G < 1) G = 1;
-    if (G > (size_t)n_images) G = (size_t)n_images;
-    return (int)G;
+    if (G > (size_t)c->N) G = (size_t)c->N;
+    c->G = G < 1 ? 1 : (int)G;
 }
 
-/* Everything one convolution call works with. */
-typedef struct {
-    kd_conv_geometry g;
-    int N, cout, groups, cout_g, K, P, G;
-    size_t in_image;
-    bool pointwise;
-    float *col, *wide; /* K_total x G*P columns; cout x G*P outputs (G > 1) */
-    size_t col_bytes, wide_bytes;
-} conv_plan;
-
-static kd_status plan_conv(conv_plan *c, const kd_conv_geometry *g, int N, int cout, int groups, bool need_col) {
+static void plan_conv(conv_plan *c, const kd_conv_geometry *g, int N, int cout, int groups) {
     c->g = *g;
     c->N = N, c->cout = cout, c->groups = groups, c->cout_g = cout / groups;
     c->K = g->channels / groups * g->kernel_h * g->kernel_w;
     c->P = g->out_h * g->out_w;
     c->in_image = (size_t)g->channels * g->height * g->width;
     c->pointwise = is_pointwise(g);
-    c->G = images_per_gemm(g, N);
-    c->col = c->wide = NULL;
-    size_t width = (size_t)c->G * c->P;
-    if (need_col && (!c->pointwise || c->G > 1)) {
-        c->col = kd_cache_alloc((size_t)c->K * groups * width * sizeof(float), &c->col_bytes);
-        if (!c->col) return KD_ERR_MEMORY;
+    cut(c);
+    size_t width = c->G > 1 ? (size_t)c->G * c->P : (size_t)c->band * g->out_w;
+    c->col_floats = !c->pointwise || c->G > 1 ? (size_t)c->K * groups * width : 0;
+    c->wide_floats = c->G > 1 ? (size_t)cout * width : 0;
+}
+
+static int unit_count(const conv_plan *c) { return (c->N + c->G - 1) / c->G; }
+
+/* Whether the units go to threads (see above); the number of buffer sets. */
+static int thread_sets(const conv_plan *c) {
+    int threads = kd_get_threads(), units = unit_count(c);
+    if (threads > KD_MAX_THREADS) threads = KD_MAX_THREADS;
+    return threads > 1 && units >= threads ? threads : 1;
+}
+
+static void run_unit(const conv_plan *c, int unit, int thread, float *col, float *wide, block_fn fn, void *ctx) {
+    conv_block b = {.first = unit * c->G, .thread = thread, .col = col, .wide = wide};
+    b.count = c->N - b.first < c->G ? c->N - b.first : c->G;
+    if (b.count > 1) {
+        b.oh0 = 0, b.oh1 = c->g.out_h, b.width = (size_t)b.count * c->P;
+        fn(c, &b, ctx);
+        return;
     }
-    if (c->G > 1) {
-        c->wide = kd_cache_alloc((size_t)cout * width * sizeof(float), &c->wide_bytes);
-        if (!c->wide) {
-            kd_cache_free(c->col, c->col_bytes);
-            return KD_ERR_MEMORY;
+    for (b.oh0 = 0; b.oh0 < c->g.out_h; b.oh0 = b.oh1) {
+        b.oh1 = b.oh0 + c->band < c->g.out_h ? b.oh0 + c->band : c->g.out_h;
+        b.width = (size_t)(b.oh1 - b.oh0) * c->g.out_w;
+        fn(c, &b, ctx);
+    }
+}
+
+/* Runs fn on every block; false when the buffers cannot be allocated. */
+static bool run_blocks(const conv_plan *c, block_fn fn, void *ctx) {
+    int sets = thread_sets(c), units = unit_count(c);
+    float *col[KD_MAX_THREADS] = {0}, *wide[KD_MAX_THREADS] = {0};
+    size_t col_bytes[KD_MAX_THREADS] = {0}, wide_bytes[KD_MAX_THREADS] = {0};
+    bool ok = true;
+    for (int t = 0; t < sets && ok; t++) {
+        if (c->col_floats) ok = (col[t] = kd_cache_alloc(c->col_floats * sizeof(float), &col_bytes[t])) != NULL;
+        if (ok && c->wide_floats) ok = (wide[t] = kd_cache_alloc(c->wide_floats * sizeof(float), &wide_bytes[t])) != NULL;
+    }
+    if (ok && sets > 1) {
+#pragma omp parallel for schedule(static) num_threads(sets)
+        for (int u = 0; u < units; u++) {
+            int t = omp_get_thread_num();
+            run_unit(c, u, t, col[t], wide[t], fn, ctx);
         }
+    } else if (ok) {
+        for (int u = 0; u < units; u++) run_unit(c, u, 0, col[0], wide[0], fn, ctx);
     }
-    return KD_OK;
+    for (int t = 0; t < sets; t++) {
+        kd_cache_free(col[t], col_bytes[t]);
+        kd_cache_free(wide[t], wide_bytes[t]);
+    }
+    return ok;
 }
 
-static void free_plan(conv_plan *c) {
-    kd_cache_free(c->col, c->col_bytes);
-    kd_cache_free(c->wide, c->wide_bytes);
-}
-
-/* The column matrix of images [first, first+count), side by side; for an
- * unpadded 1x1 stride-1 convolution of one image, the image itself. */
-static const float *columns(const conv_plan *c, const float *x, int first, int count, size_t *ld) {
-    if (c->pointwise && count == 1 && c->G == 1) {
+/* The block's column matrix (ld = width); for an unpadded 1x1 stride-1
+ * convolution of one image, the image itself (ld = P). */
+static const float *columns(const conv_plan *c, const float *x, const conv_block *b, size_t *ld) {
+    if (c->pointwise && b->count == 1) {
         *ld = (size_t)c->P;
-        return x + (size_t)first * c->in_image;
+        return x + (size_t)b->first * c->in_image;
     }
-    *ld = (size_t)count * c->P;
-    for (int j = 0; j < count; j++) kd_im2col(x + (size_t)(first + j) * c->in_image, &c->g, c->col + (size_t)j * c->P, *ld);
-    return c->col;
+    *ld = b->width;
+    if (b->count == 1) kd_im2col(x + (size_t)b->first * c->in_image, &c->g, b->oh0, b->oh1, b->col, b->width);
+    else
+        for (int j = 0; j < b->count; j++)
+            kd_im2col(x + (size_t)(b->first + j) * c->in_image, &c->g, 0, c->g.out_h, b->col + (size_t)j * c->P, b->width);
+    return b->col;
+}
+
+/* Where a block's outputs (channels x width) are read or written in an
+ * N x channels x P tensor: in place for one image (ld = P), else the wide
+ * buffer (ld = width). */
+static float *block_outputs(const conv_plan *c, float *t, int channels, const conv_block *b, size_t *ld) {
+    if (b->count > 1) {
+        *ld = b->width;
+        return b->wide;
+    }
+    *ld = (size_t)c->P;
+    return t + (size_t)b->first * channels * c->P + (size_t)b->oh0 * c->g.out_w;
 }
 
 /* Between N x C x P tensors and a C x (count * P) wide matrix. */
@@ -130,22 +208,17 @@ static void to_wide(const float *t, int channels, int P, int first, int count, f
             memcpy(wide + ch * ld + (size_t)j * P, t + ((size_t)(first + j) * channels + ch) * P, sizeof(float) * P);
 }
 
-static void from_wide(const float *wide, int channels, int P, int first, int count, float *t) {
-    size_t ld = (size_t)count * P;
-#pragma omp parallel for schedule(static) if ((size_t)channels * ld > KD_PARALLEL_MIN)
-    for (int ch = 0; ch < channels; ch++)
-        for (int j = 0; j < count; j++)
-            memcpy(t + ((size_t)(first + j) * channels + ch) * P, wide + ch * ld + (size_t)j * P, sizeof(float) * P);
-}
-
-static void from_wide_add(const float *wide, int channels, int P, int first, int count, float *t) {
+static void from_wide(const float *wide, int channels, int P, int first, int count, float *t, bool add) {
     size_t ld = (size_t)count * P;
 #pragma omp parallel for schedule(static) if ((size_t)channels * ld > KD_PARALLEL_MIN)
     for (int ch = 0; ch < channels; ch++)
         for (int j = 0; j < count; j++) {
             float *dst = t + ((size_t)(first + j) * channels + ch) * P;
             const float *src = wide + ch * ld + (size_t)j * P;
-            for (int i = 0; i < P; i++) dst[i] += src[i];
+            if (add)
+                for (int i = 0; i < P; i++) dst[i] += src[i];
+            else
+                memcpy(dst, src, sizeof(float) * P);
         }
 }
 
@@ -164,6 +237,59 @@ static void bias_grad(const float *go, int N, int cout, int P, float *db) {
     }
 }
 
+typedef struct {
+    const float *x, *w, *go;
+    float *y, *dx, *dw[KD_MAX_THREADS]; /* dw: one partial sum per thread */
+} conv_args;
+
+/* y = W[group] @ col[group] */
+static void forward_block(const conv_plan *c, const conv_block *b, void *ctx) {
+    conv_args *a = ctx;
+    size_t ld_col, ld_out;
+    const float *cols = columns(c, a->x, b, &ld_col);
+    float *dst = block_outputs(c, a->y, c->cout, b, &ld_out);
+    for (int gr = 0; gr < c->groups; gr++)
+        kd_sgemm(false, false, c->cout_g, (int)b->width, c->K, 1.0f, a->w + (size_t)gr * c->cout_g * c->K, c->K,
+                 cols + (size_t)gr * c->K * ld_col, (int)ld_col, 0.0f, dst + (size_t)gr * c->cout_g * ld_out, (int)ld_out);
+    if (b->count > 1) from_wide(b->wide, c->cout, c->P, b->first, b->count, a->y, false);
+}
+
+/* dW[group] += dOut[group] (cout_g x width) @ col[group]^T, into the
+ * running thread's partial sum */
+static void weight_grad_block(const conv_plan *c, const conv_block *b, void *ctx) {
+    conv_args *a = ctx;
+    size_t ld_col, ld_out;
+    const float *cols = columns(c, a->x, b, &ld_col);
+    const float *dout = block_outputs(c, (float *)a->go, c->cout, b, &ld_out);
+    if (b->count > 1) to_wide(a->go, c->cout, c->P, b->first, b->count, b->wide);
+    float *dw = a->dw[b->thread];
+    for (int gr = 0; gr < c->groups; gr++)
+        kd_sgemm(false, true, c->cout_g, c->K, (int)b->width, 1.0f, dout + (size_t)gr * c->cout_g * ld_out, (int)ld_out,
+                 cols + (size_t)gr * c->K * ld_col, (int)ld_col, 1.0f, dw + (size_t)gr * c->cout_g * c->K, c->K);
+}
+
+static kd_status weight_grad(const kd_conv_geometry *g, const float *x, const float *go, int N, int cout,
+                             int groups, float *dw) {
+    conv_plan c;
+    plan_conv(&c, g, N, cout, groups);
+    conv_args a = {.x = x, .go = go};
+    int sets = thread_sets(&c);
+    size_t n = (size_t)cout * c.K, bytes[KD_MAX_THREADS] = {0};
+    a.dw[0] = dw; /* thread 0 adds into the gradient itself, the others into zeroed partials */
+    bool ok = true;
+    for (int t = 1; t < sets && ok; t++) {
+        ok = (a.dw[t] = kd_cache_alloc(n * sizeof(float), &bytes[t])) != NULL;
+        if (ok) memset(a.dw[t], 0, n * sizeof(float));
+    }
+    ok = ok && run_blocks(&c, weight_grad_block, &a);
+    for (int t = 1; t < sets; t++) {
+        if (ok)
+            for (size_t i = 0; i < n; i++) dw[i] += a.dw[t][i];
+        kd_cache_free(a.dw[t], bytes[t]);
+    }
+    return ok ? KD_OK : KD_ERR_MEMORY;
+}
+
 /* The input gradient of a stride-1 convolution is itself a convolution: of
  * the output gradient, by the weight with its taps flipped and its in/out
  * channels swapped, with padding (k-1)*d - p. Unfolding the output gradient
@@ -173,6 +299,19 @@ static void bias_grad(const float *go, int N, int cout, int P, float *db) {
 static bool gradient_is_convolution(const kd_conv_geometry *g, int groups) {
     return groups == 1 && g->stride_h == 1 && g->stride_w == 1 && g->kernel_h * g->kernel_w > 1 &&
            g->pad_h <= (g->kernel_h - 1) * g->dilation_h && g->pad_w <= (g->kernel_w - 1) * g->dilation_w;
+}
+
+/* dx += flipped weight (cin x cout*taps) @ columns of the output gradient;
+ * here the plan's "input" is the output gradient and its "output" dx */
+static void input_grad_gather_block(const conv_plan *c, const conv_block *b, void *ctx) {
+    conv_args *a = ctx;
+    size_t ld_col, ld_out;
+    const float *cols = columns(c, a->go, b, &ld_col);
+    float *out = block_outputs(c, a->dx, c->cout, b, &ld_out);
+    bool in_place = b->count == 1; /* adds straight into dx */
+    kd_sgemm(false, false, c->cout, (int)b->width, c->K, 1.0f, a->w, c->K, cols, (int)ld_col, in_place ? 1.0f : 0.0f,
+             out, (int)ld_out);
+    if (!in_place) from_wide(b->wide, c->cout, c->P, b->first, b->count, a->dx, true);
 }
 
 static kd_status input_grad_by_convolution(const kd_conv_geometry *g, const float *w, const float *go, int N,
@@ -185,85 +324,67 @@ static kd_status input_grad_by_convolution(const kd_conv_geometry *g, const floa
         .out_h = g->height, .out_w = g->width,
     };
     conv_plan c;
+    plan_conv(&c, &back, N, cin, 1);
     size_t flipped_bytes;
     float *flipped = kd_cache_alloc((size_t)cin * cout * taps * sizeof(float), &flipped_bytes);
-    if (!flipped || plan_conv(&c, &back, N, cin, 1, true)) {
-        kd_cache_free(flipped, flipped_bytes);
-        return KD_ERR_MEMORY;
-    }
+    if (!flipped) return KD_ERR_MEMORY;
     for (int co = 0; co < cout; co++) /* flipped[ci][co][t] = w[co][ci][taps-1-t] */
         for (int ci = 0; ci < cin; ci++)
             for (int t = 0; t < taps; t++)
                 flipped[((size_t)ci * cout + co) * taps + t] = w[((size_t)co * cin + ci) * taps + taps - 1 - t];
-    size_t dx_image = (size_t)cin * c.P; /* c.in_image is one image of the output gradient */
-    for (int first = 0; first < N; first += c.G) {
-        int count = N - first < c.G ? N - first : c.G;
-        size_t width = (size_t)count * c.P;
-        for (int j = 0; j < count; j++) kd_im2col(go + (size_t)(first + j) * c.in_image, &back, c.col + (size_t)j * c.P, width);
-        bool direct = c.G == 1; /* one image: its gradient is the GEMM's output */
-        kd_sgemm(false, false, cin, (int)width, c.K, 1.0f, flipped, c.K, c.col, (int)width, direct ? 1.0f : 0.0f,
-                 direct ? dx + (size_t)first * dx_image : c.wide, (int)width);
-        if (!direct) from_wide_add(c.wide, cin, c.P, first, count, dx);
-    }
-    free_plan(&c);
+    conv_args a = {.w = flipped, .go = go, .dx = dx};
+    bool ok = run_blocks(&c, input_grad_gather_block, &a);
     kd_cache_free(flipped, flipped_bytes);
-    return KD_OK;
+    return ok ? KD_OK : KD_ERR_MEMORY;
+}
+
+/* dcol[group] = W[group]^T @ dOut[group], folded back into dx (col2im).
+ * Bands of one image fold into overlapping input rows, which is why a
+ * thread takes whole images. */
+static void input_grad_fold_block(const conv_plan *c, const conv_block *b, void *ctx) {
+    conv_args *a = ctx;
+    size_t ld_out;
+    const float *dout = block_outputs(c, (float *)a->go, c->cout, b, &ld_out);
+    if (b->count > 1) to_wide(a->go, c->cout, c->P, b->first, b->count, b->wide);
+    bool direct = c->pointwise && b->count == 1; /* dcol is dx itself */
+    float *dcol = direct ? a->dx + (size_t)b->first * c->in_image : b->col;
+    size_t ld_col = direct ? (size_t)c->P : b->width;
+    for (int gr = 0; gr < c->groups; gr++)
+        kd_sgemm(true, false, c->K, (int)b->width, c->cout_g, 1.0f, a->w + (size_t)gr * c->cout_g * c->K, c->K,
+                 dout + (size_t)gr * c->cout_g * ld_out, (int)ld_out, direct ? 1.0f : 0.0f,
+                 dcol + (size_t)gr * c->K * ld_col, (int)ld_col);
+    if (direct) return;
+    if (b->count == 1) kd_col2im_add(b->col, &c->g, b->oh0, b->oh1, a->dx + (size_t)b->first * c->in_image, b->width);
+    else
+        for (int j = 0; j < b->count; j++)
+            kd_col2im_add(b->col + (size_t)j * c->P, &c->g, 0, c->g.out_h, a->dx + (size_t)(b->first + j) * c->in_image,
+                          b->width);
 }
 
 /* Saved: x (N x Cin x H x W), w (Cout x Cin/g x kh x kw). grad_output
- * N x Cout x OH x OW; grads: x, w, bias (Cout). Per block of G images:
- *   dW[group] += dOut[group] (cout_g x G*P) @ col[group]^T
- *   dcol[group] = W[group]^T @ dOut[group], folded back into dx
- * (or dx as a convolution of dOut, see above). */
+ * N x Cout x OH x OW; grads: x, w, bias (Cout). */
 static kd_status conv2d_backward(kd_node *node, const kd_tensor *grad_output,
                                  kd_tensor *const *grad_inputs) {
-    kd_conv_geometry geometry;
-    memcpy(&geometry, node->ints, sizeof geometry);
+    kd_conv_geometry g;
+    memcpy(&g, node->ints, sizeof g);
     const kd_tensor *x = node->saved[0], *w = node->saved[1];
     int N = grad_output->shape[0], cout = grad_output->shape[1], groups = node->ints[13];
     const float *go = kd_f32(grad_output);
     kd_tensor *gx = grad_inputs[0], *gw = grad_inputs[1], *gb = grad_inputs[2];
-    int P = geometry.out_h * geometry.out_w;
-    if (gb) bias_grad(go, N, cout, P, kd_f32(gb));
-    bool gx_by_convolution = gx && gradient_is_convolution(&geometry, groups);
-    if (gx_by_convolution) {
-        if (input_grad_by_convolution(&geometry, kd_f32(w), go, N, cout, kd_f32(gx)))
-            return kd_fail(KD_ERR_MEMORY, "conv2d backward: cannot allocate the column buffer for the gradient of %s",
-                           kd_shape_str(x));
-        gx = NULL;
-    }
-    if (!gx && !gw) return KD_OK;
-    conv_plan c;
-    if (plan_conv(&c, &geometry, N, cout, groups, true))
-        return kd_fail(KD_ERR_MEMORY, "conv2d backward: cannot allocate the column buffer for %s", kd_shape_str(x));
-    for (int first = 0; first < N; first += c.G) {
-        int count = N - first < c.G ? N - first : c.G;
-        size_t width = (size_t)count * P;
-        const float *dout = go + (size_t)first * cout * P; /* cout x P when count == 1 */
-        if (c.G > 1) {
-            to_wide(go, cout, P, first, count, c.wide);
-            dout = c.wide;
-        }
-        if (gw) {
-            size_t ld;
-            const float *cols = columns(&c, kd_f32(x), first, count, &ld);
-            for (int gr = 0; gr < c.groups; gr++)
-                kd_sgemm(false, true, c.cout_g, c.K, (int)width, 1.0f, dout + (size_t)gr * c.cout_g * width, (int)width,
-                         cols + (size_t)gr * c.K * ld, (int)ld, 1.0f, kd_f32(gw) + (size_t)gr * c.cout_g * c.K, c.K);
-        }
-        if (gx) {
-            float *dx = kd_f32(gx) + (size_t)first * c.in_image;
-            bool direct = c.pointwise && count == 1 && c.G == 1; /* dcol is dx itself */
-            for (int gr = 0; gr < c.groups; gr++)
-                kd_sgemm(true, false, c.K, (int)width, c.cout_g, 1.0f, kd_f32(w) + (size_t)gr * c.cout_g * c.K, c.K,
-                         dout + (size_t)gr * c.cout_g * width, (int)width, direct ? 1.0f : 0.0f,
-                         (direct ? dx : c.col) + (size_t)gr * c.K * width, (int)width);
-            if (!direct)
-                for (int j = 0; j < count; j++)
-                    kd_col2im_add(c.col + (size_t)j * P, &c.g, dx + (size_t)j * c.in_image, width);
+    if (gb) bias_grad(go, N, cout, g.out_h * g.out_w, kd_f32(gb));
+    kd_status s = KD_OK;
+    if (gw) s = weight_grad(&g, kd_f32(x), go, N, cout, groups, kd_f32(gw));
+    if (!s && gx) {
+        if (gradient_is_convolution(&g, groups)) {
+            s = input_grad_by_convolution(&g, kd_f32(w), go, N, cout, kd_f32(gx));
+        } else {
+            conv_plan c;
+            plan_conv(&c, &g, N, cout, groups);
+            conv_args a = {.w = kd_f32(w), .go = go, .dx = kd_f32(gx)};
+            if (!run_blocks(&c, input_grad_fold_block, &a)) s = KD_ERR_MEMORY;
         }
     }
-    free_plan(&c);
+    if (s) return kd_fail(KD_ERR_MEMORY, "conv2d backward: cannot allocate the column buffers for input %s", kd_shape_str(x));
     return KD_OK;
 }
 
@@ -277,24 +398,15 @@ kd_status kd_conv2d(kd_tensor *x, kd_tensor *w, kd_tensor *b, const kd_conv_para
     int shape[4] = {N, cout, g.out_h, g.out_w};
     if ((s = kd_tensor_new(KD_F32, 4, shape, out))) return s;
     conv_plan c;
-    if (plan_conv(&c, &g, N, cout, groups, true)) {
+    plan_conv(&c, &g, N, cout, groups);
+    float *y = kd_f32(*out);
+    conv_args a = {.x = kd_f32(x), .w = kd_f32(w), .y = y};
+    if (!run_blocks(&c, forward_block, &a)) {
         kd_tensor_release(*out);
         *out = NULL;
         return kd_fail(KD_ERR_MEMORY, "conv2d: cannot allocate the column buffer for input %s "
                        "and weight %s", kd_shape_str(x), kd_shape_str(w));
     }
-    float *y = kd_f32(*out);
-    for (int first = 0; first < N; first += c.G) {
-        int count = N - first < c.G ? N - first : c.G;
-        size_t ld, width = (size_t)count * c.P;
-        const float *cols = columns(&c, kd_f32(x), first, count, &ld);
-        float *dst = c.G > 1 ? c.wide : y + (size_t)first * cout * c.P;
-        for (int gr = 0; gr < groups; gr++)
-            kd_sgemm(false, false, c.cout_g, (int)width, c.K, 1.0f, kd_f32(w) + (size_t)gr * c.cout_g * c.K, c.K,
-                     cols + (size_t)gr * c.K * ld, (int)ld, 0.0f, dst + (size_t)gr * c.cout_g * width, (int)width);
-        if (c.G > 1) from_wide(c.wide, cout, c.P, first, count, y);
-    }
-    free_plan(&c);
     int P = c.P;
     if (b) {
         const float *bias = kd_f32(b);
@@ -317,7 +429,7 @@ kd_status kd_conv2d(kd_tensor *x, kd_tensor *w, kd_tensor *b, const kd_conv_para
 
 kd_status kd_conv2d_reference(const kd_tensor *x, const kd_tensor *w, const kd_tensor *b,
                               const kd_conv_params *p, kd_tensor **out) {
-    kd_conv_geometry g;
+    kd_conv_geometry g = {0};
     kd_status s = check_conv(x, w, b, p, &g);
     if (s) return s;
     int N = x->shape[0], cout = w->shape[0], cin_g = w->shape[1], cout_g = cout / p->groups;

@@ -193,6 +193,12 @@ static const grad_case cases[] = {
     {"conv2d 3x3 unpadded", run_conv_valid, 2, {F(2, 3, 6, 7), F(4, 3, 3, 3)}, 1e-2f, 1e-2f},
     {"conv2d 5x3 padding 1x0", run_conv_5x3_pad, 2, {F(2, 2, 8, 7), F(3, 2, 5, 3)}, 1e-2f, 1e-2f},
     {"conv2d 3x3 one 64x64 image", run_conv3, 3, {F(1, 2, 64, 64), F(3, 2, 3, 3), IN(RANDN, true, 1, 3)}, 1e-2f, 1e-2f},
+    /* column matrices over the cache budget (2 MiB): one image in bands of
+     * output rows. Convolutions are linear, so a long step is exact and
+     * keeps the float rounding of the big objective out of the check. */
+    {"conv2d 3x3 in bands of rows", run_conv3, 3, {F(1, 32, 48, 48), F(32, 32, 3, 3), IN(RANDN, true, 1, 32)}, 0.25f, 1e-2f},
+    {"conv2d stride 2 in bands of rows", run_conv_s2, 2, {F(2, 32, 96, 96), F(4, 32, 3, 3)}, 0.25f, 1e-2f},
+    {"conv2d groups 2 in bands of rows", run_conv_g2, 3, {F(2, 32, 48, 48), F(8, 16, 3, 3), IN(RANDN, true, 1, 8)}, 0.25f, 1e-2f},
     {"conv2d 3x1 mixed stride/dilation", run_conv_rect, 2, {F(2, 2, 9, 5), F(3, 2, 3, 1)}, 1e-2f, 1e-2f},
     {"batch_norm2d training", run_bn_train, 3, {F(3, 3, 4, 5), IN(POSITIVE, true, 1, 3), IN(RANDN, true, 1, 3)}, 1e-2f, 2e-2f},
     {"batch_norm2d evaluation", run_bn_eval, 4, {F(2, 3, 4, 5), IN(RANDN, true, 1, 3), IN(RANDN, true, 1, 3), IN(POSITIVE, false, 1, 3)}, 1e-2f, 1e-2f},
