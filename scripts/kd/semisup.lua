@@ -289,11 +289,11 @@ function semisup.run(user_config)
                                                           cfg.data.labeled), {quiet = cfg.quiet}).final_miou}
   end
   if cfg.baselines.all_labels then
-    local all = {}
+    local all, seen = {}, {}
     local fine = Dataset({root = root, split = "train", labels = "fine", classes = classes})
-    for _, it in ipairs(fine.items) do all[#all + 1] = it end
-    for _, it in ipairs(weak) do
-      local truth = truth_for(root, it.image)
+    for _, it in ipairs(fine.items) do all[#all + 1] = it; seen[it.image] = true end
+    for _, it in ipairs(weak) do -- unlabeled training images are in `fine` already
+      local truth = not seen[it.image] and truth_for(root, it.image)
       if truth then all[#all + 1] = {image = it.image, label = truth, train_ids = false} end
     end
     say(cfg, "== baseline: %s on all %d fine labels", student_model, #all)

@@ -1,0 +1,74 @@
+-- The accuracy benchmark of the method (`make bench-accuracy`, not a test):
+-- SynthCity of a fixed size and seed at 128 x 256, 1/8 of the training images
+-- finely labeled, plus the coarse and unlabeled tiers. The method
+-- (kd.semisup: teacher, self-correcting cycles, two students) and every
+-- baseline (experiments/baselines_semisup.lua: fine only, fine + raw coarse,
+-- Mean Teacher, CPS, UniMatch-style) train the same student design for the
+-- same iterations, batch, crops and scales; evaluation is on the whole
+-- 128 x 256 validation images. Writes runs/<name>/results.md and .json.
+--   kdseg experiments/accuracy_benchmark.lua [iterations=N] [name=...]
+-- About 45 minutes on 2 cores with the defaults below.
+local cjson = require("cjson")
+local semisup = require("kd.semisup")
+
+local cfg = {name = "accuracy_benchmark", root = "data/accuracy_benchmark", seed = 1, iterations = 2000, lr = 0.02,
+             batch_size = 8, workers = 2, crop = {64, 128}, scale = {0.5, 2.0}, teacher = "deeplabv3plus",
+             student = "bench_student"}
+for _, a in ipairs(arg or {}) do kd.config.override(cfg, a) end
+local root, dir = cfg.root, "runs/" .. cfg.name
+
+-- The documented size and seed: 200 training images (25 finely labeled),
+-- 600 coarse-only images, 100 validation images.
+if not kd.data.files.exists(root .. "/.complete") then
+  print("== generating SynthCity in " .. root)
+  kd.data.synthcity.write({root = root, train = 200, coarse = 600, val = 100, height = 128, width = 256, seed = 1})
+  kd.data.splits.write({root = root, fractions = {"1/8"}, seed = 0})
+  kd._C.write_atomic(root .. "/.complete", "")
+end
+local data = {root = root, labeled = "splits/1_8/labeled.txt", unlabeled = "splits/1_8/unlabeled.txt"}
+
+local method = semisup.run({
+  name = "method", runs_dir = dir, seed = cfg.seed, batch_size = cfg.batch_size, workers = cfg.workers,
+  data = data, augment = {crop = cfg.crop, scale = cfg.scale},
+  teacher = {model = cfg.teacher, iterations = cfg.iterations, lr = cfg.lr, with_coarse = true,
+             retrain_iterations = math.floor(cfg.iterations / 2), retrain_lr = cfg.lr / 2},
+  cycles = {count = 2},
+  students = {models = {cfg.student, cfg.student}, iterations = cfg.iterations, lr = cfg.lr},
+})
+
+local args = {"name=baselines", "runs_dir=" .. dir, "seed=" .. cfg.seed, "model=" .. cfg.student,
+              "iterations=" .. cfg.iterations, "lr=" .. cfg.lr, "batch_size=" .. cfg.batch_size,
+              "workers=" .. cfg.workers, string.format("crop=[%d,%d]", cfg.crop[1], cfg.crop[2]),
+              string.format("scale=[%g,%g]", cfg.scale[1], cfg.scale[2]), "data.root=" .. root,
+              "data.labeled=" .. data.labeled, "data.unlabeled=" .. data.unlabeled,
+              "methods=[cps,mean_teacher,unimatch,fine_coarse]"}
+_G.arg = args
+dofile("experiments/baselines_semisup.lua") -- run from the repository root, as every README command
+local baselines = cjson.decode(kd.data.files.read(dir .. "/baselines/results.json"))
+
+-- One table: the method's students against every baseline and the two
+-- supervised references (fine labels only, all fine labels).
+local fine, all = method.fine_only.miou, method.all_labels.miou
+local best = 0
+for _, st in ipairs(method.students) do best = math.max(best, st.miou) end
+local rows = {string.format("SynthCity %s: 200 train (25 fine, 1/8) + 600 coarse, 100 val, 128x256, seed 1; "
+                            .. "%s, %d iterations, batch %d, crops %dx%d", root, cfg.student, cfg.iterations,
+                            cfg.batch_size, cfg.crop[1], cfg.crop[2]), "",
+              "| model | val mIoU |", "|---|---|"}
+local function row(name, v) rows[#rows + 1] = string.format("| %s | %.2f |", name, 100 * v) end
+row("supervised, fine labels only", fine)
+row("supervised, fine + raw coarse labels", baselines.fine_coarse)
+row("Mean Teacher", baselines.mean_teacher)
+row("Cross Pseudo Supervision", baselines.cps)
+row("UniMatch-style", baselines.unimatch)
+for i, st in ipairs(method.students) do row(string.format("the method: distilled student %d", i), st.miou) end
+row("the method: students' ensemble", method.ensemble.miou)
+row("the method: teacher (" .. cfg.teacher .. ", last cycle)", method.teacher.miou)
+row("supervised, all fine labels", all)
+rows[#rows + 1] = ""
+rows[#rows + 1] = string.format("best distilled student - fine only: %+.2f mIoU; share of the gap to all labels closed: %.0f%%",
+                                100 * (best - fine), all > fine and 100 * (best - fine) / (all - fine) or 0)
+local md = table.concat(rows, "\n")
+kd._C.write_atomic(dir .. "/results.md", md .. "\n")
+kd._C.write_atomic(dir .. "/results.json", cjson.encode({method = method, baselines = baselines}) .. "\n")
+print(md)
