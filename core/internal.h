@@ -6,7 +6,7 @@
 #include "kd.h"
 
 #define KD_MAX_INPUTS 8 /* concat of up to 8 branches (ASPP has 4) */
-#define KD_MAX_SAVED 4
+#define KD_MAX_SAVED 5
 
 /* Loops shorter than this run on one thread: forking costs more than it saves. */
 #define KD_PARALLEL_MIN 32768

@@ -1,7 +1,8 @@
 /* op_loss.c - the pixel losses: cross-entropy with ignore label, class and
  * pixel weights; KL divergence between softened class distributions; MSE.
  * Probabilities are recomputed in backward from the saved logits rather than
- * kept: one exp per element is cheaper than a second C x H x W buffer.
+ * kept: one exp per element is cheaper than a second C x H x W buffer (the
+ * cross-entropy keeps its per-pixel log-sum-exp, one float per pixel).
  * Sums go through per-block partials, added in block order: the result does
  * not depend on the thread count. */
 #include <math.h>
@@ -44,7 +45,8 @@ static size_t pixel_blocks(const kd_tensor *t) {
 }
 
 /* ---- cross-entropy ------------------------------------------------------------
- * Saved: logits, target, class_weight, pixel_weight. ints: ignore, reduction.
+ * Saved: logits, target, class_weight, pixel_weight, log-sum-exp per pixel
+ * (N x H x W). ints: ignore, reduction.
  * floats[0]: the mean's divisor inverted (1 / sum of counted class weights). */
 
 static kd_status cross_entropy_backward(kd_node *node, const kd_tensor *grad_output,
@@ -58,10 +60,11 @@ static kd_status cross_entropy_backward(kd_node *node, const kd_tensor *grad_out
     const float *x = kd_f32(logits), *g = kd_f32(grad_output);
     float *gx = kd_f32(grad_inputs[0]);
     float scale = r == KD_REDUCE_MEAN ? g[0] * node->floats[0] : g[0];
+    const float *lse_all = kd_f32(node->saved[4]);
     FOR_PIXEL_BLOCKS(logits, n, p0, p1, {
-        float lse[KD_PIXEL_BLOCK], coef[KD_PIXEL_BLOCK];
+        float coef[KD_PIXEL_BLOCK];
         size_t base = n * (size_t)C * plane_;
-        kd_logsumexp_pixels(x + base, C, plane_, p0, p1, 1.0f, lse);
+        const float *lse = lse_all + n * plane_ + p0;
         for (size_t p = p0; p < p1; p++) {
             size_t pix = n * plane_ + p;
             int t = y[pix];
@@ -101,19 +104,24 @@ kd_status kd_cross_entropy(kd_tensor *logits, const kd_tensor *target,
             return kd_fail(KD_ERR_ARG, "%s: target value %d at pixel %zu is not a class of 0..%d "
                            "nor the ignore index %d", op, y[i], i, C - 1, p->ignore_index);
     if ((s = new_pixel_tensor(logits, p->reduction, out))) return s;
+    int pixels[3] = {logits->shape[0], logits->shape[2], logits->shape[3]};
+    kd_tensor *lse_t = NULL;
     size_t blocks = pixel_blocks(logits);
     double *partial = calloc(blocks * 2, sizeof(double));
-    if (!partial) {
+    if (!partial || (s = kd_tensor_new(KD_F32, 3, pixels, &lse_t))) {
+        free(partial);
         kd_tensor_release(*out);
         *out = NULL;
-        return kd_fail(KD_ERR_MEMORY, "%s: cannot allocate partial sums", op);
+        return kd_fail(KD_ERR_MEMORY, "%s: cannot allocate partial sums and log-sum-exps for %s", op,
+                       kd_shape_str(logits));
     }
+    float *lse_all = kd_f32(lse_t);
     const float *x = kd_f32(logits);
     const float *cw = p->class_weight ? kd_f32(p->class_weight) : NULL;
     const float *pw = p->pixel_weight ? kd_f32(p->pixel_weight) : NULL;
     float *per_pixel = p->reduction == KD_REDUCE_NONE ? kd_f32(*out) : NULL;
     FOR_PIXEL_BLOCKS(logits, n, p0, p1, {
-        float lse[KD_PIXEL_BLOCK];
+        float *lse = lse_all + n * plane_ + p0;
         size_t base = n * (size_t)C * plane_;
         double loss = 0, weight = 0;
         kd_logsumexp_pixels(x + base, C, plane_, p0, p1, 1.0f, lse);
@@ -136,9 +144,10 @@ kd_status kd_cross_entropy(kd_tensor *logits, const kd_tensor *target,
     float mean_scale = weight > 0 ? (float)(1.0 / weight) : 0.0f;
     if (p->reduction != KD_REDUCE_NONE)
         kd_f32(*out)[0] = (float)(p->reduction == KD_REDUCE_MEAN ? loss * mean_scale : loss);
-    kd_tensor *saved[4] = {logits, (kd_tensor *)target, p->class_weight, p->pixel_weight};
+    kd_tensor *saved[5] = {logits, (kd_tensor *)target, p->class_weight, p->pixel_weight, lse_t};
     kd_node *node;
-    s = kd_finish_op(op, cross_entropy_backward, out, 1, &logits, 4, saved, &node);
+    s = kd_finish_op(op, cross_entropy_backward, out, 1, &logits, 5, saved, &node);
+    kd_tensor_release(lse_t);
     if (node) {
         node->ints[0] = p->ignore_index;
         node->ints[1] = (int)p->reduction;

@@ -90,18 +90,19 @@ int main(void) {
     kd_fill_normal(x, 0, 1, NULL);
     kd_fill_normal(w, 0, 0.05f, NULL);
     kd_fill_normal(g, 0, 1, NULL);
-    /* GEMM shapes per image: forward 64 x 8192 x 576; input grad (col) 576 x
-     * 8192 x 64 (A^T); weight grad 64 x 576 x 8192 (B^T). */
+    /* GEMM shapes per image: forward 64 x 8192 x 576; input grad, a
+     * convolution of the output gradient by the flipped weight, the same;
+     * weight grad 64 x 576 x 8192 (B^T). */
     int K = C * 9, P = H * W;
     float *a = malloc(sizeof(float) * (size_t)K * P), *b = malloc(sizeof(float) * (size_t)K * P);
     float *cbuf = malloc(sizeof(float) * (size_t)K * P);
     for (size_t i = 0; i < (size_t)K * P; i++) a[i] = b[i] = (float)(i % 7) * 0.1f;
     gemm_ctx gemms[3] = {
         {false, false, C, P, K, N, a, b, cbuf},
-        {true, false, K, P, C, N, a, b, cbuf},
+        {false, false, C, P, K, N, a, b, cbuf},
         {false, true, C, K, P, N, a, b, cbuf},
     };
-    const char *gemm_shape[3] = {"64x8192x576", "576x8192x64 (A^T)", "64x576x8192 (B^T)"};
+    const char *gemm_shape[3] = {"64x8192x576", "64x8192x576", "64x576x8192 (B^T)"};
     int thread_counts[2] = {1, 2};
     for (int t = 0; t < 2; t++) {
         kd_set_threads(thread_counts[t]);
