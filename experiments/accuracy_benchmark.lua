@@ -14,7 +14,8 @@ local semisup = require("kd.semisup")
 
 local cfg = {name = "accuracy_benchmark", root = "data/accuracy_benchmark", seed = 1, iterations = 2000, lr = 0.02,
              batch_size = 8, workers = 2, crop = {64, 128}, scale = {0.5, 2.0}, teacher = "deeplabv3plus",
-             student = "bench_student", quiet = false,
+             student = "bench_student", quiet = false, teacher_with_coarse = false,
+             baselines_from = false, -- a results.json of an earlier run's baselines (same data and budget) to reuse
              size = {train = 200, coarse = 600, val = 100, height = 128, width = 256}}
 for _, a in ipairs(arg or {}) do kd.config.override(cfg, a) end
 local root, dir = cfg.root, "runs/" .. cfg.name
@@ -34,7 +35,7 @@ local data = {root = root, labeled = "splits/1_8/labeled.txt", unlabeled = "spli
 local method = semisup.run({
   name = "method", runs_dir = dir, seed = cfg.seed, batch_size = cfg.batch_size, workers = cfg.workers,
   data = data, augment = {crop = cfg.crop, scale = cfg.scale},
-  teacher = {model = cfg.teacher, iterations = cfg.iterations, lr = cfg.lr, with_coarse = true,
+  teacher = {model = cfg.teacher, iterations = cfg.iterations, lr = cfg.lr, with_coarse = cfg.teacher_with_coarse,
              retrain_iterations = math.floor(cfg.iterations / 2), retrain_lr = cfg.lr / 2},
   cycles = {count = 2},
   students = {models = {cfg.student, cfg.student}, iterations = cfg.iterations, lr = cfg.lr},
@@ -47,9 +48,12 @@ local args = {"name=baselines", "runs_dir=" .. dir, "seed=" .. cfg.seed, "model=
               string.format("scale=[%g,%g]", cfg.scale[1], cfg.scale[2]), "data.root=" .. root,
               "data.labeled=" .. data.labeled, "data.unlabeled=" .. data.unlabeled,
               "methods=[cps,mean_teacher,unimatch,fine_coarse]", "quiet=" .. tostring(cfg.quiet)}
-_G.arg = args
-dofile((debug.getinfo(1, "S").source:match("^@(.*/)") or "./") .. "baselines_semisup.lua")
-local baselines = cjson.decode(kd.data.files.read(dir .. "/baselines/results.json"))
+local baselines_json = cfg.baselines_from or (dir .. "/baselines/results.json")
+if not cfg.baselines_from then
+  _G.arg = args
+  dofile((debug.getinfo(1, "S").source:match("^@(.*/)") or "./") .. "baselines_semisup.lua")
+end
+local baselines = cjson.decode(kd.data.files.read(baselines_json))
 
 -- One table: the method's students against every baseline and the two
 -- supervised references (fine labels only, all fine labels).
@@ -68,12 +72,14 @@ row("Cross Pseudo Supervision", baselines.cps)
 row("UniMatch-style", baselines.unimatch)
 for i, st in ipairs(method.students) do row(string.format("the method: distilled student %d", i), st.miou) end
 row("the method: students' ensemble", method.ensemble.miou)
-row("the method: teacher (" .. cfg.teacher .. ", last cycle)", method.teacher.miou)
+row(string.format("the method: teacher (%s%s, last cycle)", cfg.teacher,
+                  cfg.teacher_with_coarse and ", first trained on fine + raw coarse" or ""), method.teacher.miou)
 row("supervised, all fine labels", all)
+if cfg.baselines_from then rows[#rows + 1] = "\nbaselines reused from " .. cfg.baselines_from end
 rows[#rows + 1] = ""
 rows[#rows + 1] = string.format("best distilled student - fine only: %+.2f mIoU; share of the gap to all labels closed: %.0f%%",
                                 100 * (best - fine), all > fine and 100 * (best - fine) / (all - fine) or 0)
 local md = table.concat(rows, "\n")
 kd._C.write_atomic(dir .. "/results.md", md .. "\n")
-kd._C.write_atomic(dir .. "/results.json", cjson.encode({method = method, baselines = baselines}) .. "\n")
+kd._C.write_atomic(dir .. "/results.json", cjson.encode({settings = cfg, method = method, baselines = baselines}) .. "\n")
 print(md)
