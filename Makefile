@@ -37,7 +37,7 @@ LUA_INC  := /usr/include/luajit-2.1
 # The host links LuaJIT, libedit and libyaml (configs); the core brings libpng.
 HOST_LIBS := -lluajit-5.1 -ledit -lyaml
 
-.PHONY: all deps test demo bench clean
+.PHONY: bench-accuracy all deps test demo bench clean
 
 all: deps $(BUILD)/libkdcore.a $(BUILD)/kdseg
 
@@ -89,6 +89,11 @@ $(BUILD)/bench/%: tests/bench/%.c $(BUILD)/libkdcore.a
 bench: all $(BUILD)/bench/bench_conv
 	$(BUILD)/bench/bench_conv
 	$(BUILD)/kdseg tests/bench/bench_nets.lua 1 2
+
+# The accuracy benchmark of the method against every baseline on one
+# documented SynthCity (about 80 minutes on 2 cores; not a test).
+bench-accuracy: all
+	$(BUILD)/kdseg experiments/accuracy_benchmark.lua
 
 # The whole method on a freshly generated small SynthCity (under 15 minutes
 # on 2 cores): teacher, pseudo-label cycles, students, baselines, the table.
