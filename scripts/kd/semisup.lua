@@ -26,7 +26,9 @@ semisup.defaults = {
           coarse = {split = "train_extra", use = true}, val = {split = "val", limit = 0}},
   augment = {crop = {128, 256}, scale = {0.5, 2.0}},
   teacher = {model = "bench_teacher", iterations = 2000, lr = 0.01, retrain_iterations = 1000, retrain_lr = 0.005,
-             with_coarse = false, average_weights = false, bn_batches = 20}, -- with_coarse: first training on raw coarse labels too
+             with_coarse = false, average_weights = false, bn_batches = 20, retrain_fine_share = 0.5},
+  -- with_coarse: first training on raw coarse labels too; retrain_fine_share:
+  -- the fine images' share of the retraining set (0: each image once)
   cycles = {count = 2, soft_average = true, soft_scale = 4, percentile = 50, min_threshold = 0.5, max_threshold = 0.95,
             rules = {{"keep_coarse", threshold = 0.9}, {"fill", threshold = "per_class"}}},
   students = {models = {"bench_student", "bench_student"}, iterations = 2000, lr = 0.01, temperature = 2, grid = {4, 8},
@@ -186,6 +188,36 @@ function semisup.label_cycle(teacher, items, state, cycle, cfg, classes, dir, tr
   return out_items, weight_paths, stats
 end
 
+-- The training set of a retraining cycle: the fine items, repeated so they
+-- make about `fine_share` of it (the few fine labels would otherwise be a
+-- few percent of each batch, and the teacher would drift towards its own
+-- pseudo-labels' mistakes), then the pseudo-labelled items. Returns items and
+-- per-item weight PNGs (false for fine items).
+function semisup.retrain_items(fine_items, pseudo_items, pseudo_weights, fine_share)
+  local items, weights = {}, {}
+  local repeats = 1
+  if fine_share > 0 and fine_share < 1 and #fine_items > 0 then
+    repeats = math.max(1, math.floor(fine_share / (1 - fine_share) * #pseudo_items / #fine_items + 0.5))
+  end
+  for _ = 1, repeats do
+    for _, it in ipairs(fine_items) do items[#items + 1] = it; weights[#weights + 1] = false end
+  end
+  for i, it in ipairs(pseudo_items) do items[#items + 1] = it; weights[#weights + 1] = pseudo_weights[i] end
+  return items, weights
+end
+
+-- Fine-tunes the teacher (in place) on fine + refined labels after cycle
+-- `cycle`; returns the trainer's results (final_miou, per-class IoU).
+function semisup.retrain_teacher(cfg, teacher, labeled, pseudo_items, pseudo_weights, cycle, classes)
+  local items, weights = semisup.retrain_items(labeled.items, pseudo_items, pseudo_weights, cfg.teacher.retrain_fine_share)
+  local rcfg = train_config(cfg, "teacher_cycle" .. cycle, cfg.teacher.model, cfg.teacher.retrain_iterations,
+                            cfg.teacher.retrain_lr, cfg.data.labeled)
+  local retrain = kd.train.Trainer(rcfg, {quiet = cfg.quiet, model = teacher,
+                                          train_set = Dataset.from_items(items, classes, labeled.train_id_files),
+                                          train_weights = weights})
+  return retrain:run()
+end
+
 local function say(cfg, ...) if not cfg.quiet then print(string.format(...)) end end
 
 -- The whole pipeline from a config (merged over semisup.defaults); writes
@@ -248,16 +280,7 @@ function semisup.run(user_config)
                                                               string.format("%s/pseudo/cycle_%d", dir, cycle), labeled.train_id_files)
     say(cfg, "   coverage %.1f%%, accuracy %s", 100 * stats.coverage,
         type(stats.accuracy) == "number" and string.format("%.1f%%", 100 * stats.accuracy) or "unknown")
-    -- fine-tune the teacher on fine + refined labels
-    local items, weights = {}, {}
-    for _, it in ipairs(labeled.items) do items[#items + 1] = it; weights[#weights + 1] = false end
-    for i, it in ipairs(pseudo_items) do items[#items + 1] = it; weights[#weights + 1] = pseudo_weights[i] end
-    local rcfg = train_config(cfg, "teacher_cycle" .. cycle, cfg.teacher.model, cfg.teacher.retrain_iterations,
-                              cfg.teacher.retrain_lr, cfg.data.labeled)
-    local retrain = kd.train.Trainer(rcfg, {quiet = cfg.quiet, model = teacher,
-                                            train_set = Dataset.from_items(items, classes, labeled.train_id_files),
-                                            train_weights = weights})
-    local r = retrain:run()
+    local r = semisup.retrain_teacher(cfg, teacher, labeled, pseudo_items, pseudo_weights, cycle, classes)
     history[#history + 1] = {cycle = cycle, teacher_miou = r.final_miou, coverage = stats.coverage, accuracy = stats.accuracy}
     results.teacher = {miou = r.final_miou, cycle = cycle}
   end
