@@ -109,4 +109,21 @@ function T.loss_terms_gradcheck()
   check("pseudo_ce", function(s) return kd.distill.pseudo_ce(s, labels, weights) end, {kd.randn({2, 5, 3, 4})})
 end
 
+-- The retraining set keeps the few fine images at about the asked share.
+function T.retrain_items_fine_share()
+  local semisup = require("kd.semisup")
+  local fine, pseudo, weights = {}, {}, {}
+  for i = 1, 4 do fine[i] = {image = "f" .. i} end
+  for i = 1, 36 do pseudo[i] = {image = "p" .. i}; weights[i] = "w" .. i end
+  local items, w = semisup.retrain_items(fine, pseudo, weights, 0.5)
+  h.eq(#items, 4 * 9 + 36, "fine repeated 9 times next to 36 pseudo items")
+  h.eq(items[5].image, "f1", "the fine list repeats in order")
+  h.eq(w[1], false, "fine items have no weight PNG")
+  h.eq(items[37].image, "p1", "pseudo items follow")
+  h.eq(w[72], "w36", "each pseudo item keeps its weight PNG")
+  local once = semisup.retrain_items(fine, pseudo, weights, 0)
+  h.eq(#once, 40, "share 0: every image once")
+  h.eq(#semisup.retrain_items(fine, pseudo, weights, 0.2), 4 * 2 + 36, "share 0.2: 0.25 * 36 / 4 = 2.25 repeats, rounded")
+end
+
 return T
