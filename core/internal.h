@@ -137,6 +137,35 @@ typedef struct {
 } kd_bilinear_tap;
 void kd_bilinear_taps(int in, int out, bool align_corners, kd_bilinear_tap *taps);
 
+/* The transpose of one axis' interpolation, gathered per input position:
+ * input column x receives go[index[k]] * weight[k] for k in [first[x],
+ * first[x+1]). Each output column appears twice (its lo and hi taps).
+ * Summing per input column, rather than scattering per output column,
+ * leaves no chain of adds through one memory cell (an x8 upsampling sends
+ * 16 outputs to each input). */
+typedef struct {
+    int *first, *index;
+    float *weight;
+} kd_fold_table;
+bool kd_fold_table_new(const kd_bilinear_tap *taps, int in, int out, kd_fold_table *t);
+void kd_fold_table_free(kd_fold_table *t);
+
+/* One output row's gradient go folded onto the `in` input columns. */
+static inline void kd_fold_row(const kd_fold_table *t, const float *go, int in, float *row) {
+    for (int x = 0; x < in; x++) {
+        float acc = 0;
+        for (int k = t->first[x]; k < t->first[x + 1]; k++) acc += go[t->index[k]] * t->weight[k];
+        row[x] = acc;
+    }
+}
+
+/* When input i of node is the output of kd_resize_bilinear whose tape is
+ * still there, node takes the resize's own input in its place and gets its
+ * align_corners: node's backward then gives the gradient of both ops at once
+ * (kd_cross_entropy does, for logits upsampled to the labels' size). The
+ * resize's node stays with the resized tensor for any other consumer. */
+bool kd_take_bilinear_input(kd_node *node, int i, bool *align_corners);
+
 /* Depthwise convolution (op_depthwise.c), which kd_conv2d hands over to. */
 #include "im2col.h"
 bool kd_is_depthwise(const kd_conv_geometry *g, int groups, int out_channels);

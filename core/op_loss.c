@@ -8,7 +8,7 @@
 #include <math.h>
 #include <stdlib.h>
 
-#include "internal.h"
+#include "loss.h"
 
 static kd_status check_reduction(const char *op, kd_reduction r) {
     if (r != KD_REDUCE_MEAN && r != KD_REDUCE_SUM && r != KD_REDUCE_NONE)
@@ -46,36 +46,37 @@ static size_t pixel_blocks(const kd_tensor *t) {
 
 /* ---- cross-entropy ------------------------------------------------------------
  * Saved: logits, target, class_weight, pixel_weight, log-sum-exp per pixel
- * (N x H x W). ints: ignore, reduction.
+ * (N x H x W). ints: ignore, reduction, whether the node took the input of
+ * an upsampling (op_loss_upsampled.c), its align_corners.
  * floats[0]: the mean's divisor inverted (1 / sum of counted class weights). */
 
 static kd_status cross_entropy_backward(kd_node *node, const kd_tensor *grad_output,
                                         kd_tensor *const *grad_inputs) {
     const kd_tensor *logits = node->saved[0];
-    const int32_t *y = kd_i32(node->saved[1]);
-    const float *cw = node->saved[2] ? kd_f32(node->saved[2]) : NULL;
-    const float *pw = node->saved[3] ? kd_f32(node->saved[3]) : NULL;
-    int ignore = node->ints[0], C = logits->shape[1];
-    kd_reduction r = (kd_reduction)node->ints[1];
-    const float *x = kd_f32(logits), *g = kd_f32(grad_output);
+    kd_ce_grad a = {
+        .x = kd_f32(logits), .lse = kd_f32(node->saved[4]), .y = kd_i32(node->saved[1]),
+        .class_weight = node->saved[2] ? kd_f32(node->saved[2]) : NULL,
+        .pixel_weight = node->saved[3] ? kd_f32(node->saved[3]) : NULL, .g = kd_f32(grad_output),
+        .ignore = node->ints[0], .reduction = (kd_reduction)node->ints[1],
+        .N = logits->shape[0], .C = logits->shape[1], .H = logits->shape[2], .W = logits->shape[3],
+    };
+    a.scale = a.reduction == KD_REDUCE_MEAN ? a.g[0] * node->floats[0] : a.g[0];
     float *gx = kd_f32(grad_inputs[0]);
-    float scale = r == KD_REDUCE_MEAN ? g[0] * node->floats[0] : g[0];
-    const float *lse_all = kd_f32(node->saved[4]);
+    if (node->ints[2]) {
+        const kd_edge *e = &node->inputs[0];
+        return kd_cross_entropy_upsampled_backward(&a, e->shape[2], e->shape[3], node->ints[3], gx);
+    }
+    int C = a.C;
     FOR_PIXEL_BLOCKS(logits, n, p0, p1, {
         float coef[KD_PIXEL_BLOCK];
         size_t base = n * (size_t)C * plane_;
-        const float *lse = lse_all + n * plane_ + p0;
-        for (size_t p = p0; p < p1; p++) {
-            size_t pix = n * plane_ + p;
-            int t = y[pix];
-            coef[p - p0] = t == ignore ? 0.0f
-                         : (r == KD_REDUCE_NONE ? g[pix] : scale) * (cw ? cw[t] : 1.0f) * (pw ? pw[pix] : 1.0f);
-        }
+        const float *lse = a.lse + n * plane_ + p0;
+        for (size_t p = p0; p < p1; p++) coef[p - p0] = kd_ce_pixel_coef(&a, n * plane_ + p);
         for (int c = 0; c < C; c++)
             for (size_t p = p0; p < p1; p++) {
                 size_t i = base + (size_t)c * plane_ + p;
-                float target = y[n * plane_ + p] == c ? 1.0f : 0.0f;
-                gx[i] += coef[p - p0] * (kd_fast_exp(x[i] - lse[p - p0]) - target);
+                float target = a.y[n * plane_ + p] == c ? 1.0f : 0.0f;
+                gx[i] += coef[p - p0] * (kd_fast_exp(a.x[i] - lse[p - p0]) - target);
             }
     });
     return KD_OK;
@@ -152,6 +153,8 @@ kd_status kd_cross_entropy(kd_tensor *logits, const kd_tensor *target,
         node->ints[0] = p->ignore_index;
         node->ints[1] = (int)p->reduction;
         node->floats[0] = mean_scale;
+        bool align_corners;
+        if (kd_take_bilinear_input(node, 0, &align_corners)) node->ints[2] = 1, node->ints[3] = align_corners;
     }
     return s;
 }

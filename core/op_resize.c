@@ -40,18 +40,7 @@ static kd_status alloc_taps(int in_h, int in_w, int out_h, int out_w, bool align
     return KD_OK;
 }
 
-/* The transpose of one axis' interpolation, gathered per input position:
- * input column x receives go[index[k]] * weight[k] for k in [first[x],
- * first[x+1]). Each output column appears twice (its lo and hi taps).
- * Summing per input column, rather than scattering per output column,
- * leaves no chain of adds through one memory cell (an x8 upsampling sends
- * 16 outputs to each input). */
-typedef struct {
-    int *first, *index;
-    float *weight;
-} fold_table;
-
-static bool fold_table_new(const tap *taps, int in, int out, fold_table *t) {
+bool kd_fold_table_new(const tap *taps, int in, int out, kd_fold_table *t) {
     t->first = calloc((size_t)in + 1, sizeof(int));
     t->index = malloc(sizeof(int) * 2 * (size_t)out);
     t->weight = malloc(sizeof(float) * 2 * (size_t)out);
@@ -71,7 +60,7 @@ static bool fold_table_new(const tap *taps, int in, int out, fold_table *t) {
     return true;
 }
 
-static void fold_table_free(fold_table *t) {
+void kd_fold_table_free(kd_fold_table *t) {
     free(t->first);
     free(t->index);
     free(t->weight);
@@ -88,13 +77,13 @@ static kd_status bilinear_backward(kd_node *node, const kd_tensor *grad_output,
     tap *th, *tw;
     kd_status s = alloc_taps(H, W, OH, OW, node->ints[0], &th, &tw);
     if (s) return s;
-    fold_table fold;
-    bool ok = fold_table_new(tw, W, OW, &fold);
+    kd_fold_table fold;
+    bool ok = kd_fold_table_new(tw, W, OW, &fold);
     size_t planes = (size_t)e->shape[0] * e->shape[1];
     const float *g = kd_f32(grad_output);
     float *gx = kd_f32(grad_inputs[0]);
     if (!ok) {
-        fold_table_free(&fold);
+        kd_fold_table_free(&fold);
         free(th);
         free(tw);
         return kd_fail(KD_ERR_MEMORY, "resize_bilinear backward: cannot allocate the folding tables for %dx%d -> %dx%d",
@@ -116,11 +105,7 @@ static kd_status bilinear_backward(kd_node *node, const kd_tensor *grad_output,
             for (int oh = 0; oh < OH; oh++) {
                 tap a = th[oh];
                 const float *go = src + (size_t)oh * OW;
-                for (int x = 0; x < W; x++) {
-                    float acc = 0;
-                    for (int k = fold.first[x]; k < fold.first[x + 1]; k++) acc += go[fold.index[k]] * fold.weight[k];
-                    row[x] = acc;
-                }
+                kd_fold_row(&fold, go, W, row);
                 float *r0 = dst + (size_t)a.lo * W, *r1 = dst + (size_t)a.hi * W;
                 for (int x = 0; x < W; x++) r0[x] += row[x] * (1 - a.frac);
                 for (int x = 0; x < W; x++) r1[x] += row[x] * a.frac;
@@ -128,7 +113,7 @@ static kd_status bilinear_backward(kd_node *node, const kd_tensor *grad_output,
         }
         free(row);
     }
-    fold_table_free(&fold);
+    kd_fold_table_free(&fold);
     free(th);
     free(tw);
     if (failed) return kd_fail(KD_ERR_MEMORY, "resize_bilinear backward: cannot allocate a row buffer of %d floats", W);
@@ -228,4 +213,16 @@ kd_status kd_resize_nearest(const kd_tensor *x, int out_h, int out_w, kd_tensor 
             }
         }
     return KD_OK;
+}
+
+bool kd_take_bilinear_input(kd_node *node, int i, bool *align_corners) {
+    kd_node *resize = node->inputs[i].node;
+    if (!resize || resize->backward != bilinear_backward || resize->released) return false;
+    kd_edge source = resize->inputs[0];
+    kd_node_retain(source.node);
+    if (source.leaf) kd_tensor_retain(source.leaf);
+    *align_corners = resize->ints[0];
+    node->inputs[i] = source;
+    kd_node_release(resize); /* still held by the resized tensor */
+    return true;
 }

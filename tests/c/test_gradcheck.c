@@ -144,6 +144,38 @@ static kd_status run_ce_none(kd_tensor **in, kd_tensor **o) {
     kd_cross_entropy_params p = {255, in[2], NULL, KD_REDUCE_NONE};
     return kd_cross_entropy(in[0], in[1], &p, o);
 }
+/* Logits upsampled just before the loss: the cross-entropy takes the gradient
+ * of both ops in one pass (op_loss_upsampled.c); the finite differences run
+ * with grad mode off, through the two ops one by one. */
+static kd_status upsampled_ce(kd_tensor **in, int h, int w, bool align, kd_cross_entropy_params *p, kd_tensor **o) {
+    kd_tensor *up;
+    kd_status s = kd_resize_bilinear(in[0], h, w, align, &up);
+    if (s) return s;
+    s = kd_cross_entropy(up, in[1], p, o);
+    kd_tensor_release(up);
+    return s;
+}
+static kd_status run_ce_up8(kd_tensor **in, kd_tensor **o) {
+    kd_cross_entropy_params p = {255, in[2], in[3], KD_REDUCE_MEAN};
+    return upsampled_ce(in, 16, 24, false, &p, o);
+}
+static kd_status run_ce_up_ac_none(kd_tensor **in, kd_tensor **o) {
+    kd_cross_entropy_params p = {255, NULL, NULL, KD_REDUCE_NONE};
+    return upsampled_ce(in, 7, 9, true, &p, o);
+}
+/* The upsampled logits also feed another term: both gradients reach z. */
+static kd_status run_ce_up_shared(kd_tensor **in, kd_tensor **o) {
+    kd_cross_entropy_params p = {255, NULL, NULL, KD_REDUCE_NONE};
+    kd_tensor *up, *ce = NULL, *channels = NULL;
+    kd_status s = kd_resize_bilinear(in[0], 9, 10, false, &up);
+    if (s) return s;
+    if (!(s = kd_cross_entropy(up, in[1], &p, &ce)) && !(s = kd_sum_dims(up, 0x2, false, &channels)))
+        s = kd_add(ce, channels, o);
+    kd_tensor_release(up);
+    kd_tensor_release(ce);
+    kd_tensor_release(channels);
+    return s;
+}
 static kd_status run_kl(kd_tensor **in, kd_tensor **o) { return kd_kl_div(in[0], in[1], 1.0f, false, KD_REDUCE_MEAN, o); }
 static kd_status run_kl_t4(kd_tensor **in, kd_tensor **o) { return kd_kl_div(in[0], in[1], 4.0f, true, KD_REDUCE_SUM, o); }
 static kd_status run_kl_none(kd_tensor **in, kd_tensor **o) { return kd_kl_div(in[0], in[1], 2.0f, false, KD_REDUCE_NONE, o); }
@@ -217,6 +249,9 @@ static const grad_case cases[] = {
     {"cross_entropy class+pixel weights", run_ce_weighted, 4, {F(2, 5, 3, 4), IN(LABELS, false, 3, 2, 3, 4), IN(POSITIVE, false, 1, 5), IN(WEIGHTS, false, 3, 2, 3, 4)}, 1e-2f, 1e-2f},
     {"cross_entropy sum", run_ce_sum, 3, {F(2, 5, 3, 4), IN(LABELS, false, 3, 2, 3, 4), IN(WEIGHTS, false, 3, 2, 3, 4)}, 1e-2f, 1e-2f},
     {"cross_entropy none", run_ce_none, 3, {F(2, 5, 3, 4), IN(LABELS, false, 3, 2, 3, 4), IN(POSITIVE, false, 1, 5)}, 1e-2f, 1e-2f},
+    {"cross_entropy of logits upsampled x8, weights", run_ce_up8, 4, {F(2, 5, 2, 3), IN(LABELS, false, 3, 2, 16, 24), IN(POSITIVE, false, 1, 5), IN(WEIGHTS, false, 3, 2, 16, 24)}, 1e-2f, 1e-2f},
+    {"cross_entropy of upsampled logits, align_corners, none", run_ce_up_ac_none, 2, {F(2, 5, 3, 4), IN(LABELS, false, 3, 2, 7, 9)}, 1e-2f, 1e-2f},
+    {"cross_entropy of upsampled logits used twice", run_ce_up_shared, 2, {F(3, 5, 4, 3), IN(LABELS, false, 3, 3, 9, 10)}, 1e-2f, 1e-2f},
     {"kl_div T=1", run_kl, 2, {F(2, 5, 3, 4), F(2, 5, 3, 4)}, 1e-2f, 1e-2f},
     {"kl_div T=4 detached, sum", run_kl_t4, 2, {F(2, 5, 3, 4), IN(RANDN, false, 4, 2, 5, 3, 4)}, 1e-2f, 1e-2f},
     {"kl_div T=2 none", run_kl_none, 2, {F(2, 5, 3, 4), F(2, 5, 3, 4)}, 1e-2f, 1e-2f},
