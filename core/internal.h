@@ -166,6 +166,12 @@ static inline void kd_fold_row(const kd_fold_table *t, const float *go, int in, 
  * resize's node stays with the resized tensor for any other consumer. */
 bool kd_take_bilinear_input(kd_node *node, int i, bool *align_corners);
 
+/* The same for a ReLU (or leaky ReLU) right after a batch norm: the ReLU's
+ * node (one input, its input saved in slot 0) takes the batch norm's three
+ * inputs and saved tensors and gives their gradients, the ReLU's mask
+ * applied on the fly, with no gradient buffer for the batch norm's output. */
+bool kd_take_batch_norm_input(kd_node *relu, float slope);
+
 /* Depthwise convolution (op_depthwise.c), which kd_conv2d hands over to. */
 #include "im2col.h"
 bool kd_is_depthwise(const kd_conv_geometry *g, int groups, int out_channels);

@@ -38,30 +38,45 @@ static void add_centered_squares(const float *x, size_t n, double m, lanes *acc)
     for (; i < n; i++) acc->a[i % LANES] += (x[i] - m) * (x[i] - m);
 }
 
-/* sum of g[i] and of g[i] * (x[i] - mu) */
-static void add_grad_sums(const float *g, const float *x, float mu, size_t n, lanes *dy, lanes *dy_x) {
+/* The gradient reaching the batch norm's output at i: g itself, or when a
+ * ReLU follows and took over this backward (kd_take_batch_norm_input), g
+ * through the ReLU, whose input is the batch norm's output y. */
+typedef struct {
+    const float *g, *y; /* y NULL: no ReLU */
+    float slope;
+} out_grad;
+
+static inline float grad_at(const out_grad *o, size_t i) {
+    if (!o->y) return o->g[i];
+    return o->y[i] > 0 ? o->g[i] : o->slope * o->g[i];
+}
+
+/* sum of dy[i] and of dy[i] * (x[i] - mu) over elements [i0, i0 + n) */
+static void add_grad_sums(const out_grad *o, const float *x, float mu, size_t i0, size_t n, lanes *dy, lanes *dy_x) {
     size_t i = 0;
     for (; i + LANES <= n; i += LANES)
         for (int l = 0; l < LANES; l++) {
-            dy->a[l] += g[i + l];
-            dy_x->a[l] += (double)g[i + l] * (x[i + l] - mu);
+            float d = grad_at(o, i0 + i + l);
+            dy->a[l] += d;
+            dy_x->a[l] += (double)d * (x[i0 + i + l] - mu);
         }
     for (; i < n; i++) {
-        dy->a[i % LANES] += g[i];
-        dy_x->a[i % LANES] += (double)g[i] * (x[i] - mu);
+        float d = grad_at(o, i0 + i);
+        dy->a[i % LANES] += d;
+        dy_x->a[i % LANES] += (double)d * (x[i0 + i] - mu);
     }
 }
 
 /* Saved: x (N x C x H x W), weight (C) or NULL, mean (C), invstd (C).
- * ints[0]: training (batch statistics, so gradients flow through them). */
-static kd_status batch_norm_backward(kd_node *node, const kd_tensor *grad_output,
-                                     kd_tensor *const *grad_inputs) {
-    const kd_tensor *x = node->saved[0], *w = node->saved[1];
-    const float *mean = kd_f32(node->saved[2]), *invstd = kd_f32(node->saved[3]);
-    bool training = node->ints[0];
+ * training: batch statistics, so gradients flow through them.
+ * Grads: x, weight, bias (each may be NULL). */
+static void batch_norm_grads(kd_tensor *const *saved, bool training, const out_grad *o,
+                             kd_tensor *const *grad_inputs) {
+    const kd_tensor *x = saved[0], *w = saved[1];
+    const float *mean = kd_f32(saved[2]), *invstd = kd_f32(saved[3]);
     int N = x->shape[0], C = x->shape[1];
     size_t HW = (size_t)x->shape[2] * x->shape[3], M = (size_t)N * HW;
-    const float *g = kd_f32(grad_output), *in = kd_f32(x);
+    const float *in = kd_f32(x);
     float *gx = grad_inputs[0] ? kd_f32(grad_inputs[0]) : NULL;
     float *gw = grad_inputs[1] ? kd_f32(grad_inputs[1]) : NULL;
     float *gb = grad_inputs[2] ? kd_f32(grad_inputs[2]) : NULL;
@@ -69,10 +84,7 @@ static kd_status batch_norm_backward(kd_node *node, const kd_tensor *grad_output
     for (int c = 0; c < C; c++) {
         float mu = mean[c], is = invstd[c];
         lanes dy = {{0}}, dy_x = {{0}};
-        for (int n = 0; n < N; n++) {
-            size_t base = ((size_t)n * C + c) * HW;
-            add_grad_sums(g + base, in + base, mu, HW, &dy, &dy_x);
-        }
+        for (int n = 0; n < N; n++) add_grad_sums(o, in, mu, ((size_t)n * C + c) * HW, HW, &dy, &dy_x);
         double sum_dy = lanes_total(&dy), sum_dy_xhat = lanes_total(&dy_x) * is;
         if (gw) gw[c] += (float)sum_dy_xhat;
         if (gb) gb[c] += (float)sum_dy;
@@ -83,13 +95,47 @@ static kd_status batch_norm_backward(kd_node *node, const kd_tensor *grad_output
             size_t base = ((size_t)n * C + c) * HW;
             for (size_t i = base; i < base + HW; i++) {
                 if (training)
-                    gx[i] += scale * (g[i] - mean_dy - (in[i] - mu) * is * mean_dy_xhat);
+                    gx[i] += scale * (grad_at(o, i) - mean_dy - (in[i] - mu) * is * mean_dy_xhat);
                 else
-                    gx[i] += scale * g[i];
+                    gx[i] += scale * grad_at(o, i);
             }
         }
     }
+}
+
+static kd_status batch_norm_backward(kd_node *node, const kd_tensor *grad_output,
+                                     kd_tensor *const *grad_inputs) {
+    out_grad o = {.g = kd_f32(grad_output)};
+    batch_norm_grads(node->saved, node->ints[0], &o, grad_inputs);
     return KD_OK;
+}
+
+/* The ReLU that took over (see kd_take_batch_norm_input): saved[0..3] are the
+ * batch norm's, saved[4] the ReLU's input; ints[0] training, floats[0] slope. */
+static kd_status relu_batch_norm_backward(kd_node *node, const kd_tensor *grad_output,
+                                          kd_tensor *const *grad_inputs) {
+    out_grad o = {.g = kd_f32(grad_output), .y = kd_f32(node->saved[4]), .slope = node->floats[0]};
+    batch_norm_grads(node->saved, node->ints[0], &o, grad_inputs);
+    return KD_OK;
+}
+
+bool kd_take_batch_norm_input(kd_node *relu, float slope) {
+    kd_node *bn = relu->inputs[0].node;
+    if (!bn || bn->backward != batch_norm_backward || bn->released || relu->n_inputs != 1) return false;
+    kd_tensor *relu_input = relu->saved[0];
+    for (int i = 0; i < 3; i++) {
+        relu->inputs[i] = bn->inputs[i];
+        kd_node_retain(bn->inputs[i].node);
+        if (bn->inputs[i].leaf) kd_tensor_retain(bn->inputs[i].leaf);
+    }
+    relu->n_inputs = 3;
+    for (int i = 0; i < 4; i++) relu->saved[i] = bn->saved[i] ? kd_tensor_retain(bn->saved[i]) : NULL;
+    relu->saved[4] = relu_input;
+    relu->ints[0] = bn->ints[0];
+    relu->floats[0] = slope;
+    relu->backward = relu_batch_norm_backward;
+    kd_node_release(bn); /* still held by the batch norm's output */
+    return true;
 }
 
 static kd_status check_vector(const char *what, const kd_tensor *v, const kd_tensor *x) {

@@ -112,6 +112,26 @@ static kd_status run_bn_eval(kd_tensor **in, kd_tensor **o) {
 static kd_status run_bn_plain(kd_tensor **in, kd_tensor **o) {
     return kd_batch_norm2d(in[0], NULL, NULL, NULL, NULL, true, 0.1f, 1e-5f, o);
 }
+/* A ReLU right after a batch norm gives both ops' gradients in one pass
+ * (kd_take_batch_norm_input): training, evaluation with a leaky slope, and
+ * the batch norm's output used by a second term as well. */
+static kd_status bn_then(kd_tensor **in, bool training, float slope, bool shared, kd_tensor **o) {
+    int c[1] = {in[0]->shape[1]};
+    kd_tensor *rm, *rv, *y = NULL, *z = NULL;
+    kd_tensor_zeros(KD_F32, 1, c, &rm);
+    kd_tensor_full(KD_F32, 1, c, 1.5, &rv);
+    kd_status s = kd_batch_norm2d(in[0], in[1], in[2], rm, rv, training, 0.1f, 1e-5f, &y);
+    if (!s) s = kd_leaky_relu(y, slope, shared ? &z : o);
+    if (!s && shared) s = kd_mul(z, y, o);
+    kd_tensor_release(rm);
+    kd_tensor_release(rv);
+    kd_tensor_release(y);
+    kd_tensor_release(z);
+    return s;
+}
+static kd_status run_bn_relu(kd_tensor **in, kd_tensor **o) { return bn_then(in, true, 0.0f, false, o); }
+static kd_status run_bn_leaky_eval(kd_tensor **in, kd_tensor **o) { return bn_then(in, false, 0.2f, false, o); }
+static kd_status run_bn_relu_shared(kd_tensor **in, kd_tensor **o) { return bn_then(in, true, 0.0f, true, o); }
 static kd_status run_maxpool(kd_tensor **in, kd_tensor **o) {
     kd_pool_params p = {3, 3, 2, 2, 1, 1};
     return kd_max_pool2d(in[0], &p, o);
@@ -235,6 +255,10 @@ static const grad_case cases[] = {
     {"batch_norm2d training", run_bn_train, 3, {F(3, 3, 4, 5), IN(POSITIVE, true, 1, 3), IN(RANDN, true, 1, 3)}, 1e-2f, 2e-2f},
     {"batch_norm2d evaluation", run_bn_eval, 4, {F(2, 3, 4, 5), IN(RANDN, true, 1, 3), IN(RANDN, true, 1, 3), IN(POSITIVE, false, 1, 3)}, 1e-2f, 1e-2f},
     {"batch_norm2d no affine", run_bn_plain, 1, {F(2, 3, 3, 5)}, 1e-2f, 2e-2f},
+    /* a bias step moves a whole channel across the ReLU's kink: short steps */
+    {"batch_norm2d then relu", run_bn_relu, 3, {F(3, 3, 4, 5), IN(POSITIVE, true, 1, 3), IN(RANDN, true, 1, 3)}, 1e-3f, 2e-2f},
+    {"batch_norm2d evaluation then leaky_relu", run_bn_leaky_eval, 3, {F(2, 3, 4, 5), IN(POSITIVE, true, 1, 3), IN(RANDN, true, 1, 3)}, 1e-3f, 1e-2f},
+    {"batch_norm2d then relu, output used twice", run_bn_relu_shared, 3, {F(3, 3, 4, 5), IN(POSITIVE, true, 1, 3), IN(RANDN, true, 1, 3)}, 1e-2f, 2e-2f},
     {"max_pool2d 3x3 s2 p1", run_maxpool, 1, {F(2, 3, 7, 9)}, 1e-3f, 1e-2f},
     {"avg_pool2d 3x2 s2x1 p1", run_avgpool, 1, {F(2, 3, 7, 6)}, 1e-2f, 1e-2f},
     {"adaptive_avg_pool2d 3x5", run_adaptive, 1, {F(2, 3, 7, 11)}, 1e-2f, 1e-2f},
