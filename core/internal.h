@@ -171,6 +171,9 @@ bool kd_take_bilinear_input(kd_node *node, int i, bool *align_corners);
  * inputs and saved tensors and gives their gradients, the ReLU's mask
  * applied on the fly, with no gradient buffer for the batch norm's output. */
 bool kd_take_batch_norm_input(kd_node *relu, float slope);
+/* And for a ReLU right after an addition (a residual block's end): both
+ * operands get the gradient through the ReLU, with no buffer for the sum's. */
+bool kd_take_add_inputs(kd_node *relu, float slope);
 
 /* Depthwise convolution (op_depthwise.c), which kd_conv2d hands over to. */
 #include "im2col.h"

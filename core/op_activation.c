@@ -33,7 +33,7 @@ kd_status kd_leaky_relu(kd_tensor *x, float slope, kd_tensor **out) {
     for (size_t i = 0; i < n; i++) y[i] = in[i] > 0 ? in[i] : slope * in[i];
     kd_node *node;
     s = kd_finish_op(op, relu_backward, out, 1, &x, 1, &x, &node);
-    if (node && !kd_take_batch_norm_input(node, slope)) node->floats[0] = slope;
+    if (node && !kd_take_batch_norm_input(node, slope) && !kd_take_add_inputs(node, slope)) node->floats[0] = slope;
     return s;
 }
 

@@ -50,6 +50,41 @@ static kd_status binary_backward(kd_node *node, const kd_tensor *grad_output,
     return KD_OK;
 }
 
+/* The ReLU that took over a sum (kd_take_add_inputs): both operands get the
+ * gradient through the ReLU, whose input (the sum) is saved[0]; floats[0]
+ * is its slope. */
+static kd_status relu_add_backward(kd_node *node, const kd_tensor *grad_output,
+                                   kd_tensor *const *grad_inputs) {
+    size_t n = kd_numel(grad_output);
+    float slope = node->floats[0];
+    const float *g = kd_f32(grad_output), *sum = kd_f32(node->saved[0]);
+    float *ga = grad_inputs[0] ? kd_f32(grad_inputs[0]) : NULL;
+    float *gb = grad_inputs[1] ? kd_f32(grad_inputs[1]) : NULL;
+#pragma omp parallel for schedule(static) if (n > KD_PARALLEL_MIN)
+    for (size_t i = 0; i < n; i++) {
+        float d = sum[i] > 0 ? g[i] : slope * g[i];
+        if (ga) ga[i] += d;
+        if (gb) gb[i] += d;
+    }
+    return KD_OK;
+}
+
+bool kd_take_add_inputs(kd_node *relu, float slope) {
+    kd_node *add = relu->inputs[0].node;
+    if (!add || add->backward != binary_backward || add->ints[0] != ADD || add->released || relu->n_inputs != 1)
+        return false;
+    for (int i = 0; i < 2; i++) {
+        relu->inputs[i] = add->inputs[i];
+        kd_node_retain(add->inputs[i].node);
+        if (add->inputs[i].leaf) kd_tensor_retain(add->inputs[i].leaf);
+    }
+    relu->n_inputs = 2;
+    relu->floats[0] = slope;
+    relu->backward = relu_add_backward;
+    kd_node_release(add); /* still held by the sum */
+    return true;
+}
+
 static kd_status binary(arith kind, kd_tensor *a, kd_tensor *b, kd_tensor **out) {
     const char *op = arith_name(kind, false);
     kd_status s;

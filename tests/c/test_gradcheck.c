@@ -132,6 +132,23 @@ static kd_status bn_then(kd_tensor **in, bool training, float slope, bool shared
 static kd_status run_bn_relu(kd_tensor **in, kd_tensor **o) { return bn_then(in, true, 0.0f, false, o); }
 static kd_status run_bn_leaky_eval(kd_tensor **in, kd_tensor **o) { return bn_then(in, false, 0.2f, false, o); }
 static kd_status run_bn_relu_shared(kd_tensor **in, kd_tensor **o) { return bn_then(in, true, 0.0f, true, o); }
+/* A ReLU after an addition (a residual block's end), the sum also used again. */
+static kd_status run_add_relu(kd_tensor **in, kd_tensor **o) {
+    kd_tensor *sum;
+    kd_status s = kd_add(in[0], in[1], &sum);
+    if (!s) s = kd_relu(sum, o);
+    kd_tensor_release(sum);
+    return s;
+}
+static kd_status run_add_leaky_shared(kd_tensor **in, kd_tensor **o) {
+    kd_tensor *sum, *z = NULL;
+    kd_status s = kd_add(in[0], in[0], &sum);
+    if (!s) s = kd_leaky_relu(sum, 0.3f, &z);
+    if (!s) s = kd_mul(z, sum, o);
+    kd_tensor_release(sum);
+    kd_tensor_release(z);
+    return s;
+}
 static kd_status run_maxpool(kd_tensor **in, kd_tensor **o) {
     kd_pool_params p = {3, 3, 2, 2, 1, 1};
     return kd_max_pool2d(in[0], &p, o);
@@ -259,6 +276,8 @@ static const grad_case cases[] = {
     {"batch_norm2d then relu", run_bn_relu, 3, {F(3, 3, 4, 5), IN(POSITIVE, true, 1, 3), IN(RANDN, true, 1, 3)}, 1e-3f, 2e-2f},
     {"batch_norm2d evaluation then leaky_relu", run_bn_leaky_eval, 3, {F(2, 3, 4, 5), IN(POSITIVE, true, 1, 3), IN(RANDN, true, 1, 3)}, 1e-3f, 1e-2f},
     {"batch_norm2d then relu, output used twice", run_bn_relu_shared, 3, {F(3, 3, 4, 5), IN(POSITIVE, true, 1, 3), IN(RANDN, true, 1, 3)}, 1e-2f, 2e-2f},
+    {"add then relu", run_add_relu, 2, {F(2, 3, 4, 5), F(2, 3, 4, 5)}, 1e-2f, 1e-2f},
+    {"x + x then leaky_relu, the sum used twice", run_add_leaky_shared, 1, {F(2, 3, 4, 5)}, 1e-2f, 1e-2f},
     {"max_pool2d 3x3 s2 p1", run_maxpool, 1, {F(2, 3, 7, 9)}, 1e-3f, 1e-2f},
     {"avg_pool2d 3x2 s2x1 p1", run_avgpool, 1, {F(2, 3, 7, 6)}, 1e-2f, 1e-2f},
     {"adaptive_avg_pool2d 3x5", run_adaptive, 1, {F(2, 3, 7, 11)}, 1e-2f, 1e-2f},
