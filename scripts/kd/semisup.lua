@@ -17,8 +17,12 @@ local pseudo = require("kd.pseudo")
 local files = require("kd.data.files")
 local Dataset = require("kd.data.dataset")
 local evaluate = require("kd.train.evaluate")
+local checkpoint = require("kd.train.checkpoint")
 
 local semisup = {}
+
+-- Image normalisation of every loader here (the trainer's default).
+local normalize = {mean = {0.485, 0.456, 0.406}, std = {0.229, 0.224, 0.225}}
 
 semisup.defaults = {
   name = "semisup_kd", runs_dir = "runs", seed = 1, batch_size = 8, workers = 2,
@@ -26,9 +30,13 @@ semisup.defaults = {
           coarse = {split = "train_extra", use = true}, val = {split = "val", limit = 0}},
   augment = {crop = {128, 256}, scale = {0.5, 2.0}},
   teacher = {model = "bench_teacher", iterations = 2000, lr = 0.01, retrain_iterations = 1000, retrain_lr = 0.005,
-             with_coarse = false, average_weights = false, bn_batches = 20, retrain_fine_share = 0.5},
+             with_coarse = false, average_weights = false, bn_batches = 20, retrain_fine_share = 0.5,
+             retrain_freeze_bn = true, checkpoint = false},
   -- with_coarse: first training on raw coarse labels too; retrain_fine_share:
-  -- the fine images' share of the retraining set (0: each image once)
+  -- the fine images' share of the retraining set (0: each image once);
+  -- retrain_freeze_bn: retraining keeps the batch norms' running statistics;
+  -- checkpoint: a weights file of a teacher already trained (the first
+  -- training is skipped)
   cycles = {count = 2, soft_average = true, soft_scale = 4, percentile = 50, min_threshold = 0.5, max_threshold = 0.95,
             rules = {{"keep_coarse", threshold = 0.9}, {"fill", threshold = "per_class"}}},
   students = {models = {"bench_student", "bench_student"}, iterations = 2000, lr = 0.01, temperature = 2, grid = {4, 8},
@@ -106,8 +114,7 @@ end
 function semisup.label_cycle(teacher, items, state, cycle, cfg, classes, dir, train_id_files)
   files.mkdir_p(dir)
   local ds = Dataset.from_items(items, classes, train_id_files)
-  local mean, std = {0.485, 0.456, 0.406}, {0.229, 0.224, 0.225}
-  local function loader() return kd.data.Loader(ds, {batch_size = 4, workers = cfg.workers, augment = {mean = mean, std = std}}) end
+  local function loader() return kd.data.Loader(ds, {batch_size = 4, workers = cfg.workers, augment = normalize}) end
   local c = cfg.cycles
   -- pass 1: distributions, averaged over cycles at 1/soft_scale resolution
   state.soft = state.soft or {}
@@ -212,6 +219,7 @@ function semisup.retrain_teacher(cfg, teacher, labeled, pseudo_items, pseudo_wei
   local items, weights = semisup.retrain_items(labeled.items, pseudo_items, pseudo_weights, cfg.teacher.retrain_fine_share)
   local rcfg = train_config(cfg, "teacher_cycle" .. cycle, cfg.teacher.model, cfg.teacher.retrain_iterations,
                             cfg.teacher.retrain_lr, cfg.data.labeled)
+  rcfg.train.freeze_bn = cfg.teacher.retrain_freeze_bn
   local retrain = kd.train.Trainer(rcfg, {quiet = cfg.quiet, model = teacher,
                                           train_set = Dataset.from_items(items, classes, labeled.train_id_files),
                                           train_weights = weights})
@@ -248,12 +256,25 @@ function semisup.run(user_config)
     for _, it in ipairs(weak) do if it.label then items[#items + 1] = it end end
     first_set = Dataset.from_items(items, classes, labeled.train_id_files)
   end
-  say(cfg, "== teacher (%s) on %d finely labelled images%s", cfg.teacher.model, #labeled.items,
-      first_set and " and the raw coarse labels" or "")
-  local tcfg = train_config(cfg, "teacher", cfg.teacher.model, cfg.teacher.iterations, cfg.teacher.lr, cfg.data.labeled)
-  local trainer = kd.train.Trainer(tcfg, {quiet = cfg.quiet, train_set = first_set})
-  local teacher_results = trainer:run()
-  local teacher = trainer.model
+  local teacher, teacher_results
+  if cfg.teacher.checkpoint then
+    say(cfg, "== teacher from %s", cfg.teacher.checkpoint)
+    local model_config
+    teacher, model_config = checkpoint.load_model(cfg.teacher.checkpoint)
+    if model_config.name ~= cfg.teacher.model then
+      error(string.format("semisup: teacher.checkpoint %s holds a %s, teacher.model is %s", cfg.teacher.checkpoint,
+                          tostring(model_config.name), cfg.teacher.model), 0)
+    end
+    local loader = kd.data.Loader(val, {batch_size = 4, workers = cfg.workers, augment = normalize})
+    teacher_results = {final_miou = evaluate.run(teacher, loader, classes):scores().miou}
+  else
+    say(cfg, "== teacher (%s) on %d finely labelled images%s", cfg.teacher.model, #labeled.items,
+        first_set and " and the raw coarse labels" or "")
+    local tcfg = train_config(cfg, "teacher", cfg.teacher.model, cfg.teacher.iterations, cfg.teacher.lr, cfg.data.labeled)
+    local trainer = kd.train.Trainer(tcfg, {quiet = cfg.quiet, train_set = first_set})
+    teacher_results = trainer:run()
+    teacher = trainer.model
+  end
   results.teacher = {miou = teacher_results.final_miou, cycle = 0}
   local history = {{cycle = 0, teacher_miou = teacher_results.final_miou}}
 

@@ -16,6 +16,13 @@ run semisup_kd "$kdseg" "$top/experiments/semisup_kd.lua" name=tiny_kd $tiny stu
     teacher.with_coarse=true teacher.average_weights=true teacher.bn_batches=2
 run "semisup_kd results" grep -q "distilled student 2 (erfnet)" runs/tiny_kd/results.md
 run "semisup_kd pseudo-labels" test -f runs/tiny_kd/pseudo/cycle_2/stats.json
+teacher=runs/tiny_kd/teacher/checkpoints/last.safetensors
+# shellcheck disable=SC2086
+run "semisup_kd from a trained teacher" "$kdseg" "$top/experiments/semisup_kd.lua" name=tiny_kd_ckpt $tiny cycles.count=1 \
+    teacher.checkpoint=$teacher
+run "semisup_kd from a trained teacher: results" grep -q "distilled student 2" runs/tiny_kd_ckpt/results.md
+run "semisup_kd teacher checkpoint of another model" sh -c "! \"$kdseg\" \"$top/experiments/semisup_kd.lua\" name=bad $tiny \
+    teacher.model=deeplabv3plus teacher.checkpoint=$teacher > bad.log 2>&1 && grep -q 'holds a bench_teacher, teacher.model is deeplabv3plus' bad.log"
 # shellcheck disable=SC2086
 run ablation "$kdseg" "$top/experiments/ablation.lua" seeds=[1] $tiny
 run "ablation table" grep -q "+ mutual learning" runs/ablation/ablation.md

@@ -113,4 +113,40 @@ function T.trains_bench_student_above_chance()
   os.execute("rm -rf " .. tmp)
 end
 
+-- The trainer trains in training mode whatever mode the model came in, and
+-- with train.freeze_bn keeps the batch norms' running statistics (their
+-- weights still learn).
+function T.trainer_modes_and_freeze_bn()
+  local root = tmp .. "/modes"
+  small_synthcity(root)
+  local function trainer(freeze)
+    kd.manual_seed(4)
+    local model = kd.models.bench_student({classes = 19}):eval() -- as a loaded checkpoint comes
+    local tr = kd.train.Trainer({name = "modes", runs_dir = tmp .. "/runs", seed = 4,
+                                 data = {root = root, batch_size = 4, workers = 1, augment = {crop = {32, 64}}},
+                                 train = {iterations = 2, eval_every = 0, checkpoint_every = 0, freeze_bn = freeze}},
+                                {quiet = true, model = model})
+    local first = model.layer1:children() -- conv, batch norm, ReLU
+    return tr, first[2], first[1]
+  end
+  for _, freeze in ipairs({false, true}) do
+    local tr, bn, conv = trainer(freeze)
+    local mean, gamma, w = bn.running_mean:clone(), bn.weight:clone(), conv.weight:clone()
+    tr:step()
+    tr.train_loader:close()
+    local function differs(a, b)
+      local x, y = a:flat(), b:flat()
+      for i = 1, #x do if x[i] ~= y[i] then return true end end
+      return false
+    end
+    local moved = differs(bn.running_mean, mean)
+    h.eq(moved, not freeze, "freeze_bn " .. tostring(freeze) .. ": running mean moved " .. tostring(moved))
+    h.eq(bn.training, not freeze, "freeze_bn " .. tostring(freeze) .. ": the batch norm's mode")
+    h.truthy(conv.training, "freeze_bn " .. tostring(freeze) .. ": the convolution trains")
+    h.truthy(differs(bn.weight, gamma), "the batch norm's weight learns")
+    h.truthy(differs(conv.weight, w), "the convolution's weight learns")
+  end
+  os.execute("rm -rf " .. tmp)
+end
+
 return T

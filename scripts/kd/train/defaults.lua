@@ -22,6 +22,8 @@ return {
            betas = {0.9, 0.999}, no_decay_bn_bias = true},
   schedule = {name = "poly", power = 0.9, warmup = 0}, -- poly | cosine | constant; warmup iterations
   train = {iterations = 1000, log_every = 20, eval_every = 250, checkpoint_every = 250, clip_grad = 0,
-           grids = 4},      -- grids: samples drawn in the prediction grid of each evaluation
+           grids = 4,       -- grids: samples drawn in the prediction grid of each evaluation
+           freeze_bn = false}, -- batch norms normalise with (and keep) their running statistics; their
+                               -- weights still learn: for fine-tuning a trained model on small batches
   eval = {crop = false, stride = false, batch_size = 4}, -- crop {h, w}: sliding window for larger images
 }

@@ -135,8 +135,22 @@ function Trainer:model_config()
           mean = self.cfg.data.augment.mean, std = self.cfg.data.augment.std}
 end
 
+-- Training mode for the whole model (evaluation may have left it in
+-- evaluation mode, and a model handed over may come in it), but with
+-- train.freeze_bn the batch norms stay in evaluation mode.
+function Trainer:training_mode()
+  self.model:train()
+  if not self.cfg.train.freeze_bn then return end
+  local function walk(m)
+    if class.is_instance(m, kd.nn.BatchNorm2d) then m:eval() end
+    for _, child in ipairs(m:children()) do walk(child) end
+  end
+  walk(self.model)
+end
+
 -- One training iteration; returns the loss terms as numbers.
 function Trainer:step()
+  self:training_mode()
   local batch = self.train_loader:next()
   local lr = self.schedule(self.iteration)
   self.optimizer:set_lr(lr)
