@@ -16,6 +16,7 @@ local cfg = {name = "accuracy_benchmark", root = "data/accuracy_benchmark", seed
              batch_size = 8, workers = 2, crop = {64, 128}, scale = {0.5, 2.0}, teacher = "deeplabv3plus",
              student = "bench_student", quiet = false, teacher_with_coarse = false,
              baselines_from = false, -- a results.json of an earlier run's baselines (same data and budget) to reuse
+             teacher_checkpoint = false, -- the weights of a teacher an earlier run trained (same data and budget)
              size = {train = 200, coarse = 600, val = 100, height = 128, width = 256}}
 for _, a in ipairs(arg or {}) do kd.config.override(cfg, a) end
 local root, dir = cfg.root, "runs/" .. cfg.name
@@ -36,6 +37,7 @@ local method = semisup.run({
   name = "method", runs_dir = dir, seed = cfg.seed, batch_size = cfg.batch_size, workers = cfg.workers,
   data = data, augment = {crop = cfg.crop, scale = cfg.scale},
   teacher = {model = cfg.teacher, iterations = cfg.iterations, lr = cfg.lr, with_coarse = cfg.teacher_with_coarse,
+             checkpoint = cfg.teacher_checkpoint,
              retrain_iterations = math.floor(cfg.iterations / 2), retrain_lr = cfg.lr / 2},
   cycles = {count = 2},
   students = {models = {cfg.student, cfg.student}, iterations = cfg.iterations, lr = cfg.lr},
