@@ -40,51 +40,67 @@ static void add_centered_squares(const float *x, size_t n, double m, lanes *acc)
 
 /* The gradient reaching the batch norm's output at i: g itself, or when a
  * ReLU follows and took over this backward (kd_take_batch_norm_input), g
- * through the ReLU, whose input is the batch norm's output y. */
-typedef struct {
-    const float *g, *y; /* y NULL: no ReLU */
-    float slope;
-} out_grad;
-
-static inline float grad_at(const out_grad *o, size_t i) {
-    if (!o->y) return o->g[i];
-    return o->y[i] > 0 ? o->g[i] : o->slope * o->g[i];
+ * through the ReLU, whose input is the batch norm's output y. `relu` is a
+ * constant at each call site, so the compiler makes one loop for each case;
+ * g, y and slope are passed by value (restrict) so that stores into the
+ * gradient cannot alias them and both loops vectorise. */
+static inline float grad_at(const float *restrict g, const float *restrict y, float slope, bool relu, size_t i) {
+    if (!relu) return g[i];
+    return y[i] > 0 ? g[i] : slope * g[i];
 }
 
-/* sum of dy[i] and of dy[i] * (x[i] - mu) over elements [i0, i0 + n) */
-static void add_grad_sums(const out_grad *o, const float *x, float mu, size_t i0, size_t n, lanes *dy, lanes *dy_x) {
+/* sum of d[i] and of d[i] * (x[i] - mu), added into the lanes of i */
+static void add_sums(const float *d, const float *x, float mu, size_t n, lanes *dy, lanes *dy_x) {
     size_t i = 0;
     for (; i + LANES <= n; i += LANES)
         for (int l = 0; l < LANES; l++) {
-            float d = grad_at(o, i0 + i + l);
-            dy->a[l] += d;
-            dy_x->a[l] += (double)d * (x[i0 + i + l] - mu);
+            dy->a[l] += d[i + l];
+            dy_x->a[l] += (double)d[i + l] * (x[i + l] - mu);
         }
     for (; i < n; i++) {
-        float d = grad_at(o, i0 + i);
-        dy->a[i % LANES] += d;
-        dy_x->a[i % LANES] += (double)d * (x[i0 + i] - mu);
+        dy->a[i % LANES] += d[i];
+        dy_x->a[i % LANES] += (double)d[i] * (x[i] - mu);
+    }
+}
+
+/* The same sums of dy over elements [i0, i0 + n). Through a ReLU, dy is
+ * first made in a small buffer, a chunk at a time (a select in the summing
+ * loop would keep it from vectorising); chunks are a multiple of LANES, so
+ * every element keeps its lane. */
+#define CHUNK 256
+static inline void add_grad_sums(const float *restrict g, const float *restrict y, float slope, bool relu,
+                                 const float *restrict x, float mu, size_t i0, size_t n, lanes *dy, lanes *dy_x) {
+    if (!relu) {
+        add_sums(g + i0, x + i0, mu, n, dy, dy_x);
+        return;
+    }
+    float d[CHUNK];
+    for (size_t at = 0; at < n; at += CHUNK) {
+        size_t m = n - at < CHUNK ? n - at : CHUNK;
+        for (size_t k = 0; k < m; k++) d[k] = grad_at(g, y, slope, true, i0 + at + k);
+        add_sums(d, x + i0 + at, mu, m, dy, dy_x);
     }
 }
 
 /* Saved: x (N x C x H x W), weight (C) or NULL, mean (C), invstd (C).
  * training: batch statistics, so gradients flow through them.
- * Grads: x, weight, bias (each may be NULL). */
-static void batch_norm_grads(kd_tensor *const *saved, bool training, const out_grad *o,
-                             kd_tensor *const *grad_inputs) {
+ * Grads: x, weight, bias (each may be NULL). g: the output's gradient; with
+ * relu, y (the ReLU's input) and its slope. */
+static inline void batch_norm_grads(kd_tensor *const *saved, bool training, const float *restrict g,
+                                    const float *restrict y, float slope, bool relu, kd_tensor *const *grad_inputs) {
     const kd_tensor *x = saved[0], *w = saved[1];
     const float *mean = kd_f32(saved[2]), *invstd = kd_f32(saved[3]);
     int N = x->shape[0], C = x->shape[1];
     size_t HW = (size_t)x->shape[2] * x->shape[3], M = (size_t)N * HW;
-    const float *in = kd_f32(x);
-    float *gx = grad_inputs[0] ? kd_f32(grad_inputs[0]) : NULL;
+    const float *restrict in = kd_f32(x);
+    float *restrict gx = grad_inputs[0] ? kd_f32(grad_inputs[0]) : NULL;
     float *gw = grad_inputs[1] ? kd_f32(grad_inputs[1]) : NULL;
     float *gb = grad_inputs[2] ? kd_f32(grad_inputs[2]) : NULL;
 #pragma omp parallel for schedule(static) if (M * C > KD_PARALLEL_MIN)
     for (int c = 0; c < C; c++) {
         float mu = mean[c], is = invstd[c];
         lanes dy = {{0}}, dy_x = {{0}};
-        for (int n = 0; n < N; n++) add_grad_sums(o, in, mu, ((size_t)n * C + c) * HW, HW, &dy, &dy_x);
+        for (int n = 0; n < N; n++) add_grad_sums(g, y, slope, relu, in, mu, ((size_t)n * C + c) * HW, HW, &dy, &dy_x);
         double sum_dy = lanes_total(&dy), sum_dy_xhat = lanes_total(&dy_x) * is;
         if (gw) gw[c] += (float)sum_dy_xhat;
         if (gb) gb[c] += (float)sum_dy;
@@ -93,20 +109,18 @@ static void batch_norm_grads(kd_tensor *const *saved, bool training, const out_g
         float mean_dy = (float)(sum_dy / (double)M), mean_dy_xhat = (float)(sum_dy_xhat / (double)M);
         for (int n = 0; n < N; n++) {
             size_t base = ((size_t)n * C + c) * HW;
-            for (size_t i = base; i < base + HW; i++) {
-                if (training)
-                    gx[i] += scale * (grad_at(o, i) - mean_dy - (in[i] - mu) * is * mean_dy_xhat);
-                else
-                    gx[i] += scale * grad_at(o, i);
-            }
+            if (training)
+                for (size_t i = base; i < base + HW; i++)
+                    gx[i] += scale * (grad_at(g, y, slope, relu, i) - mean_dy - (in[i] - mu) * is * mean_dy_xhat);
+            else
+                for (size_t i = base; i < base + HW; i++) gx[i] += scale * grad_at(g, y, slope, relu, i);
         }
     }
 }
 
 static kd_status batch_norm_backward(kd_node *node, const kd_tensor *grad_output,
                                      kd_tensor *const *grad_inputs) {
-    out_grad o = {.g = kd_f32(grad_output)};
-    batch_norm_grads(node->saved, node->ints[0], &o, grad_inputs);
+    batch_norm_grads(node->saved, node->ints[0], kd_f32(grad_output), NULL, 0.0f, false, grad_inputs);
     return KD_OK;
 }
 
@@ -114,8 +128,8 @@ static kd_status batch_norm_backward(kd_node *node, const kd_tensor *grad_output
  * batch norm's, saved[4] the ReLU's input; ints[0] training, floats[0] slope. */
 static kd_status relu_batch_norm_backward(kd_node *node, const kd_tensor *grad_output,
                                           kd_tensor *const *grad_inputs) {
-    out_grad o = {.g = kd_f32(grad_output), .y = kd_f32(node->saved[4]), .slope = node->floats[0]};
-    batch_norm_grads(node->saved, node->ints[0], &o, grad_inputs);
+    batch_norm_grads(node->saved, node->ints[0], kd_f32(grad_output), kd_f32(node->saved[4]), node->floats[0], true,
+                     grad_inputs);
     return KD_OK;
 }
 
