@@ -41,24 +41,59 @@ typedef struct {
     float *gz;
 } plan;
 
-static void run_unit(const plan *p, int unit, float *coef, float *g_row, float *folded) {
+/* The transpose of the interpolation runs down the columns first: each
+ * upsampled row's gradient is added, weighted, into the (at most two)
+ * low-resolution rows it came from, kept at full width in `acc`; a low row,
+ * once complete, is folded across once. Folding across is the expensive half
+ * (an indexed gather), and this does it h times per image instead of H.
+ * Rows arrive in order, so two full-width rows are all that is kept: row r
+ * lives in slot r % 2 and is complete when row r + 2 arrives. */
+typedef struct {
+    float *acc;   /* 2 slots of C x W */
+    int row[2];   /* the low row each slot holds, -1: none */
+    float *folded; /* C x w */
+} columns_first;
+
+static void flush(const plan *p, int n, columns_first *cf, int slot) {
+    const kd_ce_grad *a = p->a;
+    int r = cf->row[slot];
+    if (r < 0) return;
+    const float *acc = cf->acc + (size_t)slot * a->C * a->W;
+    for (int c = 0; c < a->C; c++) {
+        kd_fold_row(p->fold, acc + (size_t)c * a->W, p->w, cf->folded);
+        float *dst = p->gz + (((size_t)n * a->C + c) * p->h + r) * p->w;
+        for (int x = 0; x < p->w; x++) dst[x] += cf->folded[x];
+    }
+    cf->row[slot] = -1;
+}
+
+static void add_to_row(const plan *p, int n, columns_first *cf, int r, float weight, const float *g_row) {
+    size_t size = (size_t)p->a->C * p->a->W;
+    int slot = r & 1;
+    float *acc = cf->acc + (size_t)slot * size;
+    if (cf->row[slot] != r) {
+        flush(p, n, cf, slot);
+        for (size_t i = 0; i < size; i++) acc[i] = 0;
+        cf->row[slot] = r;
+    }
+    for (size_t i = 0; i < size; i++) acc[i] += weight * g_row[i];
+}
+
+static void run_unit(const plan *p, int unit, float *coef, float *g_row, columns_first *cf) {
     const kd_ce_grad *a = p->a;
     int n = unit / p->bands, r0 = unit % p->bands * p->band, r1 = r0 + p->band < p->h ? r0 + p->band : p->h;
+    cf->row[0] = cf->row[1] = -1;
     for (int oh = 0; oh < a->H; oh++) {
         kd_bilinear_tap t = p->th[oh];
         bool lo = t.lo >= r0 && t.lo < r1, hi = t.hi >= r0 && t.hi < r1;
         if (!lo && !hi) continue;
         row_gradient(a, n, oh, coef, g_row);
-        for (int c = 0; c < a->C; c++) kd_fold_row(p->fold, g_row + (size_t)c * a->W, p->w, folded + (size_t)c * p->w);
-        for (int c = 0; c < a->C; c++) {
-            float *plane = p->gz + ((size_t)n * a->C + c) * p->h * p->w;
-            const float *f = folded + (size_t)c * p->w;
-            if (lo)
-                for (int x = 0; x < p->w; x++) plane[(size_t)t.lo * p->w + x] += f[x] * (1 - t.frac);
-            if (hi)
-                for (int x = 0; x < p->w; x++) plane[(size_t)t.hi * p->w + x] += f[x] * t.frac;
-        }
+        if (lo) add_to_row(p, n, cf, t.lo, 1 - t.frac, g_row);
+        if (hi) add_to_row(p, n, cf, t.hi, t.frac, g_row);
     }
+    int first = cf->row[0] >= 0 && (cf->row[1] < 0 || cf->row[0] < cf->row[1]) ? 0 : 1;
+    flush(p, n, cf, first);
+    flush(p, n, cf, 1 - first);
 }
 
 kd_status kd_cross_entropy_upsampled_backward(const kd_ce_grad *a, int h, int w, bool align_corners, float *gz) {
@@ -80,7 +115,7 @@ kd_status kd_cross_entropy_upsampled_backward(const kd_ce_grad *a, int h, int w,
     plan p = {.a = a, .th = th, .fold = &fold, .h = h, .w = w, .bands = (h + band - 1) / band, .band = band, .gz = gz};
     int units = a->N * p.bands;
     bool failed = !ok;
-    size_t per_thread = (size_t)a->W + (size_t)a->C * a->W + (size_t)a->C * w;
+    size_t per_thread = (size_t)a->W + 3 * (size_t)a->C * a->W + (size_t)a->C * w;
 #pragma omp parallel if (ok && units > 1 && (size_t)a->N * a->C * a->H * a->W > KD_PARALLEL_MIN)
     {
         float *buffer = ok ? malloc(sizeof(float) * per_thread) : NULL;
@@ -88,9 +123,11 @@ kd_status kd_cross_entropy_upsampled_backward(const kd_ce_grad *a, int h, int w,
 #pragma omp atomic write
             failed = true;
         }
+        float *coef = buffer, *g_row = buffer + a->W;
+        columns_first cf = {.acc = g_row + (size_t)a->C * a->W, .folded = g_row + 3 * (size_t)a->C * a->W};
 #pragma omp for schedule(static)
         for (int u = 0; u < units; u++)
-            if (buffer) run_unit(&p, u, buffer, buffer + a->W, buffer + a->W + (size_t)a->C * a->W);
+            if (buffer) run_unit(&p, u, coef, g_row, &cf);
         free(buffer);
     }
     kd_fold_table_free(&fold);
