@@ -159,6 +159,27 @@ static inline void kd_fold_row(const kd_fold_table *t, const float *go, int in, 
     }
 }
 
+/* The transpose of a bilinear resize, down the columns first: each output
+ * row's gradient (channels x width) is added, weighted, into the (at most
+ * two) input rows it came from, kept at full width; an input row, once
+ * complete, is folded across (kd_fold_row) once and added into dst
+ * (channels x in_height x in_width). Folding across is the expensive half (an
+ * indexed gather), and this does it once per input row instead of once per
+ * output row (8 times fewer for an x8 upsampling). Output rows must come in
+ * order, so two full-width rows are all that is kept: row r lives in slot
+ * r % 2 and is complete when row r + 2 arrives. */
+typedef struct {
+    const kd_fold_table *fold;
+    int channels, width, in_height, in_width;
+    float *acc;    /* 2 x channels x width, the caller's */
+    float *folded; /* in_width, the caller's */
+    float *dst;
+    int row[2];    /* the input row each slot holds, -1: none */
+} kd_column_fold;
+void kd_column_fold_start(kd_column_fold *cf, float *dst);
+void kd_column_fold_add(kd_column_fold *cf, int row, float weight, const float *g_row);
+void kd_column_fold_finish(kd_column_fold *cf);
+
 /* When input i of node is the output of kd_resize_bilinear whose tape is
  * still there, node takes the resize's own input in its place and gets its
  * align_corners: node's backward then gives the gradient of both ops at once

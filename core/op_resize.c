@@ -66,10 +66,44 @@ void kd_fold_table_free(kd_fold_table *t) {
     free(t->weight);
 }
 
+void kd_column_fold_start(kd_column_fold *cf, float *dst) {
+    cf->dst = dst;
+    cf->row[0] = cf->row[1] = -1;
+}
+
+static void column_fold_flush(kd_column_fold *cf, int slot) {
+    int r = cf->row[slot];
+    if (r < 0) return;
+    size_t size = (size_t)cf->channels * cf->width;
+    for (int c = 0; c < cf->channels; c++) {
+        kd_fold_row(cf->fold, cf->acc + slot * size + (size_t)c * cf->width, cf->in_width, cf->folded);
+        float *d = cf->dst + ((size_t)c * cf->in_height + r) * cf->in_width;
+        for (int x = 0; x < cf->in_width; x++) d[x] += cf->folded[x];
+    }
+    cf->row[slot] = -1;
+}
+
+void kd_column_fold_add(kd_column_fold *cf, int row, float weight, const float *g_row) {
+    size_t size = (size_t)cf->channels * cf->width;
+    int slot = row & 1;
+    float *acc = cf->acc + slot * size;
+    if (cf->row[slot] != row) {
+        column_fold_flush(cf, slot);
+        for (size_t i = 0; i < size; i++) acc[i] = 0;
+        cf->row[slot] = row;
+    }
+    for (size_t i = 0; i < size; i++) acc[i] += weight * g_row[i];
+}
+
+void kd_column_fold_finish(kd_column_fold *cf) {
+    int first = cf->row[0] >= 0 && (cf->row[1] < 0 || cf->row[0] < cf->row[1]) ? 0 : 1;
+    column_fold_flush(cf, first);
+    column_fold_flush(cf, 1 - first);
+}
+
 /* grad out N x C x OH x OW into grad x N x C x H x W; ints[0] = align.
- * The interpolation is separable, so its transpose is too: each output row
- * is first folded onto the input columns (a row of W values), then spread
- * onto its two input rows. */
+ * The interpolation is separable, so its transpose is too: down the columns,
+ * then across (kd_column_fold). */
 static kd_status bilinear_backward(kd_node *node, const kd_tensor *grad_output,
                                    kd_tensor *const *grad_inputs) {
     const kd_edge *e = &node->inputs[0];
@@ -92,26 +126,26 @@ static kd_status bilinear_backward(kd_node *node, const kd_tensor *grad_output,
     bool failed = false;
 #pragma omp parallel if (planes * OH * OW > KD_PARALLEL_MIN)
     {
-        float *row = malloc(sizeof(float) * (size_t)W); /* one output row folded onto the input columns */
-        if (!row) {
+        float *buffer = malloc(sizeof(float) * (2 * (size_t)OW + (size_t)W)); /* 2 full-width rows, 1 folded */
+        if (!buffer) {
 #pragma omp atomic write
             failed = true;
         }
+        kd_column_fold cf = {.fold = &fold, .channels = 1, .width = OW, .in_height = H, .in_width = W,
+                             .acc = buffer, .folded = buffer ? buffer + 2 * (size_t)OW : NULL};
 #pragma omp for schedule(static)
         for (size_t q = 0; q < planes; q++) {
-            if (!row) continue;
-            float *dst = gx + q * H * W;
+            if (!buffer) continue;
             const float *src = g + q * OH * OW;
+            kd_column_fold_start(&cf, gx + q * H * W);
             for (int oh = 0; oh < OH; oh++) {
                 tap a = th[oh];
-                const float *go = src + (size_t)oh * OW;
-                kd_fold_row(&fold, go, W, row);
-                float *r0 = dst + (size_t)a.lo * W, *r1 = dst + (size_t)a.hi * W;
-                for (int x = 0; x < W; x++) r0[x] += row[x] * (1 - a.frac);
-                for (int x = 0; x < W; x++) r1[x] += row[x] * a.frac;
+                kd_column_fold_add(&cf, a.lo, 1 - a.frac, src + (size_t)oh * OW);
+                kd_column_fold_add(&cf, a.hi, a.frac, src + (size_t)oh * OW);
             }
+            kd_column_fold_finish(&cf);
         }
-        free(row);
+        free(buffer);
     }
     kd_fold_table_free(&fold);
     free(th);
