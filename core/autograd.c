@@ -96,6 +96,17 @@ kd_node *kd_record(const char *op, kd_backward_fn backward, kd_tensor *out, int 
     return node;
 }
 
+void kd_node_take_inputs(kd_node *node, int n) {
+    kd_node *producer = node->inputs[0].node;
+    for (int i = 0; i < n; i++) {
+        node->inputs[i] = producer->inputs[i];
+        kd_node_retain(producer->inputs[i].node);
+        if (producer->inputs[i].leaf) kd_tensor_retain(producer->inputs[i].leaf);
+    }
+    node->n_inputs = n;
+    kd_node_release(producer); /* the edge's reference; its output tensor keeps its own */
+}
+
 kd_status kd_node_save(kd_node *node, int slot, kd_tensor *t) {
     if (!t) return KD_OK;
     return kd_detach(t, &node->saved[slot]);

@@ -48,6 +48,11 @@ struct kd_node {
  * returns NULL and sets *status. */
 kd_node *kd_record(const char *op, kd_backward_fn backward, kd_tensor *out,
                    int n_inputs, kd_tensor *const *inputs, kd_status *status);
+/* For fusing a node's backward with that of the node that made its only
+ * input (the producer): node takes the producer's first n inputs as its
+ * inputs 0..n-1 and lets go of the producer, which the producer's output
+ * tensor still holds for any other consumer. */
+void kd_node_take_inputs(kd_node *node, int n);
 /* Saves a detached view of t in slot (t may be NULL). */
 kd_status kd_node_save(kd_node *node, int slot, kd_tensor *t);
 void kd_node_release(kd_node *node);
@@ -180,12 +185,12 @@ void kd_column_fold_start(kd_column_fold *cf, float *dst);
 void kd_column_fold_add(kd_column_fold *cf, int row, float weight, const float *g_row);
 void kd_column_fold_finish(kd_column_fold *cf);
 
-/* When input i of node is the output of kd_resize_bilinear whose tape is
+/* When the only input of node is the output of kd_resize_bilinear whose tape is
  * still there, node takes the resize's own input in its place and gets its
  * align_corners: node's backward then gives the gradient of both ops at once
  * (kd_cross_entropy does, for logits upsampled to the labels' size). The
  * resize's node stays with the resized tensor for any other consumer. */
-bool kd_take_bilinear_input(kd_node *node, int i, bool *align_corners);
+bool kd_take_bilinear_input(kd_node *node, bool *align_corners);
 
 /* The same for a ReLU (or leaky ReLU) right after a batch norm: the ReLU's
  * node (one input, its input saved in slot 0) takes the batch norm's three

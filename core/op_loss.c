@@ -154,7 +154,7 @@ kd_status kd_cross_entropy(kd_tensor *logits, const kd_tensor *target,
         node->ints[1] = (int)p->reduction;
         node->floats[0] = mean_scale;
         bool align_corners;
-        if (kd_take_bilinear_input(node, 0, &align_corners)) node->ints[2] = 1, node->ints[3] = align_corners;
+        if (kd_take_bilinear_input(node, &align_corners)) node->ints[2] = 1, node->ints[3] = align_corners;
     }
     return s;
 }

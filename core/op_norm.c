@@ -137,18 +137,12 @@ bool kd_take_batch_norm_input(kd_node *relu, float slope) {
     kd_node *bn = relu->inputs[0].node;
     if (!bn || bn->backward != batch_norm_backward || bn->released || relu->n_inputs != 1) return false;
     kd_tensor *relu_input = relu->saved[0];
-    for (int i = 0; i < 3; i++) {
-        relu->inputs[i] = bn->inputs[i];
-        kd_node_retain(bn->inputs[i].node);
-        if (bn->inputs[i].leaf) kd_tensor_retain(bn->inputs[i].leaf);
-    }
-    relu->n_inputs = 3;
     for (int i = 0; i < 4; i++) relu->saved[i] = bn->saved[i] ? kd_tensor_retain(bn->saved[i]) : NULL;
     relu->saved[4] = relu_input;
     relu->ints[0] = bn->ints[0];
     relu->floats[0] = slope;
     relu->backward = relu_batch_norm_backward;
-    kd_node_release(bn); /* still held by the batch norm's output */
+    kd_node_take_inputs(relu, 3);
     return true;
 }
 

@@ -73,15 +73,9 @@ bool kd_take_add_inputs(kd_node *relu, float slope) {
     kd_node *add = relu->inputs[0].node;
     if (!add || add->backward != binary_backward || add->ints[0] != ADD || add->released || relu->n_inputs != 1)
         return false;
-    for (int i = 0; i < 2; i++) {
-        relu->inputs[i] = add->inputs[i];
-        kd_node_retain(add->inputs[i].node);
-        if (add->inputs[i].leaf) kd_tensor_retain(add->inputs[i].leaf);
-    }
-    relu->n_inputs = 2;
     relu->floats[0] = slope;
     relu->backward = relu_add_backward;
-    kd_node_release(add); /* still held by the sum */
+    kd_node_take_inputs(relu, 2);
     return true;
 }
 

@@ -249,14 +249,10 @@ kd_status kd_resize_nearest(const kd_tensor *x, int out_h, int out_w, kd_tensor 
     return KD_OK;
 }
 
-bool kd_take_bilinear_input(kd_node *node, int i, bool *align_corners) {
-    kd_node *resize = node->inputs[i].node;
+bool kd_take_bilinear_input(kd_node *node, bool *align_corners) {
+    kd_node *resize = node->n_inputs == 1 ? node->inputs[0].node : NULL;
     if (!resize || resize->backward != bilinear_backward || resize->released) return false;
-    kd_edge source = resize->inputs[0];
-    kd_node_retain(source.node);
-    if (source.leaf) kd_tensor_retain(source.leaf);
     *align_corners = resize->ints[0];
-    node->inputs[i] = source;
-    kd_node_release(resize); /* still held by the resized tensor */
+    kd_node_take_inputs(node, 1);
     return true;
 }
