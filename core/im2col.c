@@ -86,7 +86,12 @@ void kd_col2im_add(const float *col, const kd_conv_geometry *g, int oh0, int oh1
                 int ih = oh * g->stride_h - g->pad_h + ki * g->dilation_h;
                 if (ih < 0 || ih >= g->height) continue;
                 float *dst = plane + (size_t)ih * g->width + col_start;
-                for (int ow = lo; ow < hi; ow++) dst[ow * g->stride_w] += src[ow];
+                if (g->stride_w == 1)
+                    for (int ow = lo; ow < hi; ow++) dst[ow] += src[ow];
+                else if (g->stride_w == 2) /* constant strides vectorise, as in kd_im2col */
+                    for (int ow = lo; ow < hi; ow++) dst[2 * ow] += src[ow];
+                else
+                    for (int ow = lo; ow < hi; ow++) dst[ow * g->stride_w] += src[ow];
             }
         }
     }
