@@ -74,7 +74,7 @@ kd_status kd_cross_entropy_upsampled_backward(const kd_ce_grad *a, int h, int w,
     plan p = {.a = a, .th = th, .h = h, .w = w, .bands = (h + band - 1) / band, .band = band, .gz = gz};
     int units = a->N * p.bands;
     bool failed = !ok;
-    size_t per_thread = (size_t)a->W + 3 * (size_t)a->C * a->W + (size_t)a->C * w;
+    size_t per_thread = (size_t)a->W + 3 * (size_t)a->C * a->W + (size_t)w; /* coef, g_row, 2 accumulated rows, folded */
 #pragma omp parallel if (ok && units > 1 && (size_t)a->N * a->C * a->H * a->W > KD_PARALLEL_MIN)
     {
         float *buffer = ok ? malloc(sizeof(float) * per_thread) : NULL;
