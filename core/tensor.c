@@ -107,10 +107,20 @@ kd_status kd_tensor_new_like(const kd_tensor *t, kd_tensor **out) {
     return kd_tensor_new(t->dtype, t->ndim, t->shape, out);
 }
 
+/* Zeroes bytes [0, n) of p; large buffers (the backward's gradient
+ * accumulators are as large as the activations) on every thread, so the
+ * other threads do not wait for one. */
+static void zero_bytes(char *p, size_t n) {
+    enum { PIECE = 1 << 18 };
+    size_t pieces = (n + PIECE - 1) / PIECE;
+#pragma omp parallel for schedule(static) if (pieces >= 8)
+    for (size_t i = 0; i < pieces; i++) memset(p + i * PIECE, 0, i + 1 < pieces ? PIECE : n - i * PIECE);
+}
+
 kd_status kd_tensor_zeros(kd_dtype dtype, int ndim, const int *shape, kd_tensor **out) {
     kd_status s = kd_tensor_new(dtype, ndim, shape, out);
     if (s) return s;
-    memset(kd_data(*out), 0, kd_numel(*out) * kd_dtype_size(dtype));
+    zero_bytes(kd_data(*out), kd_numel(*out) * kd_dtype_size(dtype));
     return KD_OK;
 }
 
