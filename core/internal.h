@@ -152,22 +152,21 @@ typedef struct {
     int *first, *index;
     float *weight;
 } kd_fold_table;
-bool kd_fold_table_new(const kd_bilinear_tap *taps, int in, int out, kd_fold_table *t);
-void kd_fold_table_free(kd_fold_table *t);
 
-/* One output row's gradient go folded onto the `in` input columns. */
-static inline void kd_fold_row(const kd_fold_table *t, const float *go, int in, float *row) {
-    for (int x = 0; x < in; x++) {
-        float acc = 0;
-        for (int k = t->first[x]; k < t->first[x + 1]; k++) acc += go[t->index[k]] * t->weight[k];
-        row[x] = acc;
-    }
-}
+/* What the transpose of a resize in_h x in_w -> out_h x out_w needs: the
+ * taps of its output rows and the fold table of its columns. */
+typedef struct {
+    kd_bilinear_tap *rows;
+    kd_fold_table columns;
+} kd_bilinear_transpose;
+kd_status kd_bilinear_transpose_new(int in_h, int in_w, int out_h, int out_w, bool align_corners,
+                                    kd_bilinear_transpose *t);
+void kd_bilinear_transpose_free(kd_bilinear_transpose *t);
 
 /* The transpose of a bilinear resize, down the columns first: each output
  * row's gradient (channels x width) is added, weighted, into the (at most
  * two) input rows it came from, kept at full width; an input row, once
- * complete, is folded across (kd_fold_row) once and added into dst
+ * complete, is folded across once and added into dst
  * (channels x in_height x in_width). Folding across is the expensive half (an
  * indexed gather), and this does it once per input row instead of once per
  * output row (8 times fewer for an x8 upsampling). Output rows must come in

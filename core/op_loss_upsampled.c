@@ -56,14 +56,9 @@ static void run_unit(const plan *p, int unit, float *coef, float *g_row, kd_colu
 }
 
 kd_status kd_cross_entropy_upsampled_backward(const kd_ce_grad *a, int h, int w, bool align_corners, float *gz) {
-    kd_bilinear_tap *th = malloc(sizeof *th * (size_t)a->H), *tw = malloc(sizeof *tw * (size_t)a->W);
-    kd_fold_table fold = {0};
-    bool ok = th && tw;
-    if (ok) {
-        kd_bilinear_taps(h, a->H, align_corners, th);
-        kd_bilinear_taps(w, a->W, align_corners, tw);
-        ok = kd_fold_table_new(tw, w, a->W, &fold);
-    }
+    kd_bilinear_transpose t;
+    kd_status s = kd_bilinear_transpose_new(h, w, a->H, a->W, align_corners, &t);
+    if (s) return s;
     /* Enough units for every thread; each extra band per image costs the
      * upsampled rows on its borders twice. */
     int threads = kd_get_threads();
@@ -71,19 +66,19 @@ kd_status kd_cross_entropy_upsampled_backward(const kd_ce_grad *a, int h, int w,
     if (bands > h) bands = h;
     if (bands < 1) bands = 1;
     int band = (h + bands - 1) / bands;
-    plan p = {.a = a, .th = th, .h = h, .w = w, .bands = (h + band - 1) / band, .band = band, .gz = gz};
+    plan p = {.a = a, .th = t.rows, .h = h, .w = w, .bands = (h + band - 1) / band, .band = band, .gz = gz};
     int units = a->N * p.bands;
-    bool failed = !ok;
+    bool failed = false;
     size_t per_thread = (size_t)a->W + 3 * (size_t)a->C * a->W + (size_t)w; /* coef, g_row, 2 accumulated rows, folded */
-#pragma omp parallel if (ok && units > 1 && (size_t)a->N * a->C * a->H * a->W > KD_PARALLEL_MIN)
+#pragma omp parallel if (units > 1 && (size_t)a->N * a->C * a->H * a->W > KD_PARALLEL_MIN)
     {
-        float *buffer = ok ? malloc(sizeof(float) * per_thread) : NULL;
+        float *buffer = malloc(sizeof(float) * per_thread);
         if (!buffer) {
 #pragma omp atomic write
             failed = true;
         }
         float *coef = buffer, *g_row = buffer ? buffer + a->W : NULL;
-        kd_column_fold cf = {.fold = &fold, .channels = a->C, .width = a->W, .in_height = h, .in_width = w,
+        kd_column_fold cf = {.fold = &t.columns, .channels = a->C, .width = a->W, .in_height = h, .in_width = w,
                              .acc = g_row ? g_row + (size_t)a->C * a->W : NULL,
                              .folded = g_row ? g_row + 3 * (size_t)a->C * a->W : NULL};
 #pragma omp for schedule(static)
@@ -91,9 +86,7 @@ kd_status kd_cross_entropy_upsampled_backward(const kd_ce_grad *a, int h, int w,
             if (buffer) run_unit(&p, u, coef, g_row, &cf);
         free(buffer);
     }
-    kd_fold_table_free(&fold);
-    free(th);
-    free(tw);
+    kd_bilinear_transpose_free(&t);
     if (failed)
         return kd_fail(KD_ERR_MEMORY, "cross_entropy backward: cannot allocate row buffers for logits upsampled "
                        "from %dx%d to %dx%d", h, w, a->H, a->W);

@@ -40,7 +40,7 @@ static kd_status alloc_taps(int in_h, int in_w, int out_h, int out_w, bool align
     return KD_OK;
 }
 
-bool kd_fold_table_new(const tap *taps, int in, int out, kd_fold_table *t) {
+static bool fold_table_new(const tap *taps, int in, int out, kd_fold_table *t) {
     t->first = calloc((size_t)in + 1, sizeof(int));
     t->index = malloc(sizeof(int) * 2 * (size_t)out);
     t->weight = malloc(sizeof(float) * 2 * (size_t)out);
@@ -60,10 +60,43 @@ bool kd_fold_table_new(const tap *taps, int in, int out, kd_fold_table *t) {
     return true;
 }
 
-void kd_fold_table_free(kd_fold_table *t) {
+static void fold_table_free(kd_fold_table *t) {
     free(t->first);
     free(t->index);
     free(t->weight);
+}
+
+/* One output row's gradient go folded onto the `in` input columns. */
+static void fold_row(const kd_fold_table *t, const float *go, int in, float *row) {
+    for (int x = 0; x < in; x++) {
+        float acc = 0;
+        for (int k = t->first[x]; k < t->first[x + 1]; k++) acc += go[t->index[k]] * t->weight[k];
+        row[x] = acc;
+    }
+}
+
+kd_status kd_bilinear_transpose_new(int in_h, int in_w, int out_h, int out_w, bool align_corners,
+                                    kd_bilinear_transpose *t) {
+    *t = (kd_bilinear_transpose){0};
+    tap *columns = malloc(sizeof(tap) * (size_t)out_w);
+    t->rows = malloc(sizeof(tap) * (size_t)out_h);
+    bool ok = columns && t->rows;
+    if (ok) {
+        kd_bilinear_taps(in_h, out_h, align_corners, t->rows);
+        kd_bilinear_taps(in_w, out_w, align_corners, columns);
+        ok = fold_table_new(columns, in_w, out_w, &t->columns);
+    }
+    free(columns);
+    if (ok) return KD_OK;
+    kd_bilinear_transpose_free(t);
+    return kd_fail(KD_ERR_MEMORY, "resize_bilinear backward: cannot allocate the folding tables for %dx%d -> %dx%d",
+                   out_h, out_w, in_h, in_w);
+}
+
+void kd_bilinear_transpose_free(kd_bilinear_transpose *t) {
+    free(t->rows);
+    fold_table_free(&t->columns);
+    *t = (kd_bilinear_transpose){0};
 }
 
 void kd_column_fold_start(kd_column_fold *cf, float *dst) {
@@ -76,7 +109,7 @@ static void column_fold_flush(kd_column_fold *cf, int slot) {
     if (r < 0) return;
     size_t size = (size_t)cf->channels * cf->width;
     for (int c = 0; c < cf->channels; c++) {
-        kd_fold_row(cf->fold, cf->acc + slot * size + (size_t)c * cf->width, cf->in_width, cf->folded);
+        fold_row(cf->fold, cf->acc + slot * size + (size_t)c * cf->width, cf->in_width, cf->folded);
         float *d = cf->dst + ((size_t)c * cf->in_height + r) * cf->in_width;
         for (int x = 0; x < cf->in_width; x++) d[x] += cf->folded[x];
     }
@@ -87,10 +120,11 @@ void kd_column_fold_add(kd_column_fold *cf, int row, float weight, const float *
     size_t size = (size_t)cf->channels * cf->width;
     int slot = row & 1;
     float *acc = cf->acc + slot * size;
-    if (cf->row[slot] != row) {
+    if (cf->row[slot] != row) { /* the row's first contribution */
         column_fold_flush(cf, slot);
-        for (size_t i = 0; i < size; i++) acc[i] = 0;
         cf->row[slot] = row;
+        for (size_t i = 0; i < size; i++) acc[i] = weight * g_row[i];
+        return;
     }
     for (size_t i = 0; i < size; i++) acc[i] += weight * g_row[i];
 }
@@ -108,21 +142,12 @@ static kd_status bilinear_backward(kd_node *node, const kd_tensor *grad_output,
                                    kd_tensor *const *grad_inputs) {
     const kd_edge *e = &node->inputs[0];
     int H = e->shape[2], W = e->shape[3], OH = grad_output->shape[2], OW = grad_output->shape[3];
-    tap *th, *tw;
-    kd_status s = alloc_taps(H, W, OH, OW, node->ints[0], &th, &tw);
+    kd_bilinear_transpose t;
+    kd_status s = kd_bilinear_transpose_new(H, W, OH, OW, node->ints[0], &t);
     if (s) return s;
-    kd_fold_table fold;
-    bool ok = kd_fold_table_new(tw, W, OW, &fold);
     size_t planes = (size_t)e->shape[0] * e->shape[1];
     const float *g = kd_f32(grad_output);
     float *gx = kd_f32(grad_inputs[0]);
-    if (!ok) {
-        kd_fold_table_free(&fold);
-        free(th);
-        free(tw);
-        return kd_fail(KD_ERR_MEMORY, "resize_bilinear backward: cannot allocate the folding tables for %dx%d -> %dx%d",
-                       OH, OW, H, W);
-    }
     bool failed = false;
 #pragma omp parallel if (planes * OH * OW > KD_PARALLEL_MIN)
     {
@@ -131,7 +156,7 @@ static kd_status bilinear_backward(kd_node *node, const kd_tensor *grad_output,
 #pragma omp atomic write
             failed = true;
         }
-        kd_column_fold cf = {.fold = &fold, .channels = 1, .width = OW, .in_height = H, .in_width = W,
+        kd_column_fold cf = {.fold = &t.columns, .channels = 1, .width = OW, .in_height = H, .in_width = W,
                              .acc = buffer, .folded = buffer ? buffer + 2 * (size_t)OW : NULL};
 #pragma omp for schedule(static)
         for (size_t q = 0; q < planes; q++) {
@@ -139,7 +164,7 @@ static kd_status bilinear_backward(kd_node *node, const kd_tensor *grad_output,
             const float *src = g + q * OH * OW;
             kd_column_fold_start(&cf, gx + q * H * W);
             for (int oh = 0; oh < OH; oh++) {
-                tap a = th[oh];
+                tap a = t.rows[oh];
                 kd_column_fold_add(&cf, a.lo, 1 - a.frac, src + (size_t)oh * OW);
                 kd_column_fold_add(&cf, a.hi, a.frac, src + (size_t)oh * OW);
             }
@@ -147,10 +172,9 @@ static kd_status bilinear_backward(kd_node *node, const kd_tensor *grad_output,
         }
         free(buffer);
     }
-    kd_fold_table_free(&fold);
-    free(th);
-    free(tw);
-    if (failed) return kd_fail(KD_ERR_MEMORY, "resize_bilinear backward: cannot allocate a row buffer of %d floats", W);
+    kd_bilinear_transpose_free(&t);
+    if (failed)
+        return kd_fail(KD_ERR_MEMORY, "resize_bilinear backward: cannot allocate row buffers of %d floats", 2 * OW + W);
     return KD_OK;
 }
 
