@@ -52,9 +52,16 @@ static int l_weights(lua_State *L) { /* weights(probs, labels[, ignore]) */
     return lkd_result(L, "kd.pseudo.weights", kd_pseudo_weights(p, l, (int)luaL_optinteger(L, 3, 255), &out), &out);
 }
 
+static int l_trust_coarse(lua_State *L) { /* trust_coarse(weights, labels, coarse, weight[, ignore]) */
+    kd_tensor *w = lkd_check_tensor(L, 1), *l = lkd_check_tensor(L, 2), *c = lkd_check_tensor(L, 3);
+    float weight = (float)luaL_checknumber(L, 4);
+    if (kd_pseudo_trust_coarse(w, l, c, weight, (int)luaL_optinteger(L, 5, 255))) return lkd_raise(L, "kd.pseudo.trust_coarse");
+    return 0;
+}
+
 static const luaL_Reg functions[] = {
     {"pseudo_keep_coarse", l_keep_coarse}, {"pseudo_fill", l_fill}, {"class_percentiles", l_percentiles},
-    {"pseudo_weights", l_weights}, {NULL, NULL},
+    {"pseudo_weights", l_weights}, {"pseudo_trust_coarse", l_trust_coarse}, {NULL, NULL},
 };
 
 void lkd_open_pseudo(lua_State *L) { luaL_register(L, NULL, functions); }

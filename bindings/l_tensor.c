@@ -332,6 +332,11 @@ static int m_clone(lua_State *L) {
     return lkd_result(L, "clone", kd_clone(self(L), &out), &out);
 }
 
+static int m_flip_width(lua_State *L) {
+    kd_tensor *out;
+    return lkd_result(L, "flip_width", kd_flip_width(self(L), &out), &out);
+}
+
 static int m_to(lua_State *L) {
     kd_tensor *t = self(L), *out;
     kd_dtype dtype = check_dtype(L, 2, KD_F32);
@@ -451,6 +456,7 @@ static const luaL_Reg methods[] = {
     {"type", m_dtype}, {"view", m_view}, {"reshape", m_view}, {"narrow", m_narrow},
     {"item", m_item}, {"totable", m_totable}, {"flat", m_flat}, {"get", m_get}, {"set", m_set},
     {"bytes", m_bytes}, {"backward", m_backward}, {"detach", m_detach}, {"clone", m_clone},
+    {"flip_width", m_flip_width},
     {"to", m_to}, {"fill_", m_fill}, {"copy_", m_copy}, {"normal_", m_normal},
     {"uniform_", m_uniform}, {"kaiming_normal_", m_kaiming}, {"axpby_", m_axpby},
     {"sum_squares", m_sum_squares}, {"shares_storage", m_same}, {NULL, NULL},

@@ -95,6 +95,8 @@ kd_status kd_narrow_batch(kd_tensor *x, int start, int length, kd_tensor **out);
 kd_status kd_detach(kd_tensor *x, kd_tensor **out);
 /* A contiguous copy with its own storage (differentiable). */
 kd_status kd_clone(kd_tensor *x, kd_tensor **out);
+/* The mirror image along the last dimension (differentiable). */
+kd_status kd_flip_width(kd_tensor *x, kd_tensor **out);
 /* Converts between element types (no grad): toward zero, saturating at the
  * target type's range (a float 300.7 becomes uint8 255). */
 kd_status kd_to_dtype(const kd_tensor *x, kd_dtype dtype, kd_tensor **out);
@@ -392,6 +394,10 @@ kd_status kd_class_percentiles(const kd_tensor *pred, const kd_tensor *conf, int
                                float *thresholds);
 /* probs (N x C x H x W) at each pixel's label; 0 where ignored. */
 kd_status kd_pseudo_weights(const kd_tensor *probs, const kd_tensor *labels, int ignore, kd_tensor **out);
+/* weights = weight (in place) where a label is the coarse label: an annotator's
+ * label is trusted whatever the teacher believes of it. */
+kd_status kd_pseudo_trust_coarse(kd_tensor *weights, const kd_tensor *labels, const kd_tensor *coarse, float weight,
+                                 int ignore);
 
 /* ---- SynthCity (synth.c) ---------------------------------------------------- */
 

@@ -1,5 +1,6 @@
 /* op_shape.c - ops that move elements without computing on them: reshape and
- * batch slices (zero-copy views), clone, and concat/slice along channels. */
+ * batch slices (zero-copy views), clone, the horizontal flip, and concat/slice
+ * along channels. */
 #include <stdio.h>
 #include <string.h>
 
@@ -76,6 +77,42 @@ kd_status kd_clone(kd_tensor *x, kd_tensor **out) {
     memcpy(kd_data(*out), kd_data(x), kd_numel(x) * kd_dtype_size(x->dtype));
     if (x->dtype != KD_F32) return KD_OK;
     return kd_finish_op("clone", same_elements_backward, out, 1, &x, 0, NULL, NULL);
+}
+
+/* ---- horizontal flip -------------------------------------------------------
+ * out[..., w] = x[..., W-1-w] along the last dimension: the mirror image, for
+ * test-time augmentation (a prediction averaged with its mirror's). */
+
+static void flip_rows(float *dst, const float *src, size_t rows, int width, bool add) {
+#pragma omp parallel for schedule(static) if (rows * (size_t)width > KD_PARALLEL_MIN)
+    for (size_t r = 0; r < rows; r++) {
+        const float *s = src + r * (size_t)width;
+        float *d = dst + r * (size_t)width;
+        if (add)
+            for (int w = 0; w < width; w++) d[w] += s[width - 1 - w];
+        else
+            for (int w = 0; w < width; w++) d[w] = s[width - 1 - w];
+    }
+}
+
+/* The flip is its own transpose: grad x += flip(grad out). */
+static kd_status flip_width_backward(kd_node *node, const kd_tensor *grad_output,
+                                     kd_tensor *const *grad_inputs) {
+    (void)node;
+    int width = grad_output->shape[grad_output->ndim - 1];
+    size_t rows = width ? kd_numel(grad_output) / (size_t)width : 0;
+    flip_rows(kd_f32(grad_inputs[0]), kd_f32(grad_output), rows, width, true);
+    return KD_OK;
+}
+
+kd_status kd_flip_width(kd_tensor *x, kd_tensor **out) {
+    kd_status s = kd_check_f32("flip_width", "input", x);
+    if (s) return s;
+    if ((s = kd_tensor_new_like(x, out))) return s;
+    int width = x->shape[x->ndim - 1];
+    size_t rows = width ? kd_numel(x) / (size_t)width : 0;
+    flip_rows(kd_f32(*out), kd_f32(x), rows, width, false);
+    return kd_finish_op("flip_width", flip_width_backward, out, 1, &x, 0, NULL, NULL);
 }
 
 /* ---- channels -----------------------------------------------------------------

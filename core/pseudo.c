@@ -47,6 +47,24 @@ kd_status kd_pseudo_fill(const kd_tensor *labels, const kd_tensor *pred, const k
     return KD_OK;
 }
 
+kd_status kd_pseudo_trust_coarse(kd_tensor *weights, const kd_tensor *labels, const kd_tensor *coarse, float weight,
+                                 int ignore) {
+    kd_status s;
+    if ((s = kd_check_f32("pseudo_trust_coarse", "weights", weights)) ||
+        (s = kd_check_dtype("pseudo_trust_coarse", "labels", labels, KD_I32)) ||
+        (s = kd_check_dtype("pseudo_trust_coarse", "coarse labels", coarse, KD_I32)) ||
+        (s = check_maps("pseudo_trust_coarse", labels, coarse, KD_I32)))
+        return s;
+    if (kd_numel(weights) != kd_numel(labels))
+        return kd_fail(KD_ERR_SHAPE, "pseudo_trust_coarse: weights %s do not match labels %s", kd_shape_str(weights),
+                       kd_shape_str(labels));
+    const int32_t *l = kd_i32(labels), *c = kd_i32(coarse);
+    float *w = kd_f32(weights);
+    for (size_t i = 0, n = kd_numel(labels); i < n; i++)
+        if (c[i] != ignore && l[i] == c[i]) w[i] = weight;
+    return KD_OK;
+}
+
 /* For each class, the given percentile (0..100) of the confidences of the
  * pixels predicted as that class; classes never predicted get `fallback`. A
  * 1024-bin histogram per class: exact to 1/1024. */

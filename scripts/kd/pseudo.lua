@@ -28,10 +28,13 @@ end
 pseudo.rules = {}
 
 -- A coarse label is kept unless the teacher disagrees with confidence above
--- options.threshold (0.9). Images without coarse labels start all ignored.
+-- options.threshold (0.9; 1 keeps every one). Images without coarse labels
+-- start all ignored. options.weight: the weight of a kept coarse label (an
+-- annotator's label, trusted) instead of the teacher's belief in it.
 function pseudo.rules.keep_coarse(state, options, cycle)
   local t = threshold_for(options.threshold or 0.9, state, cycle)
   if not state.coarse then return state.labels end
+  state.coarse_weight = options.weight
   return C.pseudo_keep_coarse(state.coarse, state.pred, state.conf, type(t) == "table" and 1 or t, IGNORE)
 end
 
@@ -75,13 +78,18 @@ pseudo.schedules = {
 -- of each kept label, 0 where ignored).
 function pseudo.refine(state, rules, cycle)
   state.labels = state.coarse and state.coarse:clone() or kd.full(state.pred.shape, IGNORE, "int32")
+  state.coarse_weight = nil
   for i, spec in ipairs(rules) do
     local name = spec[1] or spec.rule
     local fn = type(name) == "function" and name or pseudo.rules[name]
     if not fn then error(string.format("pseudo.refine: rule %d '%s' is unknown", i, tostring(name)), 0) end
     state.labels = fn(state, spec, cycle)
   end
-  return state.labels, C.pseudo_weights(state.probs, state.labels, IGNORE)
+  local weights = C.pseudo_weights(state.probs, state.labels, IGNORE)
+  if state.coarse and state.coarse_weight then
+    C.pseudo_trust_coarse(weights, state.labels, state.coarse, state.coarse_weight, IGNORE)
+  end
+  return state.labels, weights
 end
 
 -- The teacher's class distributions for a normalised batch (no grad, eval mode).

@@ -37,8 +37,12 @@ semisup.defaults = {
   -- retrain_freeze_bn: retraining keeps the batch norms' running statistics;
   -- checkpoint: a weights file of a teacher already trained (the first
   -- training is skipped)
+  -- rules: coarse labels are an annotator's and right where drawn (SynthCity's
+  -- always are), so every one is kept at full weight; with a 0.9 threshold a
+  -- teacher confident in its mistakes (trucks taken for buses) overruled them
+  -- and the cycles could not correct it
   cycles = {count = 2, soft_average = true, soft_scale = 4, percentile = 50, min_threshold = 0.5, max_threshold = 0.95,
-            rules = {{"keep_coarse", threshold = 0.9}, {"fill", threshold = "per_class"}}},
+            rules = {{"keep_coarse", threshold = 1, weight = 1}, {"fill", threshold = "per_class"}}},
   students = {models = {"bench_student", "bench_student"}, iterations = 2000, lr = 0.01, temperature = 2, grid = {4, 8},
               weights = {ce = 1, pseudo = 1, pixel_kd = 1, pairwise = 1, mutual = 1, strong = 0}},
   baselines = {fine_only = true, all_labels = true},

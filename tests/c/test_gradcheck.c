@@ -67,6 +67,7 @@ static kd_status run_reshape(kd_tensor **in, kd_tensor **o) {
 }
 static kd_status run_narrow(kd_tensor **in, kd_tensor **o) { return kd_narrow_batch(in[0], 1, 2, o); }
 static kd_status run_clone(kd_tensor **in, kd_tensor **o) { return kd_clone(in[0], o); }
+static kd_status run_flip_width(kd_tensor **in, kd_tensor **o) { return kd_flip_width(in[0], o); }
 static kd_status run_concat(kd_tensor **in, kd_tensor **o) { return kd_concat_channels(3, in, o); }
 static kd_status run_slice(kd_tensor **in, kd_tensor **o) { return kd_slice_channels(in[0], 1, 3, o); }
 
@@ -248,6 +249,7 @@ static const grad_case cases[] = {
     {"reshape", run_reshape, 1, {F(2, 3, 2, 5)}, 1e-2f, 1e-2f},
     {"narrow_batch", run_narrow, 1, {F(4, 3, 2, 5)}, 1e-2f, 1e-2f},
     {"clone", run_clone, 1, {F(2, 3, 2, 5)}, 1e-2f, 1e-2f},
+    {"flip_width", run_flip_width, 1, {F(2, 3, 2, 5)}, 1e-2f, 1e-2f},
     {"concat_channels", run_concat, 3, {F(2, 1, 3, 5), F(2, 3, 3, 5), F(2, 2, 3, 5)}, 1e-2f, 1e-2f},
     {"slice_channels", run_slice, 1, {F(2, 5, 3, 4)}, 1e-2f, 1e-2f},
     {"conv2d 3x3 bias", run_conv3, 3, {F(2, 3, 6, 7), F(4, 3, 3, 3), IN(RANDN, true, 1, 4)}, 1e-2f, 1e-2f},

@@ -67,6 +67,11 @@ function T.refine_weights_and_stats()
   h.eq(labels_of(labels), "0,2,1,1", "rules in order")
   h.near(weights:get(1), 0.98, 1e-6, "weight = teacher probability of the label")
   h.near(weights:get(4), 0.35, 1e-6, "a kept coarse label weighs the teacher's belief in it")
+  local _, trusting = P.refine({probs = probs, pred = pred, conf = conf, coarse = coarse, classes = 3},
+                               {{"keep_coarse", threshold = 0.9, weight = 1}, {"fill", threshold = 0.8}}, 1)
+  for i, want in ipairs({0.98, 0.95, 0.85, 1}) do -- overruled, overruled, filled, kept
+    h.near(trusting:get(i), want, 1e-6, "a kept coarse label weighs 1 when trusted; the others the teacher's belief")
+  end
   local dropped = P.rules.drop_unsure({probs = probs, labels = labels}, {min_weight = 0.5})
   h.eq(labels_of(dropped), "0,2,1,255", "drop_unsure")
   local truth = kd.tensor({{{0, 2, 0, 1}}}, "int32")

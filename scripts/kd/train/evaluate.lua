@@ -6,7 +6,11 @@ local evaluate = {}
 
 -- Logits for images (N x 3 x H x W): whole, or averaged over windows of
 -- crop = {h, w} moved by stride when the image is larger than the crop.
-function evaluate.predict_logits(model, images, crop, stride)
+function evaluate.predict_logits(model, images, crop, stride, flip)
+  if flip then -- the mean of the logits of the image and of its mirror image, mirrored back
+    local mirrored = evaluate.predict_logits(model, images:flip_width(), crop, stride)
+    return (evaluate.predict_logits(model, images, crop, stride) + mirrored:flip_width()) * 0.5
+  end
   local H, W = images:size(3), images:size(4)
   if not crop or (H <= crop[1] and W <= crop[2]) then return model(images) end
   local ch, cw = crop[1], crop[2]
@@ -44,7 +48,7 @@ function evaluate.run(model, loader, classes, options)
   local kept = {}
   kd.no_grad(function()
     for batch in loader:epoch() do
-      local logits = evaluate.predict_logits(model, batch.images, options.crop, options.stride)
+      local logits = evaluate.predict_logits(model, batch.images, options.crop, options.stride, options.flip)
       local prediction = logits:argmax()
       confusion:update(prediction, batch.labels)
       for i = 1, batch.images:size(1) do
