@@ -81,6 +81,8 @@ function T.refine_weights_and_stats()
   h.eq(st.per_class[2].labelled, 2, "class 1 pseudo-labelled twice")
   h.eq(st.per_class[2].correct, 1, "once correctly")
   h.raises(function() P.refine({probs = probs, pred = pred, conf = conf, classes = 3}, {{"nonsense"}}) end, "rule 1 'nonsense' is unknown")
+  h.raises(function() kd._C.pseudo_trust_coarse(kd.zeros({1, 1, 3}), labels, coarse, 1) end, "weights 1x1x3 do not match labels")
+  h.raises(function() kd._C.pseudo_trust_coarse(weights, labels, coarse:to("float32"), 1) end, "pseudo_trust_coarse: coarse labels")
 end
 
 function T.weight_schedules()
