@@ -59,9 +59,15 @@ static int l_trust_coarse(lua_State *L) { /* trust_coarse(weights, labels, coars
     return 0;
 }
 
+static int l_agreement(lua_State *L) { /* label_agreement(pred, labels[, ignore]) -> float mask */
+    kd_tensor *p = lkd_check_tensor(L, 1), *l = lkd_check_tensor(L, 2), *out;
+    return lkd_result(L, "kd.pseudo.label_agreement", kd_label_agreement(p, l, (int)luaL_optinteger(L, 3, 255), &out), &out);
+}
+
 static const luaL_Reg functions[] = {
     {"pseudo_keep_coarse", l_keep_coarse}, {"pseudo_fill", l_fill}, {"class_percentiles", l_percentiles},
-    {"pseudo_weights", l_weights}, {"pseudo_trust_coarse", l_trust_coarse}, {NULL, NULL},
+    {"pseudo_weights", l_weights}, {"pseudo_trust_coarse", l_trust_coarse},
+    {"label_agreement", l_agreement}, {NULL, NULL},
 };
 
 void lkd_open_pseudo(lua_State *L) { luaL_register(L, NULL, functions); }

@@ -394,6 +394,9 @@ kd_status kd_class_percentiles(const kd_tensor *pred, const kd_tensor *conf, int
                                float *thresholds);
 /* probs (N x C x H x W) at each pixel's label; 0 where ignored. */
 kd_status kd_pseudo_weights(const kd_tensor *probs, const kd_tensor *labels, int ignore, kd_tensor **out);
+/* A float mask: 0 where a pixel's label (not ignore) differs from the
+ * prediction, 1 elsewhere - where a teacher contradicts a trusted label. */
+kd_status kd_label_agreement(const kd_tensor *pred, const kd_tensor *labels, int ignore, kd_tensor **out);
 /* weights = weight (in place) where a label is the coarse label: an annotator's
  * label is trusted whatever the teacher believes of it. */
 kd_status kd_pseudo_trust_coarse(kd_tensor *weights, const kd_tensor *labels, const kd_tensor *coarse, float weight,

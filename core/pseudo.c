@@ -65,6 +65,18 @@ kd_status kd_pseudo_trust_coarse(kd_tensor *weights, const kd_tensor *labels, co
     return KD_OK;
 }
 
+kd_status kd_label_agreement(const kd_tensor *pred, const kd_tensor *labels, int ignore, kd_tensor **out) {
+    kd_status s;
+    if ((s = kd_check_dtype("label_agreement", "predictions", pred, KD_I32)) ||
+        (s = check_maps("label_agreement", pred, labels, KD_I32)) ||
+        (s = kd_tensor_new(KD_F32, labels->ndim, labels->shape, out)))
+        return s;
+    const int32_t *p = kd_i32(pred), *l = kd_i32(labels);
+    float *m = kd_f32(*out);
+    for (size_t i = 0, n = kd_numel(labels); i < n; i++) m[i] = l[i] == ignore || l[i] == p[i] ? 1.0f : 0.0f;
+    return KD_OK;
+}
+
 /* For each class, the given percentile (0..100) of the confidences of the
  * pixels predicted as that class; classes never predicted get `fallback`. A
  * 1024-bin histogram per class: exact to 1/1024. */

@@ -1,12 +1,21 @@
 -- distill: the loss terms students learn from, and the schedules of their
 -- weights. Each term is a function of logits/features; a weight is a number
 -- or a function of the iteration (a schedule).
+local C = require("kd._C")
+
 local distill = {}
 
 -- Pixel-wise distillation: KL between the softened class distributions of
--- teacher and student at temperature T, scaled by T^2 (Hinton et al.).
-function distill.pixel_kd(student_logits, teacher_logits, temperature)
-  return kd.losses.kl_div(student_logits, teacher_logits, {temperature = temperature or 1, detach_target = true})
+-- teacher and student at temperature T, scaled by T^2 (Hinton et al.), mean
+-- over pixels. With labels (N x H x W, 255 ignored), pixels whose label the
+-- teacher's class contradicts are left out (they count 0 in the mean): a
+-- fine or coarse label is right where the teacher is wrong.
+function distill.pixel_kd(student_logits, teacher_logits, temperature, labels)
+  local options = {temperature = temperature or 1, detach_target = true}
+  if not labels then return kd.losses.kl_div(student_logits, teacher_logits, options) end
+  options.reduction = "none"
+  local agree = C.label_agreement(kd.argmax(teacher_logits), labels)
+  return (kd.losses.kl_div(student_logits, teacher_logits, options) * agree):mean()
 end
 
 -- Pair-wise (structured) distillation from the teacher's features: both maps

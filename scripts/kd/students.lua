@@ -24,6 +24,7 @@ local defaults = {
   optim = {lr = 0.01, momentum = 0.9, weight_decay = 1e-4}, schedule_power = 0.9,
   weights = {ce = 1, pseudo = 1, pixel_kd = 0, pairwise = 0, mutual = 0, strong = 0},
   temperature = 2, grid = {4, 8}, strong = {p = 0.5},
+  kd_respect_labels = false, -- pixel_kd leaves out pixels where the teacher contradicts their (pseudo-)label
   augment = {crop = {128, 256}, scale = {0.5, 2.0}, hflip = true, brightness = 0.25, contrast = 0.25, saturation = 0.25,
              jitter_p = 0.8, mean = {0.485, 0.456, 0.406}, std = {0.229, 0.224, 0.225}},
 }
@@ -90,8 +91,11 @@ function students.train(options)
       terms.ce = kd.losses.cross_entropy(out_lb[i], lb.labels)
       if pb and distill.weight(w.pseudo, iter) ~= 0 then terms.pseudo = distill.pseudo_ce(out_pb[i], pb.labels, pb.weights) end
       if need_teacher and distill.weight(w.pixel_kd, iter) ~= 0 then
-        terms.pixel_kd = distill.pixel_kd(out_lb[i], t_lb, cfg.temperature)
-        if pb then terms.pixel_kd = terms.pixel_kd + distill.pixel_kd(out_pb[i], t_pb, cfg.temperature) end
+        local respect = cfg.kd_respect_labels
+        terms.pixel_kd = distill.pixel_kd(out_lb[i], t_lb, cfg.temperature, respect and lb.labels or nil)
+        if pb then
+          terms.pixel_kd = terms.pixel_kd + distill.pixel_kd(out_pb[i], t_pb, cfg.temperature, respect and pb.labels or nil)
+        end
       end
       if need_teacher and distill.weight(w.pairwise, iter) ~= 0 then
         terms.pairwise = distill.pairwise_kd(feat_lb[i].features, tf_lb.features, cfg.grid)

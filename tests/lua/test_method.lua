@@ -116,6 +116,20 @@ function T.loss_terms_gradcheck()
   check("pseudo_ce", function(s) return kd.distill.pseudo_ce(s, labels, weights) end, {kd.randn({2, 5, 3, 4})})
 end
 
+-- pixel_kd with labels leaves out the pixels whose label the teacher's class
+-- contradicts; ignored pixels are distilled; the mean is over all pixels.
+function T.pixel_kd_respects_labels()
+  local s, t = kd.randn({1, 3, 1, 4}), kd.randn({1, 3, 1, 4})
+  local labels = kd.argmax(t):clone()
+  labels:set(2, (labels:get(2) + 1) % 3) -- contradicts the teacher
+  labels:set(3, 255)
+  local per = kd.losses.kl_div(s, t, {temperature = 2, reduction = "none"}):flat()
+  h.near(kd.distill.pixel_kd(s, t, 2, labels):item(), (per[1] + per[3] + per[4]) / 4, 1e-6, "pixel 2 left out")
+  h.near(kd.distill.pixel_kd(s, t, 2):item(), (per[1] + per[2] + per[3] + per[4]) / 4, 1e-6, "without labels: every pixel")
+  check("pixel_kd with labels", function(x) return kd.distill.pixel_kd(x, t, 2, labels) end, {kd.randn({1, 3, 1, 4})})
+  h.raises(function() kd.distill.pixel_kd(s, t, 2, kd.zeros({1, 1, 3}, "int32")) end, "label_agreement: maps")
+end
+
 -- The retraining set keeps the few fine images at about the asked share.
 function T.retrain_items_fine_share()
   local semisup = require("kd.semisup")
