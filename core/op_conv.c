@@ -93,20 +93,38 @@ static bool is_pointwise(const kd_conv_geometry *g) {
            g->pad_h == 0 && g->pad_w == 0;
 }
 
+/* The largest group size up to G that cuts N images into equal units, as
+ * many as a multiple of the threads: 8 images in units of 3 on 2 threads
+ * leave one thread 6 images and the other 2. G itself when none does, or when
+ * there are fewer units than threads (each GEMM then runs on every thread). */
+static size_t balanced_group(size_t G, size_t N, size_t threads) {
+    if (threads < 2 || (N + G - 1) / G < threads) return G;
+    for (size_t g = G; g > 1; g--)
+        if (N % g == 0 && (N / g) % threads == 0) return g;
+    return N % threads == 0 ? 1 : G;
+}
+
 static void cut(conv_plan *c) {
     size_t rows = (size_t)c->K * c->groups, P = (size_t)c->P, per_image = rows * P;
     c->G = 1;
     c->band = c->g.out_h;
     if (per_image > COLUMN_BUDGET) {
-        size_t band = COLUMN_BUDGET / (rows * (size_t)c->g.out_w);
-        if (!c->pointwise) c->band = band < 1 ? 1 : (int)band; /* a 1x1 reads the image as its columns */
+        if (c->pointwise) return; /* a 1x1 reads the image as its columns */
+        size_t most = COLUMN_BUDGET / (rows * (size_t)c->g.out_w), out_h = (size_t)c->g.out_h;
+        if (most < 1) most = 1;
+        /* bands of equal height: 32 rows as 28 + 4 would run the last 4 as a
+         * narrow GEMM far below the peak */
+        size_t bands = (out_h + most - 1) / most;
+        c->band = (int)((out_h + bands - 1) / bands);
         return;
     }
     if (P >= WIDE_ENOUGH) return;
     size_t fit = COLUMN_BUDGET / per_image, want = (WIDE_ENOUGH + P - 1) / P;
     size_t G = fit < want ? fit : want;
     if (G > (size_t)c->N) G = (size_t)c->N;
-    c->G = G < 1 ? 1 : (int)G;
+    if (G < 1) G = 1;
+    int threads = kd_get_threads();
+    c->G = (int)balanced_group(G, (size_t)c->N, threads > KD_MAX_THREADS ? KD_MAX_THREADS : (size_t)threads);
 }
 
 static void plan_conv(conv_plan *c, const kd_conv_geometry *g, int N, int cout, int groups) {

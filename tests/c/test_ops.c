@@ -36,6 +36,9 @@ static void test_conv_against_reference(void) {
         {1, 5, 13, 9, 3, 3, 1, 2, 2, 1, true},  {1, 2, 17, 15, 2, 3, 1, 4, 4, 1, false},
         {2, 6, 7, 7, 6, 3, 1, 1, 1, 6, true},   {2, 8, 6, 10, 5, 1, 1, 0, 1, 1, true},
         {1, 3, 10, 7, 2, 5, 3, 2, 1, 1, false}, {2, 16, 33, 65, 8, 3, 2, 1, 1, 1, true},
+        /* bands of output rows (columns over the budget: 40 rows as 20 + 20) and
+         * groups of images (8 images of 16 x 32 outputs, cut into equal units) */
+        {3, 32, 40, 64, 8, 3, 1, 1, 1, 1, true}, {8, 32, 32, 64, 16, 3, 2, 1, 1, 1, false},
     };
     kd_rng rng;
     kd_rng_seed(&rng, SEED);
