@@ -45,6 +45,8 @@ check "train with a wrong key" 1 "unknown config key 'optim.lrr'" "$kdseg" train
 check "train without a config" 1 "a config file is required" "$kdseg" train
 check "eval command" 0 "mIoU" "$kdseg" eval --checkpoint runs/tiny/checkpoints/last.safetensors --root sc --split val --out eval.json
 check "eval JSON" 0 '"miou":' cat eval.json
+check "eval with flip" 0 "mIoU" "$kdseg" eval --checkpoint runs/tiny/checkpoints/last.safetensors --root sc --split val --flip --out eval_flip.json
+check "eval JSON says flip" 0 '"flip":true' cat eval_flip.json
 check "predict command" 0 "predict: 1 image(s) -> pred" "$kdseg" predict --checkpoint runs/tiny/checkpoints/best.safetensors --input sc/leftImg8bit/val/synth/synth_000004_000019_leftImg8bit.png --out pred --ids label --color
 check "predict writes label ids and colours" 0 "synth_000004_000019_labelIds.png" ls pred
 check "predicted PNG" 0 "1	32	64" "$kdseg" -e "local t = kd.image.read('pred/synth_000004_000019_labelIds.png'); print(t:size(1), t:size(2), t:size(3))"

@@ -14,6 +14,7 @@ return function(...)
   parser:option("--labels", "fine, coarse or true_fine.", "fine")
   parser:option("--classes", "Class table: cityscapes or a YAML file (default: the checkpoint's).")
   parser:option("--crop", "Sliding-window size HxW for larger images.")
+  parser:flag("--flip", "Average each image's logits with its mirror image's (test-time augmentation).")
   parser:option("--batch-size", "Images per batch.", "4"):convert(tonumber)
   parser:option("--workers", "Loader threads.", "2"):convert(tonumber)
   parser:option("--out", "Write the scores as JSON here.")
@@ -30,11 +31,11 @@ return function(...)
   local loader = kd.data.Loader(ds, {batch_size = args.batch_size, workers = args.workers,
                                      augment = {mean = model_config.mean, std = model_config.std}})
   local crop = args.crop and {require("kd.cli").parse_size(args.crop, "kdseg eval: --crop")} or nil
-  local confusion = evaluate.run(model, loader, classes, {crop = crop})
+  local confusion = evaluate.run(model, loader, classes, {crop = crop, flip = args.flip})
   print(confusion:table())
   if args.out then
     local s = confusion:scores()
-    kd._C.write_atomic(args.out, cjson.encode({checkpoint = args.checkpoint, images = #ds.items, miou = s.miou,
+    kd._C.write_atomic(args.out, cjson.encode({checkpoint = args.checkpoint, images = #ds.items, flip = args.flip or false, miou = s.miou,
                                                pixel_accuracy = s.pixel_accuracy, iou = confusion:named_iou(s, cjson.null)}) .. "\n")
   end
 end
