@@ -29,7 +29,7 @@ run "ablation table" grep -q "+ mutual learning" runs/ablation/ablation.md
 run baselines_semisup "$kdseg" "$top/experiments/baselines_semisup.lua" data.root=data data.labeled=splits/1_4/labeled.txt \
     data.unlabeled=splits/1_4/unlabeled.txt iterations=3 crop=[32,64] batch_size=4 workers=1 quiet=true
 run "baselines table" grep -q "UniMatch-style" runs/baselines_semisup/results.md
-run accuracy_benchmark "$kdseg" "$top/experiments/accuracy_benchmark.lua" root=bench_data iterations=4 crop=[32,64] \
+run accuracy_benchmark "$kdseg" "$top/experiments/accuracy_benchmark.lua" root=bench_data iterations=4 teacher_iterations=4 crop=[32,64] \
     batch_size=4 workers=1 teacher=bench_teacher quiet=true size.train=16 size.coarse=8 size.val=4 size.height=32 size.width=64
 run "accuracy table" grep -q "share of the gap" runs/accuracy_benchmark/results.md
 run compose_two_teachers "$kdseg" "$top/experiments/compose_two_teachers.lua" data 3
