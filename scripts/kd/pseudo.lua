@@ -75,7 +75,8 @@ pseudo.schedules = {
 
 -- Applies the rule list {{"keep_coarse", threshold = 0.9}, {"fill", threshold = "per_class"}, ...}
 -- to a state; returns labels (int32) and weights (float: the teacher's probability
--- of each kept label, 0 where ignored).
+-- of each kept label, or keep_coarse's weight for a kept coarse label; 0 where
+-- ignored).
 function pseudo.refine(state, rules, cycle)
   state.labels = state.coarse and state.coarse:clone() or kd.full(state.pred.shape, IGNORE, "int32")
   state.coarse_weight = nil
