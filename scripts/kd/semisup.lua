@@ -112,6 +112,52 @@ function semisup.reestimate_bn(model, loader, batches)
   model:eval()
 end
 
+-- The labeled training set and the validation set of a config.
+function semisup.datasets(cfg, classes)
+  local root = cfg.data.root
+  local labeled = Dataset({root = root, list = resolve_list(root, cfg.data.labeled), classes = classes})
+  local val = Dataset({root = root, split = cfg.data.val.split, classes = classes})
+  if cfg.data.val.limit > 0 then
+    local items = {}
+    for i = 1, math.min(cfg.data.val.limit, #val.items) do items[i] = val.items[i] end
+    val.items = items
+  end
+  return labeled, val
+end
+
+-- The pseudo items (and weight PNGs) a cycle wrote to dir for the weak items,
+-- as label_cycle returns them: to train students again from an earlier run.
+function semisup.cycle_items(dir, weak, train_id_files)
+  local items, weights = {}, {}
+  for _, it in ipairs(weak) do
+    local stem = it.image:match("([^/]+)_leftImg8bit%.png$") or it.image:match("([^/]+)%.png$")
+    local label = dir .. "/" .. stem .. "_label.png"
+    if not files.exists(label) then error("semisup: " .. label .. " is missing (not the run's data?)", 0) end
+    items[#items + 1] = {image = it.image, label = label, train_ids = train_id_files}
+    weights[#weights + 1] = dir .. "/" .. stem .. "_confidence.png"
+  end
+  return items, weights
+end
+
+-- The N students of cfg.students trained together (kd.students) into
+-- <runs_dir>/<cfg.name>/<name> from the fine labels, the pseudo items (or
+-- none) and the teacher. Returns kd.students.train's results.
+function semisup.train_students(cfg, name, teacher, labeled, pseudo_items, pseudo_weights, val, classes)
+  local s = cfg.students
+  local models = {}
+  for i, model in ipairs(s.models) do models[i] = {name = model} end
+  local pseudo_set = pseudo_items and Dataset.from_items(pseudo_items, classes, labeled.train_id_files) or nil
+  return kd.students.train({
+    settings = {name = name, runs_dir = cfg.runs_dir .. "/" .. cfg.name, seed = cfg.seed, models = models,
+                batch_size = cfg.batch_size, workers = cfg.workers, iterations = s.iterations,
+                log_every = math.max(1, math.floor(s.iterations / 10)), optim = {lr = s.lr}, weights = s.weights,
+                temperature = s.temperature, grid = s.grid, kd_respect_labels = s.kd_respect_labels,
+                augment = {crop = cfg.augment.crop, scale = cfg.augment.scale}},
+    labeled = labeled, pseudo = pseudo_set, pseudo_weights = pseudo_weights, val = val, classes = classes,
+    teacher = teacher, quiet = cfg.quiet,
+  })
+end
+
 -- One self-correction cycle: predictions for every weak item (averaged with
 -- earlier cycles' when soft), refined labels and weights written to dir.
 -- Returns pseudo items (label PNGs in the dataset's label space), weight PNG
@@ -242,13 +288,7 @@ function semisup.run(user_config)
   C.write_atomic(dir .. "/config.json", cjson.encode(cfg) .. "\n")
   local classes = kd.data.classes.cityscapes()
   local root = cfg.data.root
-  local labeled = Dataset({root = root, list = resolve_list(root, cfg.data.labeled), classes = classes})
-  local val = Dataset({root = root, split = cfg.data.val.split, classes = classes})
-  if cfg.data.val.limit > 0 then
-    local items = {}
-    for i = 1, math.min(cfg.data.val.limit, #val.items) do items[i] = val.items[i] end
-    val.items = items
-  end
+  local labeled, val = semisup.datasets(cfg, classes)
   local results = {name = cfg.name}
   local start = C.clock()
 
@@ -313,20 +353,9 @@ function semisup.run(user_config)
   results.cycles = history
 
   -- 3. the students, together
+  say(cfg, "== %d students", #cfg.students.models)
+  local out = semisup.train_students(cfg, "students", teacher, labeled, pseudo_items, pseudo_weights, val, classes)
   local s = cfg.students
-  local models = {}
-  for i, name in ipairs(s.models) do models[i] = {name = name} end
-  say(cfg, "== %d students", #models)
-  local pseudo_set = pseudo_items and Dataset.from_items(pseudo_items, classes, labeled.train_id_files) or nil
-  local out = kd.students.train({
-    settings = {name = "students", runs_dir = dir, seed = cfg.seed, models = models, batch_size = cfg.batch_size,
-                workers = cfg.workers, iterations = s.iterations, log_every = math.max(1, math.floor(s.iterations / 10)),
-                optim = {lr = s.lr}, weights = s.weights, temperature = s.temperature, grid = s.grid,
-                kd_respect_labels = s.kd_respect_labels,
-                augment = {crop = cfg.augment.crop, scale = cfg.augment.scale}},
-    labeled = labeled, pseudo = pseudo_set, pseudo_weights = pseudo_weights, val = val, classes = classes,
-    teacher = teacher, quiet = cfg.quiet,
-  })
   results.students = {}
   for i, st in ipairs(out.students) do results.students[i] = {name = st.name, miou = st.miou} end
   results.ensemble = out.ensemble
