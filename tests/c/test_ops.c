@@ -58,8 +58,12 @@ static void test_conv_against_reference(void) {
         double worst = 0;
         for (size_t i = 0; i < kd_numel(slow); i++)
             worst = fmax(worst, fabs(kd_f32(fast)[i] - kd_f32(slow)[i]) / fmax(1, fabs(kd_f32(slow)[i])));
-        CHECK(kd_same_shape(fast, slow) && worst < 1e-5, "conv geometry %zu: shape %s vs %s, "
-              "worst difference %g", g, kd_shape_str(fast), kd_shape_str(slow), worst);
+        /* float rounding of a K-term sum grows with K (288 for the band and
+         * group geometries); a wrong column or band is off by O(1) */
+        int K = geo[g].cin / geo[g].groups * geo[g].k * geo[g].k;
+        double tolerance = fmax(1e-5, 2e-7 * K);
+        CHECK(kd_same_shape(fast, slow) && worst < tolerance, "conv geometry %zu: shape %s vs %s, "
+              "worst difference %g (tolerance %g)", g, kd_shape_str(fast), kd_shape_str(slow), worst, tolerance);
         kd_tensor_release(x), kd_tensor_release(w), kd_tensor_release(b);
         kd_tensor_release(fast), kd_tensor_release(slow);
     }
