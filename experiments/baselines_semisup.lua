@@ -51,8 +51,9 @@ for _, method in ipairs(cfg.methods) do
   else error("baselines: unknown method '" .. tostring(method) .. "'", 0) end
   results[method] = r.miou
   rows[#rows + 1] = string.format("| %s | %.2f |", titles[method], 100 * r.miou)
+  -- written after each method: a run stopped later keeps the methods it finished
+  kd.data.files.mkdir_p(dir)
+  kd._C.write_atomic(dir .. "/results.json", cjson.encode(results) .. "\n")
+  kd._C.write_atomic(dir .. "/results.md", table.concat(rows, "\n") .. "\n")
 end
-kd.data.files.mkdir_p(dir)
-kd._C.write_atomic(dir .. "/results.json", cjson.encode(results) .. "\n")
-kd._C.write_atomic(dir .. "/results.md", table.concat(rows, "\n") .. "\n")
 print(table.concat(rows, "\n"))

@@ -31,6 +31,7 @@ function common.setup(options)
     for k, v in pairs(terms) do parts[#parts + 1] = string.format("%s %.4f", k, v) end
     table.sort(parts)
     print(string.format("%s iter %d/%d  %s", cfg.name, iter, cfg.iterations, table.concat(parts, "  ")))
+    io.stdout:flush() -- a log file (not a terminal) sees each line when it is written
   end
   function env.evaluate(model)
     env.labeled:close()
