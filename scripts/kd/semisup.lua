@@ -112,6 +112,12 @@ function semisup.reestimate_bn(model, loader, batches)
   model:eval()
 end
 
+-- Where a cycle in dir writes an image's pseudo-label and confidence PNGs.
+local function pseudo_paths(dir, image)
+  local stem = image:match("([^/]+)_leftImg8bit%.png$") or image:match("([^/]+)%.png$")
+  return dir .. "/" .. stem .. "_label.png", dir .. "/" .. stem .. "_confidence.png"
+end
+
 -- The labeled training set and the validation set of a config.
 function semisup.datasets(cfg, classes)
   local root = cfg.data.root
@@ -130,11 +136,10 @@ end
 function semisup.cycle_items(dir, weak, train_id_files)
   local items, weights = {}, {}
   for _, it in ipairs(weak) do
-    local stem = it.image:match("([^/]+)_leftImg8bit%.png$") or it.image:match("([^/]+)%.png$")
-    local label = dir .. "/" .. stem .. "_label.png"
+    local label, weight = pseudo_paths(dir, it.image)
     if not files.exists(label) then error("semisup: " .. label .. " is missing (not the run's data?)", 0) end
     items[#items + 1] = {image = it.image, label = label, train_ids = train_id_files}
-    weights[#weights + 1] = dir .. "/" .. stem .. "_confidence.png"
+    weights[#weights + 1] = weight
   end
   return items, weights
 end
@@ -214,8 +219,7 @@ function semisup.label_cycle(teacher, items, state, cycle, cfg, classes, dir, tr
       local coarse = item.label and batch.labels:narrow(k, 1) or nil
       local labels, weights = pseudo.refine({probs = probs, pred = pred, conf = conf, coarse = coarse, classes = classes.count,
                                             thresholds = thresholds}, c.rules, cycle)
-      local stem = item.image:match("([^/]+)_leftImg8bit%.png$") or item.image:match("([^/]+)%.png$")
-      local label_path, weight_path = dir .. "/" .. stem .. "_label.png", dir .. "/" .. stem .. "_confidence.png"
+      local label_path, weight_path = pseudo_paths(dir, item.image)
       local as_uint8 = labels:to("uint8"):view(h, w)
       local file_labels = C.map_values(as_uint8, to_file) -- ignored pixels stay 255, ignored in both spaces
       kd.image.write(label_path, file_labels)
