@@ -2,8 +2,10 @@
  * every geometry, and each other op and loss against values worked out by
  * hand (the arithmetic is written next to each expectation). */
 #include <math.h>
+#include <stdlib.h>
 
 #include "check.h"
+#include "im2col.h"
 
 #define SEED 7u
 
@@ -66,6 +68,49 @@ static void test_conv_against_reference(void) {
               "worst difference %g (tolerance %g)", g, kd_shape_str(fast), kd_shape_str(slow), worst, tolerance);
         kd_tensor_release(x), kd_tensor_release(w), kd_tensor_release(b);
         kd_tensor_release(fast), kd_tensor_release(slow);
+    }
+}
+
+/* kd_im2col against its definition, element by element, on bands of output
+ * rows and a wider matrix (ld > band): the "same" stride-1 convolutions take
+ * a path of their own (one shifted copy per matrix row, padding columns
+ * zeroed after), so each padding and dilation is tried there, with taps that
+ * fall wholly in the padding, next to strided and shrinking geometries. */
+static void test_im2col_against_definition(void) {
+    struct { int c, h, w, k, stride, pad, dil, oh0, oh1; } geo[] = {
+        {3, 9, 11, 3, 1, 1, 1, 0, 9}, {2, 13, 9, 3, 1, 2, 2, 3, 11}, {2, 7, 6, 3, 1, 4, 4, 0, 7},
+        {2, 3, 8, 3, 1, 4, 4, 1, 3}, {1, 10, 7, 5, 1, 2, 1, 6, 10}, {2, 8, 8, 1, 1, 0, 1, 2, 5},
+        {2, 9, 12, 3, 2, 1, 1, 0, 5}, {1, 10, 7, 3, 1, 0, 1, 1, 7}, {2, 6, 10, 3, 1, 1, 1, 5, 6},
+    };
+    kd_rng rng;
+    kd_rng_seed(&rng, SEED);
+    for (size_t t = 0; t < sizeof geo / sizeof geo[0]; t++) {
+        kd_conv_geometry g = {.channels = geo[t].c, .height = geo[t].h, .width = geo[t].w,
+                              .kernel_h = geo[t].k, .kernel_w = geo[t].k, .stride_h = geo[t].stride,
+                              .stride_w = geo[t].stride, .pad_h = geo[t].pad, .pad_w = geo[t].pad,
+                              .dilation_h = geo[t].dil, .dilation_w = geo[t].dil};
+        g.out_h = (g.height + 2 * g.pad_h - g.dilation_h * (g.kernel_h - 1) - 1) / g.stride_h + 1;
+        g.out_w = (g.width + 2 * g.pad_w - g.dilation_w * (g.kernel_w - 1) - 1) / g.stride_w + 1;
+        kd_tensor *x = random_tensor(1, g.channels, g.height, g.width, &rng);
+        int rows = g.channels * g.kernel_h * g.kernel_w, band = (geo[t].oh1 - geo[t].oh0) * g.out_w;
+        size_t ld = (size_t)band + 5;
+        float *col = malloc(sizeof(float) * (size_t)rows * ld);
+        for (size_t i = 0; i < (size_t)rows * ld; i++) col[i] = NAN; /* every value must be written */
+        kd_im2col(kd_f32(x), &g, geo[t].oh0, geo[t].oh1, col, ld);
+        int wrong = 0;
+        for (int r = 0; r < rows; r++) {
+            int c = r / (g.kernel_h * g.kernel_w), ki = r / g.kernel_w % g.kernel_h, kj = r % g.kernel_w;
+            for (int p = 0; p < band; p++) {
+                int oh = geo[t].oh0 + p / g.out_w, ow = p % g.out_w;
+                int ih = oh * g.stride_h - g.pad_h + ki * g.dilation_h, iw = ow * g.stride_w - g.pad_w + kj * g.dilation_w;
+                bool inside = ih >= 0 && ih < g.height && iw >= 0 && iw < g.width;
+                float want = inside ? kd_f32(x)[((size_t)c * g.height + ih) * g.width + iw] : 0;
+                if (col[(size_t)r * ld + p] != want) wrong++;
+            }
+        }
+        CHECK(wrong == 0, "im2col geometry %zu: %d of %d values wrong", t, wrong, rows * band);
+        free(col);
+        kd_tensor_release(x);
     }
 }
 
@@ -267,6 +312,7 @@ static void test_reductions_by_hand(void) {
 int main(void) {
     kd_set_threads(2);
     test_conv_against_reference();
+    test_im2col_against_definition();
     test_cross_entropy_by_hand();
     test_kl_by_hand();
     test_softmax_and_max();
