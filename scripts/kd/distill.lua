@@ -40,8 +40,29 @@ end
 
 -- Confidence-weighted cross-entropy on pseudo-labels: each pixel's loss
 -- times its weight, over the pixels that have a label.
-function distill.pseudo_ce(logits, labels, weights)
-  return kd.losses.cross_entropy(logits, labels, {ignore = 255, pixel_weight = weights})
+-- class_weights (optional, a tensor of one weight per class) scales each
+-- pixel's loss by its label's weight, and the mean is over those weights.
+function distill.pseudo_ce(logits, labels, weights, class_weights)
+  return kd.losses.cross_entropy(logits, labels, {ignore = 255, pixel_weight = weights, class_weight = class_weights})
+end
+
+-- Class weights that even out the pseudo-labels' classes: class c weighs
+-- (mean / count_c)^power, mean over the classes that have pixels, at most
+-- `cap`; a class without pixels weighs 1. Why: a teacher labels few pixels of
+-- thin and rare classes (fences, poles: a tenth of them on SynthCity, the rest
+-- ignored as unsure) and confidently labels their surroundings, and a student
+-- whose logits are at 1/8 resolution then learns the surroundings there.
+-- counts: pixels per class (Dataset:class_pixels()).
+function distill.class_balance(counts, power, cap)
+  local total, present = 0, 0
+  for _, n in ipairs(counts) do
+    if n > 0 then total, present = total + n, present + 1 end
+  end
+  local weights = kd.ones({#counts})
+  for c, n in ipairs(counts) do
+    if n > 0 then weights:set(c, math.min(cap or math.huge, (total / present / n) ^ power)) end
+  end
+  return weights
 end
 
 -- Weight schedules: functions of the iteration (from 1).

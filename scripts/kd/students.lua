@@ -25,6 +25,9 @@ local defaults = {
   weights = {ce = 1, pseudo = 1, pixel_kd = 0, pairwise = 0, mutual = 0, strong = 0},
   temperature = 2, grid = {4, 8}, strong = {p = 0.5},
   kd_respect_labels = false, -- pixel_kd leaves out pixels where the teacher contradicts their (pseudo-)label
+  -- the pseudo term's class weights (kd.distill.class_balance): power 0 is
+  -- off, 0.5 weighs a class by the inverse square root of its pixel count
+  pseudo_balance = 0, pseudo_balance_cap = 10,
   augment = {crop = {128, 256}, scale = {0.5, 2.0}, hflip = true, brightness = 0.25, contrast = 0.25, saturation = 0.25,
              jitter_p = 0.8, mean = {0.485, 0.456, 0.406}, std = {0.229, 0.224, 0.225}},
 }
@@ -53,6 +56,10 @@ function students.train(options)
   end
   local labeled = loader(options.labeled, cfg.seed)
   local pseudo = options.pseudo and loader(options.pseudo, cfg.seed + 1, options.pseudo_weights) or nil
+  local pseudo_class_weights = nil
+  if options.pseudo and cfg.pseudo_balance ~= 0 then
+    pseudo_class_weights = distill.class_balance(options.pseudo:class_pixels(), cfg.pseudo_balance, cfg.pseudo_balance_cap)
+  end
   local teacher = options.teacher
   if teacher then teacher:eval() end
   local dir = cfg.runs_dir .. "/" .. cfg.name
@@ -89,7 +96,7 @@ function students.train(options)
     for i, m in ipairs(models) do
       local terms = {}
       terms.ce = kd.losses.cross_entropy(out_lb[i], lb.labels)
-      if pb and distill.weight(w.pseudo, iter) ~= 0 then terms.pseudo = distill.pseudo_ce(out_pb[i], pb.labels, pb.weights) end
+      if pb and distill.weight(w.pseudo, iter) ~= 0 then terms.pseudo = distill.pseudo_ce(out_pb[i], pb.labels, pb.weights, pseudo_class_weights) end
       if need_teacher and distill.weight(w.pixel_kd, iter) ~= 0 then
         local respect = cfg.kd_respect_labels
         terms.pixel_kd = distill.pixel_kd(out_lb[i], t_lb, cfg.temperature, respect and lb.labels or nil)
@@ -104,7 +111,7 @@ function students.train(options)
       if #models > 1 and distill.weight(w.mutual, iter) ~= 0 then
         terms.mutual = distill.mutual(pb and out_pb or out_lb, i, cfg.temperature)
       end
-      if strong_images then terms.strong = distill.pseudo_ce(m(strong_images), strong_labels, strong_weights) end
+      if strong_images then terms.strong = distill.pseudo_ce(m(strong_images), strong_labels, strong_weights, pseudo_class_weights) end
       local values = {}
       for name, term in pairs(terms) do
         local weight = distill.weight(w[name], iter)

@@ -108,6 +108,27 @@ function T.dataset_tiers()
   h.raises(function() kd.data.Dataset({root = root, lables = "fine"}) end, "unknown option 'lables'")
 end
 
+-- class_pixels counts each class over the set's label files; checked
+-- against a count of every pixel of every label, taken one by one.
+function T.class_pixels_of_a_dataset()
+  local root = synthcity()
+  local coarse = kd.data.Dataset({root = root, split = "train_extra", labels = "coarse"})
+  local want = {}
+  for c = 1, 19 do want[c] = 0 end
+  for i = 1, coarse:size() do
+    local _, label = coarse:get(i)
+    for _, v in ipairs(label:flat()) do if v < 19 then want[v + 1] = want[v + 1] + 1 end end
+  end
+  local got, labelled = coarse:class_pixels(), 0
+  for c = 1, 19 do
+    h.eq(got[c], want[c], "class " .. (c - 1))
+    labelled = labelled + got[c]
+  end
+  h.truthy(labelled > 0, "the coarse labels label something")
+  local none = kd.data.Dataset({root = root, split = "train_extra", labels = "none"})
+  h.eq(none:class_pixels()[1], 0, "no labels, no pixels")
+end
+
 local function batches_of(loader, count)
   local out = {}
   for i = 1, count do

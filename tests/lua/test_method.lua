@@ -116,6 +116,26 @@ function T.loss_terms_gradcheck()
   check("pseudo_ce", function(s) return kd.distill.pseudo_ce(s, labels, weights) end, {kd.randn({2, 5, 3, 4})})
 end
 
+-- Class weights by hand: counts 100, 25, 0, 4 -> 3 classes present, mean 43;
+-- power 0.5: sqrt(43/100) = 0.6557, sqrt(43/25) = 1.3115, 1 (none),
+-- sqrt(43/4) = 3.2787, capped at 3. pseudo_ce with them: 2 pixels of 2
+-- classes with logits 0 (loss ln 2 each), labels 0 and 1, pixel weights 1
+-- and 0.5: (0.6557 ln2 + 1.3115 * 0.5 ln2) / (0.6557 + 1.3115).
+function T.pseudo_class_balance_by_hand()
+  local w = kd.distill.class_balance({100, 25, 0, 4}, 0.5, 3)
+  local want = {math.sqrt(43 / 100), math.sqrt(43 / 25), 1, 3}
+  for c = 1, 4 do h.near(w:get(c), want[c], 1e-6, "weight of class " .. c) end
+  h.near(kd.distill.class_balance({100, 25, 0, 4}, 0):get(2), 1, 0, "power 0: every class 1")
+  local cw = kd.tensor({want[1], want[2]})
+  local loss = kd.distill.pseudo_ce(kd.zeros({1, 2, 1, 2}), kd.tensor({{{0, 1}}}, "int32"), kd.tensor({{{1, 0.5}}}), cw)
+  h.near(loss:item(), (want[1] + want[2] * 0.5) * math.log(2) / (want[1] + want[2]), 1e-6, "class-weighted pseudo_ce")
+  local labels = kd.zeros({2, 3, 4}, "int32")
+  for i = 1, labels:numel() do labels:set(i, i % 6 == 0 and 255 or i % 5) end
+  local weights, class_weights = kd.rand({2, 3, 4}), kd.tensor({0.5, 1, 2, 3, 0.7})
+  check("class-weighted pseudo_ce", function(s) return kd.distill.pseudo_ce(s, labels, weights, class_weights) end,
+        {kd.randn({2, 5, 3, 4})})
+end
+
 -- pixel_kd with labels leaves out the pixels whose label the teacher's class
 -- contradicts; ignored pixels are distilled; the mean is over all pixels.
 function T.pixel_kd_respects_labels()

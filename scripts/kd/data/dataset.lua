@@ -120,6 +120,25 @@ function Dataset:get(i)
   return image, label
 end
 
+-- The labelled pixels of every class over the whole set: a table of
+-- classes.count counts (1-based), read from the label files alone: the
+-- confusion of the labels with a prediction of class 0 everywhere counts
+-- each class in its row's first column (ignored pixels count nowhere).
+function Dataset:class_pixels()
+  local k = self.classes.count
+  local matrix = kd.zeros({k, k}, "int64")
+  local map = self:label_map()
+  for _, item in ipairs(self.items) do
+    if item.label then
+      local label = C.map_values(C.png_read(item.label), map)
+      C.confusion_update(matrix, kd.zeros(label.shape, "uint8"), label)
+    end
+  end
+  local flat, counts = matrix:flat(), {}
+  for c = 1, k do counts[c] = flat[(c - 1) * k + 1] end
+  return counts
+end
+
 -- A dataset of given items ({image, label, train_ids}) - for sets that
 -- programs compose, such as fine plus pseudo-labelled images.
 function Dataset.from_items(items, classes, train_id_files)
