@@ -93,11 +93,17 @@ function pseudo.refine(state, rules, cycle)
   return state.labels, weights
 end
 
--- The teacher's class distributions for a normalised batch (no grad, eval mode).
-function pseudo.predict(teacher, images, temperature)
+-- The teacher's class distributions for a normalised batch (no grad, eval
+-- mode). With flip, from the mean of the logits of the images and of their
+-- mirror images (mirrored back), as evaluate.run's flip.
+function pseudo.predict(teacher, images, temperature, flip)
   local was = teacher.training
   teacher:eval()
-  local probs = kd.no_grad(function() return kd.softmax(teacher(images), temperature or 1) end)
+  local probs = kd.no_grad(function()
+    local logits = teacher(images)
+    if flip then logits = (logits + teacher(images:flip_width()):flip_width()) * 0.5 end
+    return kd.softmax(logits, temperature or 1)
+  end)
   teacher:train(was)
   return probs
 end

@@ -41,7 +41,7 @@ semisup.defaults = {
   -- always are), so every one is kept at full weight; with a 0.9 threshold a
   -- teacher confident in its mistakes (trucks taken for buses) overruled them
   -- and the cycles could not correct it
-  cycles = {count = 2, soft_average = true, soft_scale = 4, percentile = 50, min_threshold = 0.5, max_threshold = 0.95,
+  cycles = {count = 2, soft_average = true, soft_scale = 4, flip = false, percentile = 50, min_threshold = 0.5, max_threshold = 0.95,
             rules = {{"keep_coarse", threshold = 1, weight = 1}, {"fill", threshold = "per_class"}}},
   students = {models = {"bench_student", "bench_student"}, iterations = 2000, lr = 0.01, temperature = 2, grid = {4, 8},
               weights = {ce = 1, pseudo = 1, pixel_kd = 1, pairwise = 1, mutual = 1, strong = 0},
@@ -177,7 +177,7 @@ function semisup.label_cycle(teacher, items, state, cycle, cfg, classes, dir, tr
   state.soft = state.soft or {}
   local low_pred, low_conf = {}, {}
   for batch in loader():epoch() do
-    local probs = pseudo.predict(teacher, batch.images)
+    local probs = pseudo.predict(teacher, batch.images, 1, c.flip)
     local h, w = probs:size(3), probs:size(4)
     for k = 1, batch.ids:numel() do
       local id = batch.ids:get(k) + 1

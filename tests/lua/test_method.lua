@@ -22,6 +22,25 @@ function T.decide()
   h.near(conf:get(3), 0.85, 1e-6, "confidence")
 end
 
+-- With flip, the teacher's distributions of a mirrored image are those of
+-- the image, mirrored: true of the mean over both views whatever the model,
+-- and false of a plain convolution with an asymmetric kernel.
+function T.predict_with_flip_is_mirror_symmetric()
+  kd.manual_seed(3)
+  local teacher = kd.nn.Conv2d(3, 4, 3, {padding = 1})
+  local x = kd.randn({1, 3, 5, 6})
+  local function gap(flip)
+    local a = P.predict(teacher, x, 1, flip)
+    local b = P.predict(teacher, x:flip_width(), 1, flip):flip_width()
+    local worst = 0
+    for i, v in ipairs(a:flat()) do worst = math.max(worst, math.abs(v - b:flat()[i])) end
+    return worst
+  end
+  h.truthy(gap(true) < 1e-6, "flip: mirror-symmetric, gap " .. gap(true))
+  h.truthy(gap(false) > 1e-3, "without flip the model alone: not symmetric, gap " .. gap(false))
+  h.near(P.predict(teacher, x, 1, true):sum():item(), 30, 1e-4, "distributions over 4 classes at 30 pixels")
+end
+
 function T.keep_coarse_unless_confident()
   local probs, pred, conf = maps()
   -- coarse says 1 at pixel 1 (teacher: 0 at 0.98 -> overruled), 0 at pixel 2
