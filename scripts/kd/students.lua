@@ -64,6 +64,11 @@ function students.train(options)
   if teacher then teacher:eval() end
   local dir = cfg.runs_dir .. "/" .. cfg.name
   local log = runlog.open(dir)
+  if pseudo_class_weights then -- what the pseudo term weighed each class by, for the record
+    local named = {}
+    for c, name in ipairs(classes.names) do named[name] = pseudo_class_weights:get(c) end
+    log:write_json("pseudo_class_weights.json", named)
+  end
   local w = cfg.weights
   local start = C.clock()
   for iter = 1, cfg.iterations do

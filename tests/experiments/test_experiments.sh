@@ -16,6 +16,7 @@ run semisup_kd "$kdseg" "$top/experiments/semisup_kd.lua" name=tiny_kd $tiny stu
     teacher.with_coarse=true teacher.average_weights=true teacher.bn_batches=2
 run "semisup_kd results" grep -q "distilled student 2 (erfnet)" runs/tiny_kd/results.md
 run "semisup_kd pseudo-labels" test -f runs/tiny_kd/pseudo/cycle_2/stats.json
+run "semisup_kd pseudo class weights recorded" grep -q '"road":' runs/tiny_kd/students/pseudo_class_weights.json
 teacher=runs/tiny_kd/teacher/checkpoints/last.safetensors
 # shellcheck disable=SC2086
 run "semisup_kd from a trained teacher" "$kdseg" "$top/experiments/semisup_kd.lua" name=tiny_kd_ckpt $tiny cycles.count=1 \
