@@ -10,6 +10,7 @@
 -- A threshold in options may be a number, a function of the cycle (a
 -- schedule), or "per_class" (the set's per-class percentile thresholds).
 local C = require("kd._C")
+local evaluate = require("kd.train.evaluate")
 
 local pseudo = {}
 
@@ -95,14 +96,12 @@ end
 
 -- The teacher's class distributions for a normalised batch (no grad, eval
 -- mode). With flip, from the mean of the logits of the images and of their
--- mirror images (mirrored back), as evaluate.run's flip.
+-- mirror images (mirrored back): evaluate.predict_logits's flip.
 function pseudo.predict(teacher, images, temperature, flip)
   local was = teacher.training
   teacher:eval()
   local probs = kd.no_grad(function()
-    local logits = teacher(images)
-    if flip then logits = (logits + teacher(images:flip_width()):flip_width()) * 0.5 end
-    return kd.softmax(logits, temperature or 1)
+    return kd.softmax(evaluate.predict_logits(teacher, images, nil, nil, flip), temperature or 1)
   end)
   teacher:train(was)
   return probs

@@ -115,9 +115,14 @@ function Dataset:get(i)
   if not item then error(string.format("data.Dataset: index %s outside 1..%d", tostring(i), #self.items), 2) end
   local image = C.png_read(item.image, true)
   if image:size(1) == 1 then image = kd.concat({image:to("float32"):view(1, 1, image:size(2), image:size(3))}) end
-  local label = item.label and C.map_values(C.png_read(item.label), self:label_map()) or nil
+  local label = item.label and self:read_label(item) or nil
   if label then label = label:view(label:size(2), label:size(3)) end
   return image, label
+end
+
+-- An item's label file as train ids (uint8 1 x H x W).
+function Dataset:read_label(item)
+  return C.map_values(C.png_read(item.label), self:label_map())
 end
 
 -- The labelled pixels of every class over the whole set: a table of
@@ -127,10 +132,9 @@ end
 function Dataset:class_pixels()
   local k = self.classes.count
   local matrix = kd.zeros({k, k}, "int64")
-  local map = self:label_map()
   for _, item in ipairs(self.items) do
     if item.label then
-      local label = C.map_values(C.png_read(item.label), map)
+      local label = self:read_label(item)
       C.confusion_update(matrix, kd.zeros(label.shape, "uint8"), label)
     end
   end
