@@ -64,10 +64,15 @@ static int l_agreement(lua_State *L) { /* label_agreement(pred, labels[, ignore]
     return lkd_result(L, "kd.pseudo.label_agreement", kd_label_agreement(p, l, (int)luaL_optinteger(L, 3, 255), &out), &out);
 }
 
+static int l_class_weight_map(lua_State *L) { /* class_weight_map(classes, class_weights) -> float map */
+    kd_tensor *c = lkd_check_tensor(L, 1), *w = lkd_check_tensor(L, 2), *out;
+    return lkd_result(L, "kd.pseudo.class_weight_map", kd_class_weight_map(c, w, &out), &out);
+}
+
 static const luaL_Reg functions[] = {
     {"pseudo_keep_coarse", l_keep_coarse}, {"pseudo_fill", l_fill}, {"class_percentiles", l_percentiles},
     {"pseudo_weights", l_weights}, {"pseudo_trust_coarse", l_trust_coarse},
-    {"label_agreement", l_agreement}, {NULL, NULL},
+    {"label_agreement", l_agreement}, {"class_weight_map", l_class_weight_map}, {NULL, NULL},
 };
 
 void lkd_open_pseudo(lua_State *L) { luaL_register(L, NULL, functions); }

@@ -397,6 +397,9 @@ kd_status kd_pseudo_weights(const kd_tensor *probs, const kd_tensor *labels, int
 /* A float mask: 0 where a pixel's label (not ignore) differs from the
  * prediction, 1 elsewhere - where a teacher contradicts a trusted label. */
 kd_status kd_label_agreement(const kd_tensor *pred, const kd_tensor *labels, int ignore, kd_tensor **out);
+/* Each pixel's class's weight (class_weights: one float per class); 0 for a
+ * class outside them, such as the ignore label. */
+kd_status kd_class_weight_map(const kd_tensor *classes, const kd_tensor *class_weights, kd_tensor **out);
 /* weights = weight (in place) where a label is the coarse label: an annotator's
  * label is trusted whatever the teacher believes of it. */
 kd_status kd_pseudo_trust_coarse(kd_tensor *weights, const kd_tensor *labels, const kd_tensor *coarse, float weight,

@@ -77,6 +77,20 @@ kd_status kd_label_agreement(const kd_tensor *pred, const kd_tensor *labels, int
     return KD_OK;
 }
 
+kd_status kd_class_weight_map(const kd_tensor *classes, const kd_tensor *class_weights, kd_tensor **out) {
+    kd_status s;
+    if ((s = kd_check_dtype("class_weight_map", "classes", classes, KD_I32)) ||
+        (s = kd_check_f32("class_weight_map", "class weights", class_weights)) ||
+        (s = kd_tensor_new(KD_F32, classes->ndim, classes->shape, out)))
+        return s;
+    const int32_t *c = kd_i32(classes);
+    const float *w = kd_f32(class_weights);
+    int64_t count = (int64_t)kd_numel(class_weights);
+    float *m = kd_f32(*out);
+    for (size_t i = 0, n = kd_numel(classes); i < n; i++) m[i] = c[i] >= 0 && c[i] < count ? w[c[i]] : 0.0f;
+    return KD_OK;
+}
+
 /* For each class, the given percentile (0..100) of the confidences of the
  * pixels predicted as that class; classes never predicted get `fallback`. A
  * 1024-bin histogram per class: exact to 1/1024. */

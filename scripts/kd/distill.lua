@@ -10,12 +10,23 @@ local distill = {}
 -- over pixels. With labels (N x H x W, 255 ignored), pixels whose label the
 -- teacher's class contradicts are left out (they count 0 in the mean): a
 -- fine or coarse label is right where the teacher is wrong.
-function distill.pixel_kd(student_logits, teacher_logits, temperature, labels)
+-- With class_weights (a tensor of one weight per class), each pixel weighs
+-- the weight of the teacher's class there, and the mean is over those
+-- weights: the same balancing as pseudo_ce's, for the pixels the pseudo-labels
+-- leave unlabeled (most of a thin class's, where the teacher is unsure).
+function distill.pixel_kd(student_logits, teacher_logits, temperature, labels, class_weights)
   local options = {temperature = temperature or 1, detach_target = true}
-  if not labels then return kd.losses.kl_div(student_logits, teacher_logits, options) end
+  if not labels and not class_weights then return kd.losses.kl_div(student_logits, teacher_logits, options) end
   options.reduction = "none"
-  local agree = C.label_agreement(kd.argmax(teacher_logits), labels)
-  return (kd.losses.kl_div(student_logits, teacher_logits, options) * agree):mean()
+  local per_pixel = kd.losses.kl_div(student_logits, teacher_logits, options)
+  local teacher_classes = kd.argmax(teacher_logits)
+  local agree = labels and C.label_agreement(teacher_classes, labels)
+  if not class_weights then return (per_pixel * agree):mean() end
+  local weights = C.class_weight_map(teacher_classes, class_weights)
+  local total = weights:sum():item()
+  if total <= 0 then error("distill.pixel_kd: the class weights of the teacher's classes sum to " .. total, 2) end
+  if agree then weights = weights * agree end
+  return (per_pixel * weights):sum() * (1 / total)
 end
 
 -- Pair-wise (structured) distillation from the teacher's features: both maps

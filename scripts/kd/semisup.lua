@@ -50,7 +50,7 @@ semisup.defaults = {
   -- fine-only student. Weighted: fence 21, pole 12, students +1.7 / +1.3.
   students = {models = {"bench_student", "bench_student"}, iterations = 2000, lr = 0.01, temperature = 2, grid = {4, 8},
               weights = {ce = 1, pseudo = 1, pixel_kd = 1, pairwise = 1, mutual = 1, strong = 0},
-              kd_respect_labels = false, pseudo_balance = 0.5},
+              kd_respect_labels = false, pseudo_balance = 0.5, kd_balance = 0},
   baselines = {fine_only = true, all_labels = true},
   quiet = false,
 }
@@ -162,7 +162,7 @@ function semisup.train_students(cfg, name, teacher, labeled, pseudo_items, pseud
                 batch_size = cfg.batch_size, workers = cfg.workers, iterations = s.iterations,
                 log_every = math.max(1, math.floor(s.iterations / 10)), optim = {lr = s.lr}, weights = s.weights,
                 temperature = s.temperature, grid = s.grid, kd_respect_labels = s.kd_respect_labels,
-                pseudo_balance = s.pseudo_balance,
+                pseudo_balance = s.pseudo_balance, kd_balance = s.kd_balance,
                 augment = {crop = cfg.augment.crop, scale = cfg.augment.scale}},
     labeled = labeled, pseudo = pseudo_set, pseudo_weights = pseudo_weights, val = val, classes = classes,
     teacher = teacher, quiet = cfg.quiet,

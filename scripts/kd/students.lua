@@ -28,6 +28,9 @@ local defaults = {
   -- the pseudo term's class weights (kd.distill.class_balance): power 0 is
   -- off, 0.5 weighs a class by the inverse square root of its pixel count
   pseudo_balance = 0, pseudo_balance_cap = 10,
+  -- the same for pixel_kd: each pixel weighs the teacher's class's weight
+  -- (counted over the pseudo-labels, capped alike); 0 is off
+  kd_balance = 0,
   augment = {crop = {128, 256}, scale = {0.5, 2.0}, hflip = true, brightness = 0.25, contrast = 0.25, saturation = 0.25,
              jitter_p = 0.8, mean = {0.485, 0.456, 0.406}, std = {0.229, 0.224, 0.225}},
 }
@@ -56,18 +59,21 @@ function students.train(options)
   end
   local labeled = loader(options.labeled, cfg.seed)
   local pseudo = options.pseudo and loader(options.pseudo, cfg.seed + 1, options.pseudo_weights) or nil
-  local pseudo_class_weights = nil
-  if options.pseudo and cfg.pseudo_balance ~= 0 then
-    pseudo_class_weights = distill.class_balance(options.pseudo:class_pixels(), cfg.pseudo_balance, cfg.pseudo_balance_cap)
+  local pseudo_class_weights, kd_class_weights = nil, nil
+  if options.pseudo and (cfg.pseudo_balance ~= 0 or cfg.kd_balance ~= 0) then
+    local counts = options.pseudo:class_pixels()
+    if cfg.pseudo_balance ~= 0 then pseudo_class_weights = distill.class_balance(counts, cfg.pseudo_balance, cfg.pseudo_balance_cap) end
+    if cfg.kd_balance ~= 0 then kd_class_weights = distill.class_balance(counts, cfg.kd_balance, cfg.pseudo_balance_cap) end
   end
   local teacher = options.teacher
   if teacher then teacher:eval() end
   local dir = cfg.runs_dir .. "/" .. cfg.name
   local log = runlog.open(dir)
-  if pseudo_class_weights then -- what the pseudo term weighed each class by, for the record
+  -- what the pseudo and pixel_kd terms weighed each class by, for the record
+  for file, weights in pairs({pseudo_class_weights = pseudo_class_weights, kd_class_weights = kd_class_weights}) do
     local named = {}
-    for c, name in ipairs(classes.names) do named[name] = pseudo_class_weights:get(c) end
-    log:write_json("pseudo_class_weights.json", named)
+    for c, name in ipairs(classes.names) do named[name] = weights:get(c) end
+    log:write_json(file .. ".json", named)
   end
   local w = cfg.weights
   local start = C.clock()
@@ -104,9 +110,10 @@ function students.train(options)
       if pb and distill.weight(w.pseudo, iter) ~= 0 then terms.pseudo = distill.pseudo_ce(out_pb[i], pb.labels, pb.weights, pseudo_class_weights) end
       if need_teacher and distill.weight(w.pixel_kd, iter) ~= 0 then
         local respect = cfg.kd_respect_labels
-        terms.pixel_kd = distill.pixel_kd(out_lb[i], t_lb, cfg.temperature, respect and lb.labels or nil)
+        terms.pixel_kd = distill.pixel_kd(out_lb[i], t_lb, cfg.temperature, respect and lb.labels or nil, kd_class_weights)
         if pb then
-          terms.pixel_kd = terms.pixel_kd + distill.pixel_kd(out_pb[i], t_pb, cfg.temperature, respect and pb.labels or nil)
+          terms.pixel_kd = terms.pixel_kd +
+                           distill.pixel_kd(out_pb[i], t_pb, cfg.temperature, respect and pb.labels or nil, kd_class_weights)
         end
       end
       if need_teacher and distill.weight(w.pairwise, iter) ~= 0 then

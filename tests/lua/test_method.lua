@@ -169,6 +169,30 @@ function T.pixel_kd_respects_labels()
   h.raises(function() kd.distill.pixel_kd(s, t, 2, kd.zeros({1, 1, 3}, "int32")) end, "label_agreement: maps")
 end
 
+-- pixel_kd with class weights: each pixel weighs its teacher class's
+-- weight, the mean is over those weights, and a pixel whose label the teacher
+-- contradicts stays in the weights but not in the sum.
+function T.pixel_kd_class_weights_by_hand()
+  local s, t = kd.randn({1, 3, 1, 4}), kd.randn({1, 3, 1, 4})
+  local cw = kd.tensor({0.5, 2, 1})
+  local per = kd.losses.kl_div(s, t, {temperature = 2, reduction = "none"}):flat()
+  local classes = kd.argmax(t):flat()
+  local w = {}
+  for p = 1, 4 do w[p] = cw:get(classes[p] + 1) end
+  local sum_w = w[1] + w[2] + w[3] + w[4]
+  h.near(kd.distill.pixel_kd(s, t, 2, nil, cw):item(),
+         (w[1] * per[1] + w[2] * per[2] + w[3] * per[3] + w[4] * per[4]) / sum_w, 1e-6, "class-weighted mean")
+  local labels = kd.argmax(t):clone()
+  labels:set(2, (labels:get(2) + 1) % 3)
+  h.near(kd.distill.pixel_kd(s, t, 2, labels, cw):item(), (w[1] * per[1] + w[3] * per[3] + w[4] * per[4]) / sum_w, 1e-6,
+         "contradicted pixel 2: out of the sum, in the weights")
+  local map = kd._C.class_weight_map(kd.tensor({{0, 2, 255, -1}}, "int32"), cw):flat()
+  h.eq(map[1], 0.5, "class 0"); h.eq(map[2], 1, "class 2"); h.eq(map[3], 0, "ignore label weighs 0"); h.eq(map[4], 0, "-1 weighs 0")
+  check("class-weighted pixel_kd", function(x) return kd.distill.pixel_kd(x, t, 2, labels, cw) end, {kd.randn({1, 3, 1, 4})})
+  h.raises(function() kd.distill.pixel_kd(s, t, 2, nil, kd.zeros({3})) end, "sum to 0")
+  h.raises(function() kd._C.class_weight_map(kd.zeros({4}), cw) end, "class_weight_map")
+end
+
 -- The retraining set keeps the few fine images at about the asked share.
 function T.retrain_items_fine_share()
   local semisup = require("kd.semisup")
