@@ -6,6 +6,7 @@
 --         name=respect students.kd_respect_labels=true [cycle=K] [students.iterations=N]
 -- run: the semisup run's folder (config.json, teacher_cycle<K>/, pseudo/cycle_<K>/);
 -- cycle: which cycle's teacher and pseudo-labels (default: the run's last);
+-- seed: the students' seed (default: the run's);
 -- students.*: any field of the run's students settings. Writes
 -- <run>/<name>/results.json and prints each student's and the ensemble's mIoU.
 local cjson = require("cjson")
@@ -20,7 +21,8 @@ local config_path = run .. "/config.json"
 if not files.exists(config_path) then error("students_from_run: " .. config_path .. " is missing (not a kd.semisup run?)", 0) end
 local base = kd.config.merge(semisup.defaults, cjson.decode(files.read(config_path)), "semisup")
 
-local cfg = {run = run, name = "students_again", cycle = base.cycles.count, students = base.students, quiet = base.quiet}
+local cfg = {run = run, name = "students_again", cycle = base.cycles.count, students = base.students, quiet = base.quiet,
+             seed = base.seed}
 for _, a in ipairs(arg or {}) do kd.config.override(cfg, a) end
 if cfg.cycle < 1 then error("students_from_run: the run has no cycle (cycles.count = 0): no pseudo-labels to learn from", 0) end
 
@@ -28,7 +30,7 @@ local classes = kd.data.classes.cityscapes()
 local teacher_path = string.format("%s/teacher_cycle%d/checkpoints/last.safetensors", run, cfg.cycle)
 if not files.exists(teacher_path) then error("students_from_run: " .. teacher_path .. " is missing", 0) end
 local teacher = checkpoint.load_model(teacher_path)
-base.students, base.quiet = cfg.students, cfg.quiet
+base.students, base.quiet, base.seed = cfg.students, cfg.quiet, cfg.seed
 base.runs_dir, base.name = run:match("^(.*)/[^/]+$") or ".", run:match("([^/]+)$")
 local labeled, val = semisup.datasets(base, classes)
 local items, weights = semisup.cycle_items(string.format("%s/pseudo/cycle_%d", run, cfg.cycle),
