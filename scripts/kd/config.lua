@@ -1,4 +1,4 @@
--- config: experiment configs as Lua tables or YAML files, merged over
+-- config: experiment configs as Lua tables, YAML or JSON files, merged over
 -- defaults and changed from the command line by `key=value` (dotted paths
 -- for nested fields). A key that the defaults do not have is an error naming
 -- it, so a typo never silently does nothing.
@@ -40,8 +40,15 @@ function config.merge(defaults, user, where, path)
   return out
 end
 
--- Reads a config file: a Lua chunk returning a table, or YAML.
+-- Reads a config file: a Lua chunk returning a table, YAML, or JSON (the
+-- resolved config.json every run writes, so a run can be run again).
 function config.load(path)
+  if path:match("%.json$") then
+    local ok, value = pcall(require("cjson").decode, require("kd.data.files").read(path))
+    if not ok then error(path .. ": " .. tostring(value), 0) end
+    if type(value) ~= "table" then error(path .. ": a config must be an object", 0) end
+    return value
+  end
   if path:match("%.ya?ml$") then
     local value = yaml.load_file(path)
     if type(value) ~= "table" then error(path .. ": a config must be a mapping", 0) end

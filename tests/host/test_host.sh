@@ -43,6 +43,9 @@ LUA
 check "train command" 0 "tiny: final mIoU" "$kdseg" train tiny.lua optim.lr=0.001
 check "train with a wrong key" 1 "unknown config key 'optim.lrr'" "$kdseg" train tiny.lua optim.lrr=1
 check "train without a config" 1 "a config file is required" "$kdseg" train
+check "train again from a run's config.json" 0 "tiny_again: final mIoU" "$kdseg" train runs/tiny/config.json name=tiny_again
+printf '{"name": "broken",' > broken.json
+check "train with a broken JSON config" 1 "broken.json: " "$kdseg" train broken.json
 check "eval command" 0 "mIoU" "$kdseg" eval --checkpoint runs/tiny/checkpoints/last.safetensors --root sc --split val --out eval.json
 check "eval JSON" 0 '"miou":' cat eval.json
 check "eval with flip" 0 "mIoU" "$kdseg" eval --checkpoint runs/tiny/checkpoints/last.safetensors --root sc --split val --flip --out eval_flip.json
