@@ -44,6 +44,8 @@ check "train command" 0 "tiny: final mIoU" "$kdseg" train tiny.lua optim.lr=0.00
 check "train with a wrong key" 1 "unknown config key 'optim.lrr'" "$kdseg" train tiny.lua optim.lrr=1
 check "train without a config" 1 "a config file is required" "$kdseg" train
 check "train again from a run's config.json" 0 "tiny_again: final mIoU" "$kdseg" train runs/tiny/config.json name=tiny_again
+check "train in another runs folder names its report" 0 "elsewhere/tiny/report.html" "$kdseg" train tiny.lua runs_dir=elsewhere
+check "the report is there" 0 "report.html" ls elsewhere/tiny
 printf '{"name": "broken",' > broken.json
 check "train with a broken JSON config" 1 "broken.json: " "$kdseg" train broken.json
 check "eval command" 0 "mIoU" "$kdseg" eval --checkpoint runs/tiny/checkpoints/last.safetensors --root sc --split val --out eval.json

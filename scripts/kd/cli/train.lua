@@ -1,5 +1,5 @@
--- kdseg train CONFIG [key=value ...] [--resume]: trains from a Lua or YAML
--- config; key=value overrides any field (dotted paths for nested ones).
+-- kdseg train CONFIG [key=value ...] [--resume]: trains from a Lua, YAML or
+-- JSON config; key=value overrides any field (dotted paths for nested ones).
 return function(...)
   local args = {...}
   local path, overrides, resume = nil, {}, false
@@ -7,7 +7,7 @@ return function(...)
     if a == "--resume" then resume = true
     elseif a == "--help" or a == "-h" then
       print("usage: kdseg train CONFIG [key=value ...] [--resume]")
-      print("  CONFIG: a .lua file returning a table, or a .yaml file; see scripts/kd/train/defaults.lua")
+      print("  CONFIG: a .lua file returning a table, a .yaml or a .json file; see scripts/kd/train/defaults.lua")
       return
     elseif a:find("=", 1, true) then overrides[#overrides + 1] = a
     elseif not path then path = a
@@ -17,6 +17,6 @@ return function(...)
   local cfg = kd.train.Trainer.resolve(kd.config.load(path), path)
   for _, o in ipairs(overrides) do kd.config.override(cfg, o) end
   local results = kd.train.run(cfg, {resume = resume})
-  print(string.format("%s: final mIoU %.2f (best %.2f at iteration %d); runs/%s/report.html", results.name,
-                      100 * results.final_miou, 100 * results.best_miou, results.best_iteration, results.name))
+  print(string.format("%s: final mIoU %.2f (best %.2f at iteration %d); %s/%s/report.html", results.name,
+                      100 * results.final_miou, 100 * results.best_miou, results.best_iteration, cfg.runs_dir, results.name))
 end
