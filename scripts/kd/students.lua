@@ -29,7 +29,8 @@ local defaults = {
   -- off, 0.5 weighs a class by the inverse square root of its pixel count
   pseudo_balance = 0, pseudo_balance_cap = 10,
   -- the same for pixel_kd: each pixel weighs the teacher's class's weight
-  -- (counted over the pseudo-labels, capped alike); 0 is off
+  -- (counted over the pseudo-labels, capped alike, so without pseudo-labels
+  -- it is off); 0 is off
   kd_balance = 0,
   augment = {crop = {128, 256}, scale = {0.5, 2.0}, hflip = true, brightness = 0.25, contrast = 0.25, saturation = 0.25,
              jitter_p = 0.8, mean = {0.485, 0.456, 0.406}, std = {0.229, 0.224, 0.225}},
