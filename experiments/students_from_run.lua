@@ -9,7 +9,6 @@
 -- seed: the students' seed (default: the run's);
 -- students.*: any field of the run's students settings. Writes
 -- <run>/<name>/results.json and prints each student's and the ensemble's mIoU.
-local cjson = require("cjson")
 local semisup = require("kd.semisup")
 local checkpoint = require("kd.train.checkpoint")
 local files = require("kd.data.files")
@@ -19,7 +18,7 @@ for _, a in ipairs(arg or {}) do run = a:match("^run=(.+)$") or run end
 if not run then error("students_from_run: run=<folder of a kd.semisup run> is required", 0) end
 local config_path = run .. "/config.json"
 if not files.exists(config_path) then error("students_from_run: " .. config_path .. " is missing (not a kd.semisup run?)", 0) end
-local base = kd.config.merge(semisup.defaults, cjson.decode(files.read(config_path)), "semisup")
+local base = kd.config.merge(semisup.defaults, kd.config.load(config_path), "semisup")
 
 local cfg = {run = run, name = "students_again", cycle = base.cycles.count, students = base.students, quiet = base.quiet,
              seed = base.seed}
