@@ -1,7 +1,7 @@
 /* main.c - the kdseg host: LuaJIT with the kd library, a script runner,
  * `-e CODE`, sub-commands (scripts/kd/cli/<name>.lua) and the REPL.
- * Like luajit.c: a protected start, a traceback on error, and Ctrl-C that
- * interrupts the running Lua code, not the session. */
+ * Like luajit.c: a protected start, a traceback on error (the user's frames),
+ * and Ctrl-C that interrupts the running Lua code, not the session. */
 #include <limits.h>
 #include <signal.h>
 #include <stdio.h>
@@ -32,10 +32,48 @@ static void on_sigint(int sig) {
     lua_sethook(global_state, interrupt_hook, LUA_MASKCALL | LUA_MASKRET | LUA_MASKCOUNT, 1);
 }
 
+/* The traceback a user reads: the frames of their own code only. Frames in
+ * the kd library (whose source names contain "scripts/kd/") and in C say how
+ * the library got there, which is noise for someone whose config names a
+ * missing file; KDSEG_TRACEBACK=1 keeps every frame, for reporting a bug in
+ * the library. The error's own location (its first line) is always kept. */
+static int is_library_frame(const char *line, size_t len) {
+    if (len >= 4 && memcmp(line, "\t[C]", 4) == 0) return 1;
+    if (len >= 5 && memcmp(line, "\t(...", 5) == 0) return 1; /* tail calls */
+    for (size_t i = 0; i + 11 <= len; i++)
+        if (memcmp(line + i, "scripts/kd/", 11) == 0) return 1;
+    return 0;
+}
+
 static int traceback(lua_State *L) {
     const char *msg = lua_tostring(L, 1);
     if (!msg) msg = lua_pushfstring(L, "(error object is a %s value)", luaL_typename(L, 1));
-    luaL_traceback(L, L, msg, 1);
+    const char *full = getenv("KDSEG_TRACEBACK");
+    if (full && *full && strcmp(full, "0") != 0) {
+        luaL_traceback(L, L, msg, 1);
+        return 1;
+    }
+    luaL_traceback(L, L, NULL, 1);
+    const char *frames = lua_tostring(L, -1);
+    luaL_Buffer b;
+    luaL_buffinit(L, &b);
+    /* "/long/path/scripts/kd/config.lua:53: ..." reads as "kd/config.lua:53: ..." */
+    const char *colon = strchr(msg, ':'), *lib = strstr(msg, "scripts/kd/");
+    luaL_addstring(&b, lib && colon && lib < colon ? lib + 8 : msg);
+    int kept = 0;
+    const char *line = strchr(frames, '\n'); /* past "stack traceback:" */
+    while (line) {
+        line++;
+        const char *end = strchr(line, '\n');
+        size_t len = end ? (size_t)(end - line) : strlen(line);
+        if (!is_library_frame(line, len)) {
+            if (!kept++) luaL_addstring(&b, "\nstack traceback:");
+            luaL_addchar(&b, '\n');
+            luaL_addlstring(&b, line, len);
+        }
+        line = end;
+    }
+    luaL_pushresult(&b);
     return 1;
 }
 

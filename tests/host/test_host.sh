@@ -14,6 +14,13 @@ check() { # check DESCRIPTION EXPECTED-EXIT TEXT-IN-OUTPUT command...
         failed=$((failed + 1)); echo "FAIL host: $what: exit $rc (want $want_rc), output:"; printf '%s\n' "$out" | tail -8
     fi
 }
+check_absent() { # check_absent DESCRIPTION TEXT command...: TEXT must not be in the output
+    what=$1 text=$2; shift 2
+    out=$("$@" 2>&1)
+    if printf '%s' "$out" | grep -qF -- "$text"; then
+        failed=$((failed + 1)); echo "FAIL host: $what: '$text' in the output:"; printf '%s\n' "$out" | tail -8
+    else passed=$((passed + 1)); fi
+}
 cd "$tmp"
 printf 'print("args", arg[0], arg[1], arg[2], #arg)\n' > args.lua
 check "script arguments" 0 "args	args.lua	a	b c	2" "$kdseg" args.lua a "b c"
@@ -27,6 +34,14 @@ check "bad --threads" 2 "--threads wants a positive integer" "$kdseg" --threads 
 printf 'local function inner() error("broken on purpose") end\ninner()\n' > broken.lua
 check "script error message" 1 "broken.lua:1: broken on purpose" "$kdseg" broken.lua
 check "script error traceback" 1 "stack traceback" "$kdseg" broken.lua
+# A user's error through the library: the user's frames, not the library's
+printf 'local function load() return kd.config.load("gone.yaml") end\nload()\n' > via_library.lua
+check "error through the library: message" 1 "cannot open gone.yaml" "$kdseg" via_library.lua
+check "error through the library: the user's frame" 1 "via_library.lua:2: in main chunk" "$kdseg" via_library.lua
+check_absent "error through the library: the library's path shortened to kd/" "scripts/kd/" "$kdseg" via_library.lua
+check_absent "error through the library: no library frames" "yaml.lua" "$kdseg" via_library.lua
+check_absent "sub-command error: no traceback" "stack traceback" "$kdseg" train gone.yaml
+check "KDSEG_TRACEBACK=1: every frame" 1 "in function 'load_file'" env KDSEG_TRACEBACK=1 "$kdseg" train gone.yaml
 check "error from C" 1 "kd.conv2d: conv2d: weight" "$kdseg" -e "kd.conv2d(kd.zeros({1,3,4,4}), kd.zeros({2,5,3,3}))"
 check "missing script" 1 "cannot open script nothere.lua" "$kdseg" nothere.lua
 check "unknown command" 1 "'frobnicate' is neither a script nor a command" "$kdseg" frobnicate
