@@ -91,7 +91,7 @@ bench: all $(BUILD)/bench/bench_conv
 	$(BUILD)/kdseg tests/bench/bench_nets.lua 1 2
 
 # The accuracy benchmark of the method against every baseline on one
-# documented SynthCity (about 80 minutes on 2 cores; not a test).
+# documented SynthCity (about 1.5 hours on 2 cores; not a test).
 bench-accuracy: all
 	$(BUILD)/kdseg experiments/accuracy_benchmark.lua
 

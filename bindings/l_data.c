@@ -38,7 +38,7 @@ static int l_png_write(lua_State *L) { /* png_write(path, uint8 tensor[, palette
 }
 
 static int l_synth_scene(lua_State *L) { /* synth_scene(h, w, seed, index) -> rgb, labelIds */
-    int h = (int)luaL_checkinteger(L, 1), w = (int)luaL_checkinteger(L, 2);
+    int h = lkd_check_int(L, 1), w = lkd_check_int(L, 2);
     lua_Number seed = luaL_checknumber(L, 3), index = luaL_checknumber(L, 4);
     if (seed < 0 || index < 0) return luaL_error(L, "kd.synth_scene: seed and index must be >= 0");
     kd_tensor *rgb, *labels;
@@ -135,6 +135,16 @@ static int l_confusion_update(lua_State *L) { /* confusion_update(matrix int64 K
 }
 
 /* colorize(labels, palette {{r,g,b}, ...}[, other {r,g,b}]) -> uint8 3 x H x W */
+/* One channel of an RGB colour: 0..255, not wrapped modulo 256. */
+static uint8_t check_channel(lua_State *L, int index, int colour) { /* colour 0: the one for other labels */
+    double v = lua_tonumber(L, index);
+    if (lua_type(L, index) != LUA_TNUMBER || v < 0 || v > 255) {
+        if (colour) luaL_error(L, "kd.colorize: colour %d: channels must be numbers 0..255", colour);
+        luaL_error(L, "kd.colorize: the colour of other labels: channels must be numbers 0..255");
+    }
+    return (uint8_t)v;
+}
+
 static int l_colorize(lua_State *L) {
     kd_tensor *labels = lkd_check_tensor(L, 1), *out;
     luaL_checktype(L, 2, LUA_TTABLE);
@@ -145,7 +155,7 @@ static int l_colorize(lua_State *L) {
         lua_rawgeti(L, 2, i + 1);
         for (int c = 0; c < 3; c++) {
             lua_rawgeti(L, -1, c + 1);
-            palette[3 * i + c] = (uint8_t)luaL_checkinteger(L, -1);
+            palette[3 * i + c] = check_channel(L, -1, i + 1);
             lua_pop(L, 1);
         }
         lua_pop(L, 1);
@@ -153,7 +163,7 @@ static int l_colorize(lua_State *L) {
     if (lua_istable(L, 3))
         for (int c = 0; c < 3; c++) {
             lua_rawgeti(L, 3, c + 1);
-            other[c] = (uint8_t)luaL_checkinteger(L, -1);
+            other[c] = check_channel(L, -1, 0);
             lua_pop(L, 1);
         }
     return lkd_result(L, "kd.colorize", kd_colorize(labels, palette, count, other, &out), &out);
@@ -161,14 +171,14 @@ static int l_colorize(lua_State *L) {
 
 static int l_paste(lua_State *L) { /* paste(canvas, image, top, left): 0-based offsets */
     kd_tensor *canvas = lkd_check_tensor(L, 1), *image = lkd_check_tensor(L, 2);
-    int top = (int)luaL_checkinteger(L, 3), left = (int)luaL_checkinteger(L, 4);
+    int top = lkd_check_int(L, 3), left = lkd_check_int(L, 4);
     if (kd_paste(canvas, image, top, left)) return lkd_raise(L, "kd.paste");
     return 0;
 }
 
 /* box_masks(batch, h, w, {p, area = {min, max}, ratio = {min, max}}) from the global generator */
 static int l_box_masks(lua_State *L) {
-    int b = (int)luaL_checkinteger(L, 1), h = (int)luaL_checkinteger(L, 2), w = (int)luaL_checkinteger(L, 3);
+    int b = lkd_check_int(L, 1), h = lkd_check_int(L, 2), w = lkd_check_int(L, 3);
     static const char *const known[] = {"p", "area", "ratio", NULL};
     lkd_check_options(L, 4, "kd.data.box_masks", known);
     float p = (float)lkd_opt_number(L, 4, "p", 0.5), a0 = 0.02f, a1 = 0.4f, r0 = 0.3f, r1 = 1 / 0.3f;

@@ -173,8 +173,8 @@ static int m_next(lua_State *L) {
 
 static int m_sample(lua_State *L) { /* sample(index (1-based)[, epoch, position]) */
     kd_loader *l = check_loader(L);
-    int index = (int)luaL_checkinteger(L, 2) - 1;
-    int epoch = (int)luaL_optinteger(L, 3, 1) - 1, position = (int)luaL_optinteger(L, 4, 1) - 1;
+    int index = lkd_check_int(L, 2) - 1;
+    int epoch = lkd_opt_int_arg(L, 3, 1) - 1, position = lkd_opt_int_arg(L, 4, 1) - 1;
     kd_batch b;
     if (kd_loader_sample(l, index, epoch, position, &b)) return lkd_raise(L, "loader:sample");
     return push_batch(L, &b);

@@ -66,10 +66,10 @@ static unsigned dims_mask(lua_State *L, int index, const kd_tensor *x, const cha
         int d;
         if (lua_istable(L, index)) {
             lua_rawgeti(L, index, i);
-            d = (int)luaL_checkinteger(L, -1);
+            d = lkd_check_int(L, -1);
             lua_pop(L, 1);
         } else {
-            d = (int)luaL_checkinteger(L, index);
+            d = lkd_check_int(L, index);
         }
         if (d < 0) d += x->ndim + 1;
         if (d < 1 || d > x->ndim) luaL_error(L, "%s: dim %d out of range for %s", fn, d, kd_shape_str(x));
@@ -114,20 +114,20 @@ static int l_concat(lua_State *L) { /* concat({a, b, ...}) along channels */
 
 static int l_slice_channels(lua_State *L) { /* slice_channels(x, first (1-based), count) */
     kd_tensor *x = lkd_check_tensor(L, 1), *out;
-    int first = (int)luaL_checkinteger(L, 2), count = (int)luaL_checkinteger(L, 3);
+    int first = lkd_check_int(L, 2), count = lkd_check_int(L, 3);
     return lkd_result(L, "kd.slice_channels", kd_slice_channels(x, first - 1, count, &out), &out);
 }
 
 static int l_crop2d(lua_State *L) { /* crop2d(x, top, left, h, w): 0-based offsets, no grad */
     kd_tensor *x = lkd_check_tensor(L, 1), *out;
-    int top = (int)luaL_checkinteger(L, 2), left = (int)luaL_checkinteger(L, 3);
-    int h = (int)luaL_checkinteger(L, 4), w = (int)luaL_checkinteger(L, 5);
+    int top = lkd_check_int(L, 2), left = lkd_check_int(L, 3);
+    int h = lkd_check_int(L, 4), w = lkd_check_int(L, 5);
     return lkd_result(L, "kd.crop2d", kd_crop2d(x, top, left, h, w, &out), &out);
 }
 
 static int l_add_window(lua_State *L) { /* add_window(dst, src, top, left) */
     kd_tensor *dst = lkd_check_tensor(L, 1), *src = lkd_check_tensor(L, 2);
-    if (kd_add_window(dst, src, (int)luaL_checkinteger(L, 3), (int)luaL_checkinteger(L, 4))) return lkd_raise(L, "kd.add_window");
+    if (kd_add_window(dst, src, lkd_check_int(L, 3), lkd_check_int(L, 4))) return lkd_raise(L, "kd.add_window");
     return 0;
 }
 
@@ -186,20 +186,20 @@ static int l_avg_pool2d(lua_State *L) { return pool(L, "kd.avg_pool2d", false); 
 
 static int l_adaptive_avg_pool2d(lua_State *L) {
     kd_tensor *x = lkd_check_tensor(L, 1), *out;
-    int h = (int)luaL_checkinteger(L, 2), w = (int)luaL_optinteger(L, 3, h);
+    int h = lkd_check_int(L, 2), w = lkd_opt_int_arg(L, 3, h);
     return lkd_result(L, "kd.adaptive_avg_pool2d", kd_adaptive_avg_pool2d(x, h, w, &out), &out);
 }
 
 static int l_resize_bilinear(lua_State *L) { /* resize_bilinear(x, h, w[, align_corners]) */
     kd_tensor *x = lkd_check_tensor(L, 1), *out;
-    int h = (int)luaL_checkinteger(L, 2), w = (int)luaL_checkinteger(L, 3);
+    int h = lkd_check_int(L, 2), w = lkd_check_int(L, 3);
     bool align = lua_toboolean(L, 4);
     return lkd_result(L, "kd.resize_bilinear", kd_resize_bilinear(x, h, w, align, &out), &out);
 }
 
 static int l_resize_nearest(lua_State *L) {
     kd_tensor *x = lkd_check_tensor(L, 1), *out;
-    int h = (int)luaL_checkinteger(L, 2), w = (int)luaL_checkinteger(L, 3);
+    int h = lkd_check_int(L, 2), w = lkd_check_int(L, 3);
     return lkd_result(L, "kd.resize_nearest", kd_resize_nearest(x, h, w, &out), &out);
 }
 
@@ -306,7 +306,7 @@ static int l_adamw_step(lua_State *L) {
     kd_tensor *m = lkd_check_tensor(L, 3), *v = lkd_check_tensor(L, 4);
     kd_status s = kd_adamw_step(p, g, m, v, (float)luaL_checknumber(L, 5), (float)luaL_checknumber(L, 6),
                                 (float)luaL_checknumber(L, 7), (float)luaL_checknumber(L, 8),
-                                (float)luaL_checknumber(L, 9), (int)luaL_checkinteger(L, 10));
+                                (float)luaL_checknumber(L, 9), lkd_check_int(L, 10));
     return s ? lkd_raise(L, "kd.optim.AdamW") : 0;
 }
 

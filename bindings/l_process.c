@@ -78,8 +78,8 @@ static int l_wait_any(lua_State *L) {
 }
 
 static int l_kill(lua_State *L) {
-    pid_t pid = (pid_t)luaL_checkinteger(L, 1);
-    int sig = (int)luaL_optinteger(L, 2, SIGTERM);
+    pid_t pid = (pid_t)lkd_check_int(L, 1);
+    int sig = lkd_opt_int_arg(L, 2, SIGTERM);
     lua_pushboolean(L, kill(pid, sig) == 0);
     return 1;
 }

@@ -4,7 +4,7 @@
 static int l_keep_coarse(lua_State *L) { /* keep_coarse(coarse, pred, conf, threshold[, ignore]) */
     kd_tensor *c = lkd_check_tensor(L, 1), *p = lkd_check_tensor(L, 2), *f = lkd_check_tensor(L, 3), *out;
     float threshold = (float)luaL_checknumber(L, 4);
-    int ignore = (int)luaL_optinteger(L, 5, 255);
+    int ignore = lkd_opt_int_arg(L, 5, 255);
     return lkd_result(L, "kd.pseudo.keep_coarse", kd_pseudo_keep_coarse(c, p, f, threshold, ignore, &out), &out);
 }
 
@@ -24,17 +24,17 @@ static void thresholds_arg(lua_State *L, int index, int classes, float *t) {
 
 static int l_fill(lua_State *L) { /* fill(labels, pred, conf, thresholds (number or table), classes[, ignore]) */
     kd_tensor *l = lkd_check_tensor(L, 1), *p = lkd_check_tensor(L, 2), *f = lkd_check_tensor(L, 3), *out;
-    int classes = (int)luaL_checkinteger(L, 5);
+    int classes = lkd_check_int(L, 5);
     if (classes < 1 || classes > 1024) return luaL_error(L, "kd.pseudo.fill: %d classes", classes);
     float t[1024];
     thresholds_arg(L, 4, classes, t);
-    int ignore = (int)luaL_optinteger(L, 6, 255);
+    int ignore = lkd_opt_int_arg(L, 6, 255);
     return lkd_result(L, "kd.pseudo.fill", kd_pseudo_fill(l, p, f, t, classes, ignore, &out), &out);
 }
 
 static int l_percentiles(lua_State *L) { /* class_percentiles(pred, conf, classes, percentile, fallback) -> table */
     kd_tensor *p = lkd_check_tensor(L, 1), *f = lkd_check_tensor(L, 2);
-    int classes = (int)luaL_checkinteger(L, 3);
+    int classes = lkd_check_int(L, 3);
     if (classes < 1 || classes > 1024) return luaL_error(L, "kd.pseudo.class_percentiles: %d classes", classes);
     float t[1024];
     if (kd_class_percentiles(p, f, classes, (float)luaL_checknumber(L, 4), (float)luaL_optnumber(L, 5, 1), t))
@@ -49,19 +49,19 @@ static int l_percentiles(lua_State *L) { /* class_percentiles(pred, conf, classe
 
 static int l_weights(lua_State *L) { /* weights(probs, labels[, ignore]) */
     kd_tensor *p = lkd_check_tensor(L, 1), *l = lkd_check_tensor(L, 2), *out;
-    return lkd_result(L, "kd.pseudo.weights", kd_pseudo_weights(p, l, (int)luaL_optinteger(L, 3, 255), &out), &out);
+    return lkd_result(L, "kd.pseudo.weights", kd_pseudo_weights(p, l, lkd_opt_int_arg(L, 3, 255), &out), &out);
 }
 
 static int l_trust_coarse(lua_State *L) { /* trust_coarse(weights, labels, coarse, weight[, ignore]) */
     kd_tensor *w = lkd_check_tensor(L, 1), *l = lkd_check_tensor(L, 2), *c = lkd_check_tensor(L, 3);
     float weight = (float)luaL_checknumber(L, 4);
-    if (kd_pseudo_trust_coarse(w, l, c, weight, (int)luaL_optinteger(L, 5, 255))) return lkd_raise(L, "kd.pseudo.trust_coarse");
+    if (kd_pseudo_trust_coarse(w, l, c, weight, lkd_opt_int_arg(L, 5, 255))) return lkd_raise(L, "kd.pseudo.trust_coarse");
     return 0;
 }
 
 static int l_agreement(lua_State *L) { /* label_agreement(pred, labels[, ignore]) -> float mask */
     kd_tensor *p = lkd_check_tensor(L, 1), *l = lkd_check_tensor(L, 2), *out;
-    return lkd_result(L, "kd.pseudo.label_agreement", kd_label_agreement(p, l, (int)luaL_optinteger(L, 3, 255), &out), &out);
+    return lkd_result(L, "kd.pseudo.label_agreement", kd_label_agreement(p, l, lkd_opt_int_arg(L, 3, 255), &out), &out);
 }
 
 static int l_class_weight_map(lua_State *L) { /* class_weight_map(classes, class_weights) -> float map */

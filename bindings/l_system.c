@@ -12,7 +12,7 @@
 #include "lkd.h"
 
 static int l_set_threads(lua_State *L) {
-    int n = (int)luaL_checkinteger(L, 1);
+    int n = lkd_check_int(L, 1);
     if (n < 1 || n > 1024) return luaL_error(L, "kd.set_threads: %d threads, must be 1 to 1024", n);
     kd_set_threads(n);
     return 0;
@@ -149,7 +149,7 @@ static int l_is_dir(lua_State *L) {
 }
 
 static int l_isatty(lua_State *L) {
-    lua_pushboolean(L, isatty((int)luaL_optinteger(L, 1, 1)));
+    lua_pushboolean(L, isatty(lkd_opt_int_arg(L, 1, 1)));
     return 1;
 }
 
@@ -159,10 +159,10 @@ static int l_getpid(lua_State *L) {
 }
 
 static int l_gemm_gflops(lua_State *L) {
-    int m = (int)luaL_checkinteger(L, 1), n = (int)luaL_checkinteger(L, 2), k = (int)luaL_checkinteger(L, 3);
+    int m = lkd_check_int(L, 1), n = lkd_check_int(L, 2), k = lkd_check_int(L, 3);
     if (m < 1 || n < 1 || k < 1 || (double)m * n > 1e8 || (double)n * k > 1e8 || (double)m * k > 1e8)
         return luaL_error(L, "kd.gemm_gflops: sizes %d x %d x %d out of range", m, n, k);
-    lua_pushnumber(L, kd_gemm_gflops(m, n, k, (int)luaL_optinteger(L, 4, 5)));
+    lua_pushnumber(L, kd_gemm_gflops(m, n, k, lkd_opt_int_arg(L, 4, 5)));
     return 1;
 }
 

@@ -187,7 +187,7 @@ static int m_shape(lua_State *L) { return push_shape(L, self(L)); }
 static int m_size(lua_State *L) { /* size() -> table, size(d) -> number (1-based, negative from the end) */
     kd_tensor *t = self(L);
     if (lua_isnoneornil(L, 2)) return push_shape(L, t);
-    int d = (int)luaL_checkinteger(L, 2);
+    int d = lkd_check_int(L, 2);
     if (d < 0) d += t->ndim + 1;
     if (d < 1 || d > t->ndim) return luaL_error(L, "size: dimension %d out of range for %s", d, kd_shape_str(t));
     lua_pushinteger(L, t->shape[d - 1]);
@@ -219,13 +219,13 @@ static int m_view(lua_State *L) {
         if (ndim < 1 || ndim > KD_MAX_DIMS) return luaL_error(L, "view: 1 to 4 sizes, got %d", ndim);
         for (int i = 0; i < ndim; i++) {
             lua_rawgeti(L, 2, i + 1);
-            shape[i] = (int)luaL_checkinteger(L, -1);
+            shape[i] = lkd_check_int(L, -1);
             lua_pop(L, 1);
         }
     } else {
         for (; index <= top; index++) {
             if (ndim == KD_MAX_DIMS) return luaL_error(L, "view: at most 4 sizes");
-            shape[ndim++] = (int)luaL_checkinteger(L, index);
+            shape[ndim++] = lkd_check_int(L, index);
         }
     }
     if (ndim == 0) return luaL_error(L, "view: a shape is required");
@@ -251,7 +251,7 @@ static int m_view(lua_State *L) {
 
 static int m_narrow(lua_State *L) { /* narrow(start, length): rows of the batch, 1-based */
     kd_tensor *t = self(L);
-    int start = (int)luaL_checkinteger(L, 2), length = (int)luaL_optinteger(L, 3, 1);
+    int start = lkd_check_int(L, 2), length = lkd_opt_int_arg(L, 3, 1);
     kd_tensor *out;
     return lkd_result(L, "narrow", kd_narrow_batch(t, start - 1, length, &out), &out);
 }

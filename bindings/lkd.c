@@ -1,5 +1,6 @@
 /* lkd.c - shared helpers of the bindings: the tensor userdata and the checks
  * every binding runs before it calls the core. */
+#include <limits.h>
 #include <string.h>
 
 #include "lkd.h"
@@ -104,9 +105,23 @@ double lkd_opt_number(lua_State *L, int index, const char *key, double fallback)
     return v;
 }
 
+/* Whether v converts to an int without undefined behaviour: (int)1e12 is
+ * not an error in C, it is whatever the machine makes of it. */
+static int fits_int(double v) { return v >= INT_MIN && v <= INT_MAX; }
+
+int lkd_check_int(lua_State *L, int index) {
+    double v = luaL_checknumber(L, index);
+    if (!fits_int(v)) luaL_argerror(L, index, lua_pushfstring(L, "%f does not fit a 32-bit integer", v));
+    return (int)v;
+}
+
+int lkd_opt_int_arg(lua_State *L, int index, int fallback) {
+    return lua_isnoneornil(L, index) ? fallback : lkd_check_int(L, index);
+}
+
 int lkd_opt_int(lua_State *L, int index, const char *key, int fallback) {
     double v = lkd_opt_number(L, index, key, fallback);
-    if (v != (double)(int)v) luaL_error(L, "option '%s' must be an integer, got %f", key, v);
+    if (!fits_int(v) || v != (double)(int)v) luaL_error(L, "option '%s' must be an integer, got %f", key, v);
     return (int)v;
 }
 
@@ -137,20 +152,27 @@ void lkd_opt_pair(lua_State *L, int index, const char *key, int fallback, int *h
     get_field(L, index, key);
     *h = *w = fallback;
     if (lua_type(L, -1) == LUA_TNUMBER) {
-        *h = *w = (int)lua_tointeger(L, -1);
+        if (!fits_int(lua_tonumber(L, -1))) luaL_error(L, "option '%s' does not fit a 32-bit integer", key);
+        *h = *w = (int)lua_tonumber(L, -1);
     } else if (lua_istable(L, -1) && lua_objlen(L, -1) == 2) {
         lua_rawgeti(L, -1, 1);
         lua_rawgeti(L, -2, 2);
         if (!lua_isnumber(L, -2) || !lua_isnumber(L, -1))
             luaL_error(L, "option '%s' must be a number or a pair {h, w} of numbers", key);
-        *h = (int)lua_tointeger(L, -2);
-        *w = (int)lua_tointeger(L, -1);
+        if (!fits_int(lua_tonumber(L, -2)) || !fits_int(lua_tonumber(L, -1)))
+            luaL_error(L, "option '%s' does not fit a pair of 32-bit integers", key);
+        *h = (int)lua_tonumber(L, -2);
+        *w = (int)lua_tonumber(L, -1);
         lua_pop(L, 2);
     } else if (!lua_isnil(L, -1)) {
         luaL_error(L, "option '%s' must be a number or a pair {h, w}, got %s", key, luaL_typename(L, -1));
     }
     lua_pop(L, 1);
 }
+
+/* A size is a whole number that fits an int: (int)v alone is undefined
+ * beyond INT_MAX, and kd.zeros({1e12}) must say so, not wrap around. */
+static int is_size(double v) { return v >= 0 && fits_int(v) && v == (double)(int)v; }
 
 int lkd_check_shape(lua_State *L, int index, int *shape) {
     int ndim = 0;
@@ -161,9 +183,8 @@ int lkd_check_shape(lua_State *L, int index, int *shape) {
                                                     KD_MAX_DIMS, ndim));
         for (int i = 0; i < ndim; i++) {
             lua_rawgeti(L, index, i + 1);
-            if (lua_type(L, -1) != LUA_TNUMBER || lua_tonumber(L, -1) < 0 ||
-                lua_tonumber(L, -1) != (double)(int)lua_tonumber(L, -1))
-                luaL_argerror(L, index, "shape sizes must be non-negative integers");
+            if (lua_type(L, -1) != LUA_TNUMBER || !is_size(lua_tonumber(L, -1)))
+                luaL_argerror(L, index, "shape sizes must be non-negative integers below 2^31");
             shape[i] = (int)lua_tointeger(L, -1);
             lua_pop(L, 1);
         }
@@ -173,7 +194,7 @@ int lkd_check_shape(lua_State *L, int index, int *shape) {
     for (int i = index; i <= top && lua_type(L, i) == LUA_TNUMBER; i++) {
         if (ndim == KD_MAX_DIMS) luaL_argerror(L, i, "at most 4 sizes");
         double v = lua_tonumber(L, i);
-        if (v < 0 || v != (double)(int)v) luaL_argerror(L, i, "sizes must be non-negative integers");
+        if (!is_size(v)) luaL_argerror(L, i, "sizes must be non-negative integers below 2^31");
         shape[ndim++] = (int)v;
     }
     if (ndim == 0) luaL_argerror(L, index, "shape expected (a table of sizes or sizes)");

@@ -29,6 +29,10 @@ int lkd_result(lua_State *L, const char *fn, kd_status s, kd_tensor **out);
  * naming the function and the key, so a typo never passes silently. */
 void lkd_check_options(lua_State *L, int index, const char *fn, const char *const *known);
 double lkd_opt_number(lua_State *L, int index, const char *key, double fallback);
+/* An int argument: luaL_checkinteger's truncation, but an error where the
+ * number does not fit 32 bits (instead of a wrapped-around size). */
+int lkd_check_int(lua_State *L, int index);
+int lkd_opt_int_arg(lua_State *L, int index, int fallback);
 int lkd_opt_int(lua_State *L, int index, const char *key, int fallback);
 int lkd_opt_bool(lua_State *L, int index, const char *key, int fallback);
 kd_tensor *lkd_opt_tensor_field(lua_State *L, int index, const char *key);

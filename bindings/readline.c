@@ -72,7 +72,7 @@ static int l_read_history(lua_State *L) {
 
 static int l_write_history(lua_State *L) {
     const char *path = luaL_checkstring(L, 1);
-    stifle_history((int)luaL_optinteger(L, 2, 1000));
+    stifle_history(lkd_opt_int_arg(L, 2, 1000));
     lua_pushboolean(L, write_history(path) == 0);
     return 1;
 }

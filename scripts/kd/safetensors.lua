@@ -77,7 +77,7 @@ function M.load(path)
   if #data < 8 then fail(path, string.format("truncated: %d bytes, shorter than the 8-byte header length", #data)) end
   local n = 0
   for i = 8, 1, -1 do n = n * 256 + data:byte(i) end
-  if n > #data - 8 then fail(path, string.format("truncated: header of %d bytes, but only %d follow", n, #data - 8)) end
+  if n > #data - 8 then fail(path, string.format("truncated: header of %.0f bytes, but only %d follow", n, #data - 8)) end
   local ok, header = pcall(cjson.decode, data:sub(9, 8 + n))
   if not ok or type(header) ~= "table" then fail(path, "malformed JSON header: " .. tostring(header)) end
   local base, available = 8 + n, #data - 8 - n

@@ -78,6 +78,8 @@ function T.bad_files_are_errors()
   h.raises(function() kd.load(path) end, "truncated: 5 bytes")
   write(path, string.char(200, 0, 0, 0, 0, 0, 0, 0) .. "{}")
   h.raises(function() kd.load(path) end, "header of 200 bytes")
+  write(path, string.char(0, 0, 0, 0, 0, 0, 0, 128) .. "{}") -- 2^63: named as a length, not wrapped negative
+  h.raises(function() kd.load(path) end, "header of 9223372036854775808 bytes")
   write(path, string.char(4, 0, 0, 0, 0, 0, 0, 0) .. "{no}")
   h.raises(function() kd.load(path) end, "malformed JSON header")
   local bad = '{"x":{"dtype":"F16","shape":[1],"data_offsets":[0,2]}}'
