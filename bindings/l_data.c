@@ -134,7 +134,6 @@ static int l_confusion_update(lua_State *L) { /* confusion_update(matrix int64 K
     return 0;
 }
 
-/* colorize(labels, palette {{r,g,b}, ...}[, other {r,g,b}]) -> uint8 3 x H x W */
 /* One channel of an RGB colour: 0..255, not wrapped modulo 256. */
 static uint8_t check_channel(lua_State *L, int index, int colour) { /* colour 0: the one for other labels */
     double v = lua_tonumber(L, index);
@@ -145,6 +144,7 @@ static uint8_t check_channel(lua_State *L, int index, int colour) { /* colour 0:
     return (uint8_t)v;
 }
 
+/* colorize(labels, palette {{r,g,b}, ...}[, other {r,g,b}]) -> uint8 3 x H x W */
 static int l_colorize(lua_State *L) {
     kd_tensor *labels = lkd_check_tensor(L, 1), *out;
     luaL_checktype(L, 2, LUA_TTABLE);
