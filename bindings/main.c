@@ -33,16 +33,24 @@ static void on_sigint(int sig) {
 }
 
 /* The traceback a user reads: the frames of their own code only. Frames in
- * the kd library (whose source names contain "scripts/kd/") and in C say how
+ * the kd library (whose source names contain LIBRARY_MARK) and in C say how
  * the library got there, which is noise for someone whose config names a
  * missing file; KDSEG_TRACEBACK=1 keeps every frame, for reporting a bug in
  * the library. The error's own location (its first line) is always kept. */
+#define LIBRARY_MARK "scripts/kd/"
+
+/* Where the library's mark starts in s[0..len), or NULL. */
+static const char *find_library(const char *s, size_t len) {
+    size_t mark = sizeof LIBRARY_MARK - 1;
+    for (size_t i = 0; i + mark <= len; i++)
+        if (memcmp(s + i, LIBRARY_MARK, mark) == 0) return s + i;
+    return NULL;
+}
+
 static int is_library_frame(const char *line, size_t len) {
     if (len >= 4 && memcmp(line, "\t[C]", 4) == 0) return 1;
     if (len >= 5 && memcmp(line, "\t(...", 5) == 0) return 1; /* tail calls */
-    for (size_t i = 0; i + 11 <= len; i++)
-        if (memcmp(line + i, "scripts/kd/", 11) == 0) return 1;
-    return 0;
+    return find_library(line, len) != NULL;
 }
 
 static int traceback(lua_State *L) {
@@ -58,8 +66,9 @@ static int traceback(lua_State *L) {
     luaL_Buffer b;
     luaL_buffinit(L, &b);
     /* "/long/path/scripts/kd/config.lua:53: ..." reads as "kd/config.lua:53: ..." */
-    const char *colon = strchr(msg, ':'), *lib = strstr(msg, "scripts/kd/");
-    luaL_addstring(&b, lib && colon && lib < colon ? lib + 8 : msg);
+    const char *colon = strchr(msg, ':');
+    const char *lib = colon ? find_library(msg, (size_t)(colon - msg)) : NULL;
+    luaL_addstring(&b, lib ? lib + sizeof "scripts/" - 1 : msg);
     int kept = 0;
     const char *line = strchr(frames, '\n'); /* past "stack traceback:" */
     while (line) {
