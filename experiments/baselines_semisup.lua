@@ -43,8 +43,8 @@ for _, method in ipairs(cfg.methods) do
     for _, it in ipairs(labeled.items) do items[#items + 1] = it end
     for _, it in ipairs(weak) do if it.label then items[#items + 1] = it end end
     r = supervised("fine_coarse", items)
-  elseif kd.semi[method] then
-    r = kd.semi[method]({settings = {name = method, runs_dir = dir, seed = cfg.seed, model = cfg.model, iterations = cfg.iterations,
+  elseif kd.baselines[method] then
+    r = kd.baselines[method]({settings = {name = method, runs_dir = dir, seed = cfg.seed, model = cfg.model, iterations = cfg.iterations,
                                      lr = cfg.lr, batch_size = cfg.batch_size, workers = cfg.workers, crop = cfg.crop,
                                      scale = cfg.scale, quiet = cfg.quiet},
                          labeled = labeled, unlabeled = unlabeled, val = val, classes = classes})

@@ -68,7 +68,8 @@ kd.train = require("kd.train")
 kd.pseudo = require("kd.pseudo")
 kd.distill = require("kd.distill")
 kd.students = require("kd.students")
-kd.semi = require("kd.semi")
+kd.terms = require("kd.train.terms")
+kd.baselines = require("kd.baselines")
 kd.image = {read = C.png_read, write = C.png_write}
 kd.gradcheck = require("kd.gradcheck")
 return kd

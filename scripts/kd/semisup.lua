@@ -21,12 +21,13 @@ local checkpoint = require("kd.train.checkpoint")
 
 local semisup = {}
 
--- Image normalisation of every loader here (the trainer's default).
-local normalize = {mean = {0.485, 0.456, 0.406}, std = {0.229, 0.224, 0.225}}
+local normalize = require("kd.data.normalize")
+local students = require("kd.students")
 
 semisup.defaults = {
   name = "semisup_kd", runs_dir = "runs", seed = 1, batch_size = 8, workers = 2,
-  data = {root = "data/synthcity", labeled = "splits/1_8/labeled.txt", unlabeled = "splits/1_8/unlabeled.txt",
+  checkpoint_every = 200, -- every stage's resume state (kdseg ... --resume continues a killed pipeline)
+  data = {root = "data/synthcity", classes = "cityscapes", labeled = "splits/1_8/labeled.txt", unlabeled = "splits/1_8/unlabeled.txt",
           coarse = {split = "train_extra", use = true}, val = {split = "val", limit = 0}},
   augment = {crop = {128, 256}, scale = {0.5, 2.0}},
   teacher = {model = "bench_teacher", iterations = 2000, lr = 0.01, retrain_iterations = 1000, retrain_lr = 0.005,
@@ -43,18 +44,19 @@ semisup.defaults = {
   -- and the cycles could not correct it
   cycles = {count = 2, soft_average = true, soft_scale = 4, flip = false, percentile = 50, min_threshold = 0.5, max_threshold = 0.95,
             rules = {{"keep_coarse", threshold = 1, weight = 1}, {"fill", threshold = "per_class"}}},
-  -- students.pseudo_balance: the pseudo term's classes weighed by
-  -- (mean / count)^0.5. Unweighted, the pseudo-labels (a tenth of the fence
-  -- and pole pixels labelled, their surroundings labelled with confidence)
-  -- taught the students to miss thin classes: fence 7.7 against 15.5 for the
-  -- fine-only student. Weighted: fence 21, pole 12, students +1.7 / +1.3.
-  -- students.kd_balance: pixel_kd's pixels weighed alike by the teacher's
-  -- class; most thin-class pixels have no pseudo-label (the teacher is
-  -- unsure there) and only pixel_kd reaches them: fence 29, pole 22, students
-  -- +2.0 / +2.5 over pseudo_balance alone.
-  students = {models = {"bench_student", "bench_student"}, iterations = 2000, lr = 0.01, temperature = 2, grid = {4, 8},
-              weights = {ce = 1, pseudo = 1, pixel_kd = 1, pairwise = 1, mutual = 1, strong = 0},
-              kd_respect_labels = false, pseudo_balance = 0.5, kd_balance = 0.5},
+  -- students: the keys of kd.students.settings, with the method's own values:
+  -- pseudo_balance weighs the pseudo term's classes by (mean / count)^0.5.
+  -- Unweighted, the pseudo-labels (a tenth of the fence and pole pixels
+  -- labelled, their surroundings labelled with confidence) taught the
+  -- students to miss thin classes: fence 7.7 against 15.5 for the fine-only
+  -- student. Weighted: fence 21, pole 12, students +1.7 / +1.3.
+  -- kd_balance weighs pixel_kd's pixels alike by the teacher's class; most
+  -- thin-class pixels have no pseudo-label (the teacher is unsure there) and
+  -- only pixel_kd reaches them: fence 29, pole 22, students +2.0 / +2.5 over
+  -- pseudo_balance alone.
+  students = config.merge(students.settings, {models = {"bench_student", "bench_student"}, iterations = 2000,
+                                              weights = {pixel_kd = 1, pairwise = 1, mutual = 1},
+                                              pseudo_balance = 0.5, kd_balance = 0.5}),
   baselines = {fine_only = true, all_labels = true},
   quiet = false,
 }
@@ -92,12 +94,12 @@ end
 
 local function train_config(cfg, name, model, iterations, lr, list)
   return {name = name, runs_dir = cfg.runs_dir .. "/" .. cfg.name, seed = cfg.seed,
-          data = {root = cfg.data.root, batch_size = cfg.batch_size, workers = cfg.workers,
+          data = {root = cfg.data.root, classes = cfg.data.classes, batch_size = cfg.batch_size, workers = cfg.workers,
                   train = {list = list or false}, val = {split = cfg.data.val.split, limit = cfg.data.val.limit},
                   augment = {crop = cfg.augment.crop, scale = cfg.augment.scale}},
           model = {name = model}, optim = {lr = lr}, schedule = {warmup = math.min(100, math.floor(iterations / 10))},
           train = {iterations = iterations, log_every = math.max(1, math.floor(iterations / 10)), eval_every = 0,
-                   checkpoint_every = 0, grids = 4}}
+                   checkpoint_every = cfg.checkpoint_every, grids = 4}}
 end
 
 -- Re-estimates batch-norm running statistics of model over `batches`
@@ -156,20 +158,15 @@ end
 -- The N students of cfg.students trained together (kd.students) into
 -- <runs_dir>/<cfg.name>/<name> from the fine labels, the pseudo items (or
 -- none) and the teacher. Returns kd.students.train's results.
-function semisup.train_students(cfg, name, teacher, labeled, pseudo_items, pseudo_weights, val, classes)
-  local s = cfg.students
-  local models = {}
-  for i, model in ipairs(s.models) do models[i] = {name = model} end
+function semisup.train_students(cfg, name, teacher, labeled, pseudo_items, pseudo_weights, val, classes, resume)
   local pseudo_set = pseudo_items and Dataset.from_items(pseudo_items, classes, labeled.train_id_files) or nil
-  return kd.students.train({
-    settings = {name = name, runs_dir = cfg.runs_dir .. "/" .. cfg.name, seed = cfg.seed, models = models,
-                batch_size = cfg.batch_size, workers = cfg.workers, iterations = s.iterations,
-                log_every = math.max(1, math.floor(s.iterations / 10)), optim = {lr = s.lr}, weights = s.weights,
-                temperature = s.temperature, grid = s.grid, kd_respect_labels = s.kd_respect_labels,
-                pseudo_balance = s.pseudo_balance, kd_balance = s.kd_balance,
-                augment = {crop = cfg.augment.crop, scale = cfg.augment.scale}},
+  return students.train({
+    settings = {name = name, runs_dir = cfg.runs_dir .. "/" .. cfg.name, seed = cfg.seed, batch_size = cfg.batch_size,
+                workers = cfg.workers, log_every = math.max(1, math.floor(cfg.students.iterations / 10)),
+                checkpoint_every = cfg.checkpoint_every, augment = {crop = cfg.augment.crop, scale = cfg.augment.scale},
+                students = cfg.students},
     labeled = labeled, pseudo = pseudo_set, pseudo_weights = pseudo_weights, val = val, classes = classes,
-    teacher = teacher, quiet = cfg.quiet,
+    teacher = teacher, quiet = cfg.quiet, resume = resume,
   })
 end
 
@@ -256,6 +253,11 @@ function semisup.label_cycle(teacher, items, state, cycle, cfg, classes, dir, tr
   local stats = {cycle = cycle, images = n, coverage = covered / math.max(pixels, 1),
                  accuracy = judged > 0 and correct / judged or cjson.null, per_class_accuracy = accuracy,
                  thresholds = thresholds}
+  -- the averaged distributions go on to the next cycle; stats.json, written
+  -- last, marks the cycle finished for a resumed pipeline
+  local soft = {}
+  for id = 1, n do soft[tostring(id)] = state.soft[id] end
+  kd.save(dir .. "/soft.safetensors", soft)
   C.write_atomic(dir .. "/stats.json", cjson.encode(stats) .. "\n")
   return out_items, weight_paths, stats
 end
@@ -280,12 +282,12 @@ end
 
 -- Fine-tunes the teacher (in place) on fine + refined labels after cycle
 -- `cycle`; returns the trainer's results (final_miou, per-class IoU).
-function semisup.retrain_teacher(cfg, teacher, labeled, pseudo_items, pseudo_weights, cycle, classes)
+function semisup.retrain_teacher(cfg, teacher, labeled, pseudo_items, pseudo_weights, cycle, classes, resume)
   local items, weights = semisup.retrain_items(labeled.items, pseudo_items, pseudo_weights, cfg.teacher.retrain_fine_share)
   local rcfg = train_config(cfg, "teacher_cycle" .. cycle, cfg.teacher.model, cfg.teacher.retrain_iterations,
                             cfg.teacher.retrain_lr, cfg.data.labeled)
   rcfg.train.freeze_bn = cfg.teacher.retrain_freeze_bn
-  local retrain = kd.train.Trainer(rcfg, {quiet = cfg.quiet, model = teacher,
+  local retrain = kd.train.Trainer(rcfg, {quiet = cfg.quiet, model = teacher, resume = resume,
                                           train_set = Dataset.from_items(items, classes, labeled.train_id_files),
                                           train_weights = weights})
   return retrain:run()
@@ -293,14 +295,40 @@ end
 
 local function say(cfg, ...) if not cfg.quiet then print(string.format(...)) end end
 
--- The whole pipeline from a config (merged over semisup.defaults); writes
--- runs/<name>/results.json and results.md and returns the results.
-function semisup.run(user_config)
+local function same(a, b)
+  if type(a) ~= type(b) then return false end
+  if type(a) ~= "table" then return a == b or (type(a) == "number" and math.abs(a - b) <= 1e-12 * math.max(1, math.abs(a))) end
+  for k, v in pairs(a) do if not same(v, b[k]) then return false end end
+  for k in pairs(b) do if a[k] == nil then return false end end
+  return true
+end
+
+-- A stage of the pipeline: a folder of the run whose results.json, written
+-- last, marks it finished. When resuming, a finished stage is read back and
+-- never run again, and an unfinished one continues from its state file.
+-- Returns the stage's results.json and whether it had finished earlier.
+local function stage(cfg, options, name, run)
+  local dir = cfg.runs_dir .. "/" .. cfg.name .. "/" .. name
+  local done = options.resume and files.exists(dir .. "/results.json")
+  if not done then run(options.resume and files.exists(dir .. "/checkpoints/state.safetensors")) end
+  return config.load(dir .. "/results.json"), done
+end
+
+-- The whole pipeline from a config (merged over semisup.defaults), as stages
+-- that hand each other files in runs/<name>/: teacher/, pseudo/cycle_<k>/
+-- and teacher_cycle<k>/ for each cycle, students/, baseline_fine_only/,
+-- baseline_all_labels/. With {resume = true} a killed pipeline goes on at the
+-- stage and iteration where it stopped. Writes results.json and results.md.
+function semisup.run(user_config, options)
+  options = options or {}
   local cfg = config.merge(semisup.defaults, user_config or {}, "semisup")
   local dir = cfg.runs_dir .. "/" .. cfg.name
   files.mkdir_p(dir)
+  if options.resume and files.exists(dir .. "/config.json") and not same(config.load(dir .. "/config.json"), cfg) then
+    error(string.format("semisup: --resume with other settings than %s/config.json's; resume with the same ones", dir), 0)
+  end
   C.write_atomic(dir .. "/config.json", cjson.encode(cfg) .. "\n")
-  local classes = kd.data.classes.cityscapes()
+  local classes = cfg.data.classes == "cityscapes" and kd.data.classes.cityscapes() or kd.data.classes.load(cfg.data.classes)
   local root = cfg.data.root
   local labeled, val = semisup.datasets(cfg, classes)
   local results = {name = cfg.name}
@@ -315,7 +343,7 @@ function semisup.run(user_config)
     for _, it in ipairs(weak) do if it.label then items[#items + 1] = it end end
     first_set = Dataset.from_items(items, classes, labeled.train_id_files)
   end
-  local teacher, teacher_results
+  local teacher, teacher_miou
   if cfg.teacher.checkpoint then
     say(cfg, "== teacher from %s", cfg.teacher.checkpoint)
     local model_config
@@ -325,73 +353,115 @@ function semisup.run(user_config)
                           tostring(model_config.name), cfg.teacher.model), 0)
     end
     local loader = kd.data.Loader(val, {batch_size = 4, workers = cfg.workers, augment = normalize})
-    teacher_results = {final_miou = evaluate.run(teacher, loader, classes):scores().miou}
+    teacher_miou = evaluate.run(teacher, loader, classes):scores().miou
   else
-    say(cfg, "== teacher (%s) on %d finely labelled images%s", cfg.teacher.model, #labeled.items,
-        first_set and " and the raw coarse labels" or "")
-    local tcfg = train_config(cfg, "teacher", cfg.teacher.model, cfg.teacher.iterations, cfg.teacher.lr, cfg.data.labeled)
-    local trainer = kd.train.Trainer(tcfg, {quiet = cfg.quiet, train_set = first_set})
-    teacher_results = trainer:run()
-    teacher = trainer.model
+    local r, done = stage(cfg, options, "teacher", function(resume)
+      say(cfg, "== teacher (%s) on %d finely labelled images%s", cfg.teacher.model, #labeled.items,
+          first_set and " and the raw coarse labels" or "")
+      local tcfg = train_config(cfg, "teacher", cfg.teacher.model, cfg.teacher.iterations, cfg.teacher.lr, cfg.data.labeled)
+      local trainer = kd.train.Trainer(tcfg, {quiet = cfg.quiet, train_set = first_set, resume = resume})
+      trainer:run()
+      teacher = trainer.model
+    end)
+    if done then
+      say(cfg, "== teacher: finished earlier")
+      teacher = checkpoint.load_model(dir .. "/teacher/checkpoints/last.safetensors")
+    end
+    teacher_miou = r.final_miou
   end
-  results.teacher = {miou = teacher_results.final_miou, cycle = 0}
-  local history = {{cycle = 0, teacher_miou = teacher_results.final_miou}}
+  results.teacher = {miou = teacher_miou, cycle = 0}
+  local history = {{cycle = 0, teacher_miou = teacher_miou}}
 
   -- 2. self-correcting cycles
-  local state, pseudo_items, pseudo_weights = {}, nil, nil
+  local state, pseudo_items, pseudo_weights, stats = {}, nil, nil, nil
   local averaged = nil
   for cycle = 1, cfg.cycles.count do
-    local labeller = teacher
-    if cfg.teacher.average_weights then
-      if not averaged then
+    local cycle_dir = string.format("%s/pseudo/cycle_%d", dir, cycle)
+    if options.resume and files.exists(cycle_dir .. "/stats.json") then
+      say(cfg, "== cycle %d: pseudo-labels made earlier", cycle)
+      stats = config.load(cycle_dir .. "/stats.json")
+      pseudo_items, pseudo_weights = semisup.cycle_items(cycle_dir, weak, labeled.train_id_files)
+      local soft = kd.load(cycle_dir .. "/soft.safetensors")
+      state.soft = {}
+      for id = 1, #weak do state.soft[id] = soft[tostring(id)] end
+      if cfg.teacher.average_weights then
         averaged = kd.models.create(cfg.teacher.model, {classes = classes.count})
-        averaged:load_state_dict(teacher:state_dict())
-      else
-        kd.optim.EMA(averaged, teacher, {decay = (cycle - 1) / cycle, average_buffers = true}):update()
-        local bn_loader = kd.data.Loader(labeled, {batch_size = cfg.batch_size, workers = cfg.workers, shuffle = true,
-                                                    seed = cfg.seed + cycle, infinite = true, augment = {crop = cfg.augment.crop}})
-        semisup.reestimate_bn(averaged, bn_loader, cfg.teacher.bn_batches)
-        bn_loader:close()
+        averaged:load_state_dict(kd.load(cycle_dir .. "/averaged.safetensors"))
       end
-      labeller = averaged
+    else
+      local labeller = teacher
+      if cfg.teacher.average_weights then
+        if not averaged then
+          averaged = kd.models.create(cfg.teacher.model, {classes = classes.count})
+          averaged:load_state_dict(teacher:state_dict())
+        else
+          kd.optim.EMA(averaged, teacher, {decay = (cycle - 1) / cycle, average_buffers = true}):update()
+          local bn_loader = kd.data.Loader(labeled, {batch_size = cfg.batch_size, workers = cfg.workers, shuffle = true,
+                                                      seed = cfg.seed + cycle, infinite = true, augment = {crop = cfg.augment.crop}})
+          semisup.reestimate_bn(averaged, bn_loader, cfg.teacher.bn_batches)
+          bn_loader:close()
+        end
+        files.mkdir_p(cycle_dir)
+        kd.save(cycle_dir .. "/averaged.safetensors", averaged:state_dict())
+        labeller = averaged
+      end
+      say(cfg, "== cycle %d: pseudo-labels for %d images", cycle, #weak)
+      pseudo_items, pseudo_weights, stats = semisup.label_cycle(labeller, weak, state, cycle, cfg, classes, cycle_dir,
+                                                                labeled.train_id_files)
     end
-    say(cfg, "== cycle %d: pseudo-labels for %d images", cycle, #weak)
-    pseudo_items, pseudo_weights, stats = semisup.label_cycle(labeller, weak, state, cycle, cfg, classes,
-                                                              string.format("%s/pseudo/cycle_%d", dir, cycle), labeled.train_id_files)
     say(cfg, "   coverage %.1f%%, accuracy %s", 100 * stats.coverage,
         type(stats.accuracy) == "number" and string.format("%.1f%%", 100 * stats.accuracy) or "unknown")
-    local r = semisup.retrain_teacher(cfg, teacher, labeled, pseudo_items, pseudo_weights, cycle, classes)
+    local name = "teacher_cycle" .. cycle
+    local r, done = stage(cfg, options, name, function(resume)
+      semisup.retrain_teacher(cfg, teacher, labeled, pseudo_items, pseudo_weights, cycle, classes, resume)
+    end)
+    if done then
+      say(cfg, "== %s: finished earlier", name)
+      teacher:load_state_dict(kd.load(dir .. "/" .. name .. "/checkpoints/last.safetensors"))
+    end
     history[#history + 1] = {cycle = cycle, teacher_miou = r.final_miou, coverage = stats.coverage, accuracy = stats.accuracy}
     results.teacher = {miou = r.final_miou, cycle = cycle}
   end
   results.cycles = history
 
   -- 3. the students, together
-  say(cfg, "== %d students", #cfg.students.models)
-  local out = semisup.train_students(cfg, "students", teacher, labeled, pseudo_items, pseudo_weights, val, classes)
-  local s = cfg.students
+  local s = stage(cfg, options, "students", function(resume)
+    say(cfg, "== %d students", #cfg.students.models)
+    semisup.train_students(cfg, "students", teacher, labeled, pseudo_items, pseudo_weights, val, classes, resume)
+  end)
   results.students = {}
-  for i, st in ipairs(out.students) do results.students[i] = {name = st.name, miou = st.miou} end
-  results.ensemble = out.ensemble
+  for i = 1, #cfg.students.models do
+    local st = s.models["student" .. i]
+    results.students[i] = {name = st.model, miou = st.final_miou}
+  end
+  if s.models.ensemble then
+    results.ensemble = {miou = s.models.ensemble.final_miou, pixel_accuracy = s.models.ensemble.pixel_accuracy}
+  end
 
   -- 4. baselines with the same student and budget
-  local student_model = s.models[1]
+  local first_student = cfg.students.models[1]
+  local student_model = type(first_student) == "table" and first_student.name or first_student
+  local student_iterations, student_lr = cfg.students.iterations, cfg.students.lr
   if cfg.baselines.fine_only then
-    say(cfg, "== baseline: %s on fine labels only", student_model)
-    results.fine_only = {miou = kd.train.run(train_config(cfg, "baseline_fine_only", student_model, s.iterations, s.lr,
-                                                          cfg.data.labeled), {quiet = cfg.quiet}).final_miou}
+    results.fine_only = {miou = stage(cfg, options, "baseline_fine_only", function(resume)
+      say(cfg, "== baseline: %s on fine labels only", student_model)
+      kd.train.run(train_config(cfg, "baseline_fine_only", student_model, student_iterations, student_lr, cfg.data.labeled),
+                   {quiet = cfg.quiet, resume = resume})
+    end).final_miou}
   end
   if cfg.baselines.all_labels then
-    local all, seen = {}, {}
-    local fine = Dataset({root = root, split = "train", labels = "fine", classes = classes})
-    for _, it in ipairs(fine.items) do all[#all + 1] = it; seen[it.image] = true end
-    for _, it in ipairs(weak) do -- unlabeled training images are in `fine` already
-      local truth = not seen[it.image] and truth_for(root, it.image)
-      if truth then all[#all + 1] = {image = it.image, label = truth, train_ids = false} end
-    end
-    say(cfg, "== baseline: %s on all %d fine labels", student_model, #all)
-    local bcfg = train_config(cfg, "baseline_all_labels", student_model, s.iterations, s.lr, nil)
-    results.all_labels = {miou = kd.train.Trainer(bcfg, {quiet = cfg.quiet, train_set = Dataset.from_items(all, classes, false)}):run().final_miou}
+    results.all_labels = {miou = stage(cfg, options, "baseline_all_labels", function(resume)
+      local all, seen = {}, {}
+      local fine = Dataset({root = root, split = "train", labels = "fine", classes = classes})
+      for _, it in ipairs(fine.items) do all[#all + 1] = it; seen[it.image] = true end
+      for _, it in ipairs(weak) do -- unlabeled training images are in `fine` already
+        local truth = not seen[it.image] and truth_for(root, it.image)
+        if truth then all[#all + 1] = {image = it.image, label = truth, train_ids = false} end
+      end
+      say(cfg, "== baseline: %s on all %d fine labels", student_model, #all)
+      local bcfg = train_config(cfg, "baseline_all_labels", student_model, student_iterations, student_lr, nil)
+      kd.train.Trainer(bcfg, {quiet = cfg.quiet, resume = resume, train_set = Dataset.from_items(all, classes, false)}):run()
+    end).final_miou}
   end
   results.elapsed = C.clock() - start
   C.write_atomic(dir .. "/results.json", cjson.encode(results) .. "\n")

@@ -14,13 +14,13 @@ local class = require("kd.class")
 
 local Loader = class("data.Loader")
 
-local IMAGENET_MEAN, IMAGENET_STD = {0.485, 0.456, 0.406}, {0.229, 0.224, 0.225}
+local normalize = require("kd.data.normalize")
 
 local function augment_with_defaults(augment)
   local a = {}
   for k, v in pairs(augment or {}) do a[k] = v end
-  a.mean = a.mean or IMAGENET_MEAN
-  a.std = a.std or IMAGENET_STD
+  a.mean = a.mean or normalize.mean
+  a.std = a.std or normalize.std
   return a
 end
 

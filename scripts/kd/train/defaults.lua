@@ -1,6 +1,7 @@
 -- The defaults of a training config: every key a config may set. Configs
 -- (Lua or YAML) override them, and `kdseg train CONFIG key=value` overrides
 -- those; a key not listed here is an error.
+local normalize = require("kd.data.normalize")
 return {
   name = "run",            -- runs/<name>/ holds everything the run writes
   runs_dir = "runs",
@@ -15,7 +16,7 @@ return {
     workers = 2,
     augment = {crop = {128, 256}, scale = {0.5, 2.0}, hflip = true, brightness = 0.25, contrast = 0.25,
                saturation = 0.25, hue = 0, jitter_p = 0.8, grayscale_p = 0, blur_p = 0, blur_sigma = {0.1, 2.0},
-               mean = {0.485, 0.456, 0.406}, std = {0.229, 0.224, 0.225}, pad_label = 255},
+               mean = normalize.mean, std = normalize.std, pad_label = 255},
   },
   model = {name = "bench_student", width = false},
   optim = {name = "sgd", lr = 0.01, momentum = 0.9, weight_decay = 1e-4, nesterov = false,

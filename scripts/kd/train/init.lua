@@ -1,6 +1,11 @@
--- kd.train: supervised training, evaluation, checkpoints and reports.
+-- kd.train: the one training loop and what runs on it: the supervised
+-- trainer, the loss terms, evaluation, checkpoints and reports.
 local train = {}
+train.Loop = require("kd.train.loop")
+train.Step = require("kd.train.step")
+train.terms = require("kd.train.terms")
 train.Trainer = require("kd.train.trainer")
+train.optimizers = require("kd.train.optimizers")
 train.evaluate = require("kd.train.evaluate")
 train.checkpoint = require("kd.train.checkpoint")
 train.report = require("kd.train.report")

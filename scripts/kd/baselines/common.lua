@@ -1,0 +1,56 @@
+-- common: what the semi-supervised baselines share: their settings, a
+-- labeled and an unlabeled stream drawn together, SGD with the poly
+-- schedule, and the one loop (kd.train.Loop) that trains their term lists.
+local Loop = require("kd.train.loop")
+
+local common = {}
+
+common.defaults = {
+  name = "baseline", runs_dir = "runs", seed = 1, model = "bench_student", iterations = 2000, lr = 0.01,
+  batch_size = 8, workers = 2, crop = {128, 256}, scale = {0.5, 2.0},
+  weight = 1.0, rampup = 0,      -- the unsupervised term's weight and its sigmoid ramp-up length
+  ema_decay = 0.99,              -- Mean Teacher
+  threshold = 0.95,              -- UniMatch: confidence of the weak view's pseudo-labels
+  checkpoint_every = 0, quiet = false,
+}
+
+-- The settings merged, the seed set, and the pieces a baseline composes:
+-- env.model() (a new student), env.ramp (the unsupervised weight's schedule),
+-- env.run{models, terms, evaluate, ensembles} -> {miou, table}.
+function common.setup(options)
+  local cfg = kd.config.merge(common.defaults, options.settings or {}, "baseline")
+  local aug = {crop = cfg.crop, scale = cfg.scale, hflip = true}
+  kd.manual_seed(cfg.seed)
+  local env = {cfg = cfg, classes = options.classes}
+  env.ramp = cfg.rampup > 0 and kd.distill.schedules.sigmoid_rampup(cfg.weight, cfg.rampup) or cfg.weight
+  env.arch = {name = cfg.model, options = {classes = options.classes.count}}
+  function env.model() return kd.models.create(cfg.model, {classes = options.classes.count}) end
+  -- a learning model's entry: SGD with the poly schedule
+  function env.learner(name, model)
+    return {name = name, model = model, arch = env.arch, optim = {lr = cfg.lr, momentum = 0.9, weight_decay = 1e-4}}
+  end
+  -- streams: labeled then unlabeled unless `order` says otherwise (the
+  -- order batches are drawn in; each has its own seed, so it changes nothing else)
+  function env.run(spec)
+    local streams = {labeled = {name = "labeled", dataset = options.labeled, seed = cfg.seed},
+                     unlabeled = {name = "unlabeled", dataset = options.unlabeled, seed = cfg.seed + 1}}
+    local list = {}
+    for i, name in ipairs(spec.streams or {"labeled", "unlabeled"}) do
+      local s = streams[name]
+      s.batch_size, s.workers, s.augment = cfg.batch_size, cfg.workers, aug
+      list[i] = s
+    end
+    local loop = Loop({name = cfg.name, runs_dir = cfg.runs_dir, seed = cfg.seed, iterations = cfg.iterations,
+                       log_every = math.max(1, math.floor(cfg.iterations / 10)), checkpoint_every = cfg.checkpoint_every,
+                       quiet = cfg.quiet, classes = options.classes, config = cfg, models = spec.models, streams = list,
+                       terms = spec.terms,
+                       eval = {dataset = options.val, workers = cfg.workers, models = spec.evaluate, ensembles = spec.ensembles}},
+                      {resume = options.resume})
+    local r = loop:run()
+    local last = r.last[spec.result]
+    return {miou = last.scores.miou, table = last.confusion:table(), results = r}
+  end
+  return env
+end
+
+return common
