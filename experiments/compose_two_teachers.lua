@@ -1,41 +1,50 @@
--- Composability: a topology no built-in script has - two teachers of
--- different designs and three students of different designs, each student
--- distilling from both teachers at its own temperature and from its peers -
--- from the building blocks alone.   kdseg experiments/compose_two_teachers.lua [root] [iterations]
-local root, iterations = arg[1] or "data/synthcity", tonumber(arg[2]) or 1000
+-- Composability: a topology no built-in script has, as data on the one loop.
+-- Two teachers of different designs; three students from one initialisation
+-- (so the mean of their weights is a model), each distilling from both
+-- teachers at its own temperature and learning from its peers; and an EMA
+-- teacher of the mean of the students' weights, which teaches them too.
+-- Logging, evaluation of every model and of the students' ensemble,
+-- checkpoints and --resume come from the loop.
+--   kdseg experiments/compose_two_teachers.lua [root=data/synthcity] [iterations=1000] [crop=[64,128]] [--resume]
+local cfg, resume = {root = "data/synthcity", iterations = 1000, crop = {64, 128}}, false
+for _, a in ipairs(arg or {}) do if a == "--resume" then resume = true else kd.config.override(cfg, a) end end
+local root, iterations, crop = cfg.root, cfg.iterations, cfg.crop
 local classes = kd.data.classes.cityscapes()
-local labeled = kd.data.Dataset{root = root, split = "train"}
-local val = kd.data.Dataset{root = root, split = "val"}
-local teachers = {}
-for i, model in ipairs({"bench_teacher", "deeplabv3plus"}) do
-  local t = kd.train.Trainer({name = "compose_" .. model, data = {root = root, augment = {crop = {64, 128}}},
-                              model = {name = model}, train = {iterations = iterations, eval_every = 0, checkpoint_every = 0}}, {quiet = true})
-  t:run()
-  teachers[i] = t.model:eval()
+local function teacher(design) -- trained once, read back when resuming
+  local dir = "runs/compose_" .. design
+  kd.train.stage(dir, resume, function(again)
+    kd.train.run({name = "compose_" .. design, data = {root = root, augment = {crop = crop}}, model = {name = design},
+                  train = {iterations = iterations, eval_every = 0, checkpoint_every = 20}}, {quiet = true, resume = again})
+  end)
+  return (kd.train.checkpoint.load_model(dir .. "/checkpoints/last.safetensors"))
 end
-local students, params = {}, {}
-for i, spec in ipairs({{"bench_student", 1}, {"erfnet", 2}, {"mobilenetv2", 4}}) do
-  students[i] = {net = kd.models.create(spec[1], {classes = classes.count}), name = spec[1], temperature = spec[2]}
-  for _, p in ipairs(students[i].net:parameters()) do params[#params + 1] = p end
-end
-local opt = kd.optim.SGD(params, {lr = 0.02, momentum = 0.9, weight_decay = 1e-4})
-local loader = kd.data.Loader(labeled, {batch_size = 8, workers = 2, shuffle = true, infinite = true, augment = {crop = {64, 128}, hflip = true}})
+local models = {{name = "teacher_a", model = teacher("bench_teacher"), frozen = true},
+                {name = "teacher_b", model = teacher("deeplabv3plus"), frozen = true}}
+local arch = {name = "bench_student", options = {classes = classes.count}}
+kd.manual_seed(1)
+local init = kd.models.create(arch.name, arch.options):state_dict()
+local students, terms = {"s1", "s2", "s3"}, {}
 local ramp = kd.distill.schedules.sigmoid_rampup(1, iterations / 2)
-for iter = 1, iterations do
-  local batch = loader:next()
-  local targets = kd.no_grad(function() return {teachers[1](batch.images), teachers[2](batch.images)} end)
-  local logits = {}
-  for i, s in ipairs(students) do logits[i] = s.net(batch.images) end
-  local loss
-  for i, s in ipairs(students) do
-    local l = kd.losses.cross_entropy(logits[i], batch.labels)
-    for _, t in ipairs(targets) do l = l + kd.distill.pixel_kd(logits[i], t, s.temperature) * (0.5 * ramp(iter)) end
-    l = l + kd.distill.mutual(logits, i, s.temperature) * ramp(iter)
-    loss = loss and loss + l or l
+local function half_ramp(it) return 0.5 * ramp(it) end
+for i, temperature in ipairs({1, 2, 4}) do
+  local name = students[i]
+  local net = kd.models.create(arch.name, arch.options)
+  net:load_state_dict(init)
+  models[#models + 1] = {name = name, model = net, arch = arch, optim = {lr = 0.02}}
+  terms[#terms + 1] = kd.terms.ce({model = name})
+  for _, t in ipairs({"teacher_a", "teacher_b", "mean"}) do
+    terms[#terms + 1] = kd.terms.pixel_kd({name = "kd_" .. t, model = name, teacher = t, temperature = temperature,
+                                           weight = half_ramp})
   end
-  opt:zero_grad(); loss:backward(); opt:step()
+  terms[#terms + 1] = kd.terms.mutual({model = name, peers = students, temperature = temperature, weight = ramp})
 end
-for _, s in ipairs(students) do
-  local cm = kd.train.evaluate.run(s.net, kd.data.Loader(val, {batch_size = 4}), classes)
-  print(string.format("%-14s T=%d  val mIoU %.2f", s.name, s.temperature, 100 * cm:miou()))
-end
+models[#models + 1] = {name = "mean", model = kd.models.create(arch.name, arch.options), arch = arch,
+                       ema = {of = students, decay = 0.99}}
+kd.train.stage("runs/compose", resume, function(again)
+  kd.train.Loop({
+    name = "compose", seed = 1, iterations = iterations, log_every = 10, checkpoint_every = 20, classes = classes,
+    models = models, terms = terms,
+    streams = {{name = "labeled", dataset = kd.data.Dataset{root = root, split = "train"}, augment = {crop = crop, hflip = true}}},
+    eval = {dataset = kd.data.Dataset{root = root, split = "val"}, ensembles = {{name = "students", models = students}}},
+  }, {resume = again}):run()
+end)

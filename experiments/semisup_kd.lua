@@ -6,12 +6,13 @@
 -- evaluated; runs/<name>/results.json and results.md.
 --   kdseg experiments/semisup_kd.lua [key=value ...]     (keys: kd.semisup.defaults)
 -- e.g. students.models=[bench_student,erfnet] cycles.count=3 students.weights.mutual=0.5
--- With --check it only checks the overrides (kdseg sweep does, before its trials).
+-- With --check it only checks the overrides (kdseg sweep does, before its trials);
+-- with --resume a killed run goes on at the stage and iteration where it stopped.
 local semisup = require("kd.semisup")
 
-local cfg, check = kd.config.copy(semisup.defaults), false
+local cfg, check, resume = kd.config.copy(semisup.defaults), false, false
 for _, a in ipairs(arg or {}) do
-  if a == "--check" then check = true else kd.config.override(cfg, a) end
+  if a == "--check" then check = true elseif a == "--resume" then resume = true else kd.config.override(cfg, a) end
 end
 if check then return end -- kdseg sweep checks overrides this way before running trials
-return semisup.run(cfg)
+return semisup.run(cfg, {resume = resume})

@@ -303,15 +303,8 @@ local function same(a, b)
   return true
 end
 
--- A stage of the pipeline: a folder of the run whose results.json, written
--- last, marks it finished. When resuming, a finished stage is read back and
--- never run again, and an unfinished one continues from its state file.
--- Returns the stage's results.json and whether it had finished earlier.
 local function stage(cfg, options, name, run)
-  local dir = cfg.runs_dir .. "/" .. cfg.name .. "/" .. name
-  local done = options.resume and files.exists(dir .. "/results.json")
-  if not done then run(options.resume and files.exists(dir .. "/checkpoints/state.safetensors")) end
-  return config.load(dir .. "/results.json"), done
+  return kd.train.stage(cfg.runs_dir .. "/" .. cfg.name .. "/" .. name, options.resume, run)
 end
 
 -- The whole pipeline from a config (merged over semisup.defaults), as stages
@@ -324,7 +317,9 @@ function semisup.run(user_config, options)
   local cfg = config.merge(semisup.defaults, user_config or {}, "semisup")
   local dir = cfg.runs_dir .. "/" .. cfg.name
   files.mkdir_p(dir)
-  if options.resume and files.exists(dir .. "/config.json") and not same(config.load(dir .. "/config.json"), cfg) then
+  -- compared as JSON gives them back (a rule {"fill", threshold = 0.5} has the key "1" there)
+  if options.resume and files.exists(dir .. "/config.json") and
+     not same(config.load(dir .. "/config.json"), cjson.decode(cjson.encode(cfg))) then
     error(string.format("semisup: --resume with other settings than %s/config.json's; resume with the same ones", dir), 0)
   end
   C.write_atomic(dir .. "/config.json", cjson.encode(cfg) .. "\n")
