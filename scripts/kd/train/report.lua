@@ -59,17 +59,37 @@ function report.svg_chart(title, series, y_label)
   return table.concat(parts, "\n")
 end
 
-function report.write(dir)
-  local losses, mious, last_eval = {}, {}, nil
-  if files.exists(dir .. "/metrics.jsonl") then
-    for line in io.lines(dir .. "/metrics.jsonl") do
-      local ok, e = pcall(cjson.decode, line)
-      if ok and type(e) == "table" then
-        if e.type == "train" then losses[#losses + 1] = {e.iteration, e.loss}
-        elseif e.type == "eval" then mious[#mious + 1] = {e.iteration, 100 * e.miou}; last_eval = e end
+-- The curves of a metrics.jsonl: the total loss, each term (by its label,
+-- "model.term" with several learning models) and each evaluated model's mIoU.
+local function curves(path)
+  local c = {loss = {}, terms = {}, term_names = {}, miou = {}, models = {}}
+  if not files.exists(path) then return c, nil end
+  local last_eval
+  for line in io.lines(path) do
+    local ok, e = pcall(cjson.decode, line)
+    if ok and type(e) == "table" then
+      if e.type == "train" then
+        c.loss[#c.loss + 1] = {e.iteration, e.loss}
+        for name, v in pairs(type(e.terms) == "table" and e.terms or {}) do
+          if type(v) == "number" then
+            if not c.terms[name] then c.terms[name] = {}; c.term_names[#c.term_names + 1] = name end
+            table.insert(c.terms[name], {e.iteration, v})
+          end
+        end
+      elseif e.type == "eval" then
+        local model = e.model or ""
+        if not c.miou[model] then c.miou[model] = {}; c.models[#c.models + 1] = model end
+        table.insert(c.miou[model], {e.iteration, 100 * e.miou})
+        last_eval = e
       end
     end
   end
+  table.sort(c.term_names)
+  return c, last_eval
+end
+
+function report.write(dir)
+  local c, last_eval = curves(dir .. "/metrics.jsonl")
   local results = files.exists(dir .. "/results.json") and cjson.decode(files.read(dir .. "/results.json")) or {}
   local html = {"<!DOCTYPE html><html><head><meta charset='utf-8'><title>" .. escape(results.name or dir) .. "</title>",
     "<style>body{font-family:sans-serif;margin:24px;max-width:1100px} table{border-collapse:collapse} td,th{border:1px solid #ccc;padding:3px 8px;text-align:right} th{background:#eee} td:first-child{text-align:left} img{max-width:100%;image-rendering:pixelated}</style></head><body>",
@@ -79,8 +99,14 @@ function report.write(dir)
       escape(results.model), tostring(results.parameters), tostring(results.iterations), 100 * (results.final_miou or 0),
       100 * (results.best_miou or 0), tostring(results.best_iteration), results.elapsed or 0)
   end
-  html[#html + 1] = report.svg_chart("training loss", losses, "loss")
-  html[#html + 1] = report.svg_chart("validation mIoU", mious, "mIoU (%)")
+  html[#html + 1] = report.svg_chart("training loss", c.loss, "loss")
+  for _, model in ipairs(c.models) do
+    html[#html + 1] = report.svg_chart(model == "" and "validation mIoU" or ("validation mIoU: " .. model), c.miou[model], "mIoU (%)")
+  end
+  if #c.term_names > 1 then
+    html[#html + 1] = "<h2>Loss terms</h2>"
+    for _, name in ipairs(c.term_names) do html[#html + 1] = report.svg_chart(name, c.terms[name], name) end
+  end
   local iou = results.iou or (last_eval and last_eval.iou) or {}
   local names = results.classes or {}
   if #names == 0 then for name in pairs(iou) do names[#names + 1] = name end; table.sort(names) end
