@@ -16,7 +16,12 @@ CFLAGS  := -std=gnu11 $(OPT) $(WARN) -fopenmp -fno-trapping-math -fno-math-errno
 # OpenBLAS, the OpenMP build: its threads and ours are one pool.
 BLAS_INC := /usr/include/x86_64-linux-gnu/openblas-openmp
 BLAS_LIB := /usr/lib/x86_64-linux-gnu/openblas-openmp
-CPPFLAGS := -Icore -I$(BLAS_INC)
+# core/ holds kd.h (the one public header) and internal.h; its parts are
+# folders: engine/ (tensors, allocator, autograd, generator, BLAS and threads),
+# ops/ (each op family and its kernels), data/ (images, loader, augmentation,
+# SynthCity, metrics, pseudo-labels), each with its private headers.
+CORE_DIRS := core/engine core/ops core/data
+CPPFLAGS := -Icore $(CORE_DIRS:%=-I%) -I$(BLAS_INC)
 LDLIBS   := -L$(BLAS_LIB) -Wl,-rpath,$(BLAS_LIB) -lopenblas -lpng -lm -lpthread
 
 # The sanitizer build of the C tests: no optimisation games, abort on UB.
@@ -24,13 +29,13 @@ SAN_FLAGS := -std=gnu11 -O1 -g $(WARN) -fopenmp -fsanitize=address,undefined \
              -fno-sanitize-recover=undefined -fno-omit-frame-pointer
 
 BUILD := build
-CORE_SRC := $(wildcard core/*.c)
+CORE_SRC := $(wildcard $(CORE_DIRS:%=%/*.c))
 CORE_OBJ := $(CORE_SRC:core/%.c=$(BUILD)/core/%.o)
 SAN_OBJ  := $(CORE_SRC:core/%.c=$(BUILD)/san/%.o)
 CTEST_SRC := $(wildcard tests/c/test_*.c)
 CTESTS    := $(CTEST_SRC:tests/c/%.c=$(BUILD)/tests/%)
 SANTESTS  := $(CTEST_SRC:tests/c/%.c=$(BUILD)/san-tests/%)
-CORE_HDR := $(wildcard core/*.h)
+CORE_HDR := $(wildcard core/*.h $(CORE_DIRS:%=%/*.h))
 BIND_SRC := $(wildcard bindings/*.c)
 BIND_OBJ := $(BIND_SRC:bindings/%.c=$(BUILD)/bindings/%.o)
 LUA_INC  := /usr/include/luajit-2.1

@@ -1,4 +1,4 @@
-/* l_pseudo.c - the pseudo-label kernels for scripts/kd/pseudo.lua. */
+/* l_pseudo.c - the pseudo-label kernels for scripts/kd/method/pseudo.lua. */
 #include "lkd.h"
 
 static int l_keep_coarse(lua_State *L) { /* keep_coarse(coarse, pred, conf, threshold[, ignore]) */

@@ -3,7 +3,7 @@
 -- learning, each over several seeds; writes runs/<name>/ablation.md with the
 -- students' mIoU as mean and spread (sample standard deviation).
 --   kdseg experiments/ablation.lua [seeds=[1,2,3]] [key=value ...]   (keys: kd.semisup.defaults)
-local semisup = require("kd.semisup")
+local semisup = require("kd.method.semisup")
 
 local base = kd.config.copy(semisup.defaults)
 base.name, base.seeds = "ablation", {1, 2, 3}

@@ -15,7 +15,7 @@
 -- with teacher_checkpoint= (the documented size; `size` and `root` are there
 -- for the tests' tiny run).
 local cjson = require("cjson")
-local semisup = require("kd.semisup")
+local semisup = require("kd.method.semisup")
 
 local cfg = {name = "accuracy_benchmark", root = "data/accuracy_benchmark", seed = 1, iterations = 4000, lr = 0.02,
              teacher_iterations = 2000, -- the teacher's first training; each retraining cycle half of it

@@ -5,7 +5,7 @@
 -- runs/<name>/results.md and results.json.
 --   kdseg experiments/baselines_semisup.lua [key=value ...]
 local cjson = require("cjson")
-local semisup = require("kd.semisup")
+local semisup = require("kd.method.semisup")
 
 local cfg = {name = "baselines_semisup", runs_dir = "runs", seed = 1, model = "bench_student", iterations = 2000,
              lr = 0.01, batch_size = 8, workers = 2, crop = {128, 256}, scale = {0.5, 2.0}, quiet = false,

@@ -2,7 +2,7 @@
 -- SynthCity (64 x 128 images so that it takes minutes on 2 cores, not hours),
 -- ending with the table: fine-only student vs distilled students vs
 -- all-labels student. Every number comes from this run.
-local semisup = require("kd.semisup")
+local semisup = require("kd.method.semisup")
 local root = "data/demo_semisup"
 
 if not kd.data.files.exists(root .. "/.complete") then

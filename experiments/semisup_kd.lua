@@ -8,7 +8,7 @@
 -- e.g. students.models=[bench_student,erfnet] cycles.count=3 students.weights.mutual=0.5
 -- With --check it only checks the overrides (kdseg sweep does, before its trials);
 -- with --resume a killed run goes on at the stage and iteration where it stopped.
-local semisup = require("kd.semisup")
+local semisup = require("kd.method.semisup")
 
 local cfg, check, resume = kd.config.copy(semisup.defaults), false, false
 for _, a in ipairs(arg or {}) do

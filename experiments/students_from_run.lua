@@ -9,7 +9,7 @@
 -- seed: the students' seed (default: the run's);
 -- students.*: any field of the run's students settings. Writes
 -- <run>/<name>/results.json and prints each student's and the ensemble's mIoU.
-local semisup = require("kd.semisup")
+local semisup = require("kd.method.semisup")
 local checkpoint = require("kd.train.checkpoint")
 local files = require("kd.data.files")
 

@@ -195,7 +195,7 @@ end
 
 -- The retraining set keeps the few fine images at about the asked share.
 function T.retrain_items_fine_share()
-  local semisup = require("kd.semisup")
+  local semisup = require("kd.method.semisup")
   local fine, pseudo, weights = {}, {}, {}
   for i = 1, 4 do fine[i] = {image = "f" .. i} end
   for i = 1, 36 do pseudo[i] = {image = "p" .. i}; weights[i] = "w" .. i end

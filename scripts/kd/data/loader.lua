@@ -1,4 +1,4 @@
--- Loader: batches of a dataset made by worker threads (core/loader.c).
+-- Loader: batches of a dataset made by worker threads (core/data/loader.c).
 --   local loader = kd.data.Loader(dataset, {batch_size = 8, workers = 2, shuffle = true, seed = 1,
 --                                           infinite = true, augment = {crop = {128, 256}, hflip = true}})
 --   local batch = loader:next()  -- {images, labels, weights, valid, ids, epoch}

@@ -1,4 +1,4 @@
--- synthcity: the SynthCity dataset on disk (see core/synth.c for the scenes).
+-- synthcity: the SynthCity dataset on disk (see core/data/synth.c for the scenes).
 local C = require("kd._C")
 local files = require("kd.data.files")
 

@@ -6,7 +6,7 @@
 --      local _, fa = step:output("a", "labeled"); local _, fb = step:output("b", "labeled")
 --      return kd.losses.mse(fa.features, fb.features:detach()) end}
 -- Every setting's default is declared here, with the term that uses it.
-local distill = require("kd.distill")
+local distill = require("kd.method.distill")
 local mix = require("kd.data.mix")
 
 local terms = {}

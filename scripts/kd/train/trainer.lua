@@ -65,13 +65,11 @@ function Trainer:__init(cfg, options)
   self.model = options.model or kd.models.create(arch.name, arch.options)
   local term_list = {terms.ce({model = "model", stream = "train", pixel_weights = options.train_weights ~= nil})}
   for _, t in ipairs(options.terms or {}) do term_list[#term_list + 1] = t end
-  local optim = config.copy(c.optim)
-  optim.no_decay_bn_bias = c.optim.no_decay_bn_bias
   self.loop = Loop({
     name = c.name, runs_dir = c.runs_dir, seed = c.seed, iterations = c.train.iterations, quiet = options.quiet,
     log_every = c.train.log_every, eval_every = c.train.eval_every, checkpoint_every = c.train.checkpoint_every,
     clip_grad = c.train.clip_grad, grids = c.train.grids, classes = self.classes, config = c,
-    models = {{name = "model", model = self.model, arch = arch, optim = optim, schedule = c.schedule,
+    models = {{name = "model", model = self.model, arch = arch, optim = c.optim, schedule = c.schedule,
                freeze_bn = c.train.freeze_bn}},
     streams = {{name = "train", dataset = self.train_set, batch_size = c.data.batch_size, workers = c.data.workers,
                 augment = c.data.augment, weights = options.train_weights, seed = c.seed}},

@@ -13,7 +13,7 @@
 local cjson = require("cjson")
 local C = require("kd._C")
 local config = require("kd.config")
-local pseudo = require("kd.pseudo")
+local pseudo = require("kd.method.pseudo")
 local files = require("kd.data.files")
 local Dataset = require("kd.data.dataset")
 local evaluate = require("kd.train.evaluate")
@@ -22,7 +22,7 @@ local checkpoint = require("kd.train.checkpoint")
 local semisup = {}
 
 local normalize = require("kd.data.normalize")
-local students = require("kd.students")
+local students = require("kd.method.students")
 
 semisup.defaults = {
   name = "semisup_kd", runs_dir = "runs", seed = 1, batch_size = 8, workers = 2,

@@ -1,6 +1,6 @@
 /* pseudo.c - the per-pixel kernels of pseudo-label refinement. The rules
  * themselves (which to apply, with which thresholds, over which cycles) are
- * Lua functions in scripts/kd/pseudo.lua; these are their loops. Label maps
+ * Lua functions in scripts/kd/method/pseudo.lua; these are their loops. Label maps
  * are int32 N x H x W with `ignore` for unlabeled pixels; predictions come as
  * class (int32) and confidence (float) maps of the same shape. */
 #include <stdlib.h>

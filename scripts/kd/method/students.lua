@@ -10,7 +10,7 @@
 -- Every weight is a number or a schedule (kd.distill.schedules); a weight of
 -- 0 skips its term. Every term of every student is logged; each student and
 -- their ensemble are evaluated, and the run resumes like any loop.
-local distill = require("kd.distill")
+local distill = require("kd.method.distill")
 local config = require("kd.config")
 local terms = require("kd.train.terms")
 local Loop = require("kd.train.loop")
