@@ -73,14 +73,15 @@ static bool epoch_order(const kd_loader *l, order_cache *cache, int epoch) {
 
 /* ---- one sample -------------------------------------------------------------- */
 
+/* The sample is zeroed first: whatever fails after, the caller frees it. */
 static kd_status load_sample(const kd_loader *l, int index, kd_sample *s) {
+    memset(s, 0, sizeof *s);
     const char *path = l->images[index];
     kd_tensor *img = NULL, *lab = NULL, *wt = NULL;
     kd_status st = kd_png_read(path, true, &img);
     if (st) return st;
     int channels = img->shape[0], h = img->shape[1], w = img->shape[2];
     size_t n = (size_t)h * w;
-    memset(s, 0, sizeof *s);
     s->h = h, s->w = w;
     s->rgb = malloc(3 * n);
     s->valid = malloc(n);

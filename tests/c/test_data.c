@@ -103,6 +103,50 @@ static void test_bad_files(void) {
     kd_tensor_release(t), kd_tensor_release(floats);
 }
 
+/* Fills the stack below the caller with non-zero bytes, so that a struct a
+ * callee forgets to initialise holds garbage instead of lucky zeros. */
+static __attribute__((noinline)) void scribble_stack(void) {
+    volatile unsigned char junk[1 << 16];
+    for (size_t i = 0; i < sizeof junk; i++) junk[i] = 0x5A;
+}
+
+/* A dataset naming a missing, a truncated and a 16-bit image (written by
+ * test_bad_files): every way of loading fails with the file's name, never
+ * a crash, with and without worker threads. */
+static void test_loader_bad_images(void) {
+    kd_tensor *t = pattern(3, 6, 8);
+    kd_png_write(path_of("fine.png"), t, NULL, 0);
+    kd_tensor_release(t);
+    FILE *f = fopen(path_of("fine.png"), "rb");
+    unsigned char bytes[4096];
+    size_t n = fread(bytes, 1, sizeof bytes, f);
+    fclose(f);
+    write_bytes(path_of("cut.png"), bytes, n / 2);
+    const char *bad[3] = {"missing.png", "cut.png", "deep.png"};
+    for (int b = 0; b < 3; b++) {
+        for (int workers = 0; workers <= 2; workers += 2) {
+            char fine[512], other[512];
+            snprintf(fine, sizeof fine, "%s", path_of("fine.png"));
+            snprintf(other, sizeof other, "%s", path_of(bad[b]));
+            const char *images[3] = {other, fine, fine}; /* first: nothing before it zeroed the sample */
+            kd_loader_config c = {.count = 3, .images = images, .batch_size = 3, .workers = workers, .prefetch = 2};
+            c.augment.scale_min = c.augment.scale_max = 1;
+            for (int k = 0; k < 3; k++) c.augment.std[k] = 1;
+            c.augment.pad_label = 255;
+            kd_loader *l = NULL;
+            CHECK_OK(kd_loader_new(&c, &l));
+            if (!l) continue;
+            kd_batch batch;
+            bool done = false;
+            scribble_stack();
+            CHECK_FAILS(kd_loader_next(l, &batch, &done), b == 0 ? KD_ERR_IO : KD_ERR_FORMAT, bad[b]);
+            scribble_stack();
+            CHECK_FAILS(kd_loader_sample(l, 0, 0, 0, &batch), b == 0 ? KD_ERR_IO : KD_ERR_FORMAT, bad[b]);
+            kd_loader_free(l);
+        }
+    }
+}
+
 static void test_synth(void) {
     kd_tensor *a, *la, *b, *lb, *c, *lc, *coarse;
     CHECK_OK(kd_synth_scene(64, 128, 5, 17, &a, &la));
@@ -187,6 +231,7 @@ int main(void) {
     if (system(cmd) != 0) return 1;
     test_round_trips();
     test_bad_files();
+    test_loader_bad_images();
     test_synth();
     test_augment_alignment();
     snprintf(cmd, sizeof cmd, "rm -rf %s", dir);
