@@ -19,7 +19,7 @@ for _, name in ipairs({"add", "sub", "mul", "div", "affine", "rdiv", "channel_ad
                        "tanh", "dropout2d", "sum", "mean", "concat", "slice_channels", "conv2d",
                        "conv2d_reference", "batch_norm", "max_pool2d", "avg_pool2d",
                        "adaptive_avg_pool2d", "resize_bilinear", "resize_nearest", "softmax",
-                       "log_softmax"}) do
+                       "log_softmax", "crop2d", "add_window"}) do
   kd[name] = C[name]
 end
 function kd.global_avg_pool(x) return C.adaptive_avg_pool2d(x, 1, 1) end

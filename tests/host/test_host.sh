@@ -67,6 +67,12 @@ check "eval command" 0 "mIoU" "$kdseg" eval --checkpoint runs/tiny/checkpoints/l
 check "eval JSON" 0 '"miou":' cat eval.json
 check "eval with flip" 0 "mIoU" "$kdseg" eval --checkpoint runs/tiny/checkpoints/last.safetensors --root sc --split val --flip --out eval_flip.json
 check "eval JSON says flip" 0 '"flip":true' cat eval_flip.json
+# Sliding-window evaluation: on the command line, for predict, and inside training
+check "eval by sliding window" 0 "mIoU" "$kdseg" eval --checkpoint runs/tiny/checkpoints/last.safetensors --root sc --split val --crop 16x32 --out eval_crop.json
+check "eval JSON says crop" 0 '"crop":[16,32]' cat eval_crop.json
+check "eval with a bad --crop" 1 "--crop must be HxW" "$kdseg" eval --checkpoint runs/tiny/checkpoints/last.safetensors --root sc --split val --crop 16
+check "predict by sliding window" 0 "predict: 1 image(s)" "$kdseg" predict --checkpoint runs/tiny/checkpoints/best.safetensors --input sc/leftImg8bit/val/synth/synth_000004_000019_leftImg8bit.png --out pred_crop --crop 16x32
+check "training evaluates by sliding window" 0 "tiny_crop: final mIoU" "$kdseg" train tiny.lua name=tiny_crop train.eval_every=2 "eval.crop=[16, 32]"
 check "predict command" 0 "predict: 1 image(s) -> pred" "$kdseg" predict --checkpoint runs/tiny/checkpoints/best.safetensors --input sc/leftImg8bit/val/synth/synth_000004_000019_leftImg8bit.png --out pred --ids label --color
 check "predict writes label ids and colours" 0 "synth_000004_000019_labelIds.png" ls pred
 check "predicted PNG" 0 "1	32	64" "$kdseg" -e "local t = kd.image.read('pred/synth_000004_000019_labelIds.png'); print(t:size(1), t:size(2), t:size(3))"

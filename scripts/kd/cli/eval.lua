@@ -35,7 +35,8 @@ return function(...)
   print(confusion:table())
   if args.out then
     local s = confusion:scores()
-    kd._C.write_atomic(args.out, cjson.encode({checkpoint = args.checkpoint, images = #ds.items, flip = args.flip or false, miou = s.miou,
-                                               pixel_accuracy = s.pixel_accuracy, iou = confusion:named_iou(s, cjson.null)}) .. "\n")
+    kd._C.write_atomic(args.out, cjson.encode({checkpoint = args.checkpoint, images = #ds.items, flip = args.flip or false,
+                                               crop = crop or cjson.null, miou = s.miou, pixel_accuracy = s.pixel_accuracy,
+                                               iou = confusion:named_iou(s, cjson.null)}) .. "\n")
   end
 end
