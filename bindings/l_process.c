@@ -4,12 +4,15 @@
  *   pid, code, signal = wait_any()   -- nil when no child has finished
  *   kill(pid[, signal])               -- SIGTERM by default
  * Children get their own process group, so that Ctrl-C in the terminal
- * reaches only the runner, which then stops them itself. */
+ * reaches only the runner, which then stops them itself; and they are sent
+ * SIGTERM when the runner dies, however it dies (SIGKILL included), so a
+ * killed runner leaves no trial running on as an orphan. */
 #include <errno.h>
 #include <fcntl.h>
 #include <signal.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/prctl.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -41,6 +44,7 @@ static int l_spawn(lua_State *L) {
     }
     int fd = open(log, O_WRONLY | O_CREAT | O_APPEND, 0644);
     if (fd < 0) return luaL_error(L, "spawn: cannot open log %s: %s", log, strerror(errno));
+    pid_t parent = getpid();
     pid_t pid = fork();
     if (pid < 0) {
         close(fd);
@@ -48,6 +52,8 @@ static int l_spawn(lua_State *L) {
     }
     if (pid == 0) {
         setpgid(0, 0);
+        /* the death signal outlives exec; the parent may have died before it was set */
+        if (prctl(PR_SET_PDEATHSIG, SIGTERM) != 0 || getppid() != parent) _exit(126);
         dup2(fd, 1);
         dup2(fd, 2);
         close(fd);

@@ -1,8 +1,11 @@
 /* l_system.c - the process-wide settings and services Lua needs from C:
- * threads, seeds, grad mode, tensor memory, a monotonic clock, and atomic
- * file writes (checkpoints must survive a kill at any moment). */
+ * threads, seeds, grad mode, tensor memory, a monotonic clock, atomic file
+ * writes (checkpoints must survive a kill at any moment), the lock that
+ * gives a run folder to one process, and removing a run folder. */
+#define _XOPEN_SOURCE 700 /* nftw */
 #include <errno.h>
 #include <fcntl.h>
+#include <ftw.h>
 #include <stdio.h>
 #include <string.h>
 #include <sys/stat.h>
@@ -142,6 +145,53 @@ static int l_mkdir(lua_State *L) { /* mkdir(path): one level; existing is fine *
     return 0;
 }
 
+/* lock_file(path) -> fd, or nil and the holder's pid. A POSIX write lock on
+ * the whole file: the kernel drops it when the process ends, however it
+ * ends, so a killed run never leaves a stale lock; children do not inherit
+ * it. The holder's pid is also written into the file, for people. */
+static int l_lock_file(lua_State *L) {
+    const char *path = luaL_checkstring(L, 1);
+    int fd = open(path, O_RDWR | O_CREAT | O_CLOEXEC, 0644);
+    if (fd < 0) return luaL_error(L, "cannot open lock file %s: %s", path, strerror(errno));
+    struct flock lock = {.l_type = F_WRLCK, .l_whence = SEEK_SET, .l_start = 0, .l_len = 0};
+    if (fcntl(fd, F_SETLK, &lock) != 0) {
+        int e = errno;
+        struct flock holder = {.l_type = F_WRLCK, .l_whence = SEEK_SET, .l_start = 0, .l_len = 0};
+        int pid = fcntl(fd, F_GETLK, &holder) == 0 && holder.l_type != F_UNLCK ? (int)holder.l_pid : 0;
+        close(fd);
+        if (e != EAGAIN && e != EACCES) return luaL_error(L, "cannot lock %s: %s", path, strerror(e));
+        lua_pushnil(L);
+        lua_pushinteger(L, pid);
+        return 2;
+    }
+    char text[32];
+    int n = snprintf(text, sizeof text, "%d\n", (int)getpid());
+    if (ftruncate(fd, 0) != 0 || pwrite(fd, text, (size_t)n, 0) != n) { /* only informative: the lock holds */ }
+    lua_pushinteger(L, fd);
+    return 1;
+}
+
+static int l_unlock_file(lua_State *L) { /* unlock_file(fd): closing releases the lock */
+    close(lkd_check_int(L, 1));
+    return 0;
+}
+
+static int remove_entry(const char *path, const struct stat *st, int type, struct FTW *ftw) {
+    (void)st, (void)ftw;
+    return (type == FTW_DP ? rmdir(path) : unlink(path)) != 0 ? errno : 0;
+}
+
+/* remove_tree(path): the folder and everything under it; symbolic links are
+ * removed, never followed, and the walk stays on path's file system. */
+static int l_remove_tree(lua_State *L) {
+    const char *path = luaL_checkstring(L, 1);
+    struct stat st;
+    if (lstat(path, &st) != 0) return errno == ENOENT ? 0 : luaL_error(L, "cannot remove %s: %s", path, strerror(errno));
+    int e = nftw(path, remove_entry, 16, FTW_DEPTH | FTW_PHYS | FTW_MOUNT);
+    if (e != 0) return luaL_error(L, "cannot remove %s: %s", path, strerror(e > 0 ? e : errno));
+    return 0;
+}
+
 static int l_is_dir(lua_State *L) {
     struct stat st;
     lua_pushboolean(L, stat(luaL_checkstring(L, 1), &st) == 0 && S_ISDIR(st.st_mode));
@@ -180,6 +230,7 @@ static const luaL_Reg functions[] = {
     {"grad_enabled", l_grad_enabled}, {"set_grad_enabled", l_set_grad_enabled}, {"memory", l_memory},
     {"reset_peak_memory", l_reset_peak}, {"empty_cache", l_empty_cache}, {"rss", l_rss},
     {"clock", l_clock}, {"write_atomic", l_write_atomic}, {"mkdir", l_mkdir}, {"is_dir", l_is_dir},
+    {"lock_file", l_lock_file}, {"unlock_file", l_unlock_file}, {"remove_tree", l_remove_tree},
     {"isatty", l_isatty}, {"getpid", l_getpid}, {NULL, NULL},
 };
 

@@ -2,12 +2,16 @@
 -- + self-correction (K cycles) / + pixel KD / + pair-wise KD / + mutual
 -- learning, each over several seeds; writes runs/<name>/ablation.md with the
 -- students' mIoU as mean and spread (sample standard deviation).
---   kdseg experiments/ablation.lua [seeds=[1,2,3]] [key=value ...]   (keys: kd.semisup.defaults)
+--   kdseg experiments/ablation.lua [seeds=[1,2,3]] [key=value ...] [--resume | --overwrite]   (keys: kd.semisup.defaults)
+-- Each variant and seed is a kd.semisup run of its own in runs/<name>/:
+-- --resume goes on where a killed ablation stopped.
 local semisup = require("kd.method.semisup")
 
 local base = kd.config.copy(semisup.defaults)
 base.name, base.seeds = "ablation", {1, 2, 3}
-for _, a in ipairs(arg or {}) do kd.config.override(base, a) end
+local flags = kd.config.arguments(arg, base, {"resume", "overwrite"})
+local dir = kd.train.rundir.path(base.runs_dir, base.name, "ablation")
+kd.train.rundir.claim(dir, flags)
 local seeds = base.seeds
 base.seeds = nil
 local K = math.max(2, base.cycles.count)
@@ -33,7 +37,7 @@ for v, variant in ipairs(variants) do
     cfg.name = string.format("%s/v%d_seed%d", base.name, v, seed)
     cfg.seed, cfg.cycles.count, cfg.students.weights = seed, variant[2], variant[3]
     cfg.baselines = {fine_only = false, all_labels = false}
-    local r = semisup.run(cfg)
+    local r = semisup.run(cfg, {resume = flags.resume})
     local sum = 0
     for _, s in ipairs(r.students) do sum = sum + s.miou end
     values[#values + 1] = 100 * sum / #r.students
@@ -44,6 +48,6 @@ for v, variant in ipairs(variants) do
   rows[#rows + 1] = string.format("| %s | %.2f ± %.2f |", variant[1], mean, math.sqrt(var))
 end
 local md = table.concat(rows, "\n")
-kd.data.files.mkdir_p(base.runs_dir .. "/" .. base.name)
-kd._C.write_atomic(base.runs_dir .. "/" .. base.name .. "/ablation.md", md .. "\n")
+kd._C.write_atomic(dir .. "/ablation.md", md .. "\n")
+kd.train.rundir.release(dir)
 print(md)

@@ -6,7 +6,7 @@
 -- Mean Teacher, CPS, UniMatch-style) train the same student design for the
 -- same iterations, batch, crops and scales; evaluation is on the whole
 -- 128 x 256 validation images. Writes runs/<name>/results.md and .json.
---   kdseg experiments/accuracy_benchmark.lua [iterations=N] [teacher_iterations=N] [name=...]
+--   kdseg experiments/accuracy_benchmark.lua [iterations=N] [teacher_iterations=N] [name=...] [--resume | --overwrite]
 -- iterations: every student's and baseline's budget (4000: at 2000 the
 -- supervised baselines were still far from converged, fine only 36.9 against
 -- 41.5 at 4000); teacher_iterations: the teacher's first training (each of the
@@ -24,8 +24,9 @@ local cfg = {name = "accuracy_benchmark", root = "data/accuracy_benchmark", seed
              baselines_from = false, -- a results.json of an earlier run's baselines (same data and budget) to reuse
              teacher_checkpoint = false, -- the weights of a teacher an earlier run trained (same data and budget)
              size = {train = 200, coarse = 600, val = 100, height = 128, width = 256}}
-for _, a in ipairs(arg or {}) do kd.config.override(cfg, a) end
-local root, dir = cfg.root, "runs/" .. cfg.name
+local flags = kd.config.arguments(arg, cfg, {"resume", "overwrite"})
+local root, dir = cfg.root, kd.train.rundir.path("runs", cfg.name, "accuracy_benchmark")
+kd.train.rundir.claim(dir, flags) -- --resume: the method and the baselines go on where they stopped
 
 -- The documented size and seed: 200 training images (25 finely labeled),
 -- 600 coarse-only images, 100 validation images.
@@ -48,14 +49,15 @@ local method = semisup.run({
   cycles = {count = 2},
   students = {models = {cfg.student, cfg.student}, iterations = cfg.iterations, lr = cfg.lr},
   quiet = cfg.quiet,
-})
+}, {resume = flags.resume})
 
 local args = {"name=baselines", "runs_dir=" .. dir, "seed=" .. cfg.seed, "model=" .. cfg.student,
               "iterations=" .. cfg.iterations, "lr=" .. cfg.lr, "batch_size=" .. cfg.batch_size,
               "workers=" .. cfg.workers, string.format("crop=[%d,%d]", cfg.crop[1], cfg.crop[2]),
               string.format("scale=[%g,%g]", cfg.scale[1], cfg.scale[2]), "data.root=" .. root,
               "data.labeled=" .. data.labeled, "data.unlabeled=" .. data.unlabeled,
-              "methods=[cps,mean_teacher,unimatch,fine_coarse]", "quiet=" .. tostring(cfg.quiet)}
+              "methods=[cps,mean_teacher,unimatch,fine_coarse]", "quiet=" .. tostring(cfg.quiet),
+              flags.resume and "--resume" or nil}
 local baselines_json = cfg.baselines_from or (dir .. "/baselines/results.json")
 if not cfg.baselines_from then
   _G.arg = args
@@ -92,4 +94,5 @@ rows[#rows + 1] = string.format("best distilled student - fine only: %+.2f mIoU;
 local md = table.concat(rows, "\n")
 kd._C.write_atomic(dir .. "/results.md", md .. "\n")
 kd._C.write_atomic(dir .. "/results.json", cjson.encode({settings = cfg, method = method, baselines = baselines}) .. "\n")
+kd.train.rundir.release(dir)
 print(md)

@@ -2,15 +2,17 @@
 -- one budget (iterations, batch size): supervised on fine labels only;
 -- supervised on fine + raw coarse labels; Mean Teacher; Cross Pseudo
 -- Supervision; a UniMatch-style weak-to-strong consistency. Writes
--- runs/<name>/results.md and results.json.
---   kdseg experiments/baselines_semisup.lua [key=value ...]
+-- runs/<name>/results.md and results.json. Each method is a stage of its
+-- own (runs/<name>/<method>/): --resume goes on at the method and iteration
+-- where a killed run stopped; --overwrite replaces an earlier run.
+--   kdseg experiments/baselines_semisup.lua [key=value ...] [--resume | --overwrite]
 local cjson = require("cjson")
 local semisup = require("kd.method.semisup")
 
 local cfg = {name = "baselines_semisup", runs_dir = "runs", seed = 1, model = "bench_student", iterations = 2000,
              lr = 0.01, batch_size = 8, workers = 2, crop = {128, 256}, scale = {0.5, 2.0}, quiet = false,
              data = kd.config.copy(semisup.defaults.data), methods = {"fine_only", "fine_coarse", "mean_teacher", "cps", "unimatch"}}
-for _, a in ipairs(arg or {}) do kd.config.override(cfg, a) end
+local flags = kd.config.arguments(arg, cfg, {"resume", "overwrite"})
 local classes = kd.data.classes.cityscapes()
 local root = cfg.data.root
 local function at_root(list) return list:sub(1, 1) == "/" and list or root .. "/" .. list end
@@ -20,40 +22,45 @@ local weak = semisup.weak_items({data = cfg.data}, classes) -- coarse images (wi
 local unlabeled_items = {}
 for i, it in ipairs(weak) do unlabeled_items[i] = {image = it.image} end
 local unlabeled = kd.data.Dataset.from_items(unlabeled_items, classes)
-local dir = cfg.runs_dir .. "/" .. cfg.name
+local dir = kd.train.rundir.path(cfg.runs_dir, cfg.name, "baselines")
+kd.train.rundir.claim(dir, flags)
 
-local function supervised(name, items)
+local function supervised(name, items, resume)
   local tcfg = {name = name, runs_dir = dir, seed = cfg.seed, model = {name = cfg.model}, optim = {lr = cfg.lr},
                 data = {root = root, batch_size = cfg.batch_size, workers = cfg.workers, train = {list = cfg.data.labeled},
                         augment = {crop = cfg.crop, scale = cfg.scale}},
                 train = {iterations = cfg.iterations, eval_every = 0, checkpoint_every = 0,
                          log_every = math.max(1, math.floor(cfg.iterations / 10))}}
   local set = items and kd.data.Dataset.from_items(items, classes, labeled.train_id_files) or nil
-  return {miou = kd.train.Trainer(tcfg, {quiet = cfg.quiet, train_set = set}):run().final_miou}
+  kd.train.Trainer(tcfg, {quiet = cfg.quiet, train_set = set, resume = resume}):run()
 end
 
 local results, rows = {}, {"| method (" .. cfg.model .. ", " .. cfg.iterations .. " iterations) | val mIoU |", "|---|---|"}
 local titles = {fine_only = "supervised, fine labels only", fine_coarse = "supervised, fine + raw coarse labels",
                 mean_teacher = "Mean Teacher", cps = "Cross Pseudo Supervision", unimatch = "UniMatch-style"}
 for _, method in ipairs(cfg.methods) do
-  local r
-  if method == "fine_only" then r = supervised("fine_only")
-  elseif method == "fine_coarse" then
-    local items = {}
-    for _, it in ipairs(labeled.items) do items[#items + 1] = it end
-    for _, it in ipairs(weak) do if it.label then items[#items + 1] = it end end
-    r = supervised("fine_coarse", items)
-  elseif kd.baselines[method] then
-    r = kd.baselines[method]({settings = {name = method, runs_dir = dir, seed = cfg.seed, model = cfg.model, iterations = cfg.iterations,
-                                     lr = cfg.lr, batch_size = cfg.batch_size, workers = cfg.workers, crop = cfg.crop,
-                                     scale = cfg.scale, quiet = cfg.quiet},
-                         labeled = labeled, unlabeled = unlabeled, val = val, classes = classes})
-  else error("baselines: unknown method '" .. tostring(method) .. "'", 0) end
-  results[method] = r.miou
-  rows[#rows + 1] = string.format("| %s | %.2f |", titles[method], 100 * r.miou)
+  if not titles[method] then error("baselines: unknown method '" .. tostring(method) .. "'", 0) end
+end
+for _, method in ipairs(cfg.methods) do
+  local r = kd.train.stage(dir .. "/" .. method, flags, function(resume)
+    if method == "fine_only" then supervised("fine_only", nil, resume)
+    elseif method == "fine_coarse" then
+      local items = {}
+      for _, it in ipairs(labeled.items) do items[#items + 1] = it end
+      for _, it in ipairs(weak) do if it.label then items[#items + 1] = it end end
+      supervised("fine_coarse", items, resume)
+    else
+      kd.baselines[method]({settings = {name = method, runs_dir = dir, seed = cfg.seed, model = cfg.model,
+                                        iterations = cfg.iterations, lr = cfg.lr, batch_size = cfg.batch_size,
+                                        workers = cfg.workers, crop = cfg.crop, scale = cfg.scale, quiet = cfg.quiet},
+                            labeled = labeled, unlabeled = unlabeled, val = val, classes = classes, resume = resume})
+    end
+  end)
+  results[method] = r.final_miou
+  rows[#rows + 1] = string.format("| %s | %.2f |", titles[method], 100 * r.final_miou)
   -- written after each method: a run stopped later keeps the methods it finished
-  kd.data.files.mkdir_p(dir)
   kd._C.write_atomic(dir .. "/results.json", cjson.encode(results) .. "\n")
   kd._C.write_atomic(dir .. "/results.md", table.concat(rows, "\n") .. "\n")
 end
+kd.train.rundir.release(dir)
 print(table.concat(rows, "\n"))

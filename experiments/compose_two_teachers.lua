@@ -5,14 +5,14 @@
 -- teacher of the mean of the students' weights, which teaches them too.
 -- Logging, evaluation of every model and of the students' ensemble,
 -- checkpoints and --resume come from the loop.
---   kdseg experiments/compose_two_teachers.lua [root=data/synthcity] [iterations=1000] [crop=[64,128]] [--resume]
-local cfg, resume = {root = "data/synthcity", iterations = 1000, crop = {64, 128}}, false
-for _, a in ipairs(arg or {}) do if a == "--resume" then resume = true else kd.config.override(cfg, a) end end
+--   kdseg experiments/compose_two_teachers.lua [root=data/synthcity] [iterations=1000] [crop=[64,128]] [--resume|--overwrite]
+local cfg = {root = "data/synthcity", iterations = 1000, crop = {64, 128}}
+local flags = kd.config.arguments(arg, cfg, {"resume", "overwrite"})
 local root, iterations, crop = cfg.root, cfg.iterations, cfg.crop
 local classes = kd.data.classes.cityscapes()
 local function teacher(design) -- trained once, read back when resuming
   local dir = "runs/compose_" .. design
-  kd.train.stage(dir, resume, function(again)
+  kd.train.stage(dir, flags, function(again)
     kd.train.run({name = "compose_" .. design, data = {root = root, augment = {crop = crop}}, model = {name = design},
                   train = {iterations = iterations, eval_every = 0, checkpoint_every = 20}}, {quiet = true, resume = again})
   end)
@@ -40,7 +40,7 @@ for i, temperature in ipairs({1, 2, 4}) do
 end
 models[#models + 1] = {name = "mean", model = kd.models.create(arch.name, arch.options), arch = arch,
                        ema = {of = students, decay = 0.99}}
-kd.train.stage("runs/compose", resume, function(again)
+kd.train.stage("runs/compose", flags, function(again)
   kd.train.Loop({
     name = "compose", seed = 1, iterations = iterations, log_every = 10, checkpoint_every = 20, classes = classes,
     models = models, terms = terms,

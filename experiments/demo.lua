@@ -1,7 +1,8 @@
 -- What `make demo` runs: the whole method on a freshly generated small
 -- SynthCity (64 x 128 images so that it takes minutes on 2 cores, not hours),
 -- ending with the table: fine-only student vs distilled students vs
--- all-labels student. Every number comes from this run.
+-- all-labels student. Every number comes from this run: running it again
+-- replaces the last demo run (runs/demo_semisup).
 local semisup = require("kd.method.semisup")
 local root = "data/demo_semisup"
 
@@ -20,4 +21,4 @@ return semisup.run({
   cycles = {count = 2},
   students = {models = {"bench_student", "bench_student"}, iterations = 600, lr = 0.02,
               weights = {ce = 1, pseudo = 1, pixel_kd = 0.5, pairwise = 1, mutual = 0.5}},
-})
+}, {overwrite = true})

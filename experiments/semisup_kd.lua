@@ -7,12 +7,11 @@
 --   kdseg experiments/semisup_kd.lua [key=value ...]     (keys: kd.semisup.defaults)
 -- e.g. students.models=[bench_student,erfnet] cycles.count=3 students.weights.mutual=0.5
 -- With --check it only checks the overrides (kdseg sweep does, before its trials);
--- with --resume a killed run goes on at the stage and iteration where it stopped.
+-- with --resume a killed run goes on at the stage and iteration where it stopped;
+-- --overwrite replaces an earlier run of that name (refused otherwise).
 local semisup = require("kd.method.semisup")
 
-local cfg, check, resume = kd.config.copy(semisup.defaults), false, false
-for _, a in ipairs(arg or {}) do
-  if a == "--check" then check = true elseif a == "--resume" then resume = true else kd.config.override(cfg, a) end
-end
-if check then return end -- kdseg sweep checks overrides this way before running trials
-return semisup.run(cfg, {resume = resume})
+local cfg = kd.config.copy(semisup.defaults)
+local flags = kd.config.arguments(arg, cfg, {"check", "resume", "overwrite"})
+if flags.check then return end -- kdseg sweep checks overrides this way before running trials
+return semisup.run(cfg, {resume = flags.resume, overwrite = flags.overwrite})

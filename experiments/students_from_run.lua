@@ -3,7 +3,7 @@
 -- cycle's pseudo-labels, with other student settings: what a student-side
 -- change does, without running the teacher and the cycles again.
 --   kdseg experiments/students_from_run.lua run=runs/accuracy_benchmark/method \
---         name=respect students.kd_respect_labels=true [cycle=K] [students.iterations=N]
+--         name=respect students.kd_respect_labels=true [cycle=K] [students.iterations=N] [--resume | --overwrite]
 -- run: the semisup run's folder (config.json, teacher_cycle<K>/, pseudo/cycle_<K>/);
 -- cycle: which cycle's teacher and pseudo-labels (default: the run's last);
 -- seed: the students' seed (default: the run's);
@@ -14,7 +14,7 @@ local checkpoint = require("kd.train.checkpoint")
 local files = require("kd.data.files")
 
 local run
-for _, a in ipairs(arg or {}) do run = a:match("^run=(.+)$") or run end
+for _, a in ipairs(arg or {}) do run = a:match("^run=(.+)$") or run end -- first: the other defaults come from it
 if not run then error("students_from_run: run=<folder of a kd.semisup run> is required", 0) end
 local config_path = run .. "/config.json"
 if not files.exists(config_path) then error("students_from_run: " .. config_path .. " is missing (not a kd.semisup run?)", 0) end
@@ -22,7 +22,7 @@ local base = kd.config.merge(semisup.defaults, kd.config.load(config_path), "sem
 
 local cfg = {run = run, name = "students_again", cycle = base.cycles.count, students = base.students, quiet = base.quiet,
              seed = base.seed}
-for _, a in ipairs(arg or {}) do kd.config.override(cfg, a) end
+local flags = kd.config.arguments(arg, cfg, {"resume", "overwrite"})
 if cfg.cycle < 1 then error("students_from_run: the run has no cycle (cycles.count = 0): no pseudo-labels to learn from", 0) end
 
 local classes = kd.data.classes.cityscapes()
@@ -34,7 +34,8 @@ base.runs_dir, base.name = run:match("^(.*)/[^/]+$") or ".", run:match("([^/]+)$
 local labeled, val = semisup.datasets(base, classes)
 local items, weights = semisup.cycle_items(string.format("%s/pseudo/cycle_%d", run, cfg.cycle),
                                            semisup.weak_items(base, classes), labeled.train_id_files)
-local out = semisup.train_students(base, cfg.name, teacher, labeled, items, weights, val, classes)
+kd.train.rundir.claim(kd.train.rundir.path(run, cfg.name, "students_from_run"), flags)
+local out = semisup.train_students(base, cfg.name, teacher, labeled, items, weights, val, classes, flags.resume)
 
 local rows = {string.format("students of %s trained again from cycle %d (%s):", run, cfg.cycle, cfg.name), "",
               "| model | val mIoU |", "|---|---|"}

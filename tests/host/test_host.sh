@@ -58,6 +58,31 @@ LUA
 check "train command" 0 "tiny: final mIoU" "$kdseg" train tiny.lua optim.lr=0.001
 check "train with a wrong key" 1 "unknown config key 'optim.lrr'" "$kdseg" train tiny.lua optim.lrr=1
 check "train without a config" 1 "a config file is required" "$kdseg" train
+# A run folder belongs to one run: a name used before is refused unless the
+# run resumes it or overwrites it; a folder in use by a live process is
+# refused even then, and a killed process leaves no stale lock.
+check "a name used before is refused" 1 "runs/tiny already holds a run" "$kdseg" train tiny.lua
+check "the refusal says what to do" 1 "--resume continues it, --overwrite replaces it" "$kdseg" train tiny.lua
+check "the earlier run is intact" 0 "results.json" ls runs/tiny
+check "--overwrite replaces it" 0 "tiny: final mIoU" "$kdseg" train tiny.lua --overwrite
+check "--resume and --overwrite together" 1 "exclude each other" "$kdseg" train tiny.lua --resume --overwrite
+check "a name leaving the runs folder" 1 "name must be a plain relative path" "$kdseg" train tiny.lua name=../outside
+check "an absolute name" 1 "name must be a plain relative path" "$kdseg" train tiny.lua name=/tmp/outside
+"$kdseg" train tiny.lua name=busy train.iterations=100000 train.log_every=1000 > busy.log 2>&1 &
+busy=$!
+for _ in $(seq 100); do [ -f runs/busy/config.json ] && break; sleep 0.1; done
+check "a folder in use is refused, even with --overwrite" 1 "runs/busy is in use by another kdseg process (pid $busy)" "$kdseg" train tiny.lua name=busy --overwrite
+kill -9 "$busy"; wait "$busy" 2>/dev/null
+check "a killed run leaves no stale lock" 0 "busy: final mIoU" "$kdseg" train tiny.lua name=busy --overwrite
+# Config values must have their default's kind; bounds are checked before training
+check "a word for a number" 1 "'data.batch_size' must be a number, got 'two'" "$kdseg" train tiny.lua name=t1 data.batch_size=two
+check "a number for a list" 1 "'data.augment.crop' must be a list, got 64" "$kdseg" train tiny.lua name=t2 data.augment.crop=64
+check "zero iterations" 1 "'train.iterations' must be an integer >= 1, got 0" "$kdseg" train tiny.lua name=t3 train.iterations=0
+check "NaN learning rate" 1 "'optim.lr' must be a finite number, got nan" "$kdseg" train tiny.lua name=t4 optim.lr=nan
+check "a number for a flag" 1 "'data.augment.hflip' must be true or false, got 1" "$kdseg" train tiny.lua name=t5 data.augment.hflip=1
+printf 'name: y\ndata:\n  batch_size: two\n' > typed.yaml
+check "a YAML config names the file and key" 1 "typed.yaml: 'data.batch_size' must be a number" "$kdseg" train typed.yaml
+check_absent "refused configs wrote no run" "t1" ls runs
 check "train again from a run's config.json" 0 "tiny_again: final mIoU" "$kdseg" train runs/tiny/config.json name=tiny_again
 check "train in another runs folder names its report" 0 "elsewhere/tiny/report.html" "$kdseg" train tiny.lua runs_dir=elsewhere
 check "the report is there" 0 "report.html" ls elsewhere/tiny

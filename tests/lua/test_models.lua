@@ -122,7 +122,7 @@ function T.trainer_modes_and_freeze_bn()
   local function trainer(freeze)
     kd.manual_seed(4)
     local model = kd.models.bench_student({classes = 19}):eval() -- as a loaded checkpoint comes
-    local tr = kd.train.Trainer({name = "modes", runs_dir = tmp .. "/runs", seed = 4,
+    local tr = kd.train.Trainer({name = "modes_" .. tostring(freeze), runs_dir = tmp .. "/runs", seed = 4,
                                  data = {root = root, batch_size = 4, workers = 1, augment = {crop = {32, 64}}},
                                  train = {iterations = 2, eval_every = 0, checkpoint_every = 0, freeze_bn = freeze}},
                                 {quiet = true, model = model})

@@ -35,13 +35,22 @@ grep -q "kdseg train tiny.lua model.name=.* optim.lr=" runs/grid/report.md && ok
 [ -f runs/grid/param_optim.lr.svg ] && [ -f runs/grid/report.html ] && ok || fail "plots and report.html"
 grep -q "| 2 |" runs/grid/report.md && ok || fail "mean over 2 seeds per configuration"
 
-# a failing trial (an unknown model) is recorded; the others finish
+# a failing trial (an unknown model) is recorded; the others finish; the
+# sweep exits non-zero naming it
 cat > fails.yaml <<'YAML'
 config: tiny.lua
 parameters:
   model.name: {values: [bench_student, no_such_model, erfnet]}
 YAML
-"$kdseg" sweep fails.yaml --workers 2 --quiet > fails.log 2>&1
+"$kdseg" sweep fails.yaml --workers 2 --quiet > fails.log 2>&1 && fail "a sweep with a failed trial exits 0" || ok
+grep -q "sweep: 1 of 3 trials failed: .*no_such_model" fails.log && ok || { fail "the failure is named"; tail -3 fails.log; }
+cat > allfail.yaml <<'YAML'
+config: tiny.lua
+parameters:
+  model.name: {values: [nothing_a, nothing_b]}
+YAML
+"$kdseg" sweep allfail.yaml --quiet > allfail.log 2>&1 && fail "a sweep whose every trial failed exits 0" || ok
+grep -q "2 of 2 trials failed" allfail.log && ok || { fail "every failure is counted"; tail -3 allfail.log; }
 grep '"state":"failed"' runs/fails/ledger.jsonl | grep -q "unknown model 'no_such_model'" && ok || fail "failed trial recorded with its error"
 [ "$(grep -c '"state":"finished"' runs/fails/ledger.jsonl)" = 2 ] && ok || fail "the other trials finished"
 
@@ -59,7 +68,10 @@ finished_count() { n=$(grep -c '"state":"finished"' runs/long/ledger.jsonl 2>/de
 while [ "$(finished_count)" -lt 1 ] && [ $i -lt 600 ]; do sleep 0.05; i=$((i + 1)); done
 kill -9 $pid 2>/dev/null && ok || fail "the runner ended before it could be killed"
 wait $pid 2>/dev/null
-sleep 0.5 # the orphaned trial may still finish; its line is then not in the ledger
+# its trial is stopped with it (no orphan writes on into the sweep's folder)
+i=0
+while pgrep -f "runs_dir=runs/long" > /dev/null && [ $i -lt 50 ]; do sleep 0.1; i=$((i + 1)); done
+pgrep -f "runs_dir=runs/long" > /dev/null && fail "a trial of the killed runner runs on as an orphan" || ok
 "$kdseg" sweep long.yaml --resume --quiet > resume.log 2>&1 || { fail "resume"; tail -5 resume.log; }
 dup=$(grep '"state":"finished"' runs/long/ledger.jsonl | sed 's/.*"trial":"\([^"]*\)".*/\1/' | sort | uniq -d)
 all=$(grep '"state":"finished"' runs/long/ledger.jsonl | sed 's/.*"trial":"\([^"]*\)".*/\1/' | sort -u | wc -l)

@@ -44,7 +44,8 @@ function common.setup(options)
                        log_every = math.max(1, math.floor(cfg.iterations / 10)), checkpoint_every = cfg.checkpoint_every,
                        quiet = cfg.quiet, classes = options.classes, config = cfg, models = spec.models, streams = list,
                        terms = spec.terms,
-                       eval = {dataset = options.val, workers = cfg.workers, models = spec.evaluate, ensembles = spec.ensembles}},
+                       eval = {dataset = options.val, workers = cfg.workers, models = spec.evaluate, ensembles = spec.ensembles,
+                               primary = spec.result}},
                       {resume = options.resume})
     local r = loop:run()
     local last = r.last[spec.result]

@@ -35,8 +35,19 @@ return function(...)
   if not args.workers or args.workers < 1 then error("kdseg sweep: --workers must be >= 1", 0) end
   local complete = runner.run(s, {workers = args.workers, resume = args.resume, oversubscribe = args.oversubscribe,
                                   trial = args.trial, runs_dir = args.runs_dir, quiet = args.quiet})
-  if args.trial then return end
+  local failed = runner.failures(s, args.runs_dir)
+  if args.trial then
+    for _, f in ipairs(failed) do
+      if f:match("^([^ ]+)") == spec.trials(s)[args.trial + 1].id then error("sweep: trial " .. f .. " failed", 0) end
+    end
+    return
+  end
   local path = report.write(runner.dir(s, args.runs_dir), s)
   if not args.quiet then print("report: " .. path) end
   if not complete then os.exit(130) end
+  -- a sweep with failed trials is not a success: a script or CI must see it
+  if #failed > 0 then
+    error(string.format("sweep: %d of %d trials failed: %s; their logs are in %s", #failed, #spec.trials(s),
+                        table.concat(failed, "; "), runner.dir(s, args.runs_dir)), 0)
+  end
 end

@@ -18,6 +18,7 @@ local files = require("kd.data.files")
 local Dataset = require("kd.data.dataset")
 local evaluate = require("kd.train.evaluate")
 local checkpoint = require("kd.train.checkpoint")
+local rundir = require("kd.train.rundir")
 
 local semisup = {}
 
@@ -293,6 +294,13 @@ function semisup.retrain_teacher(cfg, teacher, labeled, pseudo_items, pseudo_wei
   return retrain:run()
 end
 
+semisup.bounds = {{"seed", 0, "integer"}, {"batch_size", 1, "integer"}, {"workers", 0, "integer"},
+                  {"checkpoint_every", 0, "integer"}, {"data.val.limit", 0, "integer"},
+                  {"teacher.iterations", 1, "integer"}, {"teacher.lr", 0}, {"teacher.retrain_iterations", 0, "integer"},
+                  {"teacher.retrain_lr", 0}, {"teacher.bn_batches", 0, "integer"}, {"cycles.count", 0, "integer"},
+                  {"cycles.percentile", 0}, {"students.iterations", 1, "integer"}, {"students.lr", 0},
+                  {"students.temperature", 0}}
+
 local function say(cfg, ...) if not cfg.quiet then print(string.format(...)) end end
 
 local function same(a, b)
@@ -304,19 +312,21 @@ local function same(a, b)
 end
 
 local function stage(cfg, options, name, run)
-  return kd.train.stage(cfg.runs_dir .. "/" .. cfg.name .. "/" .. name, options.resume, run)
+  return kd.train.stage(cfg.runs_dir .. "/" .. cfg.name .. "/" .. name, options, run)
 end
 
 -- The whole pipeline from a config (merged over semisup.defaults), as stages
 -- that hand each other files in runs/<name>/: teacher/, pseudo/cycle_<k>/
 -- and teacher_cycle<k>/ for each cycle, students/, baseline_fine_only/,
 -- baseline_all_labels/. With {resume = true} a killed pipeline goes on at the
--- stage and iteration where it stopped. Writes results.json and results.md.
+-- stage and iteration where it stopped; {overwrite = true} replaces an
+-- earlier run of that name, which is refused otherwise. Writes results.json and results.md.
 function semisup.run(user_config, options)
   options = options or {}
   local cfg = config.merge(semisup.defaults, user_config or {}, "semisup")
-  local dir = cfg.runs_dir .. "/" .. cfg.name
-  files.mkdir_p(dir)
+  config.check_bounds(cfg, semisup.bounds, "semisup")
+  local dir = rundir.path(cfg.runs_dir, cfg.name, "semisup")
+  rundir.claim(dir, {resume = options.resume, overwrite = options.overwrite})
   -- compared as JSON gives them back (a rule {"fill", threshold = 0.5} has the key "1" there)
   if options.resume and files.exists(dir .. "/config.json") and
      not same(config.load(dir .. "/config.json"), cjson.decode(cjson.encode(cfg))) then
@@ -462,6 +472,7 @@ function semisup.run(user_config, options)
   C.write_atomic(dir .. "/results.json", cjson.encode(results) .. "\n")
   local md = semisup.table(results)
   C.write_atomic(dir .. "/results.md", md .. "\n")
+  rundir.release(dir)
   print(md)
   return results
 end

@@ -8,6 +8,7 @@ local C = require("kd._C")
 local spec_mod = require("kd.sweep.spec")
 local config = require("kd.config")
 local files = require("kd.data.files")
+local rundir = require("kd.train.rundir")
 
 local runner = {}
 
@@ -152,7 +153,9 @@ function runner.run(s, options)
   if files.exists(ledger) and not options.resume and not options.trial then
     error(string.format("sweep: %s already has a ledger; add --resume to go on with it", dir), 0)
   end
-  files.mkdir_p(dir)
+  -- one runner per sweep at a time (the ledger says what is done); the
+  -- tasks of a Slurm array (options.trial) run side by side, each on its trial
+  if options.trial then files.mkdir_p(dir) else rundir.claim(dir, {resume = true}) end
   local trials = spec_mod.trials(s)
   C.write_atomic(dir .. "/sweep.json", cjson.encode({spec = s.path, name = s.name, metric = s.metric,
                                                      parameters = s.parameter_names, trials = #trials}) .. "\n")
@@ -187,6 +190,7 @@ function runner.run(s, options)
         elseif not pid then C.sleep(0.05) end
       end
       if not options.quiet then print("sweep: interrupted; the ledger is consistent, --resume goes on") end
+      rundir.release(dir)
       return false
     end
     local count = 0
@@ -194,8 +198,11 @@ function runner.run(s, options)
     while count < workers and next_index <= #pending do
       local t = pending[next_index]
       next_index = next_index + 1
-      files.mkdir_p(dir .. "/" .. t.id)
-      C.write_atomic(dir .. "/" .. t.id .. "/metrics.jsonl", "")
+      -- a trial runs from the start: what an earlier attempt left goes (a
+      -- folder still in use, by a trial an older runner left, is an error)
+      local trial_dir = dir .. "/" .. t.id
+      rundir.claim(trial_dir, {overwrite = true})
+      rundir.release(trial_dir)
       local argv = runner.command(s, t, dir)
       local pid = C.spawn(argv, dir .. "/" .. t.id .. ".log")
       local params = {}
@@ -245,7 +252,19 @@ function runner.run(s, options)
       C.sleep(0.1)
     end
   end
+  rundir.release(dir)
   return true
+end
+
+-- The trials whose last state in the ledger is "failed", with their errors.
+function runner.failures(s, runs_dir)
+  local last = runner.read_ledger(runner.dir(s, runs_dir) .. "/ledger.jsonl")
+  local list = {}
+  for _, t in ipairs(spec_mod.trials(s)) do
+    local e = last[t.id]
+    if e and e.state == "failed" then list[#list + 1] = t.id .. " (" .. tostring(e.error) .. ")" end
+  end
+  return list
 end
 
 return runner

@@ -6,12 +6,13 @@ train.Step = require("kd.train.step")
 train.terms = require("kd.train.terms")
 train.Trainer = require("kd.train.trainer")
 train.stage = require("kd.train.stage")
+train.rundir = require("kd.train.rundir")
 train.optimizers = require("kd.train.optimizers")
 train.evaluate = require("kd.train.evaluate")
 train.checkpoint = require("kd.train.checkpoint")
 train.report = require("kd.train.report")
 
--- kd.train.run(config[, {resume = true}]) -> results
+-- kd.train.run(config[, {resume = true} or {overwrite = true}]) -> results
 function train.run(cfg, options) return train.Trainer(cfg, options):run() end
 
 return train

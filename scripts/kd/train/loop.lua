@@ -32,7 +32,10 @@
 -- EMA model (and named ensembles), keeps each one's best and last weights,
 -- writes config.json, metrics.jsonl, results.json and report.html, and its
 -- state file (every model, optimizer, loader position and the generator)
--- resumes the run exactly after a kill.
+-- resumes the run exactly after a kill. The run folder is this loop's alone
+-- (kd.train.rundir): options {resume = true} continues the run there,
+-- {overwrite = true} replaces it, and without either a folder holding an
+-- earlier run is refused.
 local cjson = require("cjson")
 local C = require("kd._C")
 local class = require("kd.class")
@@ -40,6 +43,7 @@ local config = require("kd.config")
 local distill = require("kd.method.distill")
 local evaluate = require("kd.train.evaluate")
 local optimizers = require("kd.train.optimizers")
+local rundir = require("kd.train.rundir")
 local runlog = require("kd.train.runlog")
 local state = require("kd.train.state")
 local Step = require("kd.train.step")
@@ -58,7 +62,7 @@ local model_keys = {name = true, model = true, arch = true, optim = true, optimi
 local stream_keys = {name = true, dataset = true, batch_size = true, workers = true, augment = true, weights = true,
                      seed = true, shuffle = true}
 local eval_keys = {dataset = true, batch_size = true, workers = true, crop = true, stride = true, models = true,
-                   ensembles = true, mean = true, std = true}
+                   ensembles = true, mean = true, std = true, primary = true}
 
 local function check_keys(t, known, what)
   if type(t) ~= "table" then error(what .. " must be a table", 0) end
@@ -77,14 +81,11 @@ function Loop:__init(spec, options)
   for key in pairs(Loop.defaults) do settings[key] = spec[key] end
   self.cfg = config.merge(Loop.defaults, settings, "train.Loop")
   local c = self.cfg
-  if type(c.name) ~= "string" or not c.name:match("^[%w_%-%.][%w_%-%./]*$") or c.name:find("%.%.") then
-    error("train.Loop: name must be a plain relative path (letters, digits, _ - . /), got " .. tostring(c.name), 0)
-  end
   if type(c.iterations) ~= "number" or c.iterations < 1 or c.iterations % 1 ~= 0 then
     error("train.Loop: iterations must be a positive integer, got " .. tostring(c.iterations), 0)
   end
   if c.threads > 0 then kd.set_threads(c.threads) end
-  self.dir = c.runs_dir .. "/" .. c.name
+  self.dir = rundir.path(c.runs_dir, c.name, "train.Loop")
   self.classes = spec.classes or error("train.Loop: classes (the class table) is required", 0)
   self.hooks = {step = {}, eval = {}}
   self.record = spec.config -- what config.json records (the caller's config), else the loop's settings
@@ -98,6 +99,7 @@ function Loop:__init(spec, options)
   self.iteration, self.best = 0, {}
   self.positions = {}
   for _, s in ipairs(self.streams) do self.positions[s.name] = 0 end
+  rundir.claim(self.dir, options)
   if options.resume then state.load(self.dir .. "/checkpoints/state.safetensors", self) end
   self.resumed = options.resume and self.iteration or nil
   for _, s in ipairs(self.streams) do s.loader = self:open_stream(s) end
@@ -464,8 +466,9 @@ function Loop:close()
 end
 
 -- Trains to the end; returns (and writes to results.json) per model and
--- ensemble the final and best mIoU. With one evaluated model its figures are
--- also at the top level (final_miou, best_miou, best_iteration, iou).
+-- ensemble the final and best mIoU. The figures of eval.primary (by default
+-- the one evaluated model, if there is one) are also at the top level
+-- (final_miou, best_miou, best_iteration, iou).
 function Loop:run()
   local c = self.cfg
   local total = c.iterations
@@ -508,12 +511,16 @@ function Loop:run()
   for _, m in ipairs(list) do results.models[m.name] = entry(m.name, m) end
   for _, e in ipairs(ensembles) do results.models[e.name] = entry(e.name) end
   results.classes = self.classes.names
-  if #list == 1 and #ensembles == 0 then
-    for k, v in pairs(results.models[list[1].name] or {}) do results[k] = v end
+  local primary = self.eval_spec.primary or (#list == 1 and #ensembles == 0 and list[1].name)
+  if primary then
+    if not results.models[primary] then error("train.Loop eval: primary '" .. tostring(primary) .. "' was not evaluated", 0) end
+    results.primary = primary
+    for k, v in pairs(results.models[primary]) do results[k] = v end
   end
   self.log:write_json("results.json", results)
   self.log:close()
   require("kd.train.report").write(self.dir)
+  rundir.release(self.dir)
   if not self.quiet and #list == 1 and last[list[1].name] then print(last[list[1].name].confusion:table()) end
   results.last = last
   return results

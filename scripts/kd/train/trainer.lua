@@ -4,7 +4,7 @@
 -- them).
 --   local trainer = kd.train.Trainer(config, {resume = false})
 --   local results = trainer:run()
--- options: resume, quiet, and for programs that compose runs (the
+-- options: resume, overwrite (replace an earlier run of that name), quiet, and for programs that compose runs (the
 -- semi-supervised pipeline): train_set (a Dataset in place of
 -- cfg.data.train), train_weights (per item, a weight PNG path or false),
 -- model (a model to go on training instead of a new one), terms (more loss
@@ -18,9 +18,18 @@ local Trainer = class("train.Trainer")
 
 Trainer.defaults = require("kd.train.defaults")
 
+local bounds = {{"seed", 0, "integer"}, {"threads", 0, "integer"}, {"data.batch_size", 1, "integer"},
+                {"data.workers", 0, "integer"}, {"data.val.limit", 0, "integer"}, {"optim.lr", 0},
+                {"optim.momentum", 0}, {"optim.weight_decay", 0}, {"schedule.warmup", 0, "integer"},
+                {"train.iterations", 1, "integer"}, {"train.log_every", 1, "integer"},
+                {"train.eval_every", 0, "integer"}, {"train.checkpoint_every", 0, "integer"},
+                {"train.clip_grad", 0}, {"train.grids", 0, "integer"}, {"eval.batch_size", 1, "integer"}}
+
 -- A merged, checked config from a table (defaults <- cfg).
 function Trainer.resolve(cfg, where)
-  return config.merge(Trainer.defaults, cfg, where or "config")
+  local merged = config.merge(Trainer.defaults, cfg, where or "config")
+  config.check_bounds(merged, bounds, where or "config")
+  return merged
 end
 
 local function model_options(cfg, classes)
@@ -53,9 +62,7 @@ function Trainer:__init(cfg, options)
   options = options or {}
   self.cfg = Trainer.resolve(cfg)
   local c = self.cfg
-  if type(c.name) ~= "string" or not c.name:match("^[%w_%-%.]+$") then
-    error("config: name must be a plain file name (letters, digits, _ - .), got " .. tostring(c.name), 0)
-  end
+  require("kd.train.rundir").path(c.runs_dir, c.name, "config") -- a bad name fails before any data is read
   if c.threads and c.threads > 0 then kd.set_threads(c.threads) end
   self.classes = c.data.classes == "cityscapes" and kd.data.classes.cityscapes() or kd.data.classes.load(c.data.classes)
   self:build_datasets()
@@ -76,7 +83,7 @@ function Trainer:__init(cfg, options)
     terms = term_list,
     eval = {dataset = self.val_set, batch_size = c.eval.batch_size, workers = c.data.workers,
             crop = c.eval.crop or nil, stride = c.eval.stride or nil, mean = c.data.augment.mean, std = c.data.augment.std},
-  }, {resume = options.resume})
+  }, {resume = options.resume, overwrite = options.overwrite})
   self.dir = self.loop.dir
   self.train_loader = self.loop.streams[1].loader
 end
