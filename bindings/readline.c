@@ -1,6 +1,7 @@
 /* readline.c - line editing for the REPL through libedit's readline
  * interface (BSD licensed): readline, history kept in a file, and tab
  * completion that asks a Lua function for candidates. */
+#define _POSIX_C_SOURCE 200809L /* sigaction */
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -46,14 +47,28 @@ static char **complete(const char *text, int start, int end) {
     return rl_completion_matches(text, candidate);
 }
 
-static int l_readline(lua_State *L) { /* readline(prompt) -> line or nil at end of input */
+static volatile sig_atomic_t prompt_interrupted;
+static void on_prompt_sigint(int sig) { (void)sig; prompt_interrupted = 1; }
+
+/* readline(prompt) -> line; nil at end of input; nil, "interrupted" on Ctrl-C.
+ * At the prompt Ctrl-C drops the line being typed: the session goes on, and
+ * no statement inherits the interrupt. (Ignoring SIGINT is not enough: libedit
+ * then gives up reading, which looks like end of input and ended the REPL.) */
+static int l_readline(lua_State *L) {
     const char *prompt = luaL_optstring(L, 1, "> ");
     completion_state = L;
-    /* At the prompt Ctrl-C is ignored: it interrupts running code, and there
-     * is none; the session must not end and no statement must inherit it. */
-    void (*previous)(int) = signal(SIGINT, SIG_IGN);
+    struct sigaction on_int = {.sa_handler = on_prompt_sigint}, previous;
+    sigemptyset(&on_int.sa_mask);
+    prompt_interrupted = 0;
+    sigaction(SIGINT, &on_int, &previous);
     char *line = readline(prompt);
-    signal(SIGINT, previous);
+    sigaction(SIGINT, &previous, NULL);
+    if (prompt_interrupted) {
+        free(line);
+        lua_pushnil(L);
+        lua_pushliteral(L, "interrupted");
+        return 2;
+    }
     if (!line) return 0;
     lua_pushstring(L, line);
     free(line);

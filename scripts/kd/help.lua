@@ -13,6 +13,8 @@ local entries = {
   ["kd.avg_pool2d"] = "kd.avg_pool2d(x, {kernel, stride = kernel, padding = 0}); padding counts in the mean",
   ["kd.resize_bilinear"] = "kd.resize_bilinear(x, h, w[, align_corners = false])",
   ["kd.resize_nearest"] = "kd.resize_nearest(labels, h, w): any dtype, no grad",
+  ["kd.crop2d"] = "kd.crop2d(x, top, left, h, w): a window of N x C x H x W (0-based offsets), zeros past the border; no grad",
+  ["kd.add_window"] = "kd.add_window(dst, window, top, left): dst's window += window, in place, no grad (sliding-window sums)",
   ["kd.softmax"] = "kd.softmax(x[, temperature = 1]) over channels",
   ["kd.log_softmax"] = "kd.log_softmax(x[, temperature = 1]) over channels",
   ["kd.sum"] = "kd.sum(x[, dims][, keepdim]); dims 1-based, a number or a table",
@@ -37,26 +39,75 @@ local entries = {
   ["kd.memory"] = "kd.memory() -> {live_bytes, peak_bytes, cached_bytes, live_tensors}",
 }
 
+-- The dotted name of obj inside kd ("kd" for kd itself), or nil.
 local function find_name(obj)
   local kd = require("kd")
+  if obj == kd then return "kd" end
   for name, value in pairs(kd) do if value == obj then return "kd." .. name end end
-  for _, sub in ipairs({"losses", "nn", "optim"}) do
-    for name, value in pairs(kd[sub] or {}) do if value == obj then return "kd." .. sub .. "." .. name end end
+  for sub, t in pairs(kd) do
+    if type(t) == "table" and sub ~= "_C" then
+      for name, value in pairs(t) do if value == obj then return "kd." .. sub .. "." .. name end end
+    end
   end
 end
 
--- help(obj or "name") -> text (also printed)
+-- The value at a dotted name ("kd.nn.Conv2d"), or nil.
+local function resolve(name)
+  local value = require("kd")
+  for part in name:gmatch("[^%.]+") do
+    if part ~= "kd" or value ~= require("kd") then
+      if type(value) ~= "table" then return nil end
+      value = rawget(value, part) or (getmetatable(value) == nil and nil) or value[part]
+    end
+  end
+  return value
+end
+
+-- The comment at the top of the Lua file of a module ("kd.train" ->
+-- scripts/kd/train/init.lua; "kd.train.Loop" -> scripts/kd/train/loop.lua).
+local function module_comment(name)
+  for _, candidate in ipairs({name, name:lower()}) do
+    local path = package.searchpath(candidate, package.path)
+    if path then
+      local lines = {}
+      for line in io.lines(path) do
+        local text = line:match("^%-%- ?(.*)$")
+        if not text then break end
+        lines[#lines + 1] = text
+      end
+      if #lines > 0 then return table.concat(lines, "\n") end
+    end
+  end
+end
+
+-- The names in a table, modules and classes first, as "name/" for tables.
+local function fields(t)
+  local list = {}
+  for k, v in pairs(t) do
+    if type(k) == "string" and not k:match("^_") then list[#list + 1] = k .. (type(v) == "table" and "/" or "") end
+  end
+  table.sort(list)
+  return table.concat(list, ", ")
+end
+
+-- help(obj or "name") -> text (also printed): the entry above, else the
+-- module's own comment, else what the table holds.
 return function(obj)
   local name = type(obj) == "string" and obj or find_name(obj)
-  if name and not name:match("^kd%.") then name = "kd." .. name end
+  if name and name ~= "kd" and not name:match("^kd%.") then name = "kd." .. name end
   local text = name and entries[name]
   if not text and name then
-    local prefix, found = name .. ".", {}
-    for k in pairs(entries) do if k:sub(1, #prefix) == prefix then found[#found + 1] = k end end
-    table.sort(found)
-    if #found > 0 then text = name .. ": " .. table.concat(found, ", ") end
+    local value = resolve(name)
+    local parts = {module_comment(name)}
+    if type(value) == "table" then
+      parts[#parts + 1] = name .. " holds: " .. fields(value)
+      if name == "kd" then parts[#parts + 1] = "help('kd.NAME') or ?kd.NAME for any of them" end
+    elseif value ~= nil and #parts == 0 then
+      parts[#parts + 1] = name .. " is a " .. type(value) .. " with no help text of its own"
+    end
+    if #parts > 0 then text = table.concat(parts, "\n") end
   end
-  text = text or ("no help for " .. tostring(name or obj) .. "; try help('kd'), help('kd.nn'), help('kd.losses')")
+  text = text or ("no help for " .. tostring(name or obj) .. "; try help('kd'), help('kd.nn'), help('kd.train')")
   print(text)
   return text
 end

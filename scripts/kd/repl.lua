@@ -78,10 +78,10 @@ function repl.run()
   C.set_completer(repl.complete)
   _G.help = kd.help
   print(string.format("kdseg %s (LuaJIT) - help(obj) or ?name for help, Ctrl-D to quit", kd.version))
-  local buffer = nil
-  while true do
-    local line = C.readline(buffer and ">> " or "kd> ")
-    if line == nil then print() break end
+  local buffer = nil -- the lines of a statement not finished yet
+  -- One line typed: help, a statement run (and its values shown), or more
+  -- of an unfinished one.
+  local function take(line)
     if line:match("%S") then C.add_history(line) end
     local source = buffer and (buffer .. "\n" .. line) or line
     local name = source:match("^%s*%?%s*([%w_%.]+)%s*$")
@@ -109,6 +109,17 @@ function repl.run()
         buffer = nil
         print("error: " .. err)
       end
+    end
+  end
+  while true do
+    local line, why = C.readline(buffer and ">> " or "kd> ")
+    if line then take(line)
+    elseif why == "interrupted" then -- Ctrl-C at the prompt: drop what was typed, go on
+      print()
+      buffer = nil
+    else -- end of input (Ctrl-D)
+      print()
+      break
     end
   end
   if history then C.write_history(history) end

@@ -50,6 +50,17 @@ tmux send-keys -t "$session" C-c
 expect "Ctrl-C interrupts the statement" "interrupted"
 line "'still ' .. 'here'"
 expect "the session survives Ctrl-C" "still here"
+# Ctrl-C at an idle prompt, and with a half-typed line, goes on with a new prompt
+tmux send-keys -t "$session" C-c
+sleep 0.3
+tmux send-keys -t "$session" -l "error('half typed')"; tmux send-keys -t "$session" C-c
+sleep 0.3
+line "'alive ' .. 'after Ctrl-C'"
+expect "Ctrl-C at the prompt does not end the session" "alive after Ctrl-C"
+if screen | grep -q "error: .*half typed"; then failed=$((failed + 1)); echo "FAIL repl: a line dropped by Ctrl-C ran"
+else passed=$((passed + 1)); fi
+line "help('kd')"
+expect "help('kd') lists the API" "kd holds:"
 tmux send-keys -t "$session" C-d
 i=0; while tmux has-session -t "$session" 2>/dev/null && [ $i -lt 50 ]; do sleep 0.1; i=$((i + 1)); done
 if grep -qF "?kd.conv2d" "$home/.kdseg_history" 2>/dev/null; then passed=$((passed + 1)); else
