@@ -246,6 +246,9 @@ static int run_main(lua_State *L, int argc, char **argv) {
 }
 
 int main(int argc, char **argv) {
+    /* Line by line even into a file or a pipe: a training log must show its
+     * progress while the run goes on, and keep it if the run is killed. */
+    setvbuf(stdout, NULL, _IOLBF, 0);
     lua_State *L = luaL_newstate();
     if (!L) {
         fprintf(stderr, "kdseg: cannot create a Lua state\n");

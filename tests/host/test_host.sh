@@ -68,12 +68,24 @@ check "--overwrite replaces it" 0 "tiny: final mIoU" "$kdseg" train tiny.lua --o
 check "--resume and --overwrite together" 1 "exclude each other" "$kdseg" train tiny.lua --resume --overwrite
 check "a name leaving the runs folder" 1 "name must be a plain relative path" "$kdseg" train tiny.lua name=../outside
 check "an absolute name" 1 "name must be a plain relative path" "$kdseg" train tiny.lua name=/tmp/outside
-"$kdseg" train tiny.lua name=busy train.iterations=100000 train.log_every=1000 > busy.log 2>&1 &
+"$kdseg" train tiny.lua name=busy train.iterations=100000 train.log_every=5 > busy.log 2>&1 &
 busy=$!
-for _ in $(seq 100); do [ -f runs/busy/config.json ] && break; sleep 0.1; done
+for _ in $(seq 100); do [ -f runs/busy/config.json ] && grep -q "iter 10/" busy.log && break; sleep 0.1; done
+check "progress lines reach a log file while the run goes on" 0 "iter 10/100000" cat busy.log
 check "a folder in use is refused, even with --overwrite" 1 "runs/busy is in use by another kdseg process (pid $busy)" "$kdseg" train tiny.lua name=busy --overwrite
 kill -9 "$busy"; wait "$busy" 2>/dev/null
 check "a killed run leaves no stale lock" 0 "busy: final mIoU" "$kdseg" train tiny.lua name=busy --overwrite
+# Training data: a split naming images without labels is refused (it would
+# train with a loss of 0), one naming a missing image names the line
+printf 'leftImg8bit/train/synth/synth_000000_000019_leftImg8bit.png\nleftImg8bit/train/synth/synth_000001_000019_leftImg8bit.png\n' > sc/nolabels.txt
+check "a split without labels is refused" 1 "none of the 2 images of stream 'train' (sc/nolabels.txt) has a label file" "$kdseg" train tiny.lua name=nolabels data.train.list=nolabels.txt
+printf 'leftImg8bit/train/synth/synth_000000_000019_leftImg8bit.png gtFine/train/synth/synth_000000_000019_gtFine_labelIds.png\nleftImg8bit/train/synth/synth_000001_000019_leftImg8bit.png\n' > sc/some.txt
+check "a split partly without labels is said" 0 "1 of 2 images of stream 'train' (sc/some.txt) have no label file" "$kdseg" train tiny.lua name=somelabels data.train.list=some.txt
+printf 'leftImg8bit/train/synth/gone_leftImg8bit.png\n' > sc/gone.txt
+check "a split naming a missing image" 1 "sc/gone.txt:1: sc/leftImg8bit/train/synth/gone_leftImg8bit.png does not exist" "$kdseg" train tiny.lua name=gone data.train.list=gone.txt
+head -c 300 sc/leftImg8bit/train/synth/synth_000001_000019_leftImg8bit.png > sc/cut_leftImg8bit.png
+printf 'cut_leftImg8bit.png gtFine/train/synth/synth_000001_000019_gtFine_labelIds.png\n' > sc/cut.txt
+check "a truncated image in the training set" 1 "sc/cut_leftImg8bit.png is corrupt or truncated" "$kdseg" train tiny.lua name=cut data.train.list=cut.txt
 # Config values must have their default's kind; bounds are checked before training
 check "a word for a number" 1 "'data.batch_size' must be a number, got 'two'" "$kdseg" train tiny.lua name=t1 data.batch_size=two
 check "a number for a list" 1 "'data.augment.crop' must be a list, got 64" "$kdseg" train tiny.lua name=t2 data.augment.crop=64

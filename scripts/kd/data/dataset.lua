@@ -50,7 +50,11 @@ local function read_list(root, list)
       local image, label = line:match("^%s*(%S+)%s+(%S+)%s*$")
       image = image or line:match("^%s*(%S+)%s*$")
       if not image then error(string.format("%s:%d: expected 'image [label]', got '%s'", list, n, line), 0) end
-      items[#items + 1] = {image = root .. "/" .. image, label = label and (root .. "/" .. label) or nil}
+      local item = {image = root .. "/" .. image, label = label and (root .. "/" .. label) or nil}
+      for _, path in ipairs({item.image, item.label}) do
+        if not files.exists(path) then error(string.format("%s:%d: %s does not exist", list, n, path), 0) end
+      end
+      items[#items + 1] = item
     end
   end
   return items

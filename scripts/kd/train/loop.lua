@@ -190,10 +190,37 @@ function Loop:add_terms(list)
     local term = setmetatable({weight = w}, {__index = t})
     self.terms[i] = term
   end
+  self:check_labels()
   -- the label of a term in logs: "ce" with one learning model, "student.ce" with several
   local learners = 0
   for _, m in ipairs(self.models) do if m.trainable then learners = learners + 1 end end
   for _, t in ipairs(self.terms) do t.label = learners > 1 and (t.model .. "." .. t.name) or t.name end
+end
+
+-- A term that learns from a stream's labels (labels_from) must have some:
+-- a split naming images without label files would train on nothing with a
+-- loss of exactly 0. Some images without labels is allowed, and said.
+function Loop:check_labels()
+  local said = {}
+  for _, t in ipairs(self.terms) do
+    local s = t.labels_from and self.stream_by_name[t.labels_from]
+    if t.labels_from and not s then
+      error(string.format("train.Loop term %s: stream '%s' is not one of the loop's", t.name, tostring(t.labels_from)), 0)
+    end
+    if s and not said[s.name] then
+      said[s.name] = true
+      local missing = 0
+      for _, item in ipairs(s.dataset.items) do if not item.label then missing = missing + 1 end end
+      local from = s.dataset.source and (" (" .. s.dataset.source .. ")") or ""
+      if missing == #s.dataset.items then
+        error(string.format("train.Loop term %s: none of the %d images of stream '%s'%s has a label file; "
+                            .. "it would learn nothing", t.name, missing, s.name, from), 0)
+      elseif missing > 0 then
+        io.stderr:write(string.format("warning: %d of %d images of stream '%s'%s have no label file; term %s "
+                                      .. "learns nothing from them\n", missing, #s.dataset.items, s.name, from, t.name))
+      end
+    end
+  end
 end
 
 -- The loader of a stream, positioned where the run is.

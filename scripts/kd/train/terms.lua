@@ -42,23 +42,27 @@ end
 -- the batch's weight map (pseudo-labelled images carry one); class_weights:
 -- a tensor of one weight per class.
 function terms.ce(settings)
-  return make("ce", settings, {stream = "labeled", pixel_weights = false, class_weights = false, ignore = 255},
+  local t = make("ce", settings, {stream = "labeled", pixel_weights = false, class_weights = false, ignore = 255},
     function(step, t)
       local batch = step:batch(t.stream)
       return kd.losses.cross_entropy(step:output(t.model, t.stream), batch.labels,
                                      {ignore = t.ignore, pixel_weight = t.pixel_weights and batch.weights or nil,
                                       class_weight = t.class_weights or nil})
     end)
+  t.labels_from = t.stream -- the loop checks that the stream's images have labels
+  return t
 end
 
 -- Confidence-weighted cross-entropy on pseudo-labels (kd.distill.pseudo_ce):
 -- the stream's labels and per-pixel weights, optionally class-weighted.
 function terms.pseudo_ce(settings)
-  return make("pseudo", settings, {stream = "pseudo", class_weights = false},
+  local t = make("pseudo", settings, {stream = "pseudo", class_weights = false},
     function(step, t)
       local batch = step:batch(t.stream)
       return distill.pseudo_ce(step:output(t.model, t.stream), batch.labels, batch.weights, t.class_weights or nil)
     end)
+  t.labels_from = t.stream
+  return t
 end
 
 -- Pixel-wise distillation from any model at a temperature (kd.distill.pixel_kd),
