@@ -32,7 +32,7 @@ local teacher = checkpoint.load_model(teacher_path)
 base.students, base.quiet, base.seed = cfg.students, cfg.quiet, cfg.seed
 base.runs_dir, base.name = run:match("^(.*)/[^/]+$") or ".", run:match("([^/]+)$")
 local labeled, val = semisup.datasets(base, classes)
-local items, weights = semisup.cycle_items(string.format("%s/pseudo/cycle_%d", run, cfg.cycle),
+local items, weights = semisup.cycle_items(string.format("%s/pseudo/cycle_%d", run, cfg.cycle), base.data.root,
                                            semisup.weak_items(base, classes), labeled.train_id_files)
 kd.train.rundir.claim(kd.train.rundir.path(run, cfg.name, "students_from_run"), flags)
 local out = semisup.train_students(base, cfg.name, teacher, labeled, items, weights, val, classes, flags.resume)

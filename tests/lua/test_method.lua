@@ -210,4 +210,44 @@ function T.retrain_items_fine_share()
   h.eq(#semisup.retrain_items(fine, pseudo, weights, 0.2), 4 * 2 + 36, "share 0.2: 0.25 * 36 / 4 = 2.25 repeats, rounded")
 end
 
+-- Pseudo-labels are keyed by the image's path under the dataset root:
+-- coarse-only and unlabeled images with the same file names (as many
+-- datasets have) each get their own label file, and a label file two
+-- images would share is an error.
+function T.pseudo_labels_of_images_with_one_file_name()
+  local semisup = require("kd.method.semisup")
+  local root = os.tmpname()
+  os.remove(root)
+  kd.data.synthcity.write({root = root, train = 2, coarse = 3, val = 1, height = 16, width = 32, seed = 2})
+  -- the unlabeled tier: other pictures under the coarse images' file names
+  os.execute(string.format("mkdir -p %s/leftImg8bit/unlabeled && cd %s/leftImg8bit && for f in train_extra/synth/*.png; do "
+                           .. "cp val/synth/*.png unlabeled/$(basename $f); done", root, root))
+  local list = {}
+  for _, path in ipairs(kd.data.files.find(root .. "/leftImg8bit/unlabeled", ".png")) do list[#list + 1] = path:sub(#root + 2) end
+  kd._C.write_atomic(root .. "/unlabeled.txt", table.concat(list, "\n") .. "\n")
+  local cfg = kd.config.merge(semisup.defaults, {data = {root = root, unlabeled = "unlabeled.txt"}, workers = 0})
+  local classes = kd.data.classes.cityscapes()
+  local weak = semisup.weak_items(cfg, classes)
+  h.eq(#weak, 6, "three coarse and three unlabeled images")
+  kd.manual_seed(1)
+  local teacher = kd.models.bench_student({classes = 19})
+  local dir = root .. "/cycle"
+  local items = semisup.label_cycle(teacher, weak, {}, 1, cfg, classes, dir, false)
+  local seen = {}
+  for i, it in ipairs(items) do
+    h.truthy(not seen[it.label], "label file " .. it.label .. " written once")
+    seen[it.label] = true
+    h.truthy(kd.data.files.exists(it.label), it.label .. " exists")
+    h.eq(it.image, weak[i].image, "item " .. i .. " keeps its image")
+  end
+  h.truthy(items[1].label:find("/train_extra/", 1, true), "a coarse image's label under its own folder: " .. items[1].label)
+  h.truthy(items[4].label:find("/unlabeled/", 1, true), "an unlabeled image's label under its own folder: " .. items[4].label)
+  local twice = {weak[1], weak[2], weak[1]}
+  h.raises(function() semisup.label_cycle(teacher, twice, {}, 1, cfg, classes, root .. "/cycle2", false) end,
+           "would share the pseudo-label file")
+  h.raises(function() semisup.pseudo_paths(dir, root, root .. "/../elsewhere.png") end, "not inside the dataset root")
+  h.raises(function() semisup.pseudo_paths(dir, root, "/somewhere/else.png") end, "not inside the dataset root")
+  os.execute("rm -rf " .. root)
+end
+
 return T

@@ -124,11 +124,20 @@ function semisup.reestimate_bn(model, loader, batches)
   model:eval()
 end
 
--- Where a cycle in dir writes an image's pseudo-label and confidence PNGs.
-local function pseudo_paths(dir, image)
-  local stem = image:match("([^/]+)_leftImg8bit%.png$") or image:match("([^/]+)%.png$")
+-- Where a cycle in dir writes an image's pseudo-label and confidence PNGs:
+-- under the image's path relative to the dataset root, since file names
+-- alone repeat (coarse-only and unlabeled folders often reuse them, and
+-- 350 of 750 images were once trained on another image's labels).
+function semisup.pseudo_paths(dir, root, image)
+  local prefix = root:gsub("/+$", "") .. "/"
+  local rel = image:sub(1, #prefix) == prefix and image:sub(#prefix + 1) or nil
+  if not rel or rel:match("^%.%./") or rel:find("/%.%./") or rel:find("/%.%.$") then
+    error(string.format("semisup: image %s is not inside the dataset root %s", image, root), 0)
+  end
+  local stem = rel:gsub("_leftImg8bit%.png$", ""):gsub("%.png$", "")
   return dir .. "/" .. stem .. "_label.png", dir .. "/" .. stem .. "_confidence.png"
 end
+local pseudo_paths = semisup.pseudo_paths
 
 -- The labeled training set and the validation set of a config.
 function semisup.datasets(cfg, classes)
@@ -145,10 +154,10 @@ end
 
 -- The pseudo items (and weight PNGs) a cycle wrote to dir for the weak items,
 -- as label_cycle returns them: to train students again from an earlier run.
-function semisup.cycle_items(dir, weak, train_id_files)
+function semisup.cycle_items(dir, root, weak, train_id_files)
   local items, weights = {}, {}
   for _, it in ipairs(weak) do
-    local label, weight = pseudo_paths(dir, it.image)
+    local label, weight = pseudo_paths(dir, root, it.image)
     if not files.exists(label) then error("semisup: " .. label .. " is missing (not the run's data?)", 0) end
     items[#items + 1] = {image = it.image, label = label, train_ids = train_id_files}
     weights[#weights + 1] = weight
@@ -177,6 +186,15 @@ end
 -- paths and statistics.
 function semisup.label_cycle(teacher, items, state, cycle, cfg, classes, dir, train_id_files)
   files.mkdir_p(dir)
+  local written_by = {} -- label file -> image: two images must never share one
+  for _, item in ipairs(items) do
+    local label_path = pseudo_paths(dir, cfg.data.root, item.image)
+    if written_by[label_path] then
+      error(string.format("semisup: %s and %s would share the pseudo-label file %s (an image listed twice?)",
+                          written_by[label_path], item.image, label_path), 0)
+    end
+    written_by[label_path] = item.image
+  end
   local ds = Dataset.from_items(items, classes, train_id_files)
   local function loader() return kd.data.Loader(ds, {batch_size = 4, workers = cfg.workers, augment = normalize}) end
   local c = cfg.cycles
@@ -214,7 +232,7 @@ function semisup.label_cycle(teacher, items, state, cycle, cfg, classes, dir, tr
   for i = 1, 256 do to_file[i] = 255 end
   for t = 1, classes.count do to_file[t] = train_id_files and (t - 1) or classes.ids[t] end
   local out_items, weight_paths = {}, {}
-  local covered, pixels, correct, judged = 0, 0, 0, 0
+  local covered, pixels, correct, judged, judged_images = 0, 0, 0, 0, 0
   local per_class = {}
   for k = 1, classes.count do per_class[k] = {labelled = 0, correct = 0} end
   for batch in loader():epoch() do
@@ -227,7 +245,8 @@ function semisup.label_cycle(teacher, items, state, cycle, cfg, classes, dir, tr
       local coarse = item.label and batch.labels:narrow(k, 1) or nil
       local labels, weights = pseudo.refine({probs = probs, pred = pred, conf = conf, coarse = coarse, classes = classes.count,
                                             thresholds = thresholds}, c.rules, cycle)
-      local label_path, weight_path = pseudo_paths(dir, item.image)
+      local label_path, weight_path = pseudo_paths(dir, cfg.data.root, item.image)
+      files.mkdir_p(label_path:match("^(.*)/[^/]+$"))
       local as_uint8 = labels:to("uint8"):view(h, w)
       local file_labels = C.map_values(as_uint8, to_file) -- ignored pixels stay 255, ignored in both spaces
       kd.image.write(label_path, file_labels)
@@ -239,6 +258,7 @@ function semisup.label_cycle(teacher, items, state, cycle, cfg, classes, dir, tr
       local st = pseudo.stats(labels, truth, classes.count)
       covered, pixels = covered + st.covered, pixels + st.pixels
       if truth then
+        judged_images = judged_images + 1
         for cl = 1, classes.count do
           per_class[cl].labelled = per_class[cl].labelled + st.per_class[cl].labelled
           per_class[cl].correct = per_class[cl].correct + st.per_class[cl].correct
@@ -251,9 +271,11 @@ function semisup.label_cycle(teacher, items, state, cycle, cfg, classes, dir, tr
   for cl, name in ipairs(classes.names) do
     accuracy[name] = per_class[cl].labelled > 0 and per_class[cl].correct / per_class[cl].labelled or cjson.null
   end
+  -- coverage counts every image; accuracy only the images whose true labels
+  -- exist (SynthCity's hidden truth, or fine labels): say over how many
   local stats = {cycle = cycle, images = n, coverage = covered / math.max(pixels, 1),
                  accuracy = judged > 0 and correct / judged or cjson.null, per_class_accuracy = accuracy,
-                 thresholds = thresholds}
+                 accuracy_images = judged_images, coverage_images = n, thresholds = thresholds}
   -- the averaged distributions go on to the next cycle; stats.json, written
   -- last, marks the cycle finished for a resumed pipeline
   local soft = {}
@@ -385,7 +407,7 @@ function semisup.run(user_config, options)
     if options.resume and files.exists(cycle_dir .. "/stats.json") then
       say(cfg, "== cycle %d: pseudo-labels made earlier", cycle)
       stats = config.load(cycle_dir .. "/stats.json")
-      pseudo_items, pseudo_weights = semisup.cycle_items(cycle_dir, weak, labeled.train_id_files)
+      pseudo_items, pseudo_weights = semisup.cycle_items(cycle_dir, cfg.data.root, weak, labeled.train_id_files)
       local soft = kd.load(cycle_dir .. "/soft.safetensors")
       state.soft = {}
       for id = 1, #weak do state.soft[id] = soft[tostring(id)] end
@@ -414,8 +436,9 @@ function semisup.run(user_config, options)
       pseudo_items, pseudo_weights, stats = semisup.label_cycle(labeller, weak, state, cycle, cfg, classes, cycle_dir,
                                                                 labeled.train_id_files)
     end
-    say(cfg, "   coverage %.1f%%, accuracy %s", 100 * stats.coverage,
-        type(stats.accuracy) == "number" and string.format("%.1f%%", 100 * stats.accuracy) or "unknown")
+    say(cfg, "   coverage %.1f%% (of %d images), accuracy %s", 100 * stats.coverage, stats.coverage_images,
+        type(stats.accuracy) == "number" and string.format("%.1f%% (of the %d with true labels)", 100 * stats.accuracy,
+                                                           stats.accuracy_images) or "unknown (no true labels)")
     local name = "teacher_cycle" .. cycle
     local r, done = stage(cfg, options, name, function(resume)
       semisup.retrain_teacher(cfg, teacher, labeled, pseudo_items, pseudo_weights, cycle, classes, resume)
