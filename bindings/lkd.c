@@ -53,8 +53,12 @@ void lkd_push_tensor(lua_State *L, kd_tensor *t) {
     lua_setmetatable(L, -2);
 }
 
+/* "fn: message", unless the core's message already starts with "fn: ". */
 int lkd_raise(lua_State *L, const char *fn) {
-    return luaL_error(L, "%s: %s", fn, kd_error_message());
+    const char *message = kd_error_message();
+    size_t n = strlen(fn);
+    if (strncmp(message, fn, n) == 0 && message[n] == ':') return luaL_error(L, "%s", message);
+    return luaL_error(L, "%s: %s", fn, message);
 }
 
 int lkd_result(lua_State *L, const char *fn, kd_status s, kd_tensor **out) {

@@ -34,6 +34,7 @@ struct kd_node {
     int n_inputs;
     kd_edge inputs[KD_MAX_INPUTS];
     kd_tensor *saved[KD_MAX_SAVED]; /* detached views: no history, no cycles */
+    unsigned saved_version[KD_MAX_SAVED]; /* their storage's version when saved */
     int ints[16];    /* an op's parameters (a conv keeps its whole geometry) */
     float floats[4];
     int out_ndim;

@@ -50,6 +50,7 @@ typedef struct kd_storage {
     void *data;
     size_t bytes;
     int refcount;
+    unsigned version; /* bumped by every in-place change: see kd_modified */
 } kd_storage;
 
 typedef struct kd_node kd_node;
@@ -100,6 +101,11 @@ kd_status kd_flip_width(kd_tensor *x, kd_tensor **out);
 /* Converts between element types (no grad): toward zero, saturating at the
  * target type's range (a float 300.7 becomes uint8 255). */
 kd_status kd_to_dtype(const kd_tensor *x, kd_dtype dtype, kd_tensor **out);
+
+/* Every function that changes a tensor's data in place calls this: the tape
+ * remembers the version of each tensor it saves, and a backward through a
+ * tensor changed since then fails instead of computing a wrong gradient. */
+static inline void kd_modified(kd_tensor *t) { t->storage->version++; }
 
 /* In place, outside autograd (initialisation, optimizer state). */
 kd_status kd_fill(kd_tensor *t, double value);

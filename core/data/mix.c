@@ -50,5 +50,6 @@ kd_status kd_mix_where(kd_tensor *dst, const kd_tensor *src, const kd_tensor *ma
                 size_t i = (b * channels + c) * plane + p;
                 kd_set(dst, i, src ? kd_get(src, i) : fill);
             }
+    kd_modified(dst);
     return KD_OK;
 }

@@ -44,5 +44,6 @@ kd_status kd_paste(kd_tensor *canvas, const kd_tensor *image, int top, int left)
                 memcpy(dst + (((size_t)c * H + yy) * W + xx) * elem, src + (((size_t)c * h + y) * w + x) * elem, elem);
             }
         }
+    kd_modified(canvas);
     return KD_OK;
 }

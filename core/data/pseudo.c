@@ -62,6 +62,7 @@ kd_status kd_pseudo_trust_coarse(kd_tensor *weights, const kd_tensor *labels, co
     float *w = kd_f32(weights);
     for (size_t i = 0, n = kd_numel(labels); i < n; i++)
         if (c[i] != ignore && l[i] == c[i]) w[i] = weight;
+    kd_modified(weights);
     return KD_OK;
 }
 

@@ -109,7 +109,22 @@ void kd_node_take_inputs(kd_node *node, int n) {
 
 kd_status kd_node_save(kd_node *node, int slot, kd_tensor *t) {
     if (!t) return KD_OK;
+    node->saved_version[slot] = t->storage->version;
     return kd_detach(t, &node->saved[slot]);
+}
+
+/* A saved tensor changed in place since the forward makes this node's
+ * gradient wrong (PyTorch raises the same error). */
+static kd_status check_saved_versions(const kd_node *n) {
+    for (int i = 0; i < KD_MAX_SAVED; i++) {
+        const kd_tensor *t = n->saved[i];
+        if (t && t->storage->version != n->saved_version[i])
+            return kd_fail(KD_ERR_STATE,
+                           "backward: a %s tensor that %s saved for its gradient was changed in place after the "
+                           "forward (fill_, copy_, set, axpby_, an optimizer step ...); change a clone instead, or "
+                           "run the forward again", kd_shape_str(t), n->op);
+    }
+    return KD_OK;
 }
 
 kd_status kd_finish_op(const char *op, kd_backward_fn backward, kd_tensor **out,
@@ -232,6 +247,7 @@ kd_status kd_backward(kd_tensor *root, const kd_tensor *grad) {
         if (!s) {
             if (!n->grad_accumulator)
                 s = kd_tensor_zeros(KD_F32, n->out_ndim, n->out_shape, &n->grad_accumulator);
+            if (!s) s = check_saved_versions(n);
             if (!s) s = n->backward(n, n->grad_accumulator, grads);
         }
         for (int i = 0; i < n->n_inputs; i++) {

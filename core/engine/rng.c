@@ -59,6 +59,7 @@ kd_status kd_fill_uniform(kd_tensor *t, float low, float high, kd_rng *rng) {
     float *x = kd_f32(t);
     for (size_t i = 0, n = kd_numel(t); i < n; i++)
         x[i] = low + (high - low) * kd_rng_uniform(rng);
+    kd_modified(t);
     return KD_OK;
 }
 
@@ -68,6 +69,7 @@ kd_status kd_fill_normal(kd_tensor *t, float mean, float std, kd_rng *rng) {
     if (!(std >= 0)) return kd_fail(KD_ERR_ARG, "fill_normal: std %g is negative", std);
     float *x = kd_f32(t);
     for (size_t i = 0, n = kd_numel(t); i < n; i++) x[i] = mean + std * kd_rng_normal(rng);
+    kd_modified(t);
     return KD_OK;
 }
 

@@ -191,6 +191,7 @@ void kd_set(kd_tensor *t, size_t i, double v) {
     case KD_U8: kd_u8(t)[i] = v >= 255 ? 255 : v <= 0 ? 0 : (uint8_t)v; break;
     case KD_I64: ((int64_t *)kd_data(t))[i] = v >= 9.2e18 ? INT64_MAX : v <= -9.2e18 ? INT64_MIN : (int64_t)v; break;
     }
+    kd_modified(t);
 }
 
 kd_status kd_fill(kd_tensor *t, double value) {
@@ -201,6 +202,7 @@ kd_status kd_fill(kd_tensor *t, double value) {
     } else {
         for (size_t i = 0; i < n; i++) kd_set(t, i, value);
     }
+    kd_modified(t);
     return KD_OK;
 }
 
@@ -210,6 +212,7 @@ kd_status kd_copy(kd_tensor *dst, const kd_tensor *src) {
                        kd_dtype_name(dst->dtype), kd_shape_str(dst),
                        kd_dtype_name(src->dtype), kd_shape_str(src));
     memmove(kd_data(dst), kd_data(src), kd_numel(src) * kd_dtype_size(src->dtype));
+    kd_modified(dst);
     return KD_OK;
 }
 

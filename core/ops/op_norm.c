@@ -137,8 +137,13 @@ bool kd_take_batch_norm_input(kd_node *relu, float slope) {
     kd_node *bn = relu->inputs[0].node;
     if (!bn || bn->backward != batch_norm_backward || bn->released || relu->n_inputs != 1) return false;
     kd_tensor *relu_input = relu->saved[0];
-    for (int i = 0; i < 4; i++) relu->saved[i] = bn->saved[i] ? kd_tensor_retain(bn->saved[i]) : NULL;
+    unsigned relu_input_version = relu->saved_version[0];
+    for (int i = 0; i < 4; i++) {
+        relu->saved[i] = bn->saved[i] ? kd_tensor_retain(bn->saved[i]) : NULL;
+        relu->saved_version[i] = bn->saved_version[i];
+    }
     relu->saved[4] = relu_input;
+    relu->saved_version[4] = relu_input_version;
     relu->ints[0] = bn->ints[0];
     relu->floats[0] = slope;
     relu->backward = relu_batch_norm_backward;
@@ -213,6 +218,7 @@ kd_status kd_batch_norm2d(kd_tensor *x, kd_tensor *weight, kd_tensor *bias,
             for (size_t i = ((size_t)n * C + c) * HW, e = i + HW; i < e; i++)
                 y[i] = in[i] * scale + shift;
     }
+    if (training && running_mean) kd_modified(running_mean), kd_modified(running_var);
     kd_tensor *inputs[3] = {x, weight, bias}, *saved[4] = {x, weight, mean, invstd};
     kd_node *node;
     s = kd_finish_op("batch_norm2d", batch_norm_backward, out, 3, inputs, 4, saved, &node);

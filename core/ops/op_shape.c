@@ -248,5 +248,6 @@ kd_status kd_add_window(kd_tensor *dst, const kd_tensor *src, int top, int left)
                 if (dx >= 0 && dx < W) d[(q * H + dy) * W + dx] += sr[(q * h + y) * w + xx];
             }
         }
+    kd_modified(dst);
     return KD_OK;
 }

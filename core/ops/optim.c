@@ -36,6 +36,7 @@ kd_status kd_sgd_step(kd_tensor *param, const kd_tensor *grad, kd_tensor *buf, f
         }
         p[i] -= lr * d;
     }
+    kd_modified(param);
     return KD_OK;
 }
 
@@ -60,6 +61,7 @@ kd_status kd_adamw_step(kd_tensor *param, const kd_tensor *grad, kd_tensor *exp_
         v[i] = beta2 * v[i] + (1 - beta2) * g[i] * g[i];
         p[i] -= step_size * m[i] / (sqrtf(v[i]) / bc2_sqrt + eps);
     }
+    kd_modified(param);
     return KD_OK;
 }
 
@@ -80,6 +82,7 @@ kd_status kd_axpby(kd_tensor *dst, float a, const kd_tensor *src, float b) {
 #pragma omp parallel for schedule(static) if (n > KD_PARALLEL_MIN)
         for (size_t i = 0; i < n; i++) d[i] = a * d[i] + b * x[i];
     }
+    kd_modified(dst);
     return KD_OK;
 }
 

@@ -1,6 +1,7 @@
 /* test_autograd.c - the tape: gradients accumulate across backward calls,
  * no-grad records nothing, memory returns to its level before the forward,
- * a freed graph cannot be walked twice, long chains release without
+ * a freed graph cannot be walked twice, a saved tensor changed in place
+ * makes backward fail, long chains release without
  * recursion, and the same seed and thread count give bit-identical results. */
 #include <stdlib.h>
 
@@ -40,6 +41,42 @@ static void test_accumulation(void) {
     CHECK(kd_f32(x->grad)[1] == 2.0f, "d(x*x)/dx = 2x = 2, got %g", kd_f32(x->grad)[1]);
     CHECK_FAILS(kd_backward(loss, NULL), KD_ERR_STATE, "already freed");
     kd_tensor_release(z), kd_tensor_release(loss), kd_tensor_release(x);
+}
+
+/* A tensor the tape saved and then changed in place makes backward fail
+ * (a wrong gradient otherwise: y = x * x; x = 3; dy/dx would read 2 * 3),
+ * whatever changed it; a change to a tensor nothing saved is fine. */
+static void test_changed_after_saving(void) {
+    int shape[1] = {3};
+    for (int how = 0; how < 5; how++) {
+        kd_tensor *x, *other, *y, *loss, *buf;
+        kd_tensor_full(KD_F32, 1, shape, 1.0, &x);
+        kd_tensor_full(KD_F32, 1, shape, 2.0, &other);
+        kd_tensor_zeros(KD_F32, 1, shape, &buf);
+        x->requires_grad = true;
+        CHECK_OK(kd_mul(x, x, &y));
+        CHECK_OK(kd_sum(y, &loss));
+        switch (how) {
+        case 0: kd_fill(x, 3); break;
+        case 1: kd_copy(x, other); break;
+        case 2: kd_set(x, 1, 5); break;
+        case 3: kd_axpby(x, 0.5f, other, 1.0f); break;
+        case 4: kd_sgd_step(x, other, buf, 0.1f, 0, 0, 0, false, true); break;
+        }
+        CHECK_FAILS(kd_backward(loss, NULL), KD_ERR_STATE, "mul saved", "changed in place");
+        CHECK(x->grad == NULL, "change %d: no gradient was added", how);
+        kd_tensor_release(y), kd_tensor_release(loss), kd_tensor_release(x), kd_tensor_release(other);
+        kd_tensor_release(buf);
+    }
+    kd_tensor *x, *y, *loss;
+    kd_tensor_full(KD_F32, 1, shape, 1.0, &x);
+    x->requires_grad = true;
+    CHECK_OK(kd_affine_scalar(x, 2.0f, 0.0f, &y)); /* saves nothing of x */
+    CHECK_OK(kd_sum(y, &loss));
+    kd_fill(x, 3);
+    CHECK_OK(kd_backward(loss, NULL));
+    CHECK(x->grad && kd_f32(x->grad)[0] == 2.0f, "d(2x)/dx = 2 whatever x became");
+    kd_tensor_release(y), kd_tensor_release(loss), kd_tensor_release(x);
 }
 
 static void test_no_grad(void) {
@@ -179,6 +216,7 @@ static void test_long_chain(void) {
 int main(void) {
     kd_set_threads(2);
     test_accumulation();
+    test_changed_after_saving();
     test_no_grad();
     test_memory_returns();
     run_twice_identical(1);

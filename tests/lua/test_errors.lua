@@ -94,4 +94,27 @@ function T.messages_name_the_function_and_problem()
   h.raises(function() x:item() end, "has 4096 elements, not one")
 end
 
+-- In-place changes to what the tape saved: an error at backward, as in
+-- PyTorch, through a view, through an optimizer step between forward and
+-- backward; the usual order (backward, then step) is untouched.
+function T.in_place_changes_after_the_forward()
+  local x = kd.tensor({1, 2, 3}):requires_grad_()
+  local y = x * x
+  x:fill_(3)
+  h.raises(function() y:sum():backward() end, "mul saved for its gradient was changed in place")
+  local a = kd.tensor({{{{1, 2}, {3, 4}}}}):requires_grad_()
+  local b = (a * a):sum()
+  a:narrow(1, 1):copy_(kd.zeros({1, 1, 2, 2}))
+  h.raises(function() b:backward() end, "changed in place")
+  kd.manual_seed(1)
+  local conv = kd.nn.Conv2d(1, 2, 3, {padding = 1})
+  local opt = kd.optim.SGD(conv:parameters(), {lr = 0.1})
+  local loss = conv(kd.randn({1, 1, 4, 4})):sum()
+  loss:backward()
+  opt:step() -- after backward: fine
+  loss = conv(kd.randn({1, 1, 4, 4})):sum()
+  opt:step() -- before backward: the weights the convolution saved moved
+  h.raises(function() loss:backward() end, "conv2d")
+end
+
 return T
