@@ -3,6 +3,7 @@
 #   make test       C tests (plain and under ASan+UBSan), then the Lua suite
 #   make demo       build, generate a small SynthCity, run the method on it
 #   make bench      performance figures as JSON lines (not a test)
+#   make fuzz       every fuzzing harness for FUZZ_SECONDS each (not a test)
 #   make clean      remove build/
 
 # Compiler settings. x86-64-v3 is AVX2 + FMA: every machine this runs on has
@@ -42,7 +43,7 @@ LUA_INC  := /usr/include/luajit-2.1
 # The host links LuaJIT, libedit and libyaml (configs); the core brings libpng.
 HOST_LIBS := -lluajit-5.1 -ledit -lyaml
 
-.PHONY: bench-accuracy all deps test demo bench clean
+.PHONY: bench-accuracy all deps test demo bench clean fuzz
 
 all: deps $(BUILD)/libkdcore.a $(BUILD)/kdseg
 
@@ -84,6 +85,42 @@ $(BUILD)/san-tests/%: tests/c/%.c tests/c/check.h $(BUILD)/libkdcore-san.a
 # the command line, and the REPL driven through tmux.
 test: all $(CTESTS) $(SANTESTS)
 	@tests/run-all $(CTESTS) -- $(SANTESTS)
+
+# Fuzzing with clang's libFuzzer under ASan + UBSan (tests/fuzz/): the C
+# decoders (PNG from memory, and through the loader with augmentation) and
+# the parsers reached through Lua, one harness per target of
+# tests/fuzz/targets.lua. The core and bindings are built again with
+# coverage instrumentation; OpenMP is GCC's (as OpenBLAS's), not clang's
+# (which takes the variables of an omp if() clause for unused ones).
+FUZZ_CC    := clang
+FUZZ_FLAGS := -std=gnu11 -O1 -g $(WARN) -Wno-unused-variable -fopenmp=libgomp -fno-omit-frame-pointer \
+              -fsanitize=fuzzer-no-link,address,undefined -fno-sanitize-recover=undefined
+FUZZ_LINK  := -fsanitize=fuzzer,address,undefined
+FUZZ_LUA_TARGETS := safetensors yaml config override split classes sweep ledger
+FUZZ_CORE_OBJ := $(CORE_SRC:core/%.c=$(BUILD)/fuzz/core/%.o)
+FUZZ_BIND_OBJ := $(filter-out %/main.o,$(BIND_SRC:bindings/%.c=$(BUILD)/fuzz/bindings/%.o))
+FUZZ_C   := $(BUILD)/fuzz/fuzz_png $(BUILD)/fuzz/fuzz_loader
+FUZZ_LUA := $(FUZZ_LUA_TARGETS:%=$(BUILD)/fuzz/fuzz_%)
+FUZZERS  := $(FUZZ_C) $(FUZZ_LUA)
+FUZZ_SECONDS ?= 120
+
+$(BUILD)/fuzz/core/%.o: core/%.c $(CORE_HDR) Makefile
+	@mkdir -p $(dir $@)
+	$(FUZZ_CC) $(CPPFLAGS) $(FUZZ_FLAGS) -c $< -o $@
+
+$(BUILD)/fuzz/bindings/%.o: bindings/%.c bindings/lkd.h core/kd.h Makefile
+	@mkdir -p $(dir $@)
+	$(FUZZ_CC) $(CPPFLAGS) -I$(LUA_INC) $(FUZZ_FLAGS) -c $< -o $@
+
+$(FUZZ_C): $(BUILD)/fuzz/fuzz_%: tests/fuzz/fuzz_%.c $(FUZZ_CORE_OBJ)
+	$(FUZZ_CC) $(CPPFLAGS) $(FUZZ_FLAGS) $(FUZZ_LINK) $< $(FUZZ_CORE_OBJ) $(LDLIBS) -o $@
+
+$(FUZZ_LUA): $(BUILD)/fuzz/fuzz_%: tests/fuzz/fuzz_lua.c $(FUZZ_BIND_OBJ) $(FUZZ_CORE_OBJ)
+	$(FUZZ_CC) $(CPPFLAGS) -I$(LUA_INC) -Ibindings $(FUZZ_FLAGS) -DTARGET='"$*"' -DKDSEG_SCRIPTS='"$(CURDIR)/scripts"' \
+	    $(FUZZ_LINK) -Wl,-E $< $(FUZZ_BIND_OBJ) $(FUZZ_CORE_OBJ) $(HOST_LIBS) $(LDLIBS) -o $@
+
+fuzz: all $(FUZZERS)
+	tests/fuzz/run.sh $(FUZZ_SECONDS) $(FUZZERS)
 
 $(BUILD)/bench/%: tests/bench/%.c $(BUILD)/libkdcore.a
 	@mkdir -p $(dir $@)

@@ -127,32 +127,7 @@ static int open_kd(lua_State *L) {
     char scripts[PATH_MAX];
     if (!find_scripts(scripts, sizeof scripts))
         return luaL_error(L, "cannot find the kd Lua library (scripts/kd/init.lua) next to the binary");
-    lua_getglobal(L, "package");
-    lua_pushfstring(L, "%s/?.lua;%s/?/init.lua;", scripts, scripts);
-    lua_getfield(L, -2, "path");
-    lua_concat(L, 2);
-    lua_setfield(L, -2, "path");
-    lua_getfield(L, -1, "loaded");
-    lua_newtable(L); /* kd._C: the raw core */
-    lkd_open_tensor(L);
-    lkd_open_ops(L);
-    lkd_open_system(L);
-    lkd_open_readline(L);
-    lkd_open_data(L);
-    lkd_open_yaml(L);
-    lkd_open_loader(L);
-    lkd_open_pseudo(L);
-    lkd_open_process(L);
-    lua_pushstring(L, KDSEG_VERSION);
-    lua_setfield(L, -2, "version");
-    lua_pushstring(L, scripts);
-    lua_setfield(L, -2, "scripts_dir");
-    lua_setfield(L, -2, "kd._C");
-    lua_pop(L, 2);
-    lua_getglobal(L, "require");
-    lua_pushstring(L, "kd");
-    lua_call(L, 1, 1);
-    lua_setglobal(L, "kd");
+    lkd_open_kd(L, scripts, KDSEG_VERSION);
     return 0;
 }
 

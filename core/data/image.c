@@ -11,6 +11,7 @@
 #include <string.h>
 #include <unistd.h>
 
+#include "image.h"
 #include "internal.h"
 
 typedef struct {
@@ -25,12 +26,11 @@ static void on_png_error(png_structp png, png_const_charp msg) {
 
 static void on_png_warning(png_structp png, png_const_charp msg) { (void)png, (void)msg; }
 
-kd_status kd_png_read(const char *path, bool expand_palette, kd_tensor **out) {
-    FILE *f = fopen(path, "rb");
-    if (!f) return kd_fail(KD_ERR_IO, "png: cannot open %s: %s", path, strerror(errno));
+/* Reads a PNG from f (named path in messages); the caller closes f. */
+kd_status kd_png_read_stream(FILE *f, const char *path, bool expand_palette, kd_tensor **out) {
+    *out = NULL;
     unsigned char signature[8];
     if (fread(signature, 1, 8, f) != 8 || png_sig_cmp(signature, 0, 8)) {
-        fclose(f);
         return kd_fail(KD_ERR_FORMAT, "png: %s is not a PNG file (bad signature)", path);
     }
     png_error_state state = {{0}};
@@ -41,12 +41,10 @@ kd_status kd_png_read(const char *path, bool expand_palette, kd_tensor **out) {
     unsigned char *volatile interleaved = NULL;
     if (!png || !info) {
         png_destroy_read_struct(png ? &png : NULL, NULL, NULL);
-        fclose(f);
         return kd_fail(KD_ERR_MEMORY, "png: cannot allocate a reader for %s", path);
     }
     if (setjmp(png_jmpbuf(png))) {
         png_destroy_read_struct(&png, &info, NULL);
-        fclose(f);
         free(rows);
         free(interleaved);
         kd_tensor_release(t);
@@ -59,12 +57,10 @@ kd_status kd_png_read(const char *path, bool expand_palette, kd_tensor **out) {
     png_uint_32 width = png_get_image_width(png, info), height = png_get_image_height(png, info);
     if (depth == 16) {
         png_destroy_read_struct(&png, &info, NULL);
-        fclose(f);
         return kd_fail(KD_ERR_FORMAT, "png: %s is a 16-bit PNG; only 8-bit images are supported", path);
     }
     if (width == 0 || height == 0 || width > 32768 || height > 32768) {
         png_destroy_read_struct(&png, &info, NULL);
-        fclose(f);
         return kd_fail(KD_ERR_FORMAT, "png: %s has unsupported size %ux%u", path, (unsigned)width, (unsigned)height);
     }
     if (depth < 8) { /* 1, 2, 4-bit gray or palette: one byte per value */
@@ -83,7 +79,6 @@ kd_status kd_png_read(const char *path, bool expand_palette, kd_tensor **out) {
     kd_status s = kd_tensor_new(KD_U8, 3, shape, &img);
     if (s) {
         png_destroy_read_struct(&png, &info, NULL);
-        fclose(f);
         return s;
     }
     t = img;
@@ -94,7 +89,6 @@ kd_status kd_png_read(const char *path, bool expand_palette, kd_tensor **out) {
         free(interleaved);
         free(rows);
         png_destroy_read_struct(&png, &info, NULL);
-        fclose(f);
         kd_tensor_release(img);
         return kd_fail(KD_ERR_MEMORY, "png: cannot allocate %zu bytes for %s", row_bytes * height, path);
     }
@@ -102,7 +96,6 @@ kd_status kd_png_read(const char *path, bool expand_palette, kd_tensor **out) {
     png_read_image(png, rows);
     png_read_end(png, NULL);
     png_destroy_read_struct(&png, &info, NULL);
-    fclose(f);
     uint8_t *dst = kd_u8(img); /* H x W x C -> C x H x W */
     size_t plane = (size_t)width * height;
     for (size_t p = 0; p < plane; p++)
@@ -111,6 +104,15 @@ kd_status kd_png_read(const char *path, bool expand_palette, kd_tensor **out) {
     free(rows);
     *out = img;
     return KD_OK;
+}
+
+kd_status kd_png_read(const char *path, bool expand_palette, kd_tensor **out) {
+    *out = NULL;
+    FILE *f = fopen(path, "rb");
+    if (!f) return kd_fail(KD_ERR_IO, "png: cannot open %s: %s", path, strerror(errno));
+    kd_status s = kd_png_read_stream(f, path, expand_palette, out);
+    fclose(f);
+    return s;
 }
 
 kd_status kd_png_write(const char *path, const kd_tensor *image, const uint8_t *palette, int palette_size) {

@@ -1,0 +1,13 @@
+/* image.h - PNG decoding from an open stream, for readers that do not start
+ * from a path (the fuzzing harness decodes bytes in memory via fmemopen). */
+#ifndef KD_IMAGE_H
+#define KD_IMAGE_H
+
+#include <stdio.h>
+
+#include "kd.h"
+
+/* As kd_png_read, from f (named `name` in messages); the caller closes f. */
+kd_status kd_png_read_stream(FILE *f, const char *name, bool expand_palette, kd_tensor **out);
+
+#endif

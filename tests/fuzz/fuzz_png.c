@@ -1,0 +1,32 @@
+/* fuzz_png.c - libFuzzer harness: any bytes as a PNG, decoded from memory
+ * both ways the loaders read (palette kept as indices for label maps,
+ * expanded to RGB for images). Each must give a uint8 C x H x W tensor with
+ * 1 to 4 channels or a clear error; ASan and UBSan catch the rest. */
+#include <stdio.h>
+#include <stdlib.h>
+
+#include "image.h"
+
+static void check_result(kd_status s, kd_tensor *t) {
+    if (s) {
+        if (t || !kd_error_message()[0]) abort(); /* an error must name itself and leave nothing */
+        return;
+    }
+    if (!t || t->dtype != KD_U8 || t->ndim != 3 || t->shape[0] < 1 || t->shape[0] > 4) abort();
+    volatile uint8_t sum = 0; /* every byte readable */
+    for (size_t i = 0; i < kd_numel(t); i++) sum += kd_u8(t)[i];
+    kd_tensor_release(t);
+}
+
+int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
+    for (int expand = 0; expand <= 1; expand++) {
+        FILE *f = fmemopen((void *)data, size ? size : 1, "rb");
+        if (!f) return 0;
+        if (!size) fgetc(f); /* fmemopen refuses 0 bytes: read the one past the end */
+        kd_tensor *t = NULL;
+        kd_status s = kd_png_read_stream(f, "input.png", expand, &t);
+        fclose(f);
+        check_result(s, t);
+    }
+    return 0;
+}

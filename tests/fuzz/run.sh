@@ -1,0 +1,36 @@
+#!/bin/sh
+# Runs fuzzing harnesses for SECONDS each, from their seeds (written by
+# make_seeds.lua) and the corpus earlier runs kept in build/fuzz/corpus/.
+# Prints per harness the executions, the corpus size and the crashes
+# (inputs kept in build/fuzz/crashes/), then "fuzz: N passed, N failed".
+#   tests/fuzz/run.sh SECONDS build/fuzz/fuzz_png ...
+set -u
+cd "$(dirname "$0")/../.." || exit 1
+seconds=$1; shift
+build=build/fuzz
+mkdir -p "$build/crashes"
+build/kdseg tests/fuzz/make_seeds.lua "$build/seeds" || { echo "fuzz: cannot write the seeds"; exit 1; }
+passed=0; failed=0
+for harness in "$@"; do
+    name=$(basename "$harness"); target=${name#fuzz_}
+    corpus=$build/corpus/$target
+    mkdir -p "$corpus" "$build/seeds/$target"
+    log=$build/$name.log
+    # leaks are findings too; the limits keep one pathological input from stalling the run
+    ASAN_OPTIONS=detect_leaks=1 "$harness" -max_total_time="$seconds" -timeout=20 -rss_limit_mb=4096 \
+        -max_len=65536 -print_final_stats=1 -artifact_prefix="$build/crashes/$target-" \
+        "$corpus" "$build/seeds/$target" > "$log" 2>&1
+    rc=$?
+    runs=$(sed -n 's/^stat::number_of_executed_units: *//p' "$log" | tail -1)
+    files=$(find "$corpus" -type f | wc -l)
+    if [ $rc = 0 ]; then
+        passed=$((passed + 1))
+        echo "fuzz $target: ${runs:-0} executions in ${seconds} s, corpus of $files inputs, 0 crashes"
+    else
+        failed=$((failed + 1))
+        echo "FAIL fuzz $target: exit $rc after ${runs:-?} executions; the input is in $build/crashes/:"
+        grep -E "ERROR|fuzz_lua:|SUMMARY|runtime error|Test unit written" "$log" | head -8
+    fi
+done
+echo "fuzz: $passed passed, $failed failed"
+[ $failed = 0 ]
