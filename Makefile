@@ -1,6 +1,7 @@
 # kdseg - one plain Makefile.
 #   make            install missing Debian packages, build the core and kdseg
-#   make test       C tests (plain and under ASan+UBSan), then the Lua suite
+#   make test       C tests, Lua suite, command line, end-to-end runs, REPL; the
+#                   sanitizer build of kdseg on most of them; short fuzzing
 #   make demo       build, generate a small SynthCity, run the method on it
 #   make bench      performance figures as JSON lines (not a test)
 #   make fuzz       every fuzzing harness for FUZZ_SECONDS each (not a test)
@@ -72,6 +73,17 @@ $(BUILD)/san/%.o: core/%.c $(CORE_HDR) Makefile
 $(BUILD)/libkdcore-san.a: $(SAN_OBJ)
 	ar rcs $@ $^
 
+# kdseg itself under ASan + UBSan: make test runs the Lua suite, the command
+# line and the tiny end-to-end runs with it too.
+SAN_BIND_OBJ := $(BIND_SRC:bindings/%.c=$(BUILD)/san/bindings/%.o)
+
+$(BUILD)/san/bindings/%.o: bindings/%.c bindings/lkd.h core/kd.h Makefile
+	@mkdir -p $(dir $@)
+	$(CC) $(CPPFLAGS) -I$(LUA_INC) $(SAN_FLAGS) -c $< -o $@
+
+$(BUILD)/san/kdseg: $(SAN_BIND_OBJ) $(BUILD)/libkdcore-san.a
+	$(CC) $(SAN_FLAGS) -Wl,-E $(SAN_BIND_OBJ) $(BUILD)/libkdcore-san.a $(HOST_LIBS) $(LDLIBS) -o $@
+
 $(BUILD)/tests/%: tests/c/%.c tests/c/check.h $(BUILD)/libkdcore.a
 	@mkdir -p $(dir $@)
 	$(CC) $(CPPFLAGS) -Itests/c $(CFLAGS) $< $(BUILD)/libkdcore.a $(LDLIBS) -o $@
@@ -82,9 +94,11 @@ $(BUILD)/san-tests/%: tests/c/%.c tests/c/check.h $(BUILD)/libkdcore-san.a
 
 # Every suite prints its own "N passed, N failed" line and tests/run-all the
 # total: C tests, the same under ASan + UBSan, the Lua suite run by kdseg,
-# the command line, and the REPL driven through tmux.
-test: all $(CTESTS) $(SANTESTS)
-	@tests/run-all $(CTESTS) -- $(SANTESTS)
+# the command line, the REPL driven through tmux, kdseg built with ASan +
+# UBSan through the Lua suite, the command line and tiny end-to-end runs,
+# and a short run of every fuzzer.
+test: all $(CTESTS) $(SANTESTS) $(BUILD)/san/kdseg $(FUZZERS)
+	@tests/run-all $(CTESTS) -- $(SANTESTS) -- $(FUZZERS)
 
 # Fuzzing with clang's libFuzzer under ASan + UBSan (tests/fuzz/): the C
 # decoders (PNG from memory, and through the loader with augmentation) and

@@ -109,11 +109,11 @@ static int nested_shape(lua_State *L, int index, int *shape) {
     return ndim;
 }
 
+/* t is already on the Lua stack (Lua frees it if an error is raised here). */
 static void fill_nested(lua_State *L, int index, kd_tensor *t, int dim, size_t *at) {
     if (dim >= KD_MAX_DIMS) return;
     int n = (int)lua_objlen(L, index);
     if (n != t->shape[dim]) {
-        kd_tensor_release(t);
         luaL_error(L, "kd.tensor: ragged nested table: %d elements at depth %d, expected %d", n,
                    dim + 1, t->shape[dim]);
     }
@@ -121,13 +121,11 @@ static void fill_nested(lua_State *L, int index, kd_tensor *t, int dim, size_t *
         lua_rawgeti(L, index, i);
         if (dim + 1 < t->ndim) {
             if (!lua_istable(L, -1)) {
-                kd_tensor_release(t);
                 luaL_error(L, "kd.tensor: expected a table at depth %d, got %s", dim + 2, luaL_typename(L, -1));
             }
             fill_nested(L, lua_gettop(L), t, dim + 1, at);
         } else {
             if (lua_type(L, -1) != LUA_TNUMBER) {
-                kd_tensor_release(t);
                 luaL_error(L, "kd.tensor: element %d is %s, not a number", (int)*at + 1, luaL_typename(L, -1));
             }
             kd_set(t, (*at)++, lua_tonumber(L, -1));
@@ -148,9 +146,9 @@ static int l_tensor(lua_State *L) { /* tensor(nested table or number[, dtype]) *
     luaL_checktype(L, 1, LUA_TTABLE);
     int shape[KD_MAX_DIMS], ndim = nested_shape(L, 1, shape);
     if (kd_tensor_new(dtype, ndim, shape, &t)) return lkd_raise(L, "kd.tensor");
+    lkd_push_tensor(L, t); /* first: a ragged table's error leaves it to Lua's collector */
     size_t at = 0;
     if (kd_numel(t) > 0) fill_nested(L, 1, t, 0, &at);
-    lkd_push_tensor(L, t);
     return 1;
 }
 

@@ -104,7 +104,8 @@ static int protected_call(lua_State *L, int nargs) {
 }
 
 /* The Lua library lives in <dir of the binary>/../scripts (build/kdseg in a
- * checkout) or /usr/local/share/kdseg/scripts (installed). */
+ * checkout; build/san/kdseg is one level deeper) or
+ * /usr/local/share/kdseg/scripts (installed). */
 static int find_scripts(char *out, size_t size) {
     char exe[PATH_MAX];
     ssize_t n = readlink("/proc/self/exe", exe, sizeof exe - 1);
@@ -112,7 +113,8 @@ static int find_scripts(char *out, size_t size) {
         exe[n] = 0;
         char *slash = strrchr(exe, '/');
         if (slash) *slash = 0;
-        const char *candidates[] = {"%s/../scripts", "%s/scripts", "%s/../share/kdseg/scripts"};
+        /* build/kdseg, build/san/kdseg (the sanitizer build), an install */
+        const char *candidates[] = {"%s/../scripts", "%s/../../scripts", "%s/scripts", "%s/../share/kdseg/scripts"};
         for (size_t i = 0; i < sizeof candidates / sizeof candidates[0]; i++) {
             char probe[PATH_MAX + 64];
             snprintf(out, size, candidates[i], exe);

@@ -27,6 +27,10 @@ void lkd_open_kd(lua_State *L, const char *scripts, const char *version) {
     lua_setfield(L, -2, "version");
     lua_pushstring(L, scripts);
     lua_setfield(L, -2, "scripts_dir");
+#ifdef __SANITIZE_ADDRESS__
+    lua_pushboolean(L, 1); /* built with AddressSanitizer: RSS measurements mean nothing */
+    lua_setfield(L, -2, "sanitizer");
+#endif
     lua_setfield(L, -2, "kd._C");
     lua_pop(L, 2);
     lua_getglobal(L, "require");

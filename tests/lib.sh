@@ -2,7 +2,7 @@
 # folder removed on exit (and made the working folder), and the counters
 # behind the closing "N passed, N failed" line. Set SUITE before sourcing.
 top=$(cd "$(dirname "$0")/../.." && pwd)
-kdseg=$top/build/kdseg
+kdseg=${KDSEG:-$top/build/kdseg} # KDSEG: another build (the sanitizer one)
 tmp=$(mktemp -d)
 trap 'rm -rf "$tmp"' EXIT
 cd "$tmp" || exit 1

@@ -17,7 +17,7 @@ for harness in "$@"; do
     mkdir -p "$corpus" "$build/seeds/$target"
     log=$build/$name.log
     # leaks are findings too; the limits keep one pathological input from stalling the run
-    ASAN_OPTIONS=detect_leaks=1 "$harness" -max_total_time="$seconds" -timeout=20 -rss_limit_mb=4096 \
+    ASAN_OPTIONS=detect_leaks=1 LSAN_OPTIONS=suppressions=tests/fuzz/lsan.supp "$harness" -max_total_time="$seconds" -timeout=20 -rss_limit_mb=4096 \
         -max_len=65536 -print_final_stats=1 -artifact_prefix="$build/crashes/$target-" \
         "$corpus" "$build/seeds/$target" > "$log" 2>&1
     rc=$?

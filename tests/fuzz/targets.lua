@@ -64,4 +64,35 @@ end
 -- a sweep's ledger (JSON lines)
 function targets.ledger(bytes) require("kd.sweep.runner").read_ledger(file("ledger.jsonl", bytes)) end
 
+-- Which function raised an error decides whether it is clear: error() and
+-- the kd core's functions (kd._C, the tensor methods) raise the library's
+-- own messages; anything else (the Lua VM indexing nil or doing arithmetic
+-- on a string, a standard function such as ipairs given a string, cjson
+-- reporting a JSON error no kd code caught) means the library tripped on
+-- input it did not check. Deciding by the raiser, not by the words of the
+-- message, keeps inputs quoted in clear messages from looking like findings.
+local clear_raisers = {[error] = true, [assert] = true}
+local function add_functions(t, seen)
+  if type(t) ~= "table" or seen[t] then return end
+  seen[t] = true
+  for _, v in pairs(t) do
+    if type(v) == "function" then clear_raisers[v] = true else add_functions(v, seen) end
+  end
+end
+add_functions(C, {})
+add_functions(getmetatable(kd.zeros({1})), {})
+
+-- run(name, bytes) -> true, or false and the message and whether it is a
+-- finding (an unclear error)
+function targets.run(name, bytes)
+  local unclear = false
+  local ok, message = xpcall(targets[name], function(m)
+    local raiser = debug.getinfo(2, "fS")
+    unclear = not (raiser and clear_raisers[raiser.func])
+    return tostring(m)
+  end, bytes)
+  if ok then return true end
+  return false, message, unclear
+end
+
 return targets

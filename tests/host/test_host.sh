@@ -3,7 +3,7 @@
 # a script error (message, traceback, non-zero exit), and the library found
 # from any working directory. Prints "N passed, N failed".
 set -u
-kdseg=$(cd "$(dirname "$0")/../.." && pwd)/build/kdseg
+kdseg=${KDSEG:-$(cd "$(dirname "$0")/../.." && pwd)/build/kdseg} # KDSEG: another build (the sanitizer one)
 tmp=$(mktemp -d)
 trap 'rm -rf "$tmp"' EXIT
 passed=0; failed=0

@@ -8,4 +8,4 @@ if #files == 0 then
   for line in p:lines() do files[#files + 1] = line end
   p:close()
 end
-os.exit(harness.run(files) == 0 and 0 or 1)
+os.exit(harness.run(files) == 0 and 0 or 1, true) -- closing the state frees every tensor and buffer (a leak check sees it)

@@ -251,6 +251,11 @@ function T.custom_dataset_with_a_yaml_class_table()
   h.raises(function() kd.data.classes.load(yaml) end, "classes.yaml:2: unknown key 'idd' in class 1")
   C.write_atomic(yaml, "classes: [\n")
   h.raises(function() kd.data.classes.load(yaml) end, "classes.yaml:2")
+  -- found by fuzzing: a string where the list of ignored ids goes
+  C.write_atomic(yaml, "ignore_ids: zero\nclasses:\n  - {name: a, id: 1}\n")
+  h.raises(function() kd.data.classes.load(yaml) end, "classes.yaml:1: ignore_ids must be a list of ids")
+  C.write_atomic(yaml, "name: [x]\nclasses:\n  - {name: a, id: 1}\n")
+  h.raises(function() kd.data.classes.load(yaml) end, "classes.yaml:1: name must be a string")
   os.execute("rm -rf '" .. root .. "'")
 end
 

@@ -6,6 +6,9 @@ local toy = require("toy")
 local T = {}
 
 function T.rss_flat_over_200_iterations()
+  -- AddressSanitizer holds freed memory in quarantine to catch late uses:
+  -- RSS grows by design there; the plain build runs this test
+  if kd._C.sanitizer then return end
   kd.manual_seed(4)
   local net = toy.net()
   local opt = kd.optim.SGD(net:parameters(), {lr = 0.05, momentum = 0.9})

@@ -4,7 +4,7 @@
 # value, help, Ctrl-C interrupting a running loop, history saved on exit.
 # Prints "N passed, N failed"; exits non-zero on any failure.
 set -u
-kdseg=$(cd "$(dirname "$0")/../.." && pwd)/build/kdseg
+kdseg=${KDSEG:-$(cd "$(dirname "$0")/../.." && pwd)/build/kdseg} # KDSEG: another build (the sanitizer one)
 home=$(mktemp -d)
 session=kdseg-repl-$$
 passed=0; failed=0

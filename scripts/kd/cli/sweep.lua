@@ -44,7 +44,7 @@ return function(...)
   end
   local path = report.write(runner.dir(s, args.runs_dir), s)
   if not args.quiet then print("report: " .. path) end
-  if not complete then os.exit(130) end
+  if not complete then os.exit(130, true) end
   -- a sweep with failed trials is not a success: a script or CI must see it
   if #failed > 0 then
     error(string.format("sweep: %d of %d trials failed: %s; their logs are in %s", #failed, #spec.trials(s),

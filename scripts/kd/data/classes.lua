@@ -68,6 +68,10 @@ function classes.load(path)
     if type(color) ~= "table" or #color ~= 3 then fail(path, lines, c, "color", "class '" .. c.name .. "': color must be [r, g, b]") end
     entries[i] = {c.name, c.id, color}
   end
+  if doc.name ~= nil and type(doc.name) ~= "string" then fail(path, lines, doc, "name", "name must be a string") end
+  if doc.ignore_ids ~= nil and type(doc.ignore_ids) ~= "table" then
+    fail(path, lines, doc, "ignore_ids", "ignore_ids must be a list of ids, e.g. [0, 255]")
+  end
   local t = classes.make(entries, doc.name or path)
   for i, id in ipairs(doc.ignore_ids or {}) do
     if type(id) ~= "number" or id < 0 or id > 255 then fail(path, lines, doc.ignore_ids, i, "ignore id must be 0..255") end
