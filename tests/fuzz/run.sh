@@ -4,6 +4,8 @@
 # Prints per harness the executions, the corpus size and the crashes
 # (inputs kept in build/fuzz/crashes/), then "fuzz: N passed, N failed".
 #   tests/fuzz/run.sh SECONDS build/fuzz/fuzz_png ...
+# FUZZ_SEED fixes libFuzzer's random seed (make test's short run does, so
+# that it is the same run every time); unset, each run explores afresh.
 set -u
 cd "$(dirname "$0")/../.." || exit 1
 seconds=$1; shift
@@ -18,7 +20,7 @@ for harness in "$@"; do
     log=$build/$name.log
     # leaks are findings too; the limits keep one pathological input from stalling the run
     ASAN_OPTIONS=detect_leaks=1 LSAN_OPTIONS=suppressions=tests/fuzz/lsan.supp "$harness" -max_total_time="$seconds" -timeout=20 -rss_limit_mb=4096 \
-        -max_len=65536 -print_final_stats=1 -artifact_prefix="$build/crashes/$target-" \
+        -max_len=65536 -seed="${FUZZ_SEED:-0}" -print_final_stats=1 -artifact_prefix="$build/crashes/$target-" \
         "$corpus" "$build/seeds/$target" > "$log" 2>&1
     rc=$?
     runs=$(sed -n 's/^stat::number_of_executed_units: *//p' "$log" | tail -1)
