@@ -86,11 +86,16 @@ $(BUILD)/san/kdseg: $(SAN_BIND_OBJ) $(BUILD)/libkdcore-san.a
 
 $(BUILD)/tests/%: tests/c/%.c tests/c/check.h $(BUILD)/libkdcore.a
 	@mkdir -p $(dir $@)
-	$(CC) $(CPPFLAGS) -Itests/c $(CFLAGS) $< $(BUILD)/libkdcore.a $(LDLIBS) -o $@
+	$(CC) $(CPPFLAGS) -Itests/c $(CFLAGS) $< $(BUILD)/libkdcore.a $(LDLIBS) $(TEST_LDFLAGS) -o $@
 
 $(BUILD)/san-tests/%: tests/c/%.c tests/c/check.h $(BUILD)/libkdcore-san.a
 	@mkdir -p $(dir $@)
-	$(CC) $(CPPFLAGS) -Itests/c $(SAN_FLAGS) $< $(BUILD)/libkdcore-san.a $(LDLIBS) -o $@
+	$(CC) $(CPPFLAGS) -Itests/c $(SAN_FLAGS) $< $(BUILD)/libkdcore-san.a $(LDLIBS) $(TEST_LDFLAGS) -o $@
+
+# test_faults makes allocations fail: the core's allocation functions are
+# wrapped at link time for it alone (the shared libraries keep theirs).
+$(BUILD)/tests/test_faults $(BUILD)/san-tests/test_faults: \
+    TEST_LDFLAGS := -Wl,--wrap=malloc,--wrap=calloc,--wrap=realloc,--wrap=aligned_alloc
 
 # Every suite prints its own "N passed, N failed" line and tests/run-all the
 # total: C tests, the same under ASan + UBSan, the Lua suite run by kdseg,

@@ -10,3 +10,24 @@ passed=0; failed=0
 ok() { passed=$((passed + 1)); }
 fail() { failed=$((failed + 1)); echo "FAIL $SUITE: $1"; }
 finish() { echo "$SUITE tests: $passed passed, $failed failed"; [ "$failed" = 0 ]; }
+
+# kill_and_resume NAME KILLS LONGEST COMMAND...: in folder NAME, COMMAND is
+# started (with --resume after the first time) and killed KILLS times after a
+# random 0.2 s to LONGEST s, then run with --resume to its end. The delays
+# come from $seed (set it, printed, before calling).
+kill_and_resume() {
+    name=$1; kills=$2; longest=$3; shift 3
+    mkdir -p "$name"; (cd "$name" && ln -sf ../data data)
+    k=0; resume=""
+    while [ $k -lt "$kills" ]; do
+        delay=$(awk -v s="$seed" -v k="$k" -v n="$name" -v l="$longest" 'BEGIN { srand(s + 17 * k + length(n)); printf "%.2f", 0.2 + (l - 0.2) * rand() }')
+        (cd "$name" && exec "$@" $resume > "run$k.log" 2>&1) &
+        pid=$!
+        sleep "$delay"
+        if kill -9 $pid 2>/dev/null; then echo "$name: killed after ${delay}s"; else echo "$name: ended before ${delay}s"; fi
+        wait $pid 2>/dev/null
+        k=$((k + 1)); resume="--resume"
+    done
+    (cd "$name" && "$@" --resume > final.log 2>&1) || { fail "$name: the resumed run failed"; tail -5 "$name/final.log"; }
+}
+

@@ -186,7 +186,11 @@ function T.loop_spec_checked()
   s.models[1].optimiser = {}
   h.raises(function() kd.train.Loop(s) end, "train.Loop model 1: unknown key 'optimiser'")
   h.raises(function() kd.train.Loop(spec({terms = {{name = "x", model = "a"}}})) end, "fn must be a function(step, term)")
-  h.raises(function() kd.train.Loop(spec({name = "never_ran"}), {resume = true}) end, "--resume: no checkpoint at")
+  -- a run killed before its first checkpoint resumes from the beginning
+  local fresh = kd.train.Loop(spec({name = "never_ran", quiet = true}), {resume = true})
+  h.eq(fresh.iteration, 0, "resuming a run with no checkpoint starts at iteration 0")
+  h.eq(fresh.resumed, nil, "and is not a resumed run")
+  fresh:close()
 end
 
 -- A term a script writes: b's features pulled towards a's (detached), the

@@ -1,10 +1,11 @@
 #!/bin/sh
-# The one loop's resume, end to end: the compose example (two teachers, three
-# students, an EMA of their mean) and the whole method's pipeline (teacher,
-# cycles, students, baselines) are killed with SIGKILL at random moments
-# several times and resumed with --resume; each then ends with weights
-# bit-identical to an uninterrupted run (one thread). The kill times come
-# from a printed seed (KILL_SEED=... to repeat a run). Prints "N passed, N failed".
+# The one loop's resume, end to end: `kdseg train` and the whole method's
+# pipeline (teacher, cycles, students, baselines) are killed with SIGKILL at
+# random moments twenty times each, the compose example (two teachers, three
+# students, an EMA of their mean) five times, and resumed with --resume; each
+# then ends with weights bit-identical to an uninterrupted run (one thread)
+# and the same logged metrics. The kill times come from a printed seed
+# (KILL_SEED=... to repeat a run). Prints "N passed, N failed".
 set -u
 SUITE=kill-resume
 . "$(dirname "$0")/../lib.sh"
@@ -13,24 +14,21 @@ echo "kill seed $seed"
 "$kdseg" synthcity --out data --train 12 --coarse 8 --val 2 --size 32x64 --seed 4 > /dev/null || fail "synthcity"
 "$kdseg" splits --root data --fractions 1/4 --seed 0 > /dev/null || fail "splits"
 
-# kill_and_resume NAME KILLS LONGEST COMMAND...: in folder NAME, COMMAND is
-# started (with --resume after the first time) and killed KILLS times after a
-# random 0.2 s to LONGEST s, then run with --resume to its end.
-kill_and_resume() {
-    name=$1; kills=$2; longest=$3; shift 3
-    mkdir -p "$name"; (cd "$name" && ln -sf ../data data)
-    k=0; resume=""
-    while [ $k -lt "$kills" ]; do
-        delay=$(awk -v s="$seed" -v k="$k" -v n="$name" -v l="$longest" 'BEGIN { srand(s + 17 * k + length(n)); printf "%.2f", 0.2 + (l - 0.2) * rand() }')
-        (cd "$name" && exec "$@" $resume > "run$k.log" 2>&1) &
-        pid=$!
-        sleep "$delay"
-        if kill -9 $pid 2>/dev/null; then echo "$name: killed after ${delay}s"; else echo "$name: ended before ${delay}s"; fi
-        wait $pid 2>/dev/null
-        k=$((k + 1)); resume="--resume"
-    done
-    (cd "$name" && "$@" --resume > final.log 2>&1) || { fail "$name: the resumed run failed"; tail -5 "$name/final.log"; }
-}
+# kdseg train, killed twenty times
+cat > train.lua <<'LUA'
+return {name = "t", seed = 3, threads = 1, data = {root = "data", batch_size = 4, workers = 1, augment = {crop = {32, 64}}},
+        train = {iterations = 1500, log_every = 50, eval_every = 300, checkpoint_every = 10, grids = 1}}
+LUA
+train="$kdseg train ../train.lua"
+mkdir -p train_ref && (cd train_ref && ln -sf ../data data && $train > run.log 2>&1) || fail "train, uninterrupted"
+kill_and_resume train_killed 20 1.0 $train
+same=$("$kdseg" "$top/tests/train/same_weights.lua" train_ref/runs/t/checkpoints train_killed/runs/t/checkpoints 2>&1)
+case "$same" in identical*) ok ;; *) fail "train after 20 kills: $same" ;; esac
+same=$("$kdseg" "$top/tests/train/same_json.lua" train_ref/runs/t/results.json train_killed/runs/t/results.json 2>&1)
+[ "$same" = same ] && ok || fail "train results.json after 20 kills: $same"
+# every logged step once, with the uninterrupted run's values
+same=$("$kdseg" "$top/tests/train/same_metrics.lua" train_ref/runs/t/metrics.jsonl train_killed/runs/t/metrics.jsonl 2>&1)
+[ "$same" = same ] && ok || fail "train metrics.jsonl after 20 kills: $same"
 
 compose="$kdseg --threads 1 $top/experiments/compose_two_teachers.lua root=data iterations=30 crop=[32,64]"
 mkdir -p compose_ref && (cd compose_ref && ln -sf ../data data && $compose > run.log 2>&1) || fail "compose, uninterrupted"
@@ -44,10 +42,10 @@ if grep -q '"type":"eval"' compose_killed/runs/compose/metrics.jsonl && \
 else fail "compose metrics.jsonl after kills: $(grep -c '"type":"train"' compose_killed/runs/compose/metrics.jsonl) train lines, expected 3"; fi
 
 pipeline="$kdseg --threads 1 $top/experiments/semisup_kd.lua name=p data.root=data data.labeled=splits/1_4/labeled.txt \
-data.unlabeled=splits/1_4/unlabeled.txt augment.crop=[32,64] batch_size=4 workers=1 teacher.iterations=40 \
-teacher.retrain_iterations=20 students.iterations=40 students.weights.strong=1 checkpoint_every=5 quiet=true"
+data.unlabeled=splits/1_4/unlabeled.txt augment.crop=[32,64] batch_size=4 workers=1 teacher.iterations=150 \
+teacher.retrain_iterations=60 students.iterations=150 students.weights.strong=1 checkpoint_every=5 quiet=true"
 mkdir -p pipeline_ref && (cd pipeline_ref && ln -sf ../data data && $pipeline > run.log 2>&1) || { fail "pipeline, uninterrupted"; tail -5 pipeline_ref/run.log; }
-kill_and_resume pipeline_killed 6 1.5 $pipeline
+kill_and_resume pipeline_killed 20 1.5 $pipeline
 same=$("$kdseg" "$top/tests/train/same_weights.lua" pipeline_ref/runs/p pipeline_killed/runs/p 2>&1)
 case "$same" in identical*) ok ;; *) fail "pipeline after kills: $same" ;; esac
 if cmp -s pipeline_ref/runs/p/results.md pipeline_killed/runs/p/results.md; then ok

@@ -32,6 +32,22 @@ function files.find(dir, suffix)
   return out
 end
 
+-- Opens path for appending; an error names it.
+function files.open_append(path)
+  local f, err = io.open(path, "a")
+  if not f then error("cannot open " .. tostring(err), 0) end
+  return f
+end
+
+-- Writes text to f (opened on path) and flushes it: a failed write (a full
+-- disk) is an error naming the file, never a line silently lost. A line cut
+-- short by it is skipped by the readers of JSON lines.
+function files.append(f, path, text)
+  local ok, err = f:write(text)
+  if ok then ok, err = f:flush() end
+  if not ok then error("cannot write " .. path .. ": " .. tostring(err), 0) end
+end
+
 function files.read(path)
   local f, err = io.open(path, "rb")
   if not f then error("cannot open " .. tostring(err), 2) end

@@ -88,8 +88,8 @@ end
 
 local function append(path, entry)
   entry.time = os.time()
-  local f = assert(io.open(path, "a"))
-  f:write(cjson.encode(entry), "\n")
+  local f = files.open_append(path)
+  files.append(f, path, cjson.encode(entry) .. "\n")
   f:close()
 end
 

@@ -99,9 +99,16 @@ function Loop:__init(spec, options)
   self.iteration, self.best = 0, {}
   self.positions = {}
   for _, s in ipairs(self.streams) do self.positions[s.name] = 0 end
-  rundir.claim(self.dir, options)
-  if options.resume then state.load(self.dir .. "/checkpoints/state.safetensors", self) end
-  self.resumed = options.resume and self.iteration or nil
+  -- resuming a run killed before its first checkpoint: nothing to continue
+  -- from, so what it left is replaced and it starts from the beginning
+  local state_path = self.dir .. "/checkpoints/state.safetensors"
+  local resuming = options.resume and kd.data.files.exists(state_path)
+  if options.resume and not resuming and not c.quiet then
+    print(string.format("%s: no checkpoint to resume from yet; starting from the beginning", c.name))
+  end
+  rundir.claim(self.dir, {resume = resuming, overwrite = options.overwrite or (options.resume and not resuming)})
+  if resuming then state.load(state_path, self) end
+  self.resumed = resuming and self.iteration or nil
   for _, s in ipairs(self.streams) do s.loader = self:open_stream(s) end
   self.log = runlog.open(self.dir, self.resumed)
   self.log:write_json("config.json", self.record or self:describe())
@@ -396,8 +403,10 @@ function Loop:normalization()
 end
 
 -- Every evaluated model and ensemble on the validation set: logged, best
--- weights kept. Returns {name = {scores, confusion}}.
-function Loop:evaluate()
+-- weights kept. Returns {name = {scores, confusion}}. With again = true
+-- (a run resumed after its last iteration, whose final evaluation is logged
+-- already) the scores are computed for the results and nothing is recorded.
+function Loop:evaluate(again)
   local e = self.eval_spec
   if not e.dataset then return {} end
   local mean, std = self:normalization()
@@ -411,6 +420,7 @@ function Loop:evaluate()
     local entry = {type = "eval", iteration = self.iteration, miou = scores.miou, pixel_accuracy = scores.pixel_accuracy,
                    iou = confusion:named_iou(scores, cjson.null)}
     if #list + #ensembles > 1 then entry.model = name end
+    if again then return end
     self.log:log(entry)
     if not self.quiet then
       self.log:message(string.format("iter %d: %sval mIoU %.2f, pixel accuracy %.2f", self.iteration,
@@ -419,14 +429,14 @@ function Loop:evaluate()
   end
   for k, m in ipairs(list) do
     local l = loader()
-    local confusion, kept = evaluate.run(m.model, l, self.classes,
-                                         {crop = e.crop or nil, stride = e.stride or nil, keep = k == 1 and self.cfg.grids or 0})
+    local confusion, kept = evaluate.run(m.model, l, self.classes, {crop = e.crop or nil, stride = e.stride or nil,
+                                                                    keep = (k == 1 and not again) and self.cfg.grids or 0})
     l:close()
     if #kept > 0 then self:save_grid(kept, mean, std) end
     local scores = confusion:scores()
     record(m.name, confusion, scores)
     local best = self.best[m.name]
-    if m.save and (not best or scores.miou > best.miou) then
+    if m.save and not again and (not best or scores.miou > best.miou) then
       self.best[m.name] = {miou = scores.miou, iteration = self.iteration}
       self:save_weights(m, "best")
     end
@@ -438,9 +448,9 @@ function Loop:evaluate()
     local scores = confusion:scores()
     record(ens.name, confusion, scores)
     local best = self.best[ens.name]
-    if not best or scores.miou > best.miou then self.best[ens.name] = {miou = scores.miou, iteration = self.iteration} end
+    if not again and (not best or scores.miou > best.miou) then self.best[ens.name] = {miou = scores.miou, iteration = self.iteration} end
   end
-  fire(self, "eval", {results = out})
+  if not again then fire(self, "eval", {results = out}) end
   return out
 end
 
@@ -524,7 +534,7 @@ function Loop:run()
     if (c.checkpoint_every > 0 and it % c.checkpoint_every == 0) or it == total then self:checkpoint() end
   end
   self:close()
-  if not last then last = self:evaluate() end -- resumed after the last iteration
+  if not last then last = self:evaluate(true) end -- resumed after the last iteration: logged already
   local results = {name = c.name, iterations = total, elapsed = C.clock() - start_time, models = {}}
   local list, ensembles = self:evaluated()
   local function entry(name, m)

@@ -24,7 +24,8 @@ function runlog.open(dir, resume_iteration)
   elseif not resume_iteration then
     C.write_atomic(path, "")
   end
-  self.file = assert(io.open(path, "a"))
+  self.path = path
+  self.file = files.open_append(path)
   return self
 end
 
@@ -33,8 +34,7 @@ function runlog:write_json(name, value)
 end
 
 function runlog:log(entry)
-  self.file:write(cjson.encode(entry), "\n")
-  self.file:flush()
+  files.append(self.file, self.path, cjson.encode(entry) .. "\n")
 end
 
 local function clock_text(seconds)
