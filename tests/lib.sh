@@ -11,6 +11,9 @@ ok() { passed=$((passed + 1)); }
 fail() { failed=$((failed + 1)); echo "FAIL $SUITE: $1"; }
 finish() { echo "$SUITE tests: $passed passed, $failed failed"; [ "$failed" = 0 ]; }
 
+# running PID: the process is alive (not ended and waiting to be reaped)
+running() { [ -e "/proc/$1/stat" ] && [ "$(sed 's/.*) //' "/proc/$1/stat" | cut -c1)" != Z ]; }
+
 # kill_and_resume NAME KILLS LONGEST COMMAND...: in folder NAME, COMMAND is
 # started (with --resume after the first time) and killed KILLS times after a
 # random 0.2 s to LONGEST s, then run with --resume to its end. The delays
@@ -24,7 +27,7 @@ kill_and_resume() {
         (cd "$name" && exec "$@" $resume > "run$k.log" 2>&1) &
         pid=$!
         sleep "$delay"
-        if kill -9 $pid 2>/dev/null; then echo "$name: killed after ${delay}s"; else echo "$name: ended before ${delay}s"; fi
+        if running $pid && kill -9 $pid 2>/dev/null; then echo "$name: killed after ${delay}s"; else echo "$name: ended before ${delay}s"; fi
         wait $pid 2>/dev/null
         k=$((k + 1)); resume="--resume"
     done

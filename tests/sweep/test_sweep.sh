@@ -1,6 +1,7 @@
 #!/bin/sh
 # kdseg sweep: a sweep over a tiny experiment with 2 workers and 2 seeds; a
-# runner killed with SIGKILL and resumed runs every trial exactly once; a
+# runner killed with SIGKILL twenty times and resumed runs every trial exactly
+# once, with the metric of an uninterrupted sweep, and leaves no orphan; a
 # failing trial is recorded while the others finish; median stopping stops a
 # trial worse than the median; malformed specs are errors naming their line;
 # the Slurm script. Prints "N passed, N failed".
@@ -54,28 +55,41 @@ grep -q "2 of 2 trials failed" allfail.log && ok || { fail "every failure is cou
 grep '"state":"failed"' runs/fails/ledger.jsonl | grep -q "unknown model 'no_such_model'" && ok || fail "failed trial recorded with its error"
 [ "$(grep -c '"state":"finished"' runs/fails/ledger.jsonl)" = 2 ] && ok || fail "the other trials finished"
 
-# SIGKILL of the runner, then --resume: every trial finished exactly once
+# SIGKILL of the runner twenty times at random moments, each time resumed:
+# every trial finishes exactly once, with the uninterrupted sweep's metric,
+# and no trial of a killed runner runs on as an orphan
 cat > long.yaml <<'YAML'
 config: tiny.lua
-base: {train.iterations: 30}
+base: {train.iterations: 150, threads: 1}
 parameters:
-  optim.lr: {values: [0.01, 0.02, 0.03, 0.04, 0.05, 0.06]}
+  optim.lr: {values: [0.01, 0.02, 0.03, 0.04, 0.05, 0.06, 0.07, 0.08]}
 YAML
-"$kdseg" sweep long.yaml --workers 1 --quiet > long.log 2>&1 &
-pid=$!
-i=0
-finished_count() { n=$(grep -c '"state":"finished"' runs/long/ledger.jsonl 2>/dev/null); echo "${n:-0}"; }
-while [ "$(finished_count)" -lt 1 ] && [ $i -lt 600 ]; do sleep 0.05; i=$((i + 1)); done
-kill -9 $pid 2>/dev/null && ok || fail "the runner ended before it could be killed"
-wait $pid 2>/dev/null
-# its trial is stopped with it (no orphan writes on into the sweep's folder)
-i=0
-while pgrep -f "runs_dir=runs/long" > /dev/null && [ $i -lt 50 ]; do sleep 0.1; i=$((i + 1)); done
-pgrep -f "runs_dir=runs/long" > /dev/null && fail "a trial of the killed runner runs on as an orphan" || ok
+"$kdseg" sweep long.yaml --workers 1 --quiet --runs-dir ref > long_ref.log 2>&1 || { fail "uninterrupted sweep"; tail -5 long_ref.log; }
+seed=${KILL_SEED:-$(date +%s)}
+echo "sweep kill seed $seed"
+k=0; resume=""; orphans=0; killed=0
+while [ $k -lt 20 ]; do
+    delay=$(awk -v s="$seed" -v k="$k" 'BEGIN { srand(s + 31 * k); printf "%.2f", 0.3 + 1.2 * rand() }')
+    "$kdseg" sweep long.yaml --workers 1 --quiet $resume > "long$k.log" 2>&1 &
+    pid=$!
+    sleep "$delay"
+    running $pid && kill -9 $pid 2>/dev/null && killed=$((killed + 1))
+    wait $pid 2>/dev/null
+    i=0
+    while pgrep -f "runs_dir=runs/long" > /dev/null && [ $i -lt 50 ]; do sleep 0.1; i=$((i + 1)); done
+    pgrep -f "runs_dir=runs/long" > /dev/null && orphans=$((orphans + 1))
+    k=$((k + 1)); resume="--resume"
+done
+echo "sweep: the runner was killed $killed times of 20 (it had ended the others)"
+[ $orphans = 0 ] && ok || fail "a trial of a killed runner ran on as an orphan ($orphans times)"
 "$kdseg" sweep long.yaml --resume --quiet > resume.log 2>&1 || { fail "resume"; tail -5 resume.log; }
 dup=$(grep '"state":"finished"' runs/long/ledger.jsonl | sed 's/.*"trial":"\([^"]*\)".*/\1/' | sort | uniq -d)
 all=$(grep '"state":"finished"' runs/long/ledger.jsonl | sed 's/.*"trial":"\([^"]*\)".*/\1/' | sort -u | wc -l)
-[ -z "$dup" ] && [ "$all" = 6 ] && ok || fail "after resume: $all distinct finished trials, duplicates: '$dup'"
+[ -z "$dup" ] && [ "$all" = 8 ] && ok || fail "after 20 kills and resume: $all distinct finished trials, duplicates: '$dup'"
+metrics() { "$kdseg" "$top/tests/sweep/finished_metrics.lua" "$1"; }
+ref_metrics=$(metrics ref/long/ledger.jsonl) && [ "$(echo "$ref_metrics" | wc -l)" = 8 ] && \
+    [ "$ref_metrics" = "$(metrics runs/long/ledger.jsonl)" ] && ok || \
+    { fail "the killed sweep's metrics differ from the uninterrupted one's"; metrics ref/long/ledger.jsonl; metrics runs/long/ledger.jsonl; }
 "$kdseg" sweep long.yaml --quiet > again.log 2>&1 && fail "a second run without --resume must refuse" || \
     grep -q "add --resume" again.log && ok || fail "refusal names --resume"
 
