@@ -27,7 +27,9 @@ end
 -- "128x256" -> 128, 256; an error naming the option otherwise.
 function cli.parse_size(text, option)
   local h, w = tostring(text):match("^(%d+)x(%d+)$")
-  if not h then error(string.format("%s must be HxW, e.g. 128x256; got %s", option, tostring(text)), 0) end
+  if not h or tonumber(h) < 1 or tonumber(w) < 1 then
+    error(string.format("%s must be HxW with sizes of at least 1, e.g. 128x256; got %s", option, tostring(text)), 0)
+  end
   return tonumber(h), tonumber(w)
 end
 

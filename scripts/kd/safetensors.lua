@@ -74,6 +74,7 @@ function M.load(path)
   if not f then error("kd.load: cannot open " .. tostring(err), 2) end
   local data = f:read("*a")
   f:close()
+  if not data then error("cannot read " .. path .. " (a folder?)", 0) end
   if #data < 8 then fail(path, string.format("truncated: %d bytes, shorter than the 8-byte header length", #data)) end
   local n = 0
   for i = 8, 1, -1 do n = n * 256 + data:byte(i) end

@@ -12,6 +12,7 @@ function yaml.load_file(path)
   if not f then error("cannot open " .. tostring(err), 2) end
   local text = f:read("*a")
   f:close()
+  if not text then error("cannot read " .. path .. " (a folder?)", 0) end
   return C.yaml_load(text, path)
 end
 

@@ -115,6 +115,12 @@ check "predict writes label ids and colours" 0 "synth_000004_000019_labelIds.png
 check "predicted PNG" 0 "1	32	64" "$kdseg" -e "local t = kd.image.read('pred/synth_000004_000019_labelIds.png'); print(t:size(1), t:size(2), t:size(3))"
 check "predict on a folder" 0 "predict: 2 image(s)" "$kdseg" predict --checkpoint runs/tiny/checkpoints/best.safetensors --input sc/leftImg8bit/train_extra --out pred2
 check "predict a missing checkpoint" 1 "cannot open" "$kdseg" predict --checkpoint nothere.safetensors --input sc --out p
+# Arguments that name the wrong kind of thing, or absurd sizes
+check "a folder given as a checkpoint" 1 "cannot read sc (a folder?)" "$kdseg" eval --checkpoint sc --root sc
+check "a window of 0x0" 1 "--crop must be HxW with sizes of at least 1" "$kdseg" eval --checkpoint runs/tiny/checkpoints/last.safetensors --root sc --crop 0x0
+check "a width for a fixed-width model" 1 "model bench_student takes no option 'width'" "$kdseg" train tiny.lua name=w1 model.width=8
+check "a negative width" 1 "model erfnet: width must be an integer >= 1, got -1" "$kdseg" train tiny.lua name=w2 model.name=erfnet model.width=-1
+check "a billion images" 1 "at most 1000000 images in all" "$kdseg" synthcity --out big --train 1000000000
 check "models command" 0 "bench_student          210019" "$kdseg" models
 echo "host tests: $passed passed, $failed failed"
 [ "$failed" = 0 ]

@@ -22,6 +22,10 @@ return function(...)
       error("kdseg synthcity: --" .. key .. " must be a non-negative integer", 0)
     end
   end
+  -- a typo of a few zeros would otherwise write for days
+  if args.train + args.coarse + args.val > 1000000 then
+    error("kdseg synthcity: at most 1000000 images in all; asked for " .. (args.train + args.coarse + args.val), 0)
+  end
   local start = kd.clock()
   local total = data.synthcity.write({root = args.out, train = args.train, coarse = args.coarse, val = args.val,
                                       height = tonumber(h), width = tonumber(w), seed = args.seed})

@@ -72,22 +72,22 @@ function Dataset:__init(options)
   else
     self.split = options.split or "train"
     if self.kind ~= "none" and not label_dirs[self.kind] then
-      error("data.Dataset: labels must be 'fine', 'coarse', 'none' or 'true_fine', got " .. tostring(self.kind), 2)
+      error("data.Dataset: labels must be 'fine', 'coarse', 'none' or 'true_fine', got " .. tostring(self.kind), 0)
     end
     local dir = self.root .. "/leftImg8bit/" .. self.split
-    if not C.is_dir(dir) then error("data.Dataset: no folder " .. dir, 2) end
+    if not C.is_dir(dir) then error("data.Dataset: no folder " .. dir, 0) end
     self.items = {}
     for _, image in ipairs(files.find(dir, "_leftImg8bit.png")) do
       local item = {image = image}
       if self.kind ~= "none" then
         item.label, item.train_ids = label_for(self.root, image, self.kind)
-        if not item.label then error("data.Dataset: no " .. self.kind .. " label for " .. image, 2) end
+        if not item.label then error("data.Dataset: no " .. self.kind .. " label for " .. image, 0) end
       end
       self.items[#self.items + 1] = item
     end
     self.source = dir
   end
-  if #self.items == 0 then error("data.Dataset: no images in " .. self.source, 2) end
+  if #self.items == 0 then error("data.Dataset: no images in " .. self.source, 0) end
   for i, item in ipairs(self.items) do
     item.name = item.image:match("([^/]+)_leftImg8bit%.png$") or item.image:match("([^/]+)%.png$") or tostring(i)
     if item.label and item.train_ids == nil then item.train_ids = item.label:find("TrainIds", 1, true) ~= nil end
@@ -97,7 +97,7 @@ function Dataset:__init(options)
   for _, item in ipairs(self.items) do
     if item.label then
       if first == nil then first = item.train_ids end
-      if item.train_ids ~= first then error("data.Dataset: " .. self.source .. " mixes labelIds and labelTrainIds files", 2) end
+      if item.train_ids ~= first then error("data.Dataset: " .. self.source .. " mixes labelIds and labelTrainIds files", 0) end
     end
   end
   self.train_id_files = first or false

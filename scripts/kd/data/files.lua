@@ -53,6 +53,7 @@ function files.read(path)
   if not f then error("cannot open " .. tostring(err), 2) end
   local s = f:read("*a")
   f:close()
+  if not s then error("cannot read " .. path .. " (a folder?)", 0) end
   return s
 end
 

@@ -14,10 +14,27 @@ function models.names()
   return names
 end
 
+-- The options each design takes (the benchmark networks have a fixed width).
+local takes = {bench_student = {classes = true}, bench_teacher = {classes = true},
+               deeplabv3plus = {classes = true, width = true}, erfnet = {classes = true, width = true},
+               mobilenetv2 = {classes = true, width = true, expansion = true}}
+
 function models.create(name, options)
   local cls = models[name]
   if type(cls) ~= "table" then
     error(string.format("unknown model '%s' (models: %s)", tostring(name), table.concat(models.names(), ", ")), 2)
+  end
+  options = options or {}
+  if type(options) ~= "table" then error("models.create: options must be a table", 2) end
+  for key, value in pairs(options) do
+    if takes[name] and not takes[name][key] then
+      error(string.format("model %s takes no option '%s'%s", name, tostring(key),
+                          key == "width" and " (its width is fixed)" or ""), 2)
+    end
+    if type(value) ~= "number" or value < 1 or value % 1 ~= 0 or (key == "classes" and value > 255) then
+      error(string.format("model %s: %s must be an integer >= 1%s, got %s", name, tostring(key),
+                          key == "classes" and " and <= 255" or "", tostring(value)), 2)
+    end
   end
   return cls(options)
 end
