@@ -65,6 +65,8 @@ check "a name used before is refused" 1 "runs/tiny already holds a run" "$kdseg"
 check "the refusal says what to do" 1 "--resume continues it, --overwrite replaces it" "$kdseg" train tiny.lua
 check "the earlier run is intact" 0 "results.json" ls runs/tiny
 check "--overwrite replaces it" 0 "tiny: final mIoU" "$kdseg" train tiny.lua --overwrite
+check "--resume with another model" 1 "runs/tiny: --resume with other settings than its config.json: model.name: \"erfnet\" (was \"bench_student\")" "$kdseg" train tiny.lua --resume model.name=erfnet
+check "--resume with more iterations" 0 "tiny: final mIoU" "$kdseg" train tiny.lua --resume train.iterations=6
 check "--resume and --overwrite together" 1 "exclude each other" "$kdseg" train tiny.lua --resume --overwrite
 check "a name leaving the runs folder" 1 "name must be a plain relative path" "$kdseg" train tiny.lua name=../outside
 check "an absolute name" 1 "name must be a plain relative path" "$kdseg" train tiny.lua name=/tmp/outside

@@ -107,7 +107,10 @@ function Loop:__init(spec, options)
     print(string.format("%s: no checkpoint to resume from yet; starting from the beginning", c.name))
   end
   rundir.claim(self.dir, {resume = resuming, overwrite = options.overwrite or (options.resume and not resuming)})
-  if resuming then state.load(state_path, self) end
+  if resuming then
+    self:check_same_config(options.may_change or {})
+    state.load(state_path, self)
+  end
   self.resumed = resuming and self.iteration or nil
   for _, s in ipairs(self.streams) do s.loader = self:open_stream(s) end
   self.log = runlog.open(self.dir, self.resumed)
@@ -115,6 +118,42 @@ function Loop:__init(spec, options)
   self.quiet = c.quiet
   if self.resumed and not self.quiet then
     print(string.format("%s: resumed from iteration %d of %d", c.name, self.iteration, c.iterations))
+  end
+end
+
+-- A run resumes with the settings it was started with: another model or
+-- batch size would make the state file's weights meaningless (or fail to
+-- load with a list of missing names). may_change lists the dotted keys a
+-- resume may change (threads, logging, a longer run ...).
+function Loop:check_same_config(may_change)
+  local path = self.dir .. "/config.json"
+  if not self.record or not kd.data.files.exists(path) then return end
+  local before = config.load(path)
+  local now = cjson.decode(cjson.encode(self.record)) -- as JSON gives it back
+  local allowed = {}
+  for _, key in ipairs(may_change) do allowed[key] = true end
+  local differ = {}
+  local function walk(a, b, prefix)
+    local keys = {}
+    for k in pairs(type(a) == "table" and a or {}) do keys[k] = true end
+    for k in pairs(type(b) == "table" and b or {}) do keys[k] = true end
+    for k in pairs(keys) do
+      local key = prefix .. tostring(k)
+      local x, y = a[k], b[k]
+      if not allowed[key] then
+        if type(x) == "table" and type(y) == "table" then walk(x, y, key .. ".")
+        elseif x ~= y and not (type(x) == "number" and type(y) == "number" and math.abs(x - y) <= 1e-12 * math.max(1, math.abs(x))) then
+          differ[#differ + 1] = string.format("%s: %s (was %s)", key, cjson.encode(y == nil and cjson.null or y),
+                                              cjson.encode(x == nil and cjson.null or x))
+        end
+      end
+    end
+  end
+  walk(before, now, "")
+  if #differ > 0 then
+    table.sort(differ)
+    error(string.format("%s: --resume with other settings than its config.json: %s; resume with the same settings, "
+                        .. "or start another run (another name, or --overwrite)", self.dir, table.concat(differ, "; ")), 0)
   end
 end
 

@@ -25,6 +25,12 @@ local bounds = {{"seed", 0, "integer"}, {"threads", 0, "integer"}, {"data.batch_
                 {"train.eval_every", 0, "integer"}, {"train.checkpoint_every", 0, "integer"},
                 {"train.clip_grad", 0}, {"train.grids", 0, "integer"}, {"eval.batch_size", 1, "integer"}}
 
+-- What a resumed run may set otherwise than it started with: how it runs
+-- and logs, where its folder is, and its length (a longer run stretches its
+-- learning-rate schedule from there on).
+Trainer.may_change_on_resume = {"threads", "runs_dir", "data.workers", "train.log_every", "train.eval_every",
+                                "train.checkpoint_every", "train.grids", "train.iterations", "eval.batch_size"}
+
 -- A merged, checked config from a table (defaults <- cfg).
 function Trainer.resolve(cfg, where)
   local merged = config.merge(Trainer.defaults, cfg, where or "config")
@@ -83,7 +89,7 @@ function Trainer:__init(cfg, options)
     terms = term_list,
     eval = {dataset = self.val_set, batch_size = c.eval.batch_size, workers = c.data.workers,
             crop = c.eval.crop or nil, stride = c.eval.stride or nil, mean = c.data.augment.mean, std = c.data.augment.std},
-  }, {resume = options.resume, overwrite = options.overwrite})
+  }, {resume = options.resume, overwrite = options.overwrite, may_change = Trainer.may_change_on_resume})
   self.dir = self.loop.dir
   self.train_loader = self.loop.streams[1].loader
 end
