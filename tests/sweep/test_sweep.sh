@@ -113,6 +113,9 @@ grep -q 'sweep grid.yaml --trial "$SLURM_ARRAY_TASK_ID"' slurm/grid.slurm && ok 
 expect_error "YAML syntax" "bad.yaml:3" "config: tiny.lua
 parameters:
   optim.lr: {values: [0.1, 0.2}"
+expect_error "a name leaving the runs folder" "bad.yaml:2: name must be a plain file name" "config: tiny.lua
+name: ..
+parameters: {optim.lr: {values: [1]}}"
 expect_error "unknown key" "bad.yaml:2: unknown key 'workers'" "config: tiny.lua
 workers: 3
 parameters: {optim.lr: {values: [1]}}"

@@ -58,7 +58,9 @@ function spec.load(path)
   end
   s.config, s.program = resolve(doc.config), resolve(doc.program)
   s.name = doc.name or path:match("([^/]+)%.ya?ml$") or "sweep"
-  if type(s.name) ~= "string" or not s.name:match("^[%w_%-%.]+$") then fail(path, lines, doc, "name", "name must be a plain file name") end
+  if type(s.name) ~= "string" or not s.name:match("^[%w_%-%.]+$") or s.name:match("^%.+$") then
+    fail(path, lines, doc, "name", "name must be a plain file name (letters, digits, _ - .), not '.' or '..'")
+  end
   s.method = doc.method or "grid"
   if s.method ~= "grid" and s.method ~= "random" then fail(path, lines, doc, "method", "method must be 'grid' or 'random', got '" .. tostring(s.method) .. "'") end
   for _, key in ipairs({"max_trials", "seed", "threads"}) do
