@@ -90,7 +90,7 @@ function Module:state_dict()
 end
 
 -- Copies values from state into the module's tensors. strict (the default)
--- makes missing and unexpected keys an error listing them all; returns the
+-- makes missing and unexpected keys an error counting them; returns the
 -- lists of missing and unexpected keys.
 function Module:load_state_dict(state, options)
   local strict = not (options and options.strict == false)
@@ -102,8 +102,14 @@ function Module:load_state_dict(state, options)
   table.sort(missing)
   table.sort(unexpected)
   if strict and (#missing > 0 or #unexpected > 0) then
-    error(string.format("load_state_dict: missing keys: [%s]; unexpected keys: [%s]",
-                        table.concat(missing, ", "), table.concat(unexpected, ", ")), 2)
+    -- the first few of each: a wrong file misses every key, hundreds of them
+    local function some(list)
+      local shown = {}
+      for i = 1, math.min(#list, 6) do shown[i] = list[i] end
+      return "[" .. table.concat(shown, ", ") .. (#list > 6 and string.format(", ... (%d in all)", #list) or "") .. "]"
+    end
+    error(string.format("load_state_dict: %d missing keys %s; %d unexpected keys %s", #missing, some(missing),
+                        #unexpected, some(unexpected)), 2)
   end
   for name, tensor in pairs(own) do
     local value = state[name]

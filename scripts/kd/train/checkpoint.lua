@@ -17,9 +17,10 @@ end
 -- Weights and the model config of a weights file.
 function checkpoint.load_weights(path)
   local tensors, meta = kd.load(path)
-  local ok, model_config = pcall(cjson.decode, meta.model or "")
-  if not ok or type(model_config) ~= "table" then
-    error(path .. ": no model config in the metadata (not a kdseg weights file?)", 0)
+  if meta.model == nil then error(path .. ": no model config in the metadata (not a kdseg weights file?)", 0) end
+  local ok, model_config = pcall(cjson.decode, meta.model)
+  if not ok or type(model_config) ~= "table" or type(model_config.name) ~= "string" then
+    error(path .. ": the model config in the metadata is not a JSON object with a model name", 0)
   end
   return tensors, model_config, meta
 end
@@ -28,8 +29,12 @@ end
 -- (name, options, classes, label_ids, palette, mean, std).
 function checkpoint.load_model(path)
   local tensors, model_config = checkpoint.load_weights(path)
-  local model = kd.models.create(model_config.name, model_config.options)
-  model:load_state_dict(tensors)
+  local ok, model = pcall(function()
+    local m = kd.models.create(model_config.name, model_config.options)
+    m:load_state_dict(tensors)
+    return m
+  end)
+  if not ok then error(path .. ": " .. tostring(model):gsub("^[^:]*%.lua:%d+: ", ""), 0) end
   model:eval()
   return model, model_config
 end
