@@ -65,7 +65,7 @@ static int traceback(lua_State *L) {
     const char *frames = lua_tostring(L, -1);
     luaL_Buffer b;
     luaL_buffinit(L, &b);
-    /* "/long/path/scripts/kd/config.lua:53: ..." reads as "kd/config.lua:53: ..." */
+    /* "/long/path/scripts/kd/infra/config.lua:53: ..." reads as "kd/infra/config.lua:53: ..." */
     const char *colon = strchr(msg, ':');
     const char *lib = colon ? find_library(msg, (size_t)(colon - msg)) : NULL;
     luaL_addstring(&b, lib ? lib + sizeof "scripts/" - 1 : msg);
@@ -213,7 +213,7 @@ static int run_main(lua_State *L, int argc, char **argv) {
     }
     if ((!code && !script_at) || interactive) {
         lua_getglobal(L, "require");
-        lua_pushstring(L, "kd.repl");
+        lua_pushstring(L, "kd.infra.repl");
         lua_call(L, 1, 1);
         lua_getfield(L, -1, "run");
         lua_remove(L, -2);

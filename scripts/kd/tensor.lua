@@ -44,7 +44,7 @@ return function(kd)
     end,
     function(s, t) return C.rdiv(t, s) end)
   meta.__unm = function(t) return C.affine(t, -1, 0) end
-  meta.__tostring = function(t) return require("kd.pretty").tensor(t) end
+  meta.__tostring = function(t) return require("kd.infra.pretty").tensor(t) end
   meta.__len = function(t) return t.shape[1] end
 
   -- method forms: x:relu(), x:sum(), x:softmax(2) ...

@@ -2,11 +2,12 @@
 -- labeled and an unlabeled stream drawn together, SGD with the poly
 -- schedule, and the one loop (kd.train.Loop) that trains their term lists.
 local Loop = require("kd.train.loop")
+local optimizers = require("kd.train.optimizers")
 
 local common = {}
 
 common.defaults = {
-  name = "baseline", runs_dir = "runs", seed = 1, model = "bench_student", iterations = 2000, lr = 0.01,
+  name = "baseline", runs_dir = "runs", seed = 1, model = "bench_student", iterations = 2000, lr = optimizers.defaults.lr,
   batch_size = 8, workers = 2, crop = {128, 256}, scale = {0.5, 2.0},
   weight = 1.0, rampup = 0,      -- the unsupervised term's weight and its sigmoid ramp-up length
   ema_decay = 0.99,              -- Mean Teacher
@@ -27,7 +28,7 @@ function common.setup(options)
   function env.model() return kd.models.create(cfg.model, {classes = options.classes.count}) end
   -- a learning model's entry: SGD with the poly schedule
   function env.learner(name, model)
-    return {name = name, model = model, arch = env.arch, optim = {lr = cfg.lr, momentum = 0.9, weight_decay = 1e-4}}
+    return {name = name, model = model, arch = env.arch, optim = {lr = cfg.lr}} -- the rest: optimizers.defaults
   end
   -- streams: labeled then unlabeled unless `order` says otherwise (the
   -- order batches are drawn in; each has its own seed, so it changes nothing else)

@@ -44,7 +44,7 @@ end
 
 -- Reads a class table from a YAML file (see above); errors name the line.
 function classes.load(path)
-  local doc, lines = require("kd.yaml").load_file(path)
+  local doc, lines = require("kd.infra.yaml").load_file(path)
   if type(doc) ~= "table" or type(doc.classes) ~= "table" or #doc.classes == 0 then
     error(path .. ": a class table needs a non-empty 'classes' list", 0)
   end

@@ -7,7 +7,7 @@
 -- SynthCity's hidden truth of coarse-only images, for measuring only).
 -- classes: "cityscapes" (default), a class table, or a YAML file of one.
 local C = require("kd._C")
-local class = require("kd.class")
+local class = require("kd.infra.class")
 local files = require("kd.data.files")
 local classes = require("kd.data.classes")
 

@@ -10,7 +10,7 @@
 -- same for a seed whatever the number of workers; start_batch skips to a
 -- batch (epoch * length + k) without loading what comes before, for resuming.
 local C = require("kd._C")
-local class = require("kd.class")
+local class = require("kd.infra.class")
 
 local Loader = class("data.Loader")
 

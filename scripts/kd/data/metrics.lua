@@ -3,7 +3,7 @@
 -- ground truth is ignored count nowhere; mIoU is the mean of the IoUs that are
 -- defined (a class absent from both prediction and truth has none).
 local C = require("kd._C")
-local class = require("kd.class")
+local class = require("kd.infra.class")
 
 local Confusion = class("data.Confusion")
 

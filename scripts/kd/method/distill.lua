@@ -76,41 +76,10 @@ function distill.class_balance(counts, power, cap)
   return weights
 end
 
--- Weight schedules: functions of the iteration (from 1).
-distill.schedules = {}
-
--- The sigmoid ramp-up of Laine & Aila: w * exp(-5 (1 - t)^2), t = iter / length.
-function distill.schedules.sigmoid_rampup(weight, length)
-  return function(iter)
-    local t = math.min(1, math.max(0, iter / length))
-    return weight * math.exp(-5 * (1 - t) ^ 2)
-  end
-end
-
-function distill.schedules.linear(from, to, length)
-  return function(iter) return from + (to - from) * math.min(1, iter / length) end
-end
-
-function distill.schedules.step(values, every)
-  return function(iter) return values[math.min(#values, math.floor((iter - 1) / every) + 1)] end
-end
-
-function distill.schedules.cosine(from, to, length)
-  return function(iter)
-    local t = math.min(1, iter / length)
-    return to + (from - to) * 0.5 * (1 + math.cos(math.pi * t))
-  end
-end
-
--- The value of a weight (a number or a schedule) at an iteration.
-function distill.weight(w, iteration)
-  if type(w) == "function" then return w(iteration) end
-  if type(w) == "table" then -- a schedule described in a config: {"sigmoid_rampup", 1.0, 500}
-    local fn = distill.schedules[w[1]]
-    if not fn then error("distill: unknown schedule '" .. tostring(w[1]) .. "'", 0) end
-    return fn(unpack(w, 2))(iteration)
-  end
-  return w or 0
-end
+-- A term's weight schedules live with the loop that reads them
+-- (kd.train.weights); kd.distill.schedules and kd.distill.weight are the same.
+local weights = require("kd.train.weights")
+distill.schedules = weights.schedules
+distill.weight = weights.at
 
 return distill

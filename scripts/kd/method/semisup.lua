@@ -12,7 +12,7 @@
 --      supervised baselines (fine labels only, all fine labels).
 local cjson = require("cjson")
 local C = require("kd._C")
-local config = require("kd.config")
+local config = require("kd.infra.config")
 local pseudo = require("kd.method.pseudo")
 local files = require("kd.data.files")
 local Dataset = require("kd.data.dataset")

@@ -11,9 +11,10 @@
 -- 0 skips its term. Every term of every student is logged; each student and
 -- their ensemble are evaluated, and the run resumes like any loop.
 local distill = require("kd.method.distill")
-local config = require("kd.config")
+local config = require("kd.infra.config")
 local terms = require("kd.train.terms")
 local Loop = require("kd.train.loop")
+local optimizers = require("kd.train.optimizers")
 
 local students = {}
 
@@ -21,7 +22,8 @@ local students = {}
 -- section is these keys (with the method's own values where it differs).
 students.settings = {
   models = {"bench_student"}, -- designs: zoo names, or {name = ..., width = ...}
-  iterations = 1000, lr = 0.01, momentum = 0.9, weight_decay = 1e-4, schedule_power = 0.9,
+  iterations = 1000, lr = optimizers.defaults.lr, momentum = optimizers.defaults.momentum,
+  weight_decay = optimizers.defaults.weight_decay, schedule_power = optimizers.schedule_defaults.power,
   weights = {ce = 1, pseudo = 1, pixel_kd = 0, pairwise = 0, mutual = 0, strong = 0},
   temperature = 2, grid = {4, 8}, strong_p = 0.5,
   kd_respect_labels = false, -- pixel_kd leaves out pixels where the teacher contradicts their (pseudo-)label

@@ -4,7 +4,7 @@
 -- logits and {features = the last feature map before the classifier}.
 local kd = require("kd")
 local nn = kd.nn
-local class = require("kd.class")
+local class = require("kd.infra.class")
 local blocks = require("kd.models.blocks")
 local cbr, ResBlock = blocks.conv_bn_relu, blocks.ResBlock
 

@@ -1,7 +1,7 @@
 -- blocks: the building blocks the model zoo is made of.
 local kd = require("kd")
 local nn = kd.nn
-local class = require("kd.class")
+local class = require("kd.infra.class")
 
 local blocks = {}
 

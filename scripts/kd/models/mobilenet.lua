@@ -5,7 +5,7 @@
 -- options: classes (19), width (48: channels at 1/8), expansion (4)
 local kd = require("kd")
 local nn = kd.nn
-local class = require("kd.class")
+local class = require("kd.infra.class")
 local blocks = require("kd.models.blocks")
 local cbr = blocks.conv_bn_relu
 

@@ -1,6 +1,6 @@
 -- Layers without parameters: activations, dropout, pooling, resizing, identity.
 local kd = require("kd")
-local class = require("kd.class")
+local class = require("kd.infra.class")
 local Module = require("kd.nn.module")
 
 local ReLU = class("nn.ReLU", Module)

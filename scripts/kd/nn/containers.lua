@@ -1,6 +1,6 @@
 -- Containers: Sequential runs its children in order; an error inside a child
 -- says which one ("In 3 module of nn.Sequential: ..."), as in torch/nn.
-local class = require("kd.class")
+local class = require("kd.infra.class")
 local Module = require("kd.nn.module")
 
 local Sequential = class("nn.Sequential", Module)

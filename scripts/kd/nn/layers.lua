@@ -1,6 +1,6 @@
 -- Layers with parameters: Conv2d and BatchNorm2d.
 local kd = require("kd")
-local class = require("kd.class")
+local class = require("kd.infra.class")
 local Module = require("kd.nn.module")
 
 local function check_positive_int(fn, what, v)

@@ -3,7 +3,7 @@
 -- like batch-norm running statistics) and child modules, each kept in
 -- registration order so that names and state dicts are stable.
 local kd = require("kd")
-local class = require("kd.class")
+local class = require("kd.infra.class")
 
 local Module = class("nn.Module")
 

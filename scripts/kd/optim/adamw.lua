@@ -5,7 +5,7 @@
 --   eps           1e-8          added to the denominator
 --   weight_decay  1e-2          decoupled: p = p * (1 - lr * weight_decay)
 local kd = require("kd")
-local class = require("kd.class")
+local class = require("kd.infra.class")
 local Optimizer = require("kd.optim.optimizer")
 
 local AdamW = class("optim.AdamW", Optimizer)

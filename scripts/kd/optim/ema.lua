@@ -3,7 +3,7 @@
 --   ema:update()    -- teacher = decay * teacher + (1 - decay) * student
 -- Buffers (batch-norm running statistics) are copied, not averaged, unless
 -- average_buffers is set.
-local class = require("kd.class")
+local class = require("kd.infra.class")
 
 local EMA = class("optim.EMA")
 

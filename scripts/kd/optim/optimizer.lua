@@ -3,7 +3,7 @@
 -- weight_decay = ...} whose settings override the optimizer's defaults
 -- (for example no weight decay on batch-norm and bias parameters).
 local kd = require("kd")
-local class = require("kd.class")
+local class = require("kd.infra.class")
 
 local Optimizer = class("optim.Optimizer")
 

@@ -7,7 +7,7 @@
 --   nesterov      false  Nesterov momentum (needs momentum > 0 and dampening 0)
 -- The update of each parameter is one fused C loop (kd._C.sgd_step).
 local kd = require("kd")
-local class = require("kd.class")
+local class = require("kd.infra.class")
 local Optimizer = require("kd.optim.optimizer")
 
 local SGD = class("optim.SGD", Optimizer)

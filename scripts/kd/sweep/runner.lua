@@ -6,7 +6,7 @@
 local cjson = require("cjson")
 local C = require("kd._C")
 local spec_mod = require("kd.sweep.spec")
-local config = require("kd.config")
+local config = require("kd.infra.config")
 local files = require("kd.data.files")
 local rundir = require("kd.train.rundir")
 

@@ -13,7 +13,7 @@
 --   metric: {name: final_miou, goal: maximize}       # a dotted path into the trial's results.json
 --   early_terminate: {type: median, min_evals: 2}    # on the trial's eval lines (metric "miou")
 --   threads: 1                                       # per trial
-local yaml = require("kd.yaml")
+local yaml = require("kd.infra.yaml")
 
 local spec = {}
 

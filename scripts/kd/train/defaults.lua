@@ -2,6 +2,8 @@
 -- (Lua or YAML) override them, and `kdseg train CONFIG key=value` overrides
 -- those; a key not listed here is an error.
 local normalize = require("kd.data.normalize")
+local optimizers = require("kd.train.optimizers")
+local merge = require("kd.infra.config").merge
 return {
   name = "run",            -- runs/<name>/ holds everything the run writes
   runs_dir = "runs",
@@ -19,9 +21,11 @@ return {
                mean = normalize.mean, std = normalize.std, pad_label = 255},
   },
   model = {name = "bench_student", width = false},
-  optim = {name = "sgd", lr = 0.01, momentum = 0.9, weight_decay = 1e-4, nesterov = false,
-           betas = {0.9, 0.999}, no_decay_bn_bias = true},
-  schedule = {name = "poly", power = 0.9, warmup = 0}, -- poly | cosine | constant; warmup iterations
+  -- the optimizer's settings and defaults are optimizers.defaults (name: sgd
+  -- or adamw, lr, momentum, weight_decay, nesterov, betas); a config's batch
+  -- norms and biases are not decayed
+  optim = merge(optimizers.defaults, {no_decay_bn_bias = true}),
+  schedule = merge(optimizers.schedule_defaults, {}), -- poly | cosine | constant; warmup iterations
   train = {iterations = 1000, log_every = 20, eval_every = 250, checkpoint_every = 250, clip_grad = 0,
            grids = 4,       -- grids: samples drawn in the prediction grid of each evaluation
            freeze_bn = false}, -- batch norms normalise with (and keep) their running statistics; their

@@ -38,15 +38,15 @@
 -- earlier run is refused.
 local cjson = require("cjson")
 local C = require("kd._C")
-local class = require("kd.class")
-local config = require("kd.config")
-local distill = require("kd.method.distill")
+local class = require("kd.infra.class")
+local config = require("kd.infra.config")
 local evaluate = require("kd.train.evaluate")
 local optimizers = require("kd.train.optimizers")
 local rundir = require("kd.train.rundir")
 local runlog = require("kd.train.runlog")
 local state = require("kd.train.state")
 local Step = require("kd.train.step")
+local weights = require("kd.train.weights")
 
 local Loop = class("train.Loop")
 
@@ -367,7 +367,7 @@ function Loop:step()
   local step = Step(self, batches, iteration)
   local total, values = nil, {}
   for _, term in ipairs(self.terms) do
-    local w = distill.weight(term.weight, iteration)
+    local w = weights.at(term.weight, iteration)
     if w ~= 0 then
       local value = term.fn(step, term)
       if value ~= nil then

@@ -7,6 +7,8 @@
 -- first update is schedule(0)).
 local optimizers = {}
 
+-- Declared here once: kdseg train's configs, the students and the
+-- baselines take their optimizer settings from these.
 optimizers.defaults = {name = "sgd", lr = 0.01, momentum = 0.9, weight_decay = 1e-4, nesterov = false,
                        betas = {0.9, 0.999}, no_decay_bn_bias = false}
 optimizers.schedule_defaults = {name = "poly", power = 0.9, warmup = 0}

@@ -9,7 +9,7 @@
 -- refused unless resumed or overwritten. A stage killed before its first
 -- state file has nothing to continue from: what it left is removed and it
 -- starts again.
-local config = require("kd.config")
+local config = require("kd.infra.config")
 local files = require("kd.data.files")
 local rundir = require("kd.train.rundir")
 

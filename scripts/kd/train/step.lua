@@ -7,7 +7,7 @@
 --   step:target(model, input[, T]) softmax probabilities at temperature T, no gradient
 --                                (a learning model runs once more, unrecorded, as a teacher would)
 --   step.iteration (from 1), step.loop, step:model(name)
-local class = require("kd.class")
+local class = require("kd.infra.class")
 
 local Step = class("train.Step")
 

@@ -9,8 +9,8 @@
 -- cfg.data.train), train_weights (per item, a weight PNG path or false),
 -- model (a model to go on training instead of a new one), terms (more loss
 -- terms for the model, named "model" in the loop).
-local class = require("kd.class")
-local config = require("kd.config")
+local class = require("kd.infra.class")
+local config = require("kd.infra.config")
 local terms = require("kd.train.terms")
 local Loop = require("kd.train.loop")
 

@@ -64,9 +64,11 @@ local function resolve(name)
 end
 
 -- The comment at the top of the Lua file of a module ("kd.train" ->
--- scripts/kd/train/init.lua; "kd.train.Loop" -> scripts/kd/train/loop.lua).
+-- scripts/kd/train/init.lua; "kd.train.Loop" -> scripts/kd/train/loop.lua;
+-- "kd.config" -> scripts/kd/infra/config.lua, "kd.pseudo" -> method/pseudo.lua).
 local function module_comment(name)
-  for _, candidate in ipairs({name, name:lower()}) do
+  local last = name:match("([^%.]+)$")
+  for _, candidate in ipairs({name, name:lower(), "kd.infra." .. last, "kd.method." .. last}) do
     local path = package.searchpath(candidate, package.path)
     if path then
       local lines = {}

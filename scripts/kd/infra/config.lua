@@ -4,7 +4,7 @@
 -- it, so a typo never silently does nothing, and a value must have the
 -- kind of its default (below), so `batch_size: two` or `crop: 64` is an
 -- error naming the key, not a failure somewhere inside training.
-local yaml = require("kd.yaml")
+local yaml = require("kd.infra.yaml")
 
 local config = {}
 

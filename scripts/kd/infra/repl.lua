@@ -3,7 +3,7 @@
 -- input for unfinished statements, values printed (a trailing ';' silences),
 -- errors shown without ending the session, `?name` for help.
 local C = require("kd._C")
-local pretty = require("kd.pretty")
+local pretty = require("kd.infra.pretty")
 
 local repl = {}
 
