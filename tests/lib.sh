@@ -11,6 +11,13 @@ ok() { passed=$((passed + 1)); }
 fail() { failed=$((failed + 1)); echo "FAIL $SUITE: $1"; }
 finish() { echo "$SUITE tests: $passed passed, $failed failed"; [ "$failed" = 0 ]; }
 
+# tiny_dataset COARSE: a SynthCity of 12 training images (a quarter of them
+# labeled in splits/1_4/), COARSE coarse-only ones and 2 for validation, in data/
+tiny_dataset() {
+    "$kdseg" synthcity --out data --train 12 --coarse "$1" --val 2 --size 32x64 --seed 4 > /dev/null || fail "synthcity"
+    "$kdseg" splits --root data --fractions 1/4 --seed 0 > /dev/null || fail "splits"
+}
+
 # running PID: the process is alive (not ended and waiting to be reaped)
 running() { [ -e "/proc/$1/stat" ] && [ "$(sed 's/.*) //' "/proc/$1/stat" | cut -c1)" != Z ]; }
 

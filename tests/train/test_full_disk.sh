@@ -28,8 +28,7 @@ free_space() { rm -f "$fs/filler"; }
 # run_limited COMMAND...: under ulimit, files past 64 KiB cannot be written
 run_limited() { if [ $kind = ulimit ]; then (ulimit -f 128; trap '' XFSZ; exec "$@"); else "$@"; fi; }
 
-"$kdseg" synthcity --out data --train 12 --coarse 40 --val 2 --size 32x64 --seed 4 > /dev/null || fail "synthcity"
-"$kdseg" splits --root data --fractions 1/4 --seed 0 > /dev/null || fail "splits"
+tiny_dataset 40
 
 # ---- a training run ---------------------------------------------------------
 cat > train.lua <<'LUA'

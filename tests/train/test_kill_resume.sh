@@ -11,8 +11,7 @@ SUITE=kill-resume
 . "$(dirname "$0")/../lib.sh"
 seed=${KILL_SEED:-$(date +%s)}
 echo "kill seed $seed"
-"$kdseg" synthcity --out data --train 12 --coarse 8 --val 2 --size 32x64 --seed 4 > /dev/null || fail "synthcity"
-"$kdseg" splits --root data --fractions 1/4 --seed 0 > /dev/null || fail "splits"
+tiny_dataset 8
 
 # kdseg train, killed twenty times
 cat > train.lua <<'LUA'

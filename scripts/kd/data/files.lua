@@ -48,9 +48,11 @@ function files.append(f, path, text)
   if not ok then error("cannot write " .. path .. ": " .. tostring(err), 0) end
 end
 
-function files.read(path)
+-- The whole file; an error names it, located `level` calls up (default 1:
+-- the caller of read).
+function files.read(path, level)
   local f, err = io.open(path, "rb")
-  if not f then error("cannot open " .. tostring(err), 2) end
+  if not f then error("cannot open " .. tostring(err), (level or 1) + 1) end
   local s = f:read("*a")
   f:close()
   if not s then error("cannot read " .. path .. " (a folder?)", 0) end

@@ -8,12 +8,7 @@ local yaml = {}
 function yaml.load(text, name) return C.yaml_load(text, name or "yaml") end
 
 function yaml.load_file(path)
-  local f, err = io.open(path, "rb")
-  if not f then error("cannot open " .. tostring(err), 2) end
-  local text = f:read("*a")
-  f:close()
-  if not text then error("cannot read " .. path .. " (a folder?)", 0) end
-  return C.yaml_load(text, path)
+  return C.yaml_load(require("kd.data.files").read(path, 2), path)
 end
 
 return yaml
