@@ -593,9 +593,11 @@ function Loop:run()
     results.primary = primary
     for k, v in pairs(results.models[primary]) do results[k] = v end
   end
+  -- results.json last: it marks the run finished (kd.train.stage), so
+  -- nothing of the run may be left to write after it
+  require("kd.train.report").write(self.dir, results)
   self.log:write_json("results.json", results)
   self.log:close()
-  require("kd.train.report").write(self.dir)
   rundir.release(self.dir)
   if not self.quiet and #list == 1 and last[list[1].name] then print(last[list[1].name].confusion:table()) end
   results.last = last

@@ -88,9 +88,9 @@ local function curves(path)
   return c, last_eval
 end
 
-function report.write(dir)
+function report.write(dir, results)
   local c, last_eval = curves(dir .. "/metrics.jsonl")
-  local results = files.exists(dir .. "/results.json") and cjson.decode(files.read(dir .. "/results.json")) or {}
+  results = results or (files.exists(dir .. "/results.json") and cjson.decode(files.read(dir .. "/results.json"))) or {}
   local html = {"<!DOCTYPE html><html><head><meta charset='utf-8'><title>" .. escape(results.name or dir) .. "</title>",
     "<style>body{font-family:sans-serif;margin:24px;max-width:1100px} table{border-collapse:collapse} td,th{border:1px solid #ccc;padding:3px 8px;text-align:right} th{background:#eee} td:first-child{text-align:left} img{max-width:100%;image-rendering:pixelated}</style></head><body>",
     "<h1>" .. escape(results.name or dir) .. "</h1>"}
