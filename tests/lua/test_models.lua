@@ -58,6 +58,21 @@ function T.config_merge_and_overrides()
   h.raises(function() kd.config.override(cfg, "optimm.lr=1") end, "unknown config key 'optimm.lr'")
   h.raises(function() kd.config.override(cfg, "no equals sign") end, "must look like key=value")
   h.raises(function() kd.train.Trainer.resolve({optim = {lrr = 1}}, "my.lua") end, "my.lua: unknown config key 'optim.lrr'")
+  -- kinds: each value has its default's; an empty table (JSON {} or []) for
+  -- a section changes nothing in it
+  local empty = kd.train.Trainer.resolve({model = {}, data = {augment = {}}})
+  h.eq(empty.model.name, "bench_student", "model = {} keeps the model's defaults")
+  h.eq(empty.data.augment.crop[1], 128, "augment = {} keeps the crop")
+  h.raises(function() kd.train.Trainer.resolve({model = {1}}, "c.json") end, "c.json: 'model' must be a section, got a list")
+  h.raises(function() kd.train.Trainer.resolve({data = {batch_size = "two"}}, "c.yaml") end,
+           "c.yaml: 'data.batch_size' must be a number, got 'two'")
+  h.raises(function() kd.train.Trainer.resolve({data = {augment = {crop = 64}}}, "c.yaml") end,
+           "c.yaml: 'data.augment.crop' must be a list, got 64")
+  h.raises(function() kd.train.Trainer.resolve({optim = {lr = 0 / 0}}, "c.lua") end, "'optim.lr' must be a finite number")
+  h.raises(function() kd.train.Trainer.resolve({train = {iterations = 0}}, "c.lua") end,
+           "c.lua: 'train.iterations' must be an integer >= 1, got 0")
+  h.raises(function() kd.train.Trainer.resolve({data = {augment = {hflip = "yes"}}}, "c.lua") end,
+           "'data.augment.hflip' must be true or false")
   local path = os.tmpname()
   C.write_atomic(path .. ".yaml", "name: from_yaml\noptim:\n  lr: 0.03\n")
   local y = kd.train.Trainer.resolve(kd.config.load(path .. ".yaml"))

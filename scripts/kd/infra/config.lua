@@ -71,7 +71,7 @@ function config.merge(defaults, user, where, path)
       error(string.format("%s: unknown config key '%s'", where, full), 0)
     end
     check_kind(defaults[key], value, full, where)
-    if is_section(defaults[key]) and type(value) == "table" and is_section(value) then
+    if is_section(defaults[key]) and type(value) == "table" then -- ({} changes nothing)
       out[key] = config.merge(defaults[key], value, where, full .. ".")
     else
       out[key] = config.copy(value)
