@@ -30,11 +30,31 @@ end
 -- YAML text as configs, class tables and sweep specs are read
 function targets.yaml(bytes) kd.yaml.load(bytes, "input.yaml") end
 
+-- A broken promise of the library (not a bad input): a finding.
+local function finding(message) error({finding = message}) end
+
+-- A resolved config has every section of the defaults as a section, every
+-- number as a number and every string as a string: what the training code
+-- relies on.
+local function check_resolved(defaults, cfg, path)
+  for key, default in pairs(defaults) do
+    local value, where = cfg[key], path .. tostring(key)
+    if type(default) == "table" and next(default) and type(next(default)) == "string" then
+      if type(value) ~= "table" then finding(where .. " is no longer a section") end
+      check_resolved(default, value, where .. ".")
+    elseif type(default) == "number" and type(value) ~= "number" and type(value) ~= "function" then
+      finding(where .. " is a " .. type(value) .. ", not a number")
+    elseif type(default) == "string" and type(value) ~= "string" then
+      finding(where .. " is a " .. type(value) .. ", not a string")
+    end
+  end
+end
+
 -- a training config, as YAML and as JSON, merged and checked
 function targets.config(bytes)
   for _, name in ipairs({"input.yaml", "input.json"}) do
     local ok, cfg = pcall(kd.config.load, file(name, bytes))
-    if ok then kd.train.Trainer.resolve(cfg, name) end
+    if ok then check_resolved(kd.train.Trainer.defaults, kd.train.Trainer.resolve(cfg, name), "") end
   end
 end
 
@@ -42,7 +62,7 @@ end
 function targets.override(bytes)
   local cfg = kd.config.copy(kd.train.Trainer.defaults)
   for line in bytes:gmatch("[^\n]+") do kd.config.override(cfg, line) end
-  kd.train.Trainer.resolve(cfg, "overrides")
+  check_resolved(kd.train.Trainer.defaults, kd.train.Trainer.resolve(cfg, "overrides"), "")
 end
 
 -- a split list: "image [label]" per line, relative to the dataset root
@@ -87,6 +107,10 @@ add_functions(getmetatable(kd.zeros({1})), {})
 function targets.run(name, bytes)
   local unclear = false
   local ok, message = xpcall(targets[name], function(m)
+    if type(m) == "table" and m.finding then
+      unclear = true
+      return "the library broke a promise: " .. m.finding
+    end
     local raiser = debug.getinfo(2, "fS")
     unclear = not (raiser and clear_raisers[raiser.func])
     return tostring(m)
