@@ -30,9 +30,11 @@ function distill.pixel_kd(student_logits, teacher_logits, temperature, labels, c
 end
 
 -- Pair-wise (structured) distillation from the teacher's features: both maps
--- pooled into a grid of nodes, squared difference of cosine similarities.
+-- pooled into a grid {h, w} of nodes (kd.terms.pairwise_kd's default is
+-- the method's), squared difference of cosine similarities.
 function distill.pairwise_kd(student_features, teacher_features, grid)
-  return kd.losses.pairwise_distill(student_features, teacher_features:detach(), {grid = grid or {4, 8}})
+  if type(grid) ~= "table" then error("distill.pairwise_kd: grid {h, w} is required", 2) end
+  return kd.losses.pairwise_distill(student_features, teacher_features:detach(), {grid = grid})
 end
 
 -- Mutual learning (Zhang et al., deep mutual learning): the mean over peers

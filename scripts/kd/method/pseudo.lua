@@ -59,10 +59,14 @@ end
 -- Thresholds per class: the given percentile of the confidences of the
 -- pixels predicted as each class over the whole set, clamped to [min, max]:
 -- a rare class that the teacher is less sure of still gets pseudo-labels.
+-- (kd.semisup's cycles take their percentile, min and max from these.)
+pseudo.threshold_defaults = {percentile = 50, min = 0.5, max = 0.95}
+
 function pseudo.class_thresholds(pred, conf, classes, options)
-  options = options or {}
-  local t = C.class_percentiles(pred, conf, classes, options.percentile or 50, options.max or 0.95)
-  for c = 1, classes do t[c] = math.min(options.max or 0.95, math.max(options.min or 0.5, t[c])) end
+  local o = {}
+  for k, v in pairs(pseudo.threshold_defaults) do o[k] = (options or {})[k] or v end
+  local t = C.class_percentiles(pred, conf, classes, o.percentile, o.max)
+  for c = 1, classes do t[c] = math.min(o.max, math.max(o.min, t[c])) end
   return t
 end
 

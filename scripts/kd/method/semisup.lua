@@ -43,7 +43,8 @@ semisup.defaults = {
   -- always are), so every one is kept at full weight; with a 0.9 threshold a
   -- teacher confident in its mistakes (trucks taken for buses) overruled them
   -- and the cycles could not correct it
-  cycles = {count = 2, soft_average = true, soft_scale = 4, flip = false, percentile = 50, min_threshold = 0.5, max_threshold = 0.95,
+  cycles = {count = 2, soft_average = true, soft_scale = 4, flip = false, percentile = pseudo.threshold_defaults.percentile,
+            min_threshold = pseudo.threshold_defaults.min, max_threshold = pseudo.threshold_defaults.max,
             rules = {{"keep_coarse", threshold = 1, weight = 1}, {"fill", threshold = "per_class"}}},
   -- students: the keys of kd.students.settings, with the method's own values:
   -- pseudo_balance weighs the pseudo term's classes by (mean / count)^0.5.

@@ -25,7 +25,7 @@ students.settings = {
   iterations = 1000, lr = optimizers.defaults.lr, momentum = optimizers.defaults.momentum,
   weight_decay = optimizers.defaults.weight_decay, schedule_power = optimizers.schedule_defaults.power,
   weights = {ce = 1, pseudo = 1, pixel_kd = 0, pairwise = 0, mutual = 0, strong = 0},
-  temperature = 2, grid = {4, 8}, strong_p = 0.5,
+  temperature = 2, grid = {unpack(terms.defaults.pairwise_kd.grid)}, strong_p = terms.defaults.cutmix.p,
   kd_respect_labels = false, -- pixel_kd leaves out pixels where the teacher contradicts their (pseudo-)label
   -- the pseudo term's class weights (kd.distill.class_balance): power 0 is
   -- off, 0.5 weighs a class by the inverse square root of its pixel count

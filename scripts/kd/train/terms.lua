@@ -11,11 +11,25 @@ local mix = require("kd.data.mix")
 
 local terms = {}
 
+-- Every term's settings and their defaults, declared here once (the
+-- method's settings refer to them: kd.students' grid and strong_p).
+terms.defaults = {
+  ce = {stream = "labeled", pixel_weights = false, class_weights = false, ignore = 255},
+  pseudo_ce = {stream = "pseudo", class_weights = false},
+  pixel_kd = {teacher = false, streams = {"labeled"}, temperature = 1, respect_labels = false, class_weights = false},
+  pairwise_kd = {teacher = false, streams = {"labeled"}, grid = {4, 8}, feature = "features"},
+  mutual = {peers = false, stream = "labeled", temperature = 1},
+  mse_consistency = {teacher = false, stream = "unlabeled"},
+  cross_pseudo = {peer = false, stream = "unlabeled"},
+  cutmix = {stream = "pseudo", source = false, threshold = 0.95, p = 0.5, jitter = false, class_weights = false, view = false},
+  feature_perturbation = {stream = "unlabeled", source = false, threshold = 0.95, p = 0.5},
+}
+
 -- A term table from settings, the defaults filled in and unknown keys refused.
 local function make(kind, settings, defaults, fn)
   if type(settings) ~= "table" then error("terms." .. kind .. ": a table of settings is required", 3) end
   local t = {}
-  for key, value in pairs(defaults) do t[key] = value end
+  for key, value in pairs(defaults) do t[key] = type(value) == "table" and {unpack(value)} or value end
   for key, value in pairs(settings) do
     if defaults[key] == nil and key ~= "model" and key ~= "name" and key ~= "weight" then
       error(string.format("terms.%s: unknown setting '%s'", kind, tostring(key)), 3)
@@ -42,7 +56,7 @@ end
 -- the batch's weight map (pseudo-labelled images carry one); class_weights:
 -- a tensor of one weight per class.
 function terms.ce(settings)
-  local t = make("ce", settings, {stream = "labeled", pixel_weights = false, class_weights = false, ignore = 255},
+  local t = make("ce", settings, terms.defaults.ce,
     function(step, t)
       local batch = step:batch(t.stream)
       return kd.losses.cross_entropy(step:output(t.model, t.stream), batch.labels,
@@ -56,7 +70,7 @@ end
 -- Confidence-weighted cross-entropy on pseudo-labels (kd.distill.pseudo_ce):
 -- the stream's labels and per-pixel weights, optionally class-weighted.
 function terms.pseudo_ce(settings)
-  local t = make("pseudo", settings, {stream = "pseudo", class_weights = false},
+  local t = make("pseudo", settings, terms.defaults.pseudo_ce,
     function(step, t)
       local batch = step:batch(t.stream)
       return distill.pseudo_ce(step:output(t.model, t.stream), batch.labels, batch.weights, t.class_weights or nil)
@@ -69,8 +83,7 @@ end
 -- summed over streams; respect_labels leaves out pixels whose label the
 -- teacher contradicts; class_weights weighs each pixel by the teacher's class.
 function terms.pixel_kd(settings)
-  return make("pixel_kd", settings, {teacher = false, streams = {"labeled"}, temperature = 1, respect_labels = false,
-                                     class_weights = false},
+  return make("pixel_kd", settings, terms.defaults.pixel_kd,
     function(step, t)
       if not t.teacher then error("terms.pixel_kd: teacher (a model's name) is required", 0) end
       return sum_over(t.streams, function(s)
@@ -84,7 +97,7 @@ end
 -- Pair-wise (structured) distillation from any model's named features
 -- (kd.distill.pairwise_kd), summed over streams.
 function terms.pairwise_kd(settings)
-  return make("pairwise", settings, {teacher = false, streams = {"labeled"}, grid = {4, 8}, feature = "features"},
+  return make("pairwise", settings, terms.defaults.pairwise_kd,
     function(step, t)
       if not t.teacher then error("terms.pairwise_kd: teacher (a model's name) is required", 0) end
       return sum_over(t.streams, function(s)
@@ -101,7 +114,7 @@ end
 -- (kd.distill.mutual). peers: the models learning together (the model itself
 -- may be among them; it is left out of its own mean).
 function terms.mutual(settings)
-  return make("mutual", settings, {peers = false, stream = "labeled", temperature = 1},
+  return make("mutual", settings, terms.defaults.mutual,
     function(step, t)
       if type(t.peers) ~= "table" then error("terms.mutual: peers (a list of model names) is required", 0) end
       local logits, index = {}, nil
@@ -117,7 +130,7 @@ end
 -- Mean Teacher's consistency: the squared difference of the model's class
 -- distribution and the teacher's (no gradient to the teacher).
 function terms.mse_consistency(settings)
-  return make("consistency", settings, {teacher = false, stream = "unlabeled"},
+  return make("consistency", settings, terms.defaults.mse_consistency,
     function(step, t)
       if not t.teacher then error("terms.mse_consistency: teacher (a model's name) is required", 0) end
       return kd.losses.mse(kd.softmax((step:output(t.model, t.stream))), step:target(t.teacher, t.stream))
@@ -127,7 +140,7 @@ end
 -- Cross pseudo supervision: cross-entropy to the peer's hard prediction
 -- (argmax of its detached logits) on the same images.
 function terms.cross_pseudo(settings)
-  return make("cps", settings, {peer = false, stream = "unlabeled"},
+  return make("cps", settings, terms.defaults.cross_pseudo,
     function(step, t)
       if not t.peer then error("terms.cross_pseudo: peer (a model's name) is required", 0) end
       return kd.losses.cross_entropy(step:output(t.model, t.stream), step:output(t.peer, t.stream):detach():argmax())
@@ -168,8 +181,7 @@ end
 -- view is made once per step and per term name (so several students share
 -- it); view names it to share it between terms of other names.
 function terms.cutmix(settings)
-  local t = make("strong", settings, {stream = "pseudo", source = false, threshold = 0.95, p = 0.5, jitter = false,
-                                       class_weights = false, view = false},
+  local t = make("strong", settings, terms.defaults.cutmix,
     function(step, t)
       local view = step:batch(t.view)
       return distill.pseudo_ce(step:output(t.model, t.view), view.labels, view.weights, t.class_weights or nil)
@@ -196,7 +208,7 @@ end
 -- stream with channel dropout (p), decoded again (model:decode), supervised
 -- by the source model's confident prediction (>= threshold) on the images.
 function terms.feature_perturbation(settings)
-  local t = make("fp", settings, {stream = "unlabeled", source = false, threshold = 0.95, p = 0.5},
+  local t = make("fp", settings, terms.defaults.feature_perturbation,
     function(step, t)
       local model = step:model(t.model)
       if not model.decode then error("terms.feature_perturbation: model " .. t.model .. " has no decode(features, images)", 0) end
