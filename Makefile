@@ -97,14 +97,6 @@ $(BUILD)/san-tests/%: tests/c/%.c tests/c/check.h $(BUILD)/libkdcore-san.a
 $(BUILD)/tests/test_faults $(BUILD)/san-tests/test_faults: \
     TEST_LDFLAGS := -Wl,--wrap=malloc,--wrap=calloc,--wrap=realloc,--wrap=aligned_alloc
 
-# Every suite prints its own "N passed, N failed" line and tests/run-all the
-# total: C tests, the same under ASan + UBSan, the Lua suite run by kdseg,
-# the command line, the REPL driven through tmux, kdseg built with ASan +
-# UBSan through the Lua suite, the command line and tiny end-to-end runs,
-# and a short run of every fuzzer.
-test: all $(CTESTS) $(SANTESTS) $(BUILD)/san/kdseg $(FUZZERS)
-	@tests/run-all $(CTESTS) -- $(SANTESTS) -- $(FUZZERS)
-
 # Fuzzing with clang's libFuzzer under ASan + UBSan (tests/fuzz/): the C
 # decoders (PNG from memory, and through the loader with augmentation) and
 # the parsers reached through Lua, one harness per target of
@@ -140,6 +132,15 @@ $(FUZZ_LUA): $(BUILD)/fuzz/fuzz_%: tests/fuzz/fuzz_lua.c $(FUZZ_BIND_OBJ) $(FUZZ
 
 fuzz: all $(FUZZERS)
 	tests/fuzz/run.sh $(FUZZ_SECONDS) $(FUZZERS)
+
+# (after the fuzzing variables: prerequisites are expanded where they are read)
+# Every suite prints its own "N passed, N failed" line and tests/run-all the
+# total: C tests, the same under ASan + UBSan, the Lua suite run by kdseg,
+# the command line, the REPL driven through tmux, kdseg built with ASan +
+# UBSan through the Lua suite, the command line and tiny end-to-end runs,
+# and a short run of every fuzzer.
+test: all $(CTESTS) $(SANTESTS) $(BUILD)/san/kdseg $(FUZZERS)
+	@tests/run-all $(CTESTS) -- $(SANTESTS) -- $(FUZZERS)
 
 $(BUILD)/bench/%: tests/bench/%.c $(BUILD)/libkdcore.a
 	@mkdir -p $(dir $@)
