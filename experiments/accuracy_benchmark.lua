@@ -17,7 +17,7 @@
 local cjson = require("cjson")
 local semisup = require("kd.method.semisup")
 
-local cfg = {name = "accuracy_benchmark", root = "data/accuracy_benchmark", seed = 1, iterations = 4000, lr = 0.02,
+local cfg = {name = "accuracy_benchmark", root = "data/accuracy_benchmark", classes = "cityscapes", seed = 1, iterations = 4000, lr = 0.02,
              teacher_iterations = 2000, -- the teacher's first training; each retraining cycle half of it
              batch_size = 8, workers = 2, crop = {64, 128}, scale = {0.5, 2.0}, teacher = "deeplabv3plus",
              student = "bench_student", quiet = false, teacher_with_coarse = false,
@@ -38,7 +38,7 @@ if not kd.data.files.exists(root .. "/.complete") then
   kd.data.splits.write({root = root, fractions = {"1/8"}, seed = 0})
   kd._C.write_atomic(root .. "/.complete", "")
 end
-local data = {root = root, labeled = "splits/1_8/labeled.txt", unlabeled = "splits/1_8/unlabeled.txt"}
+local data = {root = root, classes = cfg.classes, labeled = "splits/1_8/labeled.txt", unlabeled = "splits/1_8/unlabeled.txt"}
 
 local method = semisup.run({
   name = "method", runs_dir = dir, seed = cfg.seed, batch_size = cfg.batch_size, workers = cfg.workers,
@@ -55,7 +55,7 @@ local args = {"name=baselines", "runs_dir=" .. dir, "seed=" .. cfg.seed, "model=
               "iterations=" .. cfg.iterations, "lr=" .. cfg.lr, "batch_size=" .. cfg.batch_size,
               "workers=" .. cfg.workers, string.format("crop=[%d,%d]", cfg.crop[1], cfg.crop[2]),
               string.format("scale=[%g,%g]", cfg.scale[1], cfg.scale[2]), "data.root=" .. root,
-              "data.labeled=" .. data.labeled, "data.unlabeled=" .. data.unlabeled,
+              "data.labeled=" .. data.labeled, "data.unlabeled=" .. data.unlabeled, "data.classes=" .. cfg.classes,
               "methods=[cps,mean_teacher,unimatch,fine_coarse]", "quiet=" .. tostring(cfg.quiet),
               flags.resume and "--resume" or nil}
 local baselines_json = cfg.baselines_from or (dir .. "/baselines/results.json")

@@ -13,7 +13,7 @@ local cfg = {name = "baselines_semisup", runs_dir = "runs", seed = 1, model = "b
              lr = 0.01, batch_size = 8, workers = 2, crop = {128, 256}, scale = {0.5, 2.0}, quiet = false,
              data = kd.config.copy(semisup.defaults.data), methods = {"fine_only", "fine_coarse", "mean_teacher", "cps", "unimatch"}}
 local flags = kd.config.arguments(arg, cfg, {"resume", "overwrite"})
-local classes = kd.data.classes.cityscapes()
+local classes = kd.data.classes.get(cfg.data.classes) -- data.classes: cityscapes or a YAML table
 local root = cfg.data.root
 local function at_root(list) return list:sub(1, 1) == "/" and list or root .. "/" .. list end
 local labeled = kd.data.Dataset{root = root, list = at_root(cfg.data.labeled), classes = classes}
@@ -27,7 +27,8 @@ kd.train.rundir.claim(dir, flags)
 
 local function supervised(name, items, resume)
   local tcfg = {name = name, runs_dir = dir, seed = cfg.seed, model = {name = cfg.model}, optim = {lr = cfg.lr},
-                data = {root = root, batch_size = cfg.batch_size, workers = cfg.workers, train = {list = cfg.data.labeled},
+                data = {root = root, classes = cfg.data.classes, batch_size = cfg.batch_size, workers = cfg.workers,
+                        train = {list = cfg.data.labeled}, val = {split = cfg.data.val.split},
                         augment = {crop = cfg.crop, scale = cfg.scale}},
                 train = {iterations = cfg.iterations, eval_every = 0, checkpoint_every = 0,
                          log_every = math.max(1, math.floor(cfg.iterations / 10))}}

@@ -5,15 +5,16 @@
 -- teacher of the mean of the students' weights, which teaches them too.
 -- Logging, evaluation of every model and of the students' ensemble,
 -- checkpoints and --resume come from the loop.
---   kdseg experiments/compose_two_teachers.lua [root=data/synthcity] [iterations=1000] [crop=[64,128]] [--resume|--overwrite]
-local cfg = {root = "data/synthcity", iterations = 1000, crop = {64, 128}}
+--   kdseg experiments/compose_two_teachers.lua [root=data/synthcity] [classes=cityscapes|table.yaml] [iterations=1000]
+--                                              [crop=[64,128]] [--resume|--overwrite]
+local cfg = {root = "data/synthcity", classes = "cityscapes", iterations = 1000, crop = {64, 128}}
 local flags = kd.config.arguments(arg, cfg, {"resume", "overwrite"})
 local root, iterations, crop = cfg.root, cfg.iterations, cfg.crop
-local classes = kd.data.classes.cityscapes()
+local classes = kd.data.classes.get(cfg.classes)
 local function teacher(design) -- trained once, read back when resuming
   local dir = "runs/compose_" .. design
   kd.train.stage(dir, flags, function(again)
-    kd.train.run({name = "compose_" .. design, data = {root = root, augment = {crop = crop}}, model = {name = design},
+    kd.train.run({name = "compose_" .. design, data = {root = root, classes = cfg.classes, augment = {crop = crop}}, model = {name = design},
                   train = {iterations = iterations, eval_every = 0, checkpoint_every = 20}}, {quiet = true, resume = again})
   end)
   return (kd.train.checkpoint.load_model(dir .. "/checkpoints/last.safetensors"))
@@ -44,7 +45,8 @@ kd.train.stage("runs/compose", flags, function(again)
   kd.train.Loop({
     name = "compose", seed = 1, iterations = iterations, log_every = 10, checkpoint_every = 20, classes = classes,
     models = models, terms = terms,
-    streams = {{name = "labeled", dataset = kd.data.Dataset{root = root, split = "train"}, augment = {crop = crop, hflip = true}}},
-    eval = {dataset = kd.data.Dataset{root = root, split = "val"}, ensembles = {{name = "students", models = students}}},
+    streams = {{name = "labeled", dataset = kd.data.Dataset{root = root, split = "train", classes = classes},
+                augment = {crop = crop, hflip = true}}},
+    eval = {dataset = kd.data.Dataset{root = root, split = "val", classes = classes}, ensembles = {{name = "students", models = students}}},
   }, {resume = again}):run()
 end)

@@ -25,7 +25,7 @@ local cfg = {run = run, name = "students_again", cycle = base.cycles.count, stud
 local flags = kd.config.arguments(arg, cfg, {"resume", "overwrite"})
 if cfg.cycle < 1 then error("students_from_run: the run has no cycle (cycles.count = 0): no pseudo-labels to learn from", 0) end
 
-local classes = kd.data.classes.cityscapes()
+local classes = kd.data.classes.get(base.data.classes) -- the run's own table
 local teacher_path = string.format("%s/teacher_cycle%d/checkpoints/last.safetensors", run, cfg.cycle)
 if not files.exists(teacher_path) then error("students_from_run: " .. teacher_path .. " is missing", 0) end
 local teacher = checkpoint.load_model(teacher_path)

@@ -1,6 +1,8 @@
 #!/bin/sh
 # A tiny end-to-end run (a few iterations, 32 x 64 images) of every
-# experiment script and config in experiments/. Prints "N passed, N failed".
+# experiment script and config in experiments/, and of the method, the
+# baselines, the students of a run, the compose example and evaluation on a
+# dataset with a class table of its own. Prints "N passed, N failed".
 set -u
 SUITE=experiment
 . "$(dirname "$0")/../lib.sh"
@@ -46,6 +48,40 @@ for config in "$top"/experiments/baselines/*.yaml "$top"/experiments/*.yaml; do
     run "$name" "$kdseg" train "$config" name="$name" data.root=data data.augment.crop=[32,64] data.batch_size=2 \
         data.workers=1 train.iterations=3 train.log_every=1 schedule.warmup=0 train.eval_every=0 train.checkpoint_every=0
 done
+# A class table that is not Cityscapes' (six classes, other label ids, 200
+# ignored), given once as data.classes: the method, the baselines, the
+# students of a run, the compose example and evaluation all take it
+mkdir own && (cd own && "$kdseg" synthcity --out data --train 16 --coarse 16 --val 4 --size 32x64 --seed 2 > /dev/null \
+    && "$kdseg" "$top/tests/experiments/own_classes.lua" data > /dev/null \
+    && "$kdseg" splits --root data --fractions 1/4 --seed 0 > /dev/null) || fail "a dataset with its own class table"
+own_classes='"classes":["ground","built","plant","air","body","vehicle"]'
+own="data.root=data data.classes=data/classes.yaml data.labeled=splits/1_4/labeled.txt data.unlabeled=splits/1_4/unlabeled.txt"
+cd own
+# shellcheck disable=SC2086
+run "own classes: the method" "$kdseg" "$top/experiments/semisup_kd.lua" name=own $own augment.crop=[32,64] batch_size=4 \
+    workers=1 teacher.iterations=4 teacher.retrain_iterations=2 students.iterations=3 quiet=true
+run "own classes: the students' table" grep -qF "$own_classes" runs/own/students/results.json
+run "own classes: the teacher's table" grep -qF "$own_classes" runs/own/teacher/results.json
+# shellcheck disable=SC2086
+run "own classes: the baselines" "$kdseg" "$top/experiments/baselines_semisup.lua" $own iterations=3 crop=[32,64] \
+    batch_size=4 workers=1 quiet=true
+for method in fine_only fine_coarse mean_teacher cps unimatch; do
+    run "own classes: baseline $method's table" grep -qF "$own_classes" runs/baselines_semisup/$method/results.json
+done
+run "own classes: students of the run" "$kdseg" "$top/experiments/students_from_run.lua" run=runs/own name=again \
+    students.iterations=2
+run "own classes: their table" grep -qF "$own_classes" runs/own/again/results.json
+run "own classes: compose" "$kdseg" "$top/experiments/compose_two_teachers.lua" root=data classes=data/classes.yaml \
+    iterations=3 crop=[32,64]
+run "own classes: compose's table" grep -qF "$own_classes" runs/compose/results.json
+run "own classes: eval" "$kdseg" eval --checkpoint runs/own/students/checkpoints/student1/best.safetensors --root data \
+    --split val --out eval.json
+run "own classes: eval's classes" grep -qF '"vehicle":' eval.json
+run "own classes: predict writes own label ids" "$kdseg" predict --checkpoint \
+    runs/own/students/checkpoints/student1/best.safetensors --input data/leftImg8bit/val --out pred --ids label
+run "own classes: predicted ids are the table's" "$kdseg" -e "local t = kd.image.read('pred/' .. kd._C.listdir('pred')[1])
+  for i = 1, t:numel() do local v = t:get(i); assert(v == 3 or v == 9 or v == 14 or v == 21 or v == 40 or v == 60, v) end"
+cd ..
 # the real sweep spec: checked whole (its program's overrides included) by emitting its Slurm script
 run "sweep spec kd_weights" "$kdseg" sweep "$top/experiments/sweeps/kd_weights.yaml" --emit-slurm slurm
 finish

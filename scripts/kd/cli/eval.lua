@@ -20,7 +20,7 @@ return function(...)
   parser:option("--out", "Write the scores as JSON here.")
   local args = parser:parse({...})
   local model, model_config = checkpoint.load_model(args.checkpoint)
-  local classes = args.classes and (args.classes == "cityscapes" and kd.data.classes.cityscapes() or kd.data.classes.load(args.classes))
+  local classes = args.classes and kd.data.classes.get(args.classes)
                   or checkpoint.classes_of(model_config)
   if classes.count ~= #model_config.classes then
     error(string.format("kdseg eval: the class table has %d classes, the checkpoint %d", classes.count, #model_config.classes), 0)

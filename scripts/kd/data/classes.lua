@@ -37,6 +37,15 @@ end
 
 function classes.cityscapes() return classes.make(cityscapes, "cityscapes") end
 
+-- The class table a config names: "cityscapes", the path of a YAML table,
+-- or a table already made (data.classes of every config and script).
+function classes.get(spec)
+  if type(spec) == "table" then return spec end
+  if spec == nil or spec == "cityscapes" then return classes.cityscapes() end
+  if type(spec) ~= "string" then error("classes: expected 'cityscapes' or a YAML file, got " .. tostring(spec), 0) end
+  return classes.load(spec)
+end
+
 local function fail(path, lines, tbl, key, what)
   local line = lines and lines[tbl] and lines[tbl][key]
   error(string.format("%s%s: %s", path, line and (":" .. line) or "", what), 0)

@@ -65,7 +65,7 @@ function Dataset:__init(options)
   self.root = options.root:gsub("/+$", "")
   self.kind = options.labels or (options.list and "list" or "fine")
   local c = options.classes or "cityscapes"
-  self.classes = type(c) == "table" and c or (c == "cityscapes" and classes.cityscapes() or classes.load(c))
+  self.classes = classes.get(c)
   if options.list then
     self.items = read_list(self.root, options.list)
     self.source = options.list

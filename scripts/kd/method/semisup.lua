@@ -356,7 +356,7 @@ function semisup.run(user_config, options)
     error(string.format("semisup: --resume with other settings than %s/config.json's; resume with the same ones", dir), 0)
   end
   C.write_atomic(dir .. "/config.json", cjson.encode(cfg) .. "\n")
-  local classes = cfg.data.classes == "cityscapes" and kd.data.classes.cityscapes() or kd.data.classes.load(cfg.data.classes)
+  local classes = kd.data.classes.get(cfg.data.classes)
   local root = cfg.data.root
   local labeled, val = semisup.datasets(cfg, classes)
   local results = {name = cfg.name}

@@ -70,7 +70,7 @@ function Trainer:__init(cfg, options)
   local c = self.cfg
   require("kd.train.rundir").path(c.runs_dir, c.name, "config") -- a bad name fails before any data is read
   if c.threads and c.threads > 0 then kd.set_threads(c.threads) end
-  self.classes = c.data.classes == "cityscapes" and kd.data.classes.cityscapes() or kd.data.classes.load(c.data.classes)
+  self.classes = kd.data.classes.get(c.data.classes)
   self:build_datasets()
   if options.train_set then self.train_set = options.train_set end
   kd.manual_seed(c.seed)
