@@ -24,7 +24,7 @@ BLAS_LIB := /usr/lib/x86_64-linux-gnu/openblas-openmp
 # SynthCity, metrics, pseudo-labels), each with its private headers.
 CORE_DIRS := core/engine core/ops core/data
 CPPFLAGS := -Icore $(CORE_DIRS:%=-I%) -I$(BLAS_INC)
-LDLIBS   := -L$(BLAS_LIB) -Wl,-rpath,$(BLAS_LIB) -lopenblas -lpng -lm -lpthread
+LDLIBS   := -L$(BLAS_LIB) -Wl,-rpath,$(BLAS_LIB) -lopenblas -lpng -ljpeg -lm -lpthread
 
 # The sanitizer build of the C tests: no optimisation games, abort on UB.
 SAN_FLAGS := -std=gnu11 -O1 -g $(WARN) -fopenmp -fsanitize=address,undefined \
@@ -110,7 +110,7 @@ FUZZ_LINK  := -fsanitize=fuzzer,address,undefined
 FUZZ_LUA_TARGETS := safetensors yaml config override split classes sweep ledger
 FUZZ_CORE_OBJ := $(CORE_SRC:core/%.c=$(BUILD)/fuzz/core/%.o)
 FUZZ_BIND_OBJ := $(filter-out %/main.o,$(BIND_SRC:bindings/%.c=$(BUILD)/fuzz/bindings/%.o))
-FUZZ_C   := $(BUILD)/fuzz/fuzz_png $(BUILD)/fuzz/fuzz_loader
+FUZZ_C   := $(BUILD)/fuzz/fuzz_png $(BUILD)/fuzz/fuzz_image $(BUILD)/fuzz/fuzz_loader
 FUZZ_LUA := $(FUZZ_LUA_TARGETS:%=$(BUILD)/fuzz/fuzz_%)
 FUZZERS  := $(FUZZ_C) $(FUZZ_LUA)
 FUZZ_SECONDS ?= 120

@@ -6,10 +6,17 @@
 
 #include "lkd.h"
 
-static int l_png_read(lua_State *L) { /* png_read(path[, expand_palette]) -> uint8 C x H x W */
+static int l_image_read(lua_State *L) { /* image_read(path[, expand_palette]) -> uint8 C x H x W (PNG or JPEG) */
     const char *path = luaL_checkstring(L, 1);
     kd_tensor *t;
-    return lkd_result(L, "kd.image.read", kd_png_read(path, lua_toboolean(L, 2), &t), &t);
+    return lkd_result(L, "kd.image.read", kd_image_read(path, lua_toboolean(L, 2), &t), &t);
+}
+
+static int l_jpeg_write(lua_State *L) { /* jpeg_write(path, uint8 tensor[, quality = 95]) */
+    const char *path = luaL_checkstring(L, 1);
+    kd_tensor *t = lkd_check_tensor(L, 2);
+    if (kd_jpeg_write(path, t, lkd_opt_int_arg(L, 3, 95))) return lkd_raise(L, "kd.image.write");
+    return 0;
 }
 
 static int l_png_write(lua_State *L) { /* png_write(path, uint8 tensor[, palette {{r,g,b}, ...}]) */
@@ -210,7 +217,7 @@ static int l_mix_where(lua_State *L) { /* mix_where(dst, src_or_nil, mask[, fill
 static const luaL_Reg functions[] = {
     {"box_masks", l_box_masks}, {"mix_where", l_mix_where},
     {"confusion_update", l_confusion_update}, {"colorize", l_colorize}, {"paste", l_paste},
-    {"png_read", l_png_read}, {"png_write", l_png_write}, {"synth_scene", l_synth_scene},
+    {"image_read", l_image_read}, {"png_write", l_png_write}, {"jpeg_write", l_jpeg_write}, {"synth_scene", l_synth_scene},
     {"synth_coarse", l_synth_coarse}, {"synthcity_write", l_synthcity_write}, {"listdir", l_listdir},
     {"map_values", l_map_values}, {NULL, NULL},
 };

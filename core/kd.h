@@ -309,6 +309,12 @@ double kd_sum_squares(const kd_tensor *t);
  * 2, RGB 3, RGBA 4; a palette image gives its indices (1 channel), or RGB(A)
  * with expand_palette. 16-bit files are refused; errors name the file. */
 kd_status kd_png_read(const char *path, bool expand_palette, kd_tensor **out);
+/* An image file, PNG (as kd_png_read) or JPEG (gray: 1 x H x W, colour:
+ * 3 x H x W), told apart by its first bytes. Label maps stay PNG-only. */
+kd_status kd_image_read(const char *path, bool expand_palette, kd_tensor **out);
+/* A JPEG of image (uint8 H x W, 1 x H x W or 3 x H x W) at quality 1-100,
+ * written atomically. */
+kd_status kd_jpeg_write(const char *path, const kd_tensor *image, int quality);
 /* Writes uint8 H x W or C x H x W (C 1 to 4) atomically; with a palette
  * (palette_size RGB triples) a 1-channel image is stored as indices. */
 kd_status kd_png_write(const char *path, const kd_tensor *image, const uint8_t *palette,

@@ -30,7 +30,11 @@ static void on_png_warning(png_structp png, png_const_charp msg) { (void)png, (v
 kd_status kd_png_read_stream(FILE *f, const char *path, bool expand_palette, kd_tensor **out) {
     *out = NULL;
     unsigned char signature[8];
-    if (fread(signature, 1, 8, f) != 8 || png_sig_cmp(signature, 0, 8)) {
+    size_t got = fread(signature, 1, 8, f);
+    if (got >= 3 && signature[0] == 0xFF && signature[1] == 0xD8 && signature[2] == 0xFF)
+        return kd_fail(KD_ERR_FORMAT, "png: %s is a JPEG; label and weight maps must be PNG (JPEG's loss changes "
+                       "label values)", path);
+    if (got != 8 || png_sig_cmp(signature, 0, 8)) {
         return kd_fail(KD_ERR_FORMAT, "png: %s is not a PNG file (bad signature)", path);
     }
     png_error_state state = {{0}};
@@ -104,6 +108,25 @@ kd_status kd_png_read_stream(FILE *f, const char *path, bool expand_palette, kd_
     free(rows);
     *out = img;
     return KD_OK;
+}
+
+kd_status kd_image_read_stream(FILE *f, const char *name, bool expand_palette, kd_tensor **out) {
+    *out = NULL;
+    unsigned char head[3] = {0};
+    size_t got = fread(head, 1, 3, f);
+    if (fseek(f, 0, SEEK_SET) != 0) return kd_fail(KD_ERR_IO, "image: cannot read %s from its start", name);
+    if (got == 3 && head[0] == 0xFF && head[1] == 0xD8 && head[2] == 0xFF) return kd_jpeg_read_stream(f, name, out);
+    if (got == 3 && head[0] == 0x89 && head[1] == 'P' && head[2] == 'N') return kd_png_read_stream(f, name, expand_palette, out);
+    return kd_fail(KD_ERR_FORMAT, "image: %s is neither a PNG nor a JPEG file", name);
+}
+
+kd_status kd_image_read(const char *path, bool expand_palette, kd_tensor **out) {
+    *out = NULL;
+    FILE *f = fopen(path, "rb");
+    if (!f) return kd_fail(KD_ERR_IO, "image: cannot open %s: %s", path, strerror(errno));
+    kd_status s = kd_image_read_stream(f, path, expand_palette, out);
+    fclose(f);
+    return s;
 }
 
 kd_status kd_png_read(const char *path, bool expand_palette, kd_tensor **out) {

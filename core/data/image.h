@@ -9,5 +9,9 @@
 
 /* As kd_png_read, from f (named `name` in messages); the caller closes f. */
 kd_status kd_png_read_stream(FILE *f, const char *name, bool expand_palette, kd_tensor **out);
+/* A JPEG from f: uint8 1 x H x W (gray) or 3 x H x W (colour). */
+kd_status kd_jpeg_read_stream(FILE *f, const char *name, kd_tensor **out);
+/* A PNG or a JPEG from f, told apart by their first bytes. */
+kd_status kd_image_read_stream(FILE *f, const char *name, bool expand_palette, kd_tensor **out);
 
 #endif

@@ -78,7 +78,7 @@ static kd_status load_sample(const kd_loader *l, int index, kd_sample *s) {
     memset(s, 0, sizeof *s);
     const char *path = l->images[index];
     kd_tensor *img = NULL, *lab = NULL, *wt = NULL;
-    kd_status st = kd_png_read(path, true, &img);
+    kd_status st = kd_image_read(path, true, &img); /* PNG or JPEG; labels below are PNG only */
     if (st) return st;
     int channels = img->shape[0], h = img->shape[1], w = img->shape[2];
     size_t n = (size_t)h * w;

@@ -70,6 +70,12 @@ kd.distill = require("kd.method.distill")
 kd.students = require("kd.method.students")
 kd.terms = require("kd.train.terms")
 kd.baselines = require("kd.baselines")
-kd.image = {read = C.png_read, write = C.png_write}
+-- kd.image.read(path): PNG or JPEG; kd.image.write(path, t[, palette]): PNG,
+-- or JPEG (quality 95) when the path ends in .jpg or .jpeg
+kd.image = {read = C.image_read}
+function kd.image.write(path, t, palette)
+  if type(path) == "string" and (path:lower():match("%.jpe?g$")) then return C.jpeg_write(path, t, 95) end
+  return C.png_write(path, t, palette)
+end
 kd.gradcheck = require("kd.gradcheck")
 return kd

@@ -4,6 +4,7 @@
 #include <math.h>
 #include <png.h>
 #include <stdio.h>
+#include <jpeglib.h>
 #include <stdlib.h>
 #include <unistd.h>
 
@@ -101,6 +102,93 @@ static void test_bad_files(void) {
     CHECK_FAILS(kd_png_read(path_of("deep.png"), false, &out), KD_ERR_FORMAT, "deep.png is a 16-bit PNG");
     CHECK(out == NULL, "no failed read produced a tensor");
     kd_tensor_release(t), kd_tensor_release(floats);
+}
+
+/* JPEG: colour and gray round trips within JPEG's loss, every read path
+ * telling PNG and JPEG apart, clear errors for truncated and CMYK files and
+ * for a JPEG given where a label map (PNG only) goes; a loader batch from a
+ * JPEG image and a PNG label. */
+static void test_jpeg(void) {
+    int shape[3] = {3, 24, 40};
+    kd_tensor *t, *back = NULL, *gray = NULL;
+    kd_tensor_new(KD_U8, 3, shape, &t);
+    for (int c = 0; c < 3; c++) /* smooth: JPEG keeps it within a few levels */
+        for (int y = 0; y < 24; y++)
+            for (int x = 0; x < 40; x++) kd_u8(t)[(c * 24 + y) * 40 + x] = (uint8_t)(60 + 40 * c + 2 * x + y);
+    CHECK_OK(kd_jpeg_write(path_of("colour.jpg"), t, 95));
+    CHECK_OK(kd_image_read(path_of("colour.jpg"), true, &back));
+    CHECK(back && kd_same_shape(t, back), "a colour JPEG reads as 3 x H x W");
+    double err = 0;
+    for (size_t i = 0; back && i < kd_numel(t); i++) err += fabs((double)kd_u8(t)[i] - kd_u8(back)[i]);
+    CHECK(err / (double)kd_numel(t) < 3, "JPEG round trip within 3 levels on average, got %.2f", err / (double)kd_numel(t));
+    kd_tensor_release(back);
+    int gshape[2] = {24, 40};
+    kd_tensor_new(KD_U8, 2, gshape, &gray);
+    memcpy(kd_u8(gray), kd_u8(t), 24 * 40);
+    CHECK_OK(kd_jpeg_write(path_of("gray.jpg"), gray, 90));
+    CHECK_OK(kd_image_read(path_of("gray.jpg"), false, &back));
+    CHECK(back && back->ndim == 3 && back->shape[0] == 1 && back->shape[1] == 24, "a gray JPEG reads as 1 x H x W");
+    kd_tensor_release(back), back = NULL;
+    CHECK_OK(kd_png_write(path_of("also.png"), t, NULL, 0));
+    CHECK_OK(kd_image_read(path_of("also.png"), false, &back));
+    CHECK(back && memcmp(kd_u8(back), kd_u8(t), kd_numel(t)) == 0, "kd_image_read reads PNG exactly");
+    kd_tensor_release(back), back = NULL;
+    CHECK_FAILS(kd_png_read(path_of("colour.jpg"), false, &back), KD_ERR_FORMAT, "colour.jpg is a JPEG",
+                "must be PNG");
+    FILE *f = fopen(path_of("colour.jpg"), "rb");
+    unsigned char bytes[16384];
+    size_t n = fread(bytes, 1, sizeof bytes, f);
+    fclose(f);
+    write_bytes(path_of("cut.jpg"), bytes, n / 3);
+    CHECK_FAILS(kd_image_read(path_of("cut.jpg"), true, &back), KD_ERR_FORMAT, "cut.jpg is corrupt or truncated");
+    write_bytes(path_of("junk.jpg"), "GIF89a........", 14);
+    CHECK_FAILS(kd_image_read(path_of("junk.jpg"), true, &back), KD_ERR_FORMAT, "junk.jpg is neither a PNG nor a JPEG");
+    CHECK_FAILS(kd_jpeg_write(path_of("x.jpg"), t, 0), KD_ERR_ARG, "quality 0");
+    /* CMYK, written with libjpeg directly */
+    FILE *g = fopen(path_of("cmyk.jpg"), "wb");
+    struct jpeg_compress_struct ci;
+    struct jpeg_error_mgr je;
+    ci.err = jpeg_std_error(&je);
+    jpeg_create_compress(&ci);
+    jpeg_stdio_dest(&ci, g);
+    ci.image_width = 4, ci.image_height = 2, ci.input_components = 4, ci.in_color_space = JCS_CMYK;
+    jpeg_set_defaults(&ci);
+    jpeg_start_compress(&ci, TRUE);
+    unsigned char row[16] = {0};
+    JSAMPROW rows[1] = {row};
+    for (int y = 0; y < 2; y++) jpeg_write_scanlines(&ci, rows, 1);
+    jpeg_finish_compress(&ci);
+    jpeg_destroy_compress(&ci);
+    fclose(g);
+    CHECK_FAILS(kd_image_read(path_of("cmyk.jpg"), true, &back), KD_ERR_FORMAT, "cmyk.jpg is a CMYK JPEG");
+    CHECK(back == NULL, "no failed read produced a tensor");
+    /* the loader: a JPEG image with a PNG label */
+    int lshape[3] = {1, 24, 40};
+    kd_tensor *label;
+    kd_tensor_zeros(KD_U8, 3, lshape, &label);
+    CHECK_OK(kd_png_write(path_of("label.png"), label, NULL, 0));
+    char image_path[512], label_path[512];
+    snprintf(image_path, sizeof image_path, "%s", path_of("colour.jpg"));
+    snprintf(label_path, sizeof label_path, "%s", path_of("label.png"));
+    const char *images[1] = {image_path}, *labels[1] = {label_path};
+    kd_loader_config c = {.count = 1, .images = images, .labels = labels, .batch_size = 1, .prefetch = 1};
+    c.augment.scale_min = c.augment.scale_max = 1;
+    for (int k = 0; k < 3; k++) c.augment.std[k] = 1;
+    c.augment.pad_label = 255;
+    kd_loader *l = NULL;
+    CHECK_OK(kd_loader_new(&c, &l));
+    kd_batch batch;
+    bool done = false;
+    CHECK_OK(kd_loader_next(l, &batch, &done));
+    CHECK(batch.images && batch.images->shape[1] == 3 && batch.images->shape[2] == 24, "a batch from a JPEG image");
+    kd_batch_release(&batch);
+    kd_loader_free(l);
+    /* a JPEG label is refused by name */
+    labels[0] = image_path;
+    CHECK_OK(kd_loader_new(&c, &l));
+    CHECK_FAILS(kd_loader_next(l, &batch, &done), KD_ERR_FORMAT, "colour.jpg is a JPEG", "must be PNG");
+    kd_loader_free(l);
+    kd_tensor_release(t), kd_tensor_release(gray), kd_tensor_release(label);
 }
 
 /* Fills the stack below the caller with non-zero bytes, so that a struct a
@@ -232,6 +320,7 @@ int main(void) {
     test_round_trips();
     test_bad_files();
     test_loader_bad_images();
+    test_jpeg();
     test_synth();
     test_augment_alignment();
     snprintf(cmd, sizeof cmd, "rm -rf %s", dir);

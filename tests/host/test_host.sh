@@ -123,6 +123,15 @@ check "a window of 0x0" 1 "--crop must be HxW with sizes of at least 1" "$kdseg"
 check "a width for a fixed-width model" 1 "model bench_student takes no option 'width'" "$kdseg" train tiny.lua name=w1 model.width=8
 check "a negative width" 1 "model erfnet: width must be an integer >= 1, got -1" "$kdseg" train tiny.lua name=w2 model.name=erfnet model.width=-1
 check "a billion images" 1 "at most 1000000 images in all" "$kdseg" synthcity --out big --train 1000000000
+# JPEG images: a dataset in the layout with .jpg images trains, evaluates and predicts
+cp -r sc scj && "$kdseg" -e 'for _, p in ipairs(kd.data.files.find("scj/leftImg8bit", ".png")) do
+  kd.image.write((p:gsub("%.png$", ".jpg")), kd.image.read(p, true)); os.remove(p) end'
+check "JPEG images: no PNG left" 0 "synth_000004_000019_leftImg8bit.jpg" ls scj/leftImg8bit/val/synth
+check "JPEG images: training" 0 "jpg: final mIoU" "$kdseg" train tiny.lua name=jpg data.root=scj
+check "JPEG images: eval" 0 "mIoU" "$kdseg" eval --checkpoint runs/jpg/checkpoints/last.safetensors --root scj --split val
+check "JPEG images: predict on a folder" 0 "predict: 1 image(s)" "$kdseg" predict --checkpoint runs/jpg/checkpoints/last.safetensors --input scj/leftImg8bit/val --out predj
+cp scj/leftImg8bit/val/synth/synth_000004_000019_leftImg8bit.jpg scj/gtFine/val/synth/synth_000004_000019_gtFine_labelIds.png
+check "JPEG label map refused" 1 "is a JPEG; label and weight maps must be PNG" "$kdseg" eval --checkpoint runs/jpg/checkpoints/last.safetensors --root scj --split val
 check "models command" 0 "bench_student          210019" "$kdseg" models
 echo "host tests: $passed passed, $failed failed"
 [ "$failed" = 0 ]

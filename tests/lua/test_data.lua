@@ -51,7 +51,7 @@ function T.synthcity_layout_and_labels()
   for _, pair in ipairs({{"train", "gtFine", "gtCoarse"}, {"train_extra", "gtFineTrue", "gtCoarse"}}) do
     for _, fine_path in ipairs(f.find(root .. "/" .. pair[2] .. "/" .. pair[1], ".png")) do
       local coarse_path = fine_path:gsub("/" .. pair[2] .. "/", "/" .. pair[3] .. "/"):gsub("_gtFine_", "_gtCoarse_")
-      local fine, coarse = C.png_read(fine_path):flat(), C.png_read(coarse_path):flat()
+      local fine, coarse = C.image_read(fine_path):flat(), C.image_read(coarse_path):flat()
       for i = 1, #fine do
         h.truthy(allowed[fine[i]], "fine label value " .. fine[i] .. " is a Cityscapes labelId")
         if coarse[i] ~= 0 then

@@ -1,6 +1,7 @@
 -- kdseg predict: label PNGs (train ids or label ids) and colourised PNGs for
 -- images or a folder of them.
 --   kdseg predict --checkpoint best.safetensors --input img.png --out predictions [--ids label] [--color]
+-- --input: a PNG or JPEG image, or a folder of them (searched recursively).
 local argparse = require("argparse")
 local checkpoint = require("kd.train.checkpoint")
 local evaluate = require("kd.train.evaluate")
@@ -18,8 +19,15 @@ return function(...)
   if args.ids ~= "train" and args.ids ~= "label" then error("kdseg predict: --ids must be 'train' or 'label'", 0) end
   local model, model_config = checkpoint.load_model(args.checkpoint)
   local classes = checkpoint.classes_of(model_config)
-  local inputs = kd._C.is_dir(args.input) and files.find(args.input, ".png") or {args.input}
-  if #inputs == 0 then error("kdseg predict: no PNG images in " .. args.input, 0) end
+  local inputs = {args.input}
+  if kd._C.is_dir(args.input) then -- every PNG and JPEG image under the folder
+    inputs = {}
+    for _, suffix in ipairs({".png", ".jpg", ".jpeg", ".PNG", ".JPG", ".JPEG"}) do
+      for _, p in ipairs(files.find(args.input, suffix)) do inputs[#inputs + 1] = p end
+    end
+    table.sort(inputs)
+  end
+  if #inputs == 0 then error("kdseg predict: no PNG or JPEG images in " .. args.input, 0) end
   local crop = args.crop and {require("kd.cli").parse_size(args.crop, "kdseg predict: --crop")} or nil
   files.mkdir_p(args.out)
   local to_label_ids = {}
@@ -33,7 +41,7 @@ return function(...)
     local prediction = kd.no_grad(function() return evaluate.predict_logits(model, x, crop):argmax() end):view(h, w)
     local labels = prediction:to("uint8")
     if args.ids == "label" then labels = kd._C.map_values(labels, to_label_ids) end
-    local stem = path:match("([^/]+)%.png$"):gsub("_leftImg8bit$", "")
+    local stem = (path:match("([^/]+)%.[%a]+$") or path:match("([^/]+)$")):gsub("_leftImg8bit$", "")
     kd.image.write(string.format("%s/%s_%sIds.png", args.out, stem, args.ids), labels)
     if args.color then kd.image.write(string.format("%s/%s_color.png", args.out, stem), kd.data.pictures.colorize(prediction, classes)) end
   end

@@ -6,6 +6,8 @@
 -- "coarse" (gtCoarse), "none" (the unlabeled tier), "true_fine" (gtFineTrue:
 -- SynthCity's hidden truth of coarse-only images, for measuring only).
 -- classes: "cityscapes" (default), a class table, or a YAML file of one.
+-- Images are PNG or JPEG (..._leftImg8bit.png or .jpg in the layout, any
+-- path in a list); label maps are PNG only (JPEG's loss changes label values).
 local C = require("kd._C")
 local class = require("kd.infra.class")
 local files = require("kd.data.files")
@@ -31,7 +33,7 @@ end
 local function label_for(root, image, kind)
   local dir, suffixes = label_dirs[kind][1], label_dirs[kind][2]
   local rel = image:sub(#root + 2)
-  local stem = rel:match("^leftImg8bit/(.*)_leftImg8bit%.png$")
+  local stem = rel:match("^leftImg8bit/(.*)_leftImg8bit%.png$") or rel:match("^leftImg8bit/(.*)_leftImg8bit%.jpe?g$")
   if not stem then return nil end
   for i, suffix in ipairs(suffixes) do
     local path = root .. "/" .. dir .. "/" .. stem .. suffix
@@ -77,7 +79,12 @@ function Dataset:__init(options)
     local dir = self.root .. "/leftImg8bit/" .. self.split
     if not C.is_dir(dir) then error("data.Dataset: no folder " .. dir, 0) end
     self.items = {}
-    for _, image in ipairs(files.find(dir, "_leftImg8bit.png")) do
+    local images = files.find(dir, "_leftImg8bit.png") -- the layout's PNG images, and JPEG ones
+    for _, suffix in ipairs({"_leftImg8bit.jpg", "_leftImg8bit.jpeg"}) do
+      for _, image in ipairs(files.find(dir, suffix)) do images[#images + 1] = image end
+    end
+    table.sort(images)
+    for _, image in ipairs(images) do
       local item = {image = image}
       if self.kind ~= "none" then
         item.label, item.train_ids = label_for(self.root, image, self.kind)
@@ -89,7 +96,7 @@ function Dataset:__init(options)
   end
   if #self.items == 0 then error("data.Dataset: no images in " .. self.source, 0) end
   for i, item in ipairs(self.items) do
-    item.name = item.image:match("([^/]+)_leftImg8bit%.png$") or item.image:match("([^/]+)%.png$") or tostring(i)
+    item.name = item.image:match("([^/]+)_leftImg8bit%.[%a]+$") or item.image:match("([^/]+)%.[%a]+$") or tostring(i)
     if item.label and item.train_ids == nil then item.train_ids = item.label:find("TrainIds", 1, true) ~= nil end
   end
   -- one lookup table for the whole set: train-id files map to themselves
@@ -117,7 +124,7 @@ end
 function Dataset:get(i)
   local item = self.items[i]
   if not item then error(string.format("data.Dataset: index %s outside 1..%d", tostring(i), #self.items), 2) end
-  local image = C.png_read(item.image, true)
+  local image = C.image_read(item.image, true)
   if image:size(1) == 1 then image = kd.concat({image:to("float32"):view(1, 1, image:size(2), image:size(3))}) end
   local label = item.label and self:read_label(item) or nil
   if label then label = label:view(label:size(2), label:size(3)) end
@@ -126,7 +133,7 @@ end
 
 -- An item's label file as train ids (uint8 1 x H x W).
 function Dataset:read_label(item)
-  return C.map_values(C.png_read(item.label), self:label_map())
+  return C.map_values(C.image_read(item.label), self:label_map())
 end
 
 -- The labelled pixels of every class over the whole set: a table of

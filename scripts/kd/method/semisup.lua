@@ -71,7 +71,7 @@ end
 -- The true fine labels of an image where the dataset has them: gtFine, or
 -- SynthCity's gtFineTrue for coarse-only images. nil otherwise.
 local function truth_for(root, image)
-  local stem = image:sub(#root + 2):match("^leftImg8bit/(.*)_leftImg8bit%.png$")
+  local stem = image:sub(#root + 2):match("^leftImg8bit/(.*)_leftImg8bit%.[%a]+$")
   if not stem then return nil end
   for _, dir in ipairs({"gtFineTrue", "gtFine"}) do
     local path = root .. "/" .. dir .. "/" .. stem .. "_gtFine_labelIds.png"
@@ -135,7 +135,7 @@ function semisup.pseudo_paths(dir, root, image)
   if not rel or rel:match("^%.%./") or rel:find("/%.%./") or rel:find("/%.%.$") then
     error(string.format("semisup: image %s is not inside the dataset root %s", image, root), 0)
   end
-  local stem = rel:gsub("_leftImg8bit%.png$", ""):gsub("%.png$", "")
+  local stem = rel:gsub("_leftImg8bit%.[%a]+$", ""):gsub("%.[%a]+$", "")
   return dir .. "/" .. stem .. "_label.png", dir .. "/" .. stem .. "_confidence.png"
 end
 local pseudo_paths = semisup.pseudo_paths

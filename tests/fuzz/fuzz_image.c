@@ -1,0 +1,36 @@
+/* fuzz_image.c - libFuzzer harness: any bytes as an image file, decoded
+ * from memory the way images are read (PNG or JPEG, told apart by their
+ * first bytes: kd_image_read_stream) and, for JPEG's own decoder, directly.
+ * Each must give a uint8 C x H x W tensor with 1 to 4 channels or a clear
+ * error; ASan and UBSan catch the rest. */
+#include <stdio.h>
+#include <stdlib.h>
+
+#include "image.h"
+
+static volatile uint8_t sink; /* keeps the read of every byte */
+
+static void check_result(kd_status s, kd_tensor *t) {
+    if (s) {
+        if (t || !kd_error_message()[0]) abort(); /* an error must name itself and leave nothing */
+        return;
+    }
+    if (!t || t->dtype != KD_U8 || t->ndim != 3 || t->shape[0] < 1 || t->shape[0] > 4) abort();
+    uint8_t sum = 0;
+    for (size_t i = 0; i < kd_numel(t); i++) sum += kd_u8(t)[i];
+    sink = sum;
+    kd_tensor_release(t);
+}
+
+int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
+    for (int direct = 0; direct <= 1; direct++) {
+        FILE *f = fmemopen((void *)data, size ? size : 1, "rb");
+        if (!f) return 0;
+        if (!size) fgetc(f); /* fmemopen refuses 0 bytes: read the one past the end */
+        kd_tensor *t = NULL;
+        kd_status s = direct ? kd_jpeg_read_stream(f, "input.jpg", &t) : kd_image_read_stream(f, "input", true, &t);
+        fclose(f);
+        check_result(s, t);
+    }
+    return 0;
+}
