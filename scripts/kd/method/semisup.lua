@@ -362,8 +362,14 @@ function semisup.run(user_config, options)
   local results = {name = cfg.name}
   local start = C.clock()
 
-  -- 1. the teacher on the fine labels (and the raw coarse ones if asked)
   local weak = semisup.weak_items(cfg, classes)
+  local coarse = 0
+  for _, it in ipairs(weak) do if it.label then coarse = coarse + 1 end end
+  results.images = {fine = #labeled.items, coarse = coarse, unlabeled = #weak - coarse, val = #val.items}
+  say(cfg, "== data %s (%s classes): %d finely labeled, %d coarse-only, %d unlabeled, %d validation images", root,
+      classes.name or "?", #labeled.items, coarse, #weak - coarse, #val.items)
+
+  -- 1. the teacher on the fine labels (and the raw coarse ones if asked)
   local first_set = nil
   if cfg.teacher.with_coarse then
     local items = {}
