@@ -98,7 +98,7 @@ $(BUILD)/tests/test_faults $(BUILD)/san-tests/test_faults: \
     TEST_LDFLAGS := -Wl,--wrap=malloc,--wrap=calloc,--wrap=realloc,--wrap=aligned_alloc
 
 # Fuzzing with clang's libFuzzer under ASan + UBSan (tests/fuzz/): the C
-# decoders (PNG from memory, and through the loader with augmentation) and
+# decoders (PNG and JPEG from memory, and through the loader with augmentation) and
 # the parsers reached through Lua, one harness per target of
 # tests/fuzz/targets.lua. The core and bindings are built again with
 # coverage instrumentation; OpenMP is GCC's (as OpenBLAS's), not clang's
@@ -110,7 +110,7 @@ FUZZ_LINK  := -fsanitize=fuzzer,address,undefined
 FUZZ_LUA_TARGETS := safetensors yaml config override split classes sweep ledger
 FUZZ_CORE_OBJ := $(CORE_SRC:core/%.c=$(BUILD)/fuzz/core/%.o)
 FUZZ_BIND_OBJ := $(filter-out %/main.o,$(BIND_SRC:bindings/%.c=$(BUILD)/fuzz/bindings/%.o))
-FUZZ_C   := $(BUILD)/fuzz/fuzz_png $(BUILD)/fuzz/fuzz_image $(BUILD)/fuzz/fuzz_loader
+FUZZ_C   := $(BUILD)/fuzz/fuzz_image $(BUILD)/fuzz/fuzz_loader
 FUZZ_LUA := $(FUZZ_LUA_TARGETS:%=$(BUILD)/fuzz/fuzz_%)
 FUZZERS  := $(FUZZ_C) $(FUZZ_LUA)
 FUZZ_SECONDS ?= 120

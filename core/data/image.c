@@ -120,22 +120,25 @@ kd_status kd_image_read_stream(FILE *f, const char *name, bool expand_palette, k
     return kd_fail(KD_ERR_FORMAT, "image: %s is neither a PNG nor a JPEG file", name);
 }
 
-kd_status kd_image_read(const char *path, bool expand_palette, kd_tensor **out) {
+typedef kd_status (*stream_reader)(FILE *f, const char *name, bool expand_palette, kd_tensor **out);
+
+/* Opens path and reads it with decode; what names the reader in messages. */
+static kd_status read_file(const char *path, const char *what, stream_reader decode, bool expand_palette,
+                           kd_tensor **out) {
     *out = NULL;
     FILE *f = fopen(path, "rb");
-    if (!f) return kd_fail(KD_ERR_IO, "image: cannot open %s: %s", path, strerror(errno));
-    kd_status s = kd_image_read_stream(f, path, expand_palette, out);
+    if (!f) return kd_fail(KD_ERR_IO, "%s: cannot open %s: %s", what, path, strerror(errno));
+    kd_status s = decode(f, path, expand_palette, out);
     fclose(f);
     return s;
 }
 
+kd_status kd_image_read(const char *path, bool expand_palette, kd_tensor **out) {
+    return read_file(path, "image", kd_image_read_stream, expand_palette, out);
+}
+
 kd_status kd_png_read(const char *path, bool expand_palette, kd_tensor **out) {
-    *out = NULL;
-    FILE *f = fopen(path, "rb");
-    if (!f) return kd_fail(KD_ERR_IO, "png: cannot open %s: %s", path, strerror(errno));
-    kd_status s = kd_png_read_stream(f, path, expand_palette, out);
-    fclose(f);
-    return s;
+    return read_file(path, "png", kd_png_read_stream, expand_palette, out);
 }
 
 kd_status kd_png_write(const char *path, const kd_tensor *image, const uint8_t *palette, int palette_size) {

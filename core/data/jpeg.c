@@ -29,15 +29,21 @@ static void on_jpeg_error(j_common_ptr cinfo) {
 
 static void on_jpeg_message(j_common_ptr cinfo, int level) { (void)cinfo, (void)level; } /* warnings: quiet */
 
+/* libjpeg's error manager with errors jumping back and warnings quiet. */
+static struct jpeg_error_mgr *errors_init(jpeg_errors *e) {
+    struct jpeg_error_mgr *m = jpeg_std_error(&e->base);
+    m->error_exit = on_jpeg_error;
+    m->emit_message = on_jpeg_message;
+    return m;
+}
+
 kd_status kd_jpeg_read_stream(FILE *f, const char *name, kd_tensor **out) {
     *out = NULL;
     struct jpeg_decompress_struct cinfo;
     jpeg_errors errors;
     kd_tensor *volatile img = NULL;
     unsigned char *volatile row = NULL;
-    cinfo.err = jpeg_std_error(&errors.base);
-    errors.base.error_exit = on_jpeg_error;
-    errors.base.emit_message = on_jpeg_message;
+    cinfo.err = errors_init(&errors);
     if (setjmp(errors.jump)) {
         jpeg_destroy_decompress(&cinfo);
         free(row);
@@ -111,9 +117,7 @@ kd_status kd_jpeg_write(const char *path, const kd_tensor *image, int quality) {
     }
     struct jpeg_compress_struct cinfo;
     jpeg_errors errors;
-    cinfo.err = jpeg_std_error(&errors.base);
-    errors.base.error_exit = on_jpeg_error;
-    errors.base.emit_message = on_jpeg_message;
+    cinfo.err = errors_init(&errors);
     if (setjmp(errors.jump)) {
         jpeg_destroy_compress(&cinfo);
         free(row);

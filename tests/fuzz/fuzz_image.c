@@ -1,8 +1,9 @@
 /* fuzz_image.c - libFuzzer harness: any bytes as an image file, decoded
- * from memory the way images are read (PNG or JPEG, told apart by their
- * first bytes: kd_image_read_stream) and, for JPEG's own decoder, directly.
- * Each must give a uint8 C x H x W tensor with 1 to 4 channels or a clear
- * error; ASan and UBSan catch the rest. */
+ * from memory every way kdseg reads one: as an image (PNG or JPEG, told
+ * apart by their first bytes, palettes expanded), as a label map (PNG only,
+ * palette indices kept), and by the JPEG decoder directly. Each must give a
+ * uint8 C x H x W tensor with 1 to 4 channels or a clear error; ASan and
+ * UBSan catch the rest. */
 #include <stdio.h>
 #include <stdlib.h>
 
@@ -23,12 +24,14 @@ static void check_result(kd_status s, kd_tensor *t) {
 }
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
-    for (int direct = 0; direct <= 1; direct++) {
+    for (int way = 0; way < 3; way++) {
         FILE *f = fmemopen((void *)data, size ? size : 1, "rb");
         if (!f) return 0;
         if (!size) fgetc(f); /* fmemopen refuses 0 bytes: read the one past the end */
         kd_tensor *t = NULL;
-        kd_status s = direct ? kd_jpeg_read_stream(f, "input.jpg", &t) : kd_image_read_stream(f, "input", true, &t);
+        kd_status s = way == 0   ? kd_image_read_stream(f, "input", true, &t)
+                      : way == 1 ? kd_png_read_stream(f, "input.png", false, &t)
+                                 : kd_jpeg_read_stream(f, "input.jpg", &t);
         fclose(f);
         check_result(s, t);
     }

@@ -17,20 +17,18 @@ kd.manual_seed(1)
 for channels = 1, 4 do
   local img = (kd.rand({channels, 5, 7}) * 255):to("uint8")
   kd.image.write(tmp .. "/c.png", img)
-  put("png", "channels" .. channels .. ".png", read(tmp .. "/c.png"))
+  put("image", "channels" .. channels .. ".png", read(tmp .. "/c.png"))
   put("loader", "channels" .. channels .. ".png", read(tmp .. "/c.png"))
 end
--- JPEG: colour and gray, and the PNGs above, for the image harness
+-- JPEG: colour and gray
 for _, spec in ipairs({{"colour", 3}, {"gray", 1}}) do
   kd.image.write(tmp .. "/j.jpg", (kd.rand({spec[2], 9, 14}) * 255):to("uint8"))
   put("image", spec[1] .. ".jpg", read(tmp .. "/j.jpg"))
   put("loader", spec[1] .. ".jpg", read(tmp .. "/j.jpg"))
 end
-kd.image.write(tmp .. "/c.png", (kd.rand({3, 5, 7}) * 255):to("uint8"))
-put("image", "colour.png", read(tmp .. "/c.png"))
 local labels = (kd.rand({1, 9, 13}) * 19):to("uint8")
 kd.image.write(tmp .. "/p.png", labels, kd.data.classes.cityscapes().palette)
-put("png", "palette.png", read(tmp .. "/p.png"))
+put("image", "palette.png", read(tmp .. "/p.png"))
 put("loader", "palette.png", read(tmp .. "/p.png"))
 
 -- safetensors: a checkpoint-like file with metadata and every dtype
