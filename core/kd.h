@@ -312,6 +312,9 @@ kd_status kd_png_read(const char *path, bool expand_palette, kd_tensor **out);
 /* An image file, PNG (as kd_png_read) or JPEG (gray: 1 x H x W, colour:
  * 3 x H x W), told apart by its first bytes. Label maps stay PNG-only. */
 kd_status kd_image_read(const char *path, bool expand_palette, kd_tensor **out);
+/* The most pixels an image read may have (0: the default, 2^27); larger
+ * ones are refused before anything is allocated. */
+void kd_image_set_max_pixels(size_t pixels);
 /* A JPEG of image (uint8 H x W, 1 x H x W or 3 x H x W) at quality 1-100,
  * written atomically. */
 kd_status kd_jpeg_write(const char *path, const kd_tensor *image, int quality);

@@ -63,9 +63,10 @@ kd_status kd_png_read_stream(FILE *f, const char *path, bool expand_palette, kd_
         png_destroy_read_struct(&png, &info, NULL);
         return kd_fail(KD_ERR_FORMAT, "png: %s is a 16-bit PNG; only 8-bit images are supported", path);
     }
-    if (width == 0 || height == 0 || width > 32768 || height > 32768) {
+    kd_status size_error = kd_image_check_size(path, width, height);
+    if (size_error) {
         png_destroy_read_struct(&png, &info, NULL);
-        return kd_fail(KD_ERR_FORMAT, "png: %s has unsupported size %ux%u", path, (unsigned)width, (unsigned)height);
+        return size_error;
     }
     if (depth < 8) { /* 1, 2, 4-bit gray or palette: one byte per value */
         if (color == PNG_COLOR_TYPE_GRAY) png_set_expand_gray_1_2_4_to_8(png);
@@ -107,6 +108,20 @@ kd_status kd_png_read_stream(FILE *f, const char *path, bool expand_palette, kd_
     free(interleaved);
     free(rows);
     *out = img;
+    return KD_OK;
+}
+
+/* A few hundred bytes of PNG or JPEG can declare 32768 x 32768 pixels and
+ * ask for gigabytes: images above this many pixels are refused (128 M by
+ * default, 64 times a Cityscapes image). */
+static size_t max_pixels = (size_t)1 << 27;
+
+void kd_image_set_max_pixels(size_t pixels) { max_pixels = pixels ? pixels : (size_t)1 << 27; }
+
+kd_status kd_image_check_size(const char *name, size_t width, size_t height) {
+    if (width == 0 || height == 0 || width > 32768 || height > 32768 || width * height > max_pixels)
+        return kd_fail(KD_ERR_FORMAT, "image: %s has unsupported size %zux%zu (at most 32768 on a side and %zu pixels)",
+                       name, width, height, max_pixels);
     return KD_OK;
 }
 

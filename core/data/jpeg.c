@@ -57,10 +57,10 @@ kd_status kd_jpeg_read_stream(FILE *f, const char *name, kd_tensor **out) {
         jpeg_destroy_decompress(&cinfo);
         return kd_fail(KD_ERR_FORMAT, "jpeg: %s is a CMYK JPEG; only gray and colour (RGB) images are supported", name);
     }
-    if (cinfo.image_width == 0 || cinfo.image_height == 0 || cinfo.image_width > 32768 || cinfo.image_height > 32768) {
+    kd_status size_error = kd_image_check_size(name, cinfo.image_width, cinfo.image_height);
+    if (size_error) {
         jpeg_destroy_decompress(&cinfo);
-        return kd_fail(KD_ERR_FORMAT, "jpeg: %s has unsupported size %ux%u", name, (unsigned)cinfo.image_width,
-                       (unsigned)cinfo.image_height);
+        return size_error;
     }
     cinfo.out_color_space = cinfo.jpeg_color_space == JCS_GRAYSCALE ? JCS_GRAYSCALE : JCS_RGB;
     jpeg_start_decompress(&cinfo);

@@ -144,6 +144,11 @@ static void test_jpeg(void) {
     write_bytes(path_of("junk.jpg"), "GIF89a........", 14);
     CHECK_FAILS(kd_image_read(path_of("junk.jpg"), true, &back), KD_ERR_FORMAT, "junk.jpg is neither a PNG nor a JPEG");
     CHECK_FAILS(kd_jpeg_write(path_of("x.jpg"), t, 0), KD_ERR_ARG, "quality 0");
+    /* more pixels than allowed: refused before decoding (a small file can declare a huge image) */
+    kd_image_set_max_pixels(24 * 40 - 1);
+    CHECK_FAILS(kd_image_read(path_of("colour.jpg"), true, &back), KD_ERR_FORMAT, "colour.jpg has unsupported size 40x24");
+    CHECK_FAILS(kd_image_read(path_of("also.png"), true, &back), KD_ERR_FORMAT, "also.png has unsupported size 40x24");
+    kd_image_set_max_pixels(0);
     /* CMYK, written with libjpeg directly */
     FILE *g = fopen(path_of("cmyk.jpg"), "wb");
     struct jpeg_compress_struct ci;
