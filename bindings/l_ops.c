@@ -30,6 +30,7 @@ static int l_channel_div(lua_State *L) { return binary(L, "kd.channel_div", kd_c
 static int l_exp(lua_State *L) { return unary(L, "kd.exp", kd_exp); }
 static int l_log(lua_State *L) { return unary(L, "kd.log", kd_log); }
 static int l_relu(lua_State *L) { return unary(L, "kd.relu", kd_relu); }
+static int l_relu6(lua_State *L) { return unary(L, "kd.relu6", kd_relu6); }
 static int l_sigmoid(lua_State *L) { return unary(L, "kd.sigmoid", kd_sigmoid); }
 static int l_tanh(lua_State *L) { return unary(L, "kd.tanh", kd_tanh); }
 
@@ -314,7 +315,7 @@ static const luaL_Reg ops[] = {
     {"add", l_add}, {"sub", l_sub}, {"mul", l_mul}, {"div", l_div}, {"affine", l_affine},
     {"rdiv", l_rdiv}, {"channel_add", l_channel_add}, {"channel_sub", l_channel_sub},
     {"channel_mul", l_channel_mul}, {"channel_div", l_channel_div}, {"exp", l_exp}, {"log", l_log},
-    {"relu", l_relu}, {"leaky_relu", l_leaky_relu}, {"sigmoid", l_sigmoid}, {"tanh", l_tanh},
+    {"relu", l_relu}, {"relu6", l_relu6}, {"leaky_relu", l_leaky_relu}, {"sigmoid", l_sigmoid}, {"tanh", l_tanh},
     {"dropout2d", l_dropout2d}, {"sum", l_sum}, {"mean", l_mean}, {"max_channels", l_max_channels},
     {"concat", l_concat}, {"slice_channels", l_slice_channels}, {"conv2d", l_conv2d},
     {"conv2d_reference", l_conv2d_reference}, {"batch_norm", l_batch_norm},

@@ -187,6 +187,8 @@ kd_status kd_log(kd_tensor *x, kd_tensor **out);
 
 kd_status kd_relu(kd_tensor *x, kd_tensor **out);
 kd_status kd_leaky_relu(kd_tensor *x, float slope, kd_tensor **out);
+/* min(max(x, 0), 6), MobileNetV2's activation. */
+kd_status kd_relu6(kd_tensor *x, kd_tensor **out);
 kd_status kd_sigmoid(kd_tensor *x, kd_tensor **out);
 kd_status kd_tanh(kd_tensor *x, kd_tensor **out);
 /* Zeroes whole channels with probability p, scales the rest by 1/(1-p). */

@@ -39,6 +39,29 @@ kd_status kd_leaky_relu(kd_tensor *x, float slope, kd_tensor **out) {
 
 kd_status kd_relu(kd_tensor *x, kd_tensor **out) { return kd_leaky_relu(x, 0.0f, out); }
 
+/* ReLU6 (MobileNetV2's activation): min(max(x, 0), 6); the input is saved,
+ * the gradient passes where 0 < x < 6. */
+static kd_status relu6_backward(kd_node *node, const kd_tensor *grad_output,
+                                kd_tensor *const *grad_inputs) {
+    size_t n = kd_numel(grad_output);
+    const float *g = kd_f32(grad_output), *x = kd_f32(node->saved[0]);
+    float *gx = kd_f32(grad_inputs[0]);
+#pragma omp parallel for schedule(static) if (n > KD_PARALLEL_MIN)
+    for (size_t i = 0; i < n; i++) gx[i] += x[i] > 0 && x[i] < 6 ? g[i] : 0;
+    return KD_OK;
+}
+
+kd_status kd_relu6(kd_tensor *x, kd_tensor **out) {
+    kd_status s = unary_begin("relu6", x, out);
+    if (s) return s;
+    size_t n = kd_numel(x);
+    const float *in = kd_f32(x);
+    float *y = kd_f32(*out);
+#pragma omp parallel for schedule(static) if (n > KD_PARALLEL_MIN)
+    for (size_t i = 0; i < n; i++) y[i] = in[i] > 0 ? (in[i] < 6 ? in[i] : 6) : 0;
+    return kd_finish_op("relu6", relu6_backward, out, 1, &x, 1, &x, NULL);
+}
+
 /* The output y is saved; ints[0] says which derivative: 0 sigmoid y(1-y),
  * 1 tanh 1-y^2, 2 exp y. */
 static kd_status from_output_backward(kd_node *node, const kd_tensor *grad_output,

@@ -49,6 +49,13 @@ static kd_status run_cdiv(kd_tensor **in, kd_tensor **o) { return kd_channel_div
 static kd_status run_exp(kd_tensor **in, kd_tensor **o) { return kd_exp(in[0], o); }
 static kd_status run_log(kd_tensor **in, kd_tensor **o) { return kd_log(in[0], o); }
 static kd_status run_relu(kd_tensor **in, kd_tensor **o) { return kd_relu(in[0], o); }
+static kd_status run_relu6(kd_tensor **in, kd_tensor **o) { /* inputs spread over both kinks, 0 and 6 */
+    kd_tensor *spread = NULL;
+    kd_status s = kd_affine_scalar(in[0], 4.0f, 3.0f, &spread);
+    if (!s) s = kd_relu6(spread, o);
+    kd_tensor_release(spread);
+    return s;
+}
 static kd_status run_leaky(kd_tensor **in, kd_tensor **o) { return kd_leaky_relu(in[0], 0.1f, o); }
 static kd_status run_sigmoid(kd_tensor **in, kd_tensor **o) { return kd_sigmoid(in[0], o); }
 static kd_status run_tanh(kd_tensor **in, kd_tensor **o) { return kd_tanh(in[0], o); }
@@ -238,6 +245,7 @@ static const grad_case cases[] = {
     {"exp", run_exp, 1, {F(2, 3, 4, 5)}, 1e-2f, 1e-2f},
     {"log", run_log, 1, {IN(POSITIVE, true, 4, 2, 3, 4, 5)}, 1e-3f, 1e-2f},
     {"relu", run_relu, 1, {F(2, 3, 4, 5)}, 1e-2f, 1e-2f},
+    {"relu6", run_relu6, 1, {F(2, 3, 4, 5)}, 1e-2f, 1e-2f},
     {"leaky_relu", run_leaky, 1, {F(2, 3, 4, 5)}, 1e-2f, 1e-2f},
     {"sigmoid", run_sigmoid, 1, {F(2, 3, 4, 5)}, 1e-2f, 1e-2f},
     {"tanh", run_tanh, 1, {F(2, 3, 4, 5)}, 1e-2f, 1e-2f},

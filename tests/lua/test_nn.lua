@@ -13,7 +13,7 @@ function T.parameters_and_names()
   local net = small_net()
   local names = {}
   for _, pair in ipairs(net:named_parameters()) do names[#names + 1] = pair[1] end
-  h.eq(table.concat(names, ","), "1.weight,2.weight,2.bias,5.weight,5.bias", "dotted names")
+  h.eq(table.concat(names, ","), "0.weight,1.weight,1.bias,4.weight,4.bias", "dotted names: Sequential children count from 0, as in PyTorch")
   h.eq(net:num_parameters(), 4 * 3 * 9 + 4 + 4 + 2 * 4 + 2, "parameter count")
   h.eq(#net:children(), 6, "children")
   for _, p in ipairs(net:parameters()) do h.truthy(p.requires_grad, "parameters require grad") end
@@ -26,16 +26,36 @@ function T.state_dict_round_trip()
   a:forward(kd.randn({2, 3, 8, 8})) -- moves running statistics
   b:load_state_dict(a:state_dict())
   local sa, sb = a:state_dict(), b:state_dict()
-  for name, t in pairs(sa) do h.eq((t - sb[name]):sum_squares(), 0, name) end
-  h.truthy(sa["2.running_mean"] ~= nil, "buffers are in the state dict")
-  local partial = {["1.weight"] = sa["1.weight"], ["extra.weight"] = kd.zeros({1})}
-  h.raises(function() b:load_state_dict(partial) end, "6 missing keys [2.bias, 2.running_mean",
+  for name, t in pairs(sa) do h.eq((t:to("float32") - sb[name]:to("float32")):sum_squares(), 0, name) end
+  h.truthy(sa["1.running_mean"] ~= nil, "buffers are in the state dict")
+  h.eq(sa["1.num_batches_tracked"]:get(1), 1, "a training forward counts one batch, as PyTorch does")
+  local partial = {["0.weight"] = sa["0.weight"], ["extra.weight"] = kd.zeros({1})}
+  h.raises(function() b:load_state_dict(partial) end, "6 missing keys [1.bias, 1.running_mean",
            "1 unexpected keys [extra.weight]")
   local missing, unexpected = b:load_state_dict(partial, {strict = false})
   h.eq(#missing, 6, "missing reported when not strict")
   h.eq(unexpected[1], "extra.weight", "unexpected reported when not strict")
-  h.raises(function() b:load_state_dict({["1.weight"] = kd.zeros({1})}, {strict = false}) end,
-           "'1.weight' has shape 1 in the state, 4x3x3x3 in the module")
+  h.raises(function() b:load_state_dict({["0.weight"] = kd.zeros({1})}, {strict = false}) end,
+           "'0.weight' has shape 1 in the state, 4x3x3x3 in the module")
+end
+
+-- Files written before Sequential counted from 0, and without
+-- num_batches_tracked, still load, strictly, into the same values.
+function T.state_dict_of_earlier_files()
+  local a, b = small_net(), small_net()
+  a:forward(kd.randn({2, 3, 8, 8}))
+  local old = {}
+  for name, t in pairs(a:state_dict()) do
+    if not name:find("num_batches_tracked") then
+      old[(name:gsub("^(%d+)", function(i) return tostring(tonumber(i) + 1) end))] = t
+    end
+  end
+  h.truthy(old["2.running_mean"] ~= nil and old["1.running_mean"] == nil, "the old names")
+  b:load_state_dict(old)
+  h.eq((a:get(2).running_mean - b:get(2).running_mean):sum_squares(), 0, "values land under the new names")
+  h.eq((a:get(1).weight - b:get(1).weight):sum_squares(), 0, "first child too")
+  old["9.weight"] = kd.zeros({1})
+  h.raises(function() b:load_state_dict(old) end, "1 unexpected keys [8.weight] (the state's names read as an older kdseg's, whose Sequential counted from 1)")
 end
 
 function T.train_eval()
@@ -56,8 +76,8 @@ end
 
 function T.printing_tree()
   local s = tostring(small_net())
-  h.truthy(s:find("(1): nn.Conv2d(3 -> 4, 3x3, padding 1, no bias)", 1, true), s)
-  h.truthy(s:find("(2): nn.BatchNorm2d(4", 1, true), s)
+  h.truthy(s:find("(0): nn.Conv2d(3 -> 4, 3x3, padding 1, no bias)", 1, true), s)
+  h.truthy(s:find("(1): nn.BatchNorm2d(4", 1, true), s)
 end
 
 function T.subclass_in_a_script()
@@ -69,7 +89,7 @@ function T.subclass_in_a_script()
   end
   function Residual:forward(x) return kd.relu(self.bn(self.conv(x)) + x) end
   local net = nn.Sequential(Residual(4), Residual(4))
-  h.eq(net:named_parameters()[1][1], "1.conv.weight", "nested names")
+  h.eq(net:named_parameters()[1][1], "0.conv.weight", "nested names")
   local y = net(kd.randn({1, 4, 5, 5}))
   h.eq(table.concat(y.shape, "x"), "1x4x5x5", "user module forward")
 end

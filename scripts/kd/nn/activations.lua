@@ -6,6 +6,9 @@ local Module = require("kd.nn.module")
 local ReLU = class("nn.ReLU", Module)
 function ReLU:forward(x) return kd.relu(x) end
 
+local ReLU6 = class("nn.ReLU6", Module)
+function ReLU6:forward(x) return kd.relu6(x) end
+
 local LeakyReLU = class("nn.LeakyReLU", Module)
 function LeakyReLU:__init(slope)
   Module.__init(self)
@@ -75,7 +78,7 @@ function Upsample:extra_repr()
 end
 
 return {
-  ReLU = ReLU, LeakyReLU = LeakyReLU, Identity = Identity, Dropout2d = Dropout2d,
+  ReLU = ReLU, ReLU6 = ReLU6, LeakyReLU = LeakyReLU, Identity = Identity, Dropout2d = Dropout2d,
   MaxPool2d = pool_class("nn.MaxPool2d", kd.max_pool2d),
   AvgPool2d = pool_class("nn.AvgPool2d", kd.avg_pool2d),
   Upsample = Upsample,

@@ -1,5 +1,8 @@
 -- Containers: Sequential runs its children in order; an error inside a child
 -- says which one ("In 3 module of nn.Sequential: ..."), as in torch/nn.
+-- Children are named "0", "1", ... as in PyTorch's nn.Sequential, so that
+-- state dicts carry PyTorch's names ("stem.0.weight"); get(i) counts from 1
+-- as Lua does.
 local class = require("kd.infra.class")
 local Module = require("kd.nn.module")
 
@@ -15,13 +18,13 @@ function Sequential:__init(...)
 end
 
 function Sequential:add(module)
-  self:add_module(tostring(#self._module_names + 1), module)
+  self:add_module(tostring(#self._module_names), module)
   return self
 end
 
 function Sequential:size() return #self._module_names end
 
-function Sequential:get(i) return self[tostring(i)] end
+function Sequential:get(i) return self[tostring(i - 1)] end
 
 function Sequential:forward(x)
   for i, name in ipairs(self._module_names) do

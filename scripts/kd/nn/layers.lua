@@ -75,12 +75,18 @@ function BatchNorm2d:__init(channels, options)
   if options.track_running_stats ~= false then
     self:register_buffer("running_mean", kd.zeros({channels}))
     self:register_buffer("running_var", kd.ones({channels}))
+    -- PyTorch's counter of training batches, kept so state dicts match its
+    -- names; a 1-element int64 here, a 0-dimensional one there
+    self:register_buffer("num_batches_tracked", kd.zeros({1}, "int64"))
   end
 end
 
 function BatchNorm2d:forward(x)
   -- without running statistics, evaluation also normalises with the batch's
   local training = self.training or self.running_mean == nil
+  if self.training and self.num_batches_tracked then
+    self.num_batches_tracked:set(1, self.num_batches_tracked:get(1) + 1)
+  end
   return kd.batch_norm(x, self.weight, self.bias, self.running_mean, self.running_var,
                        {training = training, momentum = self.momentum, eps = self.eps})
 end

@@ -89,6 +89,34 @@ function Module:state_dict()
   return state
 end
 
+-- Files written before kdseg numbered Sequential children from 0 (as
+-- PyTorch does) have every numeric part of a name one higher: "stem.1.weight"
+-- for today's "stem.0.weight". Numeric parts name nothing but Sequential
+-- children, so the old names map back one to one.
+local function renamed_from_one_based(state)
+  local renamed = {}
+  for name, tensor in pairs(state) do
+    local parts = {}
+    for part in name:gmatch("[^.]+") do
+      parts[#parts + 1] = part:match("^%d+$") and tostring(tonumber(part) - 1) or part
+    end
+    renamed[table.concat(parts, ".")] = tensor
+  end
+  return renamed
+end
+
+-- A batch norm's num_batches_tracked counts training batches and feeds no
+-- number (kdseg's momentum is always set); files from before kdseg kept it,
+-- and PyTorch's own older files, lack it. Its absence is not an error.
+local function optional(name) return name:match("num_batches_tracked$") ~= nil end
+
+local function key_differences(own, state)
+  local missing, unexpected = {}, {}
+  for name in pairs(own) do if state[name] == nil and not optional(name) then missing[#missing + 1] = name end end
+  for name in pairs(state) do if own[name] == nil then unexpected[#unexpected + 1] = name end end
+  return missing, unexpected
+end
+
 -- Copies values from state into the module's tensors. strict (the default)
 -- makes missing and unexpected keys an error counting them; returns the
 -- lists of missing and unexpected keys.
@@ -96,9 +124,14 @@ function Module:load_state_dict(state, options)
   local strict = not (options and options.strict == false)
   if type(state) ~= "table" then error("load_state_dict: state must be a table of tensors", 2) end
   local own = self:state_dict()
-  local missing, unexpected = {}, {}
-  for name in pairs(own) do if state[name] == nil then missing[#missing + 1] = name end end
-  for name in pairs(state) do if own[name] == nil then unexpected[#unexpected + 1] = name end end
+  local missing, unexpected = key_differences(own, state)
+  local old_names = false
+  if #missing > 0 or #unexpected > 0 then
+    local renamed = renamed_from_one_based(state)
+    local m2, u2 = key_differences(own, renamed)
+    -- the closer reading: an old file with one wrong key names that key
+    if #m2 + #u2 < #missing + #unexpected then state, missing, unexpected, old_names = renamed, m2, u2, true end
+  end
   table.sort(missing)
   table.sort(unexpected)
   if strict and (#missing > 0 or #unexpected > 0) then
@@ -108,8 +141,9 @@ function Module:load_state_dict(state, options)
       for i = 1, math.min(#list, 6) do shown[i] = list[i] end
       return "[" .. table.concat(shown, ", ") .. (#list > 6 and string.format(", ... (%d in all)", #list) or "") .. "]"
     end
-    error(string.format("load_state_dict: %d missing keys %s; %d unexpected keys %s", #missing, some(missing),
-                        #unexpected, some(unexpected)), 2)
+    error(string.format("load_state_dict: %d missing keys %s; %d unexpected keys %s%s", #missing, some(missing),
+                        #unexpected, some(unexpected), old_names and
+                        " (the state's names read as an older kdseg's, whose Sequential counted from 1)" or ""), 2)
   end
   for name, tensor in pairs(own) do
     local value = state[name]
