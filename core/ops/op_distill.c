@@ -141,6 +141,12 @@ kd_status kd_pairwise_distill(kd_tensor *student, kd_tensor *teacher, int grid_h
     if (student->shape[0] != teacher->shape[0] || student->shape[0] < 1)
         return kd_fail(KD_ERR_SHAPE, "%s: student %s and teacher %s must have the same batch", op,
                        kd_shape_str(student), kd_shape_str(teacher));
+    /* a grid finer than the features would compare repeated cells */
+    int h = student->shape[2] < teacher->shape[2] ? student->shape[2] : teacher->shape[2];
+    int w = student->shape[3] < teacher->shape[3] ? student->shape[3] : teacher->shape[3];
+    if (grid_h < 1 || grid_w < 1 || grid_h > h || grid_w > w)
+        return kd_fail(KD_ERR_SHAPE, "%s: grid %dx%d must be at least 1x1 and at most the features %s and %s", op,
+                       grid_h, grid_w, kd_shape_str(student), kd_shape_str(teacher));
     kd_tensor *ps = NULL, *pt = NULL;
     if ((s = kd_adaptive_avg_pool2d(student, grid_h, grid_w, &ps)) ||
         (s = kd_adaptive_avg_pool2d(teacher, grid_h, grid_w, &pt))) {

@@ -131,7 +131,8 @@ kd_status kd_avg_pool2d(kd_tensor *x, const kd_pool_params *p, kd_tensor **out) 
 }
 
 /* ---- adaptive average: cell i of n over a length L spans
- * [floor(i L / n), ceil((i + 1) L / n)), as in PyTorch. */
+ * [floor(i L / n), ceil((i + 1) L / n)), as in PyTorch; never empty, also
+ * for n > L. */
 
 static inline int cell_start(int i, int n, int length) { return (int)((long)i * length / n); }
 static inline int cell_end(int i, int n, int length) {
@@ -165,9 +166,11 @@ kd_status kd_adaptive_avg_pool2d(kd_tensor *x, int out_h, int out_w, kd_tensor *
         (s = kd_check_ndim("adaptive_avg_pool2d", "input", x, 4)))
         return s;
     int H = x->shape[2], W = x->shape[3];
-    if (out_h < 1 || out_w < 1 || out_h > H || out_w > W)
+    /* a grid finer than the input is allowed, as in PyTorch: its cells
+     * overlap (PSPNet's 6x6 bins on the small maps of small crops) */
+    if (out_h < 1 || out_w < 1 || out_h > 4096 || out_w > 4096)
         return kd_fail(KD_ERR_SHAPE, "adaptive_avg_pool2d: grid %dx%d must be at least 1x1 and at "
-                       "most the input %s", out_h, out_w, kd_shape_str(x));
+                       "most 4096x4096 (input %s)", out_h, out_w, kd_shape_str(x));
     int shape[4] = {x->shape[0], x->shape[1], out_h, out_w};
     if ((s = kd_tensor_new(KD_F32, 4, shape, out))) return s;
     size_t planes = (size_t)x->shape[0] * x->shape[1];

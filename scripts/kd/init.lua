@@ -15,7 +15,7 @@ function kd.ones_like(t) return C.full(t.shape, 1, t.dtype) end
 
 -- ops: every core op, under its own name
 for _, name in ipairs({"add", "sub", "mul", "div", "affine", "rdiv", "channel_add", "channel_sub",
-                       "channel_mul", "channel_div", "exp", "log", "relu", "leaky_relu", "sigmoid",
+                       "channel_mul", "channel_div", "exp", "log", "relu", "relu6", "leaky_relu", "sigmoid",
                        "tanh", "dropout2d", "sum", "mean", "concat", "slice_channels", "conv2d",
                        "conv2d_reference", "batch_norm", "max_pool2d", "avg_pool2d",
                        "adaptive_avg_pool2d", "resize_bilinear", "resize_nearest", "softmax",

@@ -48,7 +48,7 @@ return function(kd)
   meta.__len = function(t) return t.shape[1] end
 
   -- method forms: x:relu(), x:sum(), x:softmax(2) ...
-  for _, name in ipairs({"exp", "log", "relu", "leaky_relu", "sigmoid", "tanh", "sum", "mean",
+  for _, name in ipairs({"exp", "log", "relu", "relu6", "leaky_relu", "sigmoid", "tanh", "sum", "mean",
                          "softmax", "log_softmax", "dropout2d", "resize_bilinear", "resize_nearest",
                          "slice_channels", "adaptive_avg_pool2d"}) do
     methods[name] = C[name]

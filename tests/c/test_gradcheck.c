@@ -166,6 +166,7 @@ static kd_status run_avgpool(kd_tensor **in, kd_tensor **o) {
     return kd_avg_pool2d(in[0], &p, o);
 }
 static kd_status run_adaptive(kd_tensor **in, kd_tensor **o) { return kd_adaptive_avg_pool2d(in[0], 3, 5, o); }
+static kd_status run_adaptive_up(kd_tensor **in, kd_tensor **o) { return kd_adaptive_avg_pool2d(in[0], 6, 4, o); }
 static kd_status run_global(kd_tensor **in, kd_tensor **o) { return kd_adaptive_avg_pool2d(in[0], 1, 1, o); }
 static kd_status run_bilinear_ac(kd_tensor **in, kd_tensor **o) { return kd_resize_bilinear(in[0], 7, 9, true, o); }
 static kd_status run_bilinear_up8(kd_tensor **in, kd_tensor **o) { return kd_resize_bilinear(in[0], 16, 24, false, o); }
@@ -291,6 +292,7 @@ static const grad_case cases[] = {
     {"max_pool2d 3x3 s2 p1", run_maxpool, 1, {F(2, 3, 7, 9)}, 1e-3f, 1e-2f},
     {"avg_pool2d 3x2 s2x1 p1", run_avgpool, 1, {F(2, 3, 7, 6)}, 1e-2f, 1e-2f},
     {"adaptive_avg_pool2d 3x5", run_adaptive, 1, {F(2, 3, 7, 11)}, 1e-2f, 1e-2f},
+    {"adaptive_avg_pool2d 6x4 of 3x2 (overlapping cells)", run_adaptive_up, 1, {F(2, 3, 3, 2)}, 1e-2f, 1e-2f},
     {"global_avg_pool", run_global, 1, {F(2, 3, 5, 4)}, 1e-2f, 1e-2f},
     {"resize_bilinear align_corners", run_bilinear_ac, 1, {F(2, 2, 4, 5)}, 1e-2f, 1e-2f},
     {"resize_bilinear up x8", run_bilinear_up8, 1, {F(1, 2, 2, 3)}, 1e-2f, 1e-2f},

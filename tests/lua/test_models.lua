@@ -6,12 +6,20 @@ local T = {}
 
 local tmp = (os.getenv("TMPDIR") or "/tmp") .. "/kdseg-lua-models-" .. C.getpid()
 
+-- The papers' networks at a narrow width (their real widths are checked
+-- against PyTorch in test_papers.lua): the same code, a fraction of the time.
+local function small(name, options)
+  local takes = kd.models.options(name)
+  if name:find("_resnet") or name:find("_mobilenetv2") then options.width = takes.width and 8 end
+  return options
+end
+
 function T.zoo_counts_shapes_features()
   h.eq(kd.models.bench_student({classes = 19}):num_parameters(), 210019, "bench_student parameters")
   h.eq(kd.models.bench_teacher({classes = 19}):num_parameters(), 1401395, "bench_teacher parameters")
   local x = kd.randn({2, 3, 64, 96})
   for _, name in ipairs(kd.models.names()) do
-    local net = kd.models.create(name, {classes = 5})
+    local net = kd.models.create(name, small(name, {classes = 5}))
     local logits, extra = net:forward_features(x)
     h.eq(table.concat(logits.shape, "x"), "2x5x64x96", name .. " logits at the input size")
     h.eq(extra.features:size(2), net.feature_channels, name .. " feature channels")
@@ -22,17 +30,22 @@ function T.zoo_counts_shapes_features()
                        + 4 * 64 * 576 * 16 * 32 + 19 * 64 * 16 * 32)
   h.eq(kd.models.flops(kd.models.bench_student(), {1, 3, 128, 256}), by_hand, "bench_student FLOPs")
   h.raises(function() kd.models.create("resnet9000") end, "unknown model 'resnet9000'")
+  -- kdseg models' count at full resolution from two small forwards is the direct count
+  for _, name in ipairs({"pspnet_resnet18", "deeplabv3plus_mobilenetv2", "deeplabv3plus", "erfnet"}) do
+    local net = kd.models.create(name, small(name, {classes = 5}))
+    h.eq(kd.models.flops_at(net, 160, 224), kd.models.flops(net, {1, 3, 160, 224}), name .. " FLOPs by two small forwards")
+  end
 end
 
 function T.state_dict_round_trip_through_safetensors()
   os.execute("mkdir -p " .. tmp)
   for _, name in ipairs(kd.models.names()) do
     kd.manual_seed(1)
-    local a = kd.models.create(name, {classes = 4})
+    local a = kd.models.create(name, small(name, {classes = 4}))
     a:forward(kd.randn({2, 3, 32, 32})) -- moves BN statistics away from their start
     kd.save(tmp .. "/m.safetensors", a:state_dict())
     kd.manual_seed(2)
-    local b = kd.models.create(name, {classes = 4})
+    local b = kd.models.create(name, small(name, {classes = 4}))
     b:load_state_dict((kd.load(tmp .. "/m.safetensors")))
     a:eval(); b:eval()
     local x = kd.randn({1, 3, 32, 32})

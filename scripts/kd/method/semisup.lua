@@ -31,7 +31,11 @@ semisup.defaults = {
   data = {root = "data/synthcity", classes = "cityscapes", labeled = "splits/1_8/labeled.txt", unlabeled = "splits/1_8/unlabeled.txt",
           coarse = {split = "train_extra", use = true}, val = {split = "val", limit = 0}},
   augment = {crop = {128, 256}, scale = {0.5, 2.0}},
-  teacher = {model = "bench_teacher", iterations = 2000, lr = 0.01, retrain_iterations = 1000, retrain_lr = 0.005,
+  -- model_options: the teacher design's options and pretrained backbone
+  -- weights (kd.models.build; false: the design's default)
+  teacher = {model = "bench_teacher", model_options = {width = false, output_stride = false, deep_stem = false,
+                                                       pretrained = false},
+             iterations = 2000, lr = 0.01, retrain_iterations = 1000, retrain_lr = 0.005,
              with_coarse = false, average_weights = false, bn_batches = 20, retrain_fine_share = 0.5,
              retrain_freeze_bn = true, checkpoint = false},
   -- with_coarse: first training on raw coarse labels too; retrain_fine_share:
@@ -94,12 +98,20 @@ function semisup.weak_items(cfg, classes)
   return items
 end
 
+-- The teacher as a model spec (kd.models.build).
+local function teacher_spec(cfg)
+  local spec = {name = cfg.teacher.model}
+  for k, v in pairs(cfg.teacher.model_options) do spec[k] = v end
+  return spec
+end
+
+-- model: a zoo name or a spec table, as the trainer's model section.
 local function train_config(cfg, name, model, iterations, lr, list)
   return {name = name, runs_dir = cfg.runs_dir .. "/" .. cfg.name, seed = cfg.seed,
           data = {root = cfg.data.root, classes = cfg.data.classes, batch_size = cfg.batch_size, workers = cfg.workers,
                   train = {list = list or false}, val = {split = cfg.data.val.split, limit = cfg.data.val.limit},
                   augment = {crop = cfg.augment.crop, scale = cfg.augment.scale}},
-          model = {name = model}, optim = {lr = lr}, schedule = {warmup = math.min(100, math.floor(iterations / 10))},
+          model = type(model) == "table" and model or {name = model}, optim = {lr = lr}, schedule = {warmup = math.min(100, math.floor(iterations / 10))},
           train = {iterations = iterations, log_every = math.max(1, math.floor(iterations / 10)), eval_every = 0,
                    checkpoint_every = cfg.checkpoint_every, grids = 4}}
 end
@@ -308,7 +320,7 @@ end
 -- `cycle`; returns the trainer's results (final_miou, per-class IoU).
 function semisup.retrain_teacher(cfg, teacher, labeled, pseudo_items, pseudo_weights, cycle, classes, resume)
   local items, weights = semisup.retrain_items(labeled.items, pseudo_items, pseudo_weights, cfg.teacher.retrain_fine_share)
-  local rcfg = train_config(cfg, "teacher_cycle" .. cycle, cfg.teacher.model, cfg.teacher.retrain_iterations,
+  local rcfg = train_config(cfg, "teacher_cycle" .. cycle, teacher_spec(cfg), cfg.teacher.retrain_iterations,
                             cfg.teacher.retrain_lr, cfg.data.labeled)
   rcfg.train.freeze_bn = cfg.teacher.retrain_freeze_bn
   local retrain = kd.train.Trainer(rcfg, {quiet = cfg.quiet, model = teacher, resume = resume,
@@ -392,7 +404,7 @@ function semisup.run(user_config, options)
     local r, done = stage(cfg, options, "teacher", function(resume)
       say(cfg, "== teacher (%s) on %d finely labelled images%s", cfg.teacher.model, #labeled.items,
           first_set and " and the raw coarse labels" or "")
-      local tcfg = train_config(cfg, "teacher", cfg.teacher.model, cfg.teacher.iterations, cfg.teacher.lr, cfg.data.labeled)
+      local tcfg = train_config(cfg, "teacher", teacher_spec(cfg), cfg.teacher.iterations, cfg.teacher.lr, cfg.data.labeled)
       local trainer = kd.train.Trainer(tcfg, {quiet = cfg.quiet, train_set = first_set, resume = resume})
       trainer:run()
       teacher = trainer.model
@@ -419,14 +431,14 @@ function semisup.run(user_config, options)
       state.soft = {}
       for id = 1, #weak do state.soft[id] = soft[tostring(id)] end
       if cfg.teacher.average_weights then
-        averaged = kd.models.create(cfg.teacher.model, {classes = classes.count})
+        averaged = kd.models.create(cfg.teacher.model, kd.models.build_options(teacher_spec(cfg), classes.count))
         averaged:load_state_dict(kd.load(cycle_dir .. "/averaged.safetensors"))
       end
     else
       local labeller = teacher
       if cfg.teacher.average_weights then
         if not averaged then
-          averaged = kd.models.create(cfg.teacher.model, {classes = classes.count})
+          averaged = kd.models.create(cfg.teacher.model, kd.models.build_options(teacher_spec(cfg), classes.count))
           averaged:load_state_dict(teacher:state_dict())
         else
           kd.optim.EMA(averaged, teacher, {decay = (cycle - 1) / cycle, average_buffers = true}):update()
@@ -474,13 +486,13 @@ function semisup.run(user_config, options)
   end
 
   -- 4. baselines with the same student and budget
-  local first_student = cfg.students.models[1]
-  local student_model = type(first_student) == "table" and first_student.name or first_student
+  local student_spec = cfg.students.models[1]
+  local student_model = type(student_spec) == "table" and student_spec.name or student_spec
   local student_iterations, student_lr = cfg.students.iterations, cfg.students.lr
   if cfg.baselines.fine_only then
     results.fine_only = {miou = stage(cfg, options, "baseline_fine_only", function(resume)
       say(cfg, "== baseline: %s on fine labels only", student_model)
-      kd.train.run(train_config(cfg, "baseline_fine_only", student_model, student_iterations, student_lr, cfg.data.labeled),
+      kd.train.run(train_config(cfg, "baseline_fine_only", student_spec, student_iterations, student_lr, cfg.data.labeled),
                    {quiet = cfg.quiet, resume = resume})
     end).final_miou}
   end
@@ -494,7 +506,7 @@ function semisup.run(user_config, options)
         if truth then all[#all + 1] = {image = it.image, label = truth, train_ids = false} end
       end
       say(cfg, "== baseline: %s on all %d fine labels", student_model, #all)
-      local bcfg = train_config(cfg, "baseline_all_labels", student_model, student_iterations, student_lr, nil)
+      local bcfg = train_config(cfg, "baseline_all_labels", student_spec, student_iterations, student_lr, nil)
       kd.train.Trainer(bcfg, {quiet = cfg.quiet, resume = resume, train_set = Dataset.from_items(all, classes, false)}):run()
     end).final_miou}
   end

@@ -21,7 +21,7 @@ local students = {}
 -- What a student setting means, and its default; kd.semisup's `students`
 -- section is these keys (with the method's own values where it differs).
 students.settings = {
-  models = {"bench_student"}, -- designs: zoo names, or {name = ..., width = ...}
+  models = {"bench_student"}, -- designs: zoo names, or {name = ..., options..., pretrained = path} (kd.models.build)
   iterations = 1000, lr = optimizers.defaults.lr, momentum = optimizers.defaults.momentum,
   weight_decay = optimizers.defaults.weight_decay, schedule_power = optimizers.schedule_defaults.power,
   weights = {ce = 1, pseudo = 1, pixel_kd = 0, pairwise = 0, mutual = 0, strong = 0},
@@ -83,11 +83,9 @@ function students.train(options)
   local models, names = {}, {}
   if options.teacher then models[1] = {name = "teacher", model = options.teacher, frozen = true} end
   for i, spec in ipairs(s.models) do
-    spec = type(spec) == "table" and spec or {name = spec}
-    local arch = {name = spec.name, options = {classes = classes.count}}
-    if spec.width then arch.options.width = spec.width end
+    local model, arch = kd.models.build(spec, classes.count)
     names[i] = "student" .. i
-    models[#models + 1] = {name = names[i], model = kd.models.create(arch.name, arch.options), arch = arch,
+    models[#models + 1] = {name = names[i], model = model, arch = arch,
                            optim = {lr = s.lr, momentum = s.momentum, weight_decay = s.weight_decay},
                            schedule = {name = "poly", power = s.schedule_power}}
   end

@@ -20,7 +20,10 @@ return {
                saturation = 0.25, hue = 0, jitter_p = 0.8, grayscale_p = 0, blur_p = 0, blur_sigma = {0.1, 2.0},
                mean = normalize.mean, std = normalize.std, pad_label = 255},
   },
-  model = {name = "bench_student", width = false},
+  -- model: a zoo name and its options (false: the design's default);
+  -- pretrained: backbone weights (kd.models.load_pretrained)
+  model = {name = "bench_student", width = false, expansion = false, output_stride = false, deep_stem = false,
+           pretrained = false},
   -- the optimizer's settings and defaults are optimizers.defaults (name: sgd
   -- or adamw, lr, momentum, weight_decay, nesterov, betas); a config's batch
   -- norms and biases are not decayed

@@ -38,12 +38,6 @@ function Trainer.resolve(cfg, where)
   return merged
 end
 
-local function model_options(cfg, classes)
-  local options = {classes = classes.count}
-  if cfg.model.width then options.width = cfg.model.width end
-  return options
-end
-
 function Trainer:build_datasets()
   local d = self.cfg.data
   local function dataset(part)
@@ -74,8 +68,14 @@ function Trainer:__init(cfg, options)
   self:build_datasets()
   if options.train_set then self.train_set = options.train_set end
   kd.manual_seed(c.seed)
-  local arch = {name = c.model.name, options = model_options(c, self.classes)}
-  self.model = options.model or kd.models.create(arch.name, arch.options)
+  local model, arch = nil, nil
+  if options.model then
+    arch = {name = c.model.name, options = kd.models.build_options(c.model, self.classes.count)}
+    model = options.model
+  else
+    model, arch = kd.models.build(c.model, self.classes.count)
+  end
+  self.model = model
   local term_list = {terms.ce({model = "model", stream = "train", pixel_weights = options.train_weights ~= nil})}
   for _, t in ipairs(options.terms or {}) do term_list[#term_list + 1] = t end
   self.loop = Loop({
