@@ -109,6 +109,15 @@ check "eval JSON says flip" 0 '"flip":true' cat eval_flip.json
 # Sliding-window evaluation: on the command line, for predict, and inside training
 check "eval by sliding window" 0 "mIoU" "$kdseg" eval --checkpoint runs/tiny/checkpoints/last.safetensors --root sc --split val --crop 16x32 --out eval_crop.json
 check "eval JSON says crop" 0 '"crop":[16,32]' cat eval_crop.json
+check "eval by overlapping windows" 0 "mIoU" "$kdseg" eval --checkpoint runs/tiny/checkpoints/last.safetensors --root sc --split val --crop 16x32 --stride 8x16 --out eval_stride.json
+check "eval JSON says stride" 0 '"stride":[8,16]' cat eval_stride.json
+check "--stride without --crop" 1 "--stride needs --crop" "$kdseg" eval --checkpoint runs/tiny/checkpoints/last.safetensors --root sc --split val --stride 8x16
+# The official protocol: category IoU, and predictions as label ids in the official scripts' layout
+check "eval reports category IoU" 0 "category mIoU" "$kdseg" eval --checkpoint runs/tiny/checkpoints/last.safetensors --root sc --split val --predictions official --out eval_official.json
+check "eval JSON has category IoU" 0 '"vehicle":' cat eval_official.json
+check "official layout: one flat PNG per image, named after it" 0 "synth_000004_000019_leftImg8bit.png" ls official
+"$kdseg" predict --checkpoint runs/tiny/checkpoints/last.safetensors --input sc/leftImg8bit/val/synth/synth_000004_000019_leftImg8bit.png --out pred_ids --ids label > /dev/null
+check "the official prediction holds predict's label ids" 0 "same" "$kdseg" -e "local a, b = kd.image.read('official/synth_000004_000019_leftImg8bit.png'), kd.image.read('pred_ids/synth_000004_000019_labelIds.png'); local same = a:numel() == b:numel(); for i = 1, a:numel() do same = same and a:get(i) == b:get(i) end; print(same and 'same' or 'differ')"
 check "eval with a bad --crop" 1 "--crop must be HxW" "$kdseg" eval --checkpoint runs/tiny/checkpoints/last.safetensors --root sc --split val --crop 16
 check "predict by sliding window" 0 "predict: 1 image(s)" "$kdseg" predict --checkpoint runs/tiny/checkpoints/best.safetensors --input sc/leftImg8bit/val/synth/synth_000004_000019_leftImg8bit.png --out pred_crop --crop 16x32
 check "training evaluates by sliding window" 0 "tiny_crop: final mIoU" "$kdseg" train tiny.lua name=tiny_crop train.eval_every=2 "eval.crop=[16, 32]"
@@ -132,6 +141,9 @@ check "JPEG images: eval" 0 "mIoU" "$kdseg" eval --checkpoint runs/jpg/checkpoin
 check "JPEG images: predict on a folder" 0 "predict: 1 image(s)" "$kdseg" predict --checkpoint runs/jpg/checkpoints/last.safetensors --input scj/leftImg8bit/val --out predj
 cp scj/leftImg8bit/val/synth/synth_000004_000019_leftImg8bit.jpg scj/gtFine/val/synth/synth_000004_000019_gtFine_labelIds.png
 check "JPEG label map refused" 1 "is a JPEG; label and weight maps must be PNG" "$kdseg" eval --checkpoint runs/jpg/checkpoints/last.safetensors --root scj --split val
-check "models command" 0 "bench_student          210019" "$kdseg" models
+check "models command" 0 "bench_student                                                 210019" "$kdseg" models --size 128x256
+check "models at Cityscapes' resolution by default" 0 "pspnet_resnet101                                            65583699       4073.6" "$kdseg" models
+check "models with an option" 0 "pspnet_resnet50            deep_stem=1,output_stride=16     46715347" "$kdseg" models --option output_stride=16 --option deep_stem=1
+check "models with a bad option value" 1 "output_stride must be one of 8, 16" "$kdseg" models --option output_stride=4
 echo "host tests: $passed passed, $failed failed"
 [ "$failed" = 0 ]

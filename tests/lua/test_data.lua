@@ -187,6 +187,27 @@ function T.loader_epochs_and_shapes()
   h.raises(function() nocrop:next() end, "set a crop size")
 end
 
+function T.category_iou_by_hand()
+  -- classes a, b in category X, c in Y; truth 0 0 1 1 2 255, prediction 0 1 1 1 0 2
+  -- as categories: truth X X X X Y -, prediction X X X X X Y
+  -- X: TP 4, FP 1 (the c predicted a), FN 0 -> 4/5; Y: TP 0, FP 0, FN 1 -> 0
+  local classes = kd.data.classes.make({{"a", 1, {0, 0, 0}, "X"}, {"b", 2, {0, 0, 0}, "X"}, {"c", 3, {0, 0, 0}, "Y"}}, "t")
+  local cm = kd.data.Confusion(classes):update(kd.tensor({0, 1, 1, 1, 0, 2}, "int32"),
+                                               kd.tensor({0, 0, 1, 1, 2, 255}, "int32"))
+  local cs = cm:category_scores(classes)
+  h.eq(table.concat(cs.names, ","), "X,Y", "categories in order")
+  h.near(cs.iou[1], 4 / 5, 1e-12, "IoU of X: a predicted as b is right")
+  h.eq(cs.iou[2], 0, "IoU of Y")
+  h.near(cs.miou, 2 / 5, 1e-12, "category mIoU")
+  h.truthy(cm:table(classes):find("category mIoU", 1, true), "printed with the classes")
+  h.eq(cm:category_scores(kd.data.classes.make({{"a", 1, {0, 0, 0}}}, "plain")), nil, "no categories, no scores")
+  local city = kd.data.classes.cityscapes()
+  h.eq(#city.categories, 7, "Cityscapes' seven categories (void holds only ignored labels)")
+  h.eq(city.categories[city.category_of[19]], "vehicle", "bicycle is a vehicle")
+  h.raises(function() kd.data.classes.make({{"a", 1, {0, 0, 0}, "X"}, {"b", 2, {0, 0, 0}}}, "half") end,
+           "every class needs a category, or none")
+end
+
 function T.metrics_by_hand()
   -- 3 classes; truth  0 0 1 1 2 255, prediction 0 1 1 1 0 2
   -- class 0: TP 1, FP 1 (the 2 predicted 0), FN 1 -> 1/3

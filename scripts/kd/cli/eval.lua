@@ -13,7 +13,10 @@ return function(...)
   parser:option("--list", "A split file instead of --split.")
   parser:option("--labels", "fine, coarse or true_fine.", "fine")
   parser:option("--classes", "Class table: cityscapes or a YAML file (default: the checkpoint's).")
-  parser:option("--crop", "Sliding-window size HxW for larger images.")
+  parser:option("--crop", "Sliding-window size HxW for larger images (memory is bounded by the window's).")
+  parser:option("--stride", "Sliding-window step HxW (default: 2/3 of the window).")
+  parser:option("--predictions", "Also write each prediction here as a PNG of label ids named after its image "
+                .. "(<city>_<seq>_<frame>_leftImg8bit.png, flat): the layout of the official Cityscapes scripts.")
   parser:flag("--flip", "Average each image's logits with its mirror image's (test-time augmentation).")
   parser:option("--batch-size", "Images per batch.", "4"):convert(tonumber)
   parser:option("--workers", "Loader threads.", "2"):convert(tonumber)
@@ -30,13 +33,33 @@ return function(...)
   local ds = kd.data.Dataset(spec)
   local loader = kd.data.Loader(ds, {batch_size = args.batch_size, workers = args.workers,
                                      augment = {mean = model_config.mean, std = model_config.std}})
-  local crop = args.crop and {require("kd.cli").parse_size(args.crop, "kdseg eval: --crop")} or nil
-  local confusion = evaluate.run(model, loader, classes, {crop = crop, flip = args.flip})
-  print(confusion:table())
+  local cli = require("kd.cli")
+  local crop = args.crop and {cli.parse_size(args.crop, "kdseg eval: --crop")} or nil
+  local stride = args.stride and {cli.parse_size(args.stride, "kdseg eval: --stride")} or nil
+  if stride and not crop then error("kdseg eval: --stride needs --crop", 0) end
+  local write = args.predictions and require("kd.cli.official").prediction_writer(args.predictions, ds, classes)
+  kd._C.reset_peak_memory()
+  local start = kd._C.clock()
+  local confusion = evaluate.run(model, loader, classes, {crop = crop, stride = stride, flip = args.flip, on_batch = write})
+  local seconds = kd._C.clock() - start
+  print(confusion:table(classes))
+  local peak = kd._C.memory().peak_bytes
+  print(string.format("%d images in %.1f s (%.2f s per image); tensor memory peak %.2f GiB", #ds.items, seconds,
+                      seconds / math.max(#ds.items, 1), peak / 2 ^ 30))
+  if args.predictions then print("predictions (label ids, official layout): " .. args.predictions) end
   if args.out then
     local s = confusion:scores()
+    local cs = confusion:category_scores(classes)
+    local category_iou = cjson.null
+    if cs then
+      category_iou = {}
+      for a, name in ipairs(cs.names) do category_iou[name] = cs.iou[a] or cjson.null end
+    end
     kd._C.write_atomic(args.out, cjson.encode({checkpoint = args.checkpoint, images = #ds.items, flip = args.flip or false,
-                                               crop = crop or cjson.null, miou = s.miou, pixel_accuracy = s.pixel_accuracy,
-                                               iou = confusion:named_iou(s, cjson.null)}) .. "\n")
+                                               crop = crop or cjson.null, stride = stride or cjson.null, miou = s.miou,
+                                               pixel_accuracy = s.pixel_accuracy, iou = confusion:named_iou(s, cjson.null),
+                                               category_miou = cs and cs.miou or cjson.null, category_iou = category_iou,
+                                               seconds_per_image = seconds / math.max(#ds.items, 1),
+                                               tensor_peak_bytes = peak}) .. "\n")
   end
 end

@@ -8,7 +8,7 @@ return function(...)
   parser:option("--size", "Input size HxW for the FLOPs (Cityscapes' full resolution by default).", "1024x2048")
   parser:option("--classes", "Number of classes.", "19"):convert(tonumber)
   parser:option("--option", "A model option key=value, for the models that take it (output_stride=8, "
-                .. "deep_stem=1, width=32).", nil, nil, "*")
+                .. "deep_stem=1, width=32); repeatable."):args(1):count("*")
   local args = parser:parse({...})
   local h, w = require("kd.cli").parse_size(args.size, "kdseg models: --size")
   h, w = tonumber(h), tonumber(w)
@@ -18,7 +18,7 @@ return function(...)
     if not key then error("kdseg models: --option must be key=integer, got '" .. o .. "'", 0) end
     extra[key] = tonumber(value)
   end
-  print(string.format("%-26s %8s %12s %12s", "model", "options", "parameters", "GFLOPs/image"))
+  print(string.format("%-26s %-28s %12s %12s", "model", "options", "parameters", "GFLOPs/image"))
   for _, name in ipairs(kd.models.names()) do
     local options, shown = {classes = args.classes}, {}
     local takes = kd.models.options(name) or {}
@@ -28,7 +28,7 @@ return function(...)
     table.sort(shown)
     local net = kd.models.create(name, options)
     local flops = kd.models.flops_at(net, h, w)
-    print(string.format("%-26s %8s %12d %12.1f", name, table.concat(shown, ","), net:num_parameters(), flops / 1e9))
+    print(string.format("%-26s %-28s %12d %12.1f", name, table.concat(shown, ","), net:num_parameters(), flops / 1e9))
     net = nil
     collectgarbage()
   end

@@ -30,8 +30,7 @@ return function(...)
   if #inputs == 0 then error("kdseg predict: no PNG or JPEG images in " .. args.input, 0) end
   local crop = args.crop and {require("kd.cli").parse_size(args.crop, "kdseg predict: --crop")} or nil
   files.mkdir_p(args.out)
-  local to_label_ids = {}
-  for i = 1, 256 do to_label_ids[i] = (i <= classes.count) and classes.ids[i] or 0 end
+  local to_label_ids = require("kd.cli.official").to_label_ids(classes)
   for _, path in ipairs(inputs) do
     local image = kd.image.read(path, true)
     if image:size(1) < 3 then image = kd.concat({image:to("float32"):view(1, 1, image:size(2), image:size(3))}):view(1, image:size(2), image:size(3)) end

@@ -6,6 +6,8 @@
 --   classes:
 --     - {name: background, id: 1, color: [0, 0, 0]}
 --     - {name: cat, id: 2, color: [255, 0, 0]}
+--   (each class may name a category, as Cityscapes' do: all or none; the
+--   evaluation then also reports category IoU)
 local classes = {}
 
 local IGNORE = 255
@@ -21,21 +23,44 @@ local cityscapes = {
   {"motorcycle", 32, {0, 0, 230}}, {"bicycle", 33, {119, 11, 32}},
 }
 
--- A table from {name, id, color} entries: adds lut (label id + 1 -> train id)
--- and palette (train id + 1 -> colour).
+-- The official evaluation's categories (labels.py's "category" of each
+-- class; the void category holds only ignored labels).
+local cityscapes_categories = {road = "flat", sidewalk = "flat", building = "construction", wall = "construction",
+  fence = "construction", pole = "object", ["traffic light"] = "object", ["traffic sign"] = "object",
+  vegetation = "nature", terrain = "nature", sky = "sky", person = "human", rider = "human", car = "vehicle",
+  truck = "vehicle", bus = "vehicle", train = "vehicle", motorcycle = "vehicle", bicycle = "vehicle"}
+
+-- A table from {name, id, color[, category]} entries: adds lut (label id + 1
+-- -> train id) and palette (train id + 1 -> colour); with categories (all
+-- entries or none have one), categories (names in order of appearance) and
+-- category_of (train id + 1 -> category index).
 function classes.make(entries, name)
   local t = {name = name, names = {}, ids = {}, colors = {}, ignore = IGNORE, lut = {}, palette = {}}
   for i = 1, 256 do t.lut[i] = IGNORE end
+  local index = {}
   for i, e in ipairs(entries) do
     t.names[i], t.ids[i], t.colors[i] = e[1], e[2], e[3]
     t.lut[e[2] + 1] = i - 1
     t.palette[i] = e[3]
+    if e[4] then
+      t.categories, t.category_of = t.categories or {}, t.category_of or {}
+      if not index[e[4]] then t.categories[#t.categories + 1] = e[4]; index[e[4]] = #t.categories end
+      t.category_of[i] = index[e[4]]
+    end
   end
   t.count = #entries
+  if t.category_of and #t.category_of ~= t.count then
+    error(string.format("classes %s: every class needs a category, or none (%d of %d have one)", tostring(name),
+                        #t.category_of, t.count), 0)
+  end
   return t
 end
 
-function classes.cityscapes() return classes.make(cityscapes, "cityscapes") end
+function classes.cityscapes()
+  local entries = {}
+  for i, e in ipairs(cityscapes) do entries[i] = {e[1], e[2], e[3], cityscapes_categories[e[1]]} end
+  return classes.make(entries, "cityscapes")
+end
 
 -- The class table a config names: "cityscapes", the path of a YAML table,
 -- or a table already made (data.classes of every config and script).
@@ -65,7 +90,9 @@ function classes.load(path)
   for i, c in ipairs(doc.classes) do
     if type(c) ~= "table" then fail(path, lines, doc.classes, i, "class " .. i .. " must be a mapping") end
     for key in pairs(c) do
-      if key ~= "name" and key ~= "id" and key ~= "color" then fail(path, lines, c, key, "unknown key '" .. key .. "' in class " .. i) end
+      if key ~= "name" and key ~= "id" and key ~= "color" and key ~= "category" then
+        fail(path, lines, c, key, "unknown key '" .. key .. "' in class " .. i)
+      end
     end
     if type(c.name) ~= "string" then fail(path, lines, doc.classes, i, "class " .. i .. " needs a name") end
     if type(c.id) ~= "number" or c.id < 0 or c.id > 255 or c.id % 1 ~= 0 then
@@ -75,7 +102,11 @@ function classes.load(path)
     seen[c.id] = true
     local color = c.color or {(i * 67) % 256, (i * 131) % 256, (i * 29) % 256}
     if type(color) ~= "table" or #color ~= 3 then fail(path, lines, c, "color", "class '" .. c.name .. "': color must be [r, g, b]") end
-    entries[i] = {c.name, c.id, color}
+    if c.category ~= nil and type(c.category) ~= "string" then fail(path, lines, c, "category", "category must be a name") end
+    if (c.category ~= nil) ~= (doc.classes[1].category ~= nil) then
+      fail(path, lines, doc.classes, i, "every class needs a category, or none")
+    end
+    entries[i] = {c.name, c.id, color, c.category}
   end
   if doc.name ~= nil and type(doc.name) ~= "string" then fail(path, lines, doc, "name", "name must be a string") end
   if doc.ignore_ids ~= nil and type(doc.ignore_ids) ~= "table" then

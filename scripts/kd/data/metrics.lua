@@ -64,6 +64,35 @@ end
 
 function Confusion:miou() return self:scores().miou end
 
+-- The official evaluation's category scores: the confusion summed over the
+-- classes of each category (a pixel of one vehicle predicted as another is
+-- right), then IoU per category and their mean. nil when the class table
+-- has no categories. {iou = {per category or false}, miou, names}
+function Confusion:category_scores(classes)
+  if not (classes and classes.category_of) then return nil end
+  local m, n = self:counts(), #classes.categories
+  local grouped = {}
+  for a = 1, n do grouped[a] = {} for b = 1, n do grouped[a][b] = 0 end end
+  for t = 1, self.count do
+    for p = 1, self.count do
+      local a, b = classes.category_of[t], classes.category_of[p]
+      grouped[a][b] = grouped[a][b] + m[t][p]
+    end
+  end
+  local iou, sum, defined = {}, 0, 0
+  for a = 1, n do
+    local tp, fp, fn = grouped[a][a], 0, 0
+    for b = 1, n do if b ~= a then fp, fn = fp + grouped[b][a], fn + grouped[a][b] end end
+    if tp + fp + fn > 0 then
+      iou[a] = tp / (tp + fp + fn)
+      sum, defined = sum + iou[a], defined + 1
+    else
+      iou[a] = false
+    end
+  end
+  return {iou = iou, miou = defined > 0 and sum / defined or 0, names = classes.categories}
+end
+
 -- class name -> IoU, with `undefined` (cjson.null for JSON) where a class has none.
 function Confusion:named_iou(scores, undefined)
   scores = scores or self:scores()
@@ -75,8 +104,9 @@ function Confusion:named_iou(scores, undefined)
   return out
 end
 
--- A printed table: one line per class with its IoU, then mIoU and accuracy.
-function Confusion:table()
+-- A printed table: one line per class with its IoU, then mIoU and accuracy;
+-- then the categories' IoU and their mean, when classes has categories.
+function Confusion:table(classes)
   local s = self:scores()
   local lines = {string.format("%-16s %7s", "class", "IoU")}
   for c = 1, self.count do
@@ -85,6 +115,14 @@ function Confusion:table()
   end
   lines[#lines + 1] = string.format("%-16s %7.2f", "mIoU", 100 * s.miou)
   lines[#lines + 1] = string.format("%-16s %7.2f", "pixel accuracy", 100 * s.pixel_accuracy)
+  local cs = self:category_scores(classes)
+  if cs then
+    lines[#lines + 1] = string.format("%-16s %7s", "category", "IoU")
+    for a, name in ipairs(cs.names) do
+      lines[#lines + 1] = string.format("%-16s %7s", name, cs.iou[a] and string.format("%.2f", 100 * cs.iou[a]) or "-")
+    end
+    lines[#lines + 1] = string.format("%-16s %7.2f", "category mIoU", 100 * cs.miou)
+  end
   return table.concat(lines, "\n")
 end
 

@@ -26,7 +26,7 @@ function checkpoint.load_weights(path)
 end
 
 -- A model rebuilt from a weights file, in evaluation mode, and its config
--- (name, options, classes, label_ids, palette, mean, std).
+-- (name, options, classes, label_ids, palette, categories, mean, std).
 function checkpoint.load_model(path)
   local tensors, model_config = checkpoint.load_weights(path)
   local ok, model = pcall(function()
@@ -43,7 +43,8 @@ end
 function checkpoint.classes_of(model_config)
   local entries = {}
   for i, name in ipairs(model_config.classes or {}) do
-    entries[i] = {name, (model_config.label_ids or {})[i] or (i - 1), (model_config.palette or {})[i] or {0, 0, 0}}
+    entries[i] = {name, (model_config.label_ids or {})[i] or (i - 1), (model_config.palette or {})[i] or {0, 0, 0},
+                  (model_config.categories or {})[i]}
   end
   return require("kd.data.classes").make(entries, model_config.name)
 end

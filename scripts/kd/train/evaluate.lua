@@ -40,6 +40,8 @@ end
 
 -- Runs model over every batch of loader (epoch mode); returns the confusion
 -- matrix and the first `keep` samples' {image, truth, prediction}.
+-- options: crop, stride, flip (predict_logits), keep, on_batch(batch,
+-- prediction) called after each batch.
 function evaluate.run(model, loader, classes, options)
   options = options or {}
   local was_training = model.training
@@ -51,6 +53,7 @@ function evaluate.run(model, loader, classes, options)
       local logits = evaluate.predict_logits(model, batch.images, options.crop, options.stride, options.flip)
       local prediction = logits:argmax()
       confusion:update(prediction, batch.labels)
+      if options.on_batch then options.on_batch(batch, prediction) end
       for i = 1, batch.images:size(1) do
         if #kept >= (options.keep or 0) then break end
         local h, w = batch.images:size(3), batch.images:size(4)

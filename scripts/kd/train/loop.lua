@@ -522,8 +522,13 @@ end
 function Loop:model_config(m)
   local mean, std = self:normalization()
   local arch = m.arch or {name = m.model.__name, options = {}}
+  local categories = nil
+  if self.classes.category_of then
+    categories = {}
+    for i = 1, self.classes.count do categories[i] = self.classes.categories[self.classes.category_of[i]] end
+  end
   return {name = arch.name, options = arch.options, classes = self.classes.names, label_ids = self.classes.ids,
-          palette = self.classes.palette, mean = mean, std = std}
+          palette = self.classes.palette, categories = categories, mean = mean, std = std}
 end
 
 function Loop:save_weights(m, kind)
