@@ -168,12 +168,16 @@ static int l_batch_norm(lua_State *L) {
     return lkd_result(L, "kd.batch_norm", kd_batch_norm2d(x, w, b, rm, rv, training, momentum, eps, &out), &out);
 }
 
-static const char *const pool_options[] = {"kernel", "stride", "padding", NULL};
+static const char *const max_pool_options[] = {"kernel", "stride", "padding", "ceil_mode", NULL};
+static const char *const avg_pool_options[] = {"kernel", "stride", "padding", "ceil_mode", "count_include_pad", NULL};
 
-static int pool(lua_State *L, const char *fn, bool max) { /* pool(x, {kernel, stride = kernel, padding = 0}) */
+/* pool(x, {kernel, stride = kernel, padding = 0, ceil_mode = false[, count_include_pad = true]}) */
+static int pool(lua_State *L, const char *fn, bool max) {
     kd_tensor *x = lkd_check_tensor(L, 1), *out;
-    lkd_check_options(L, 2, fn, pool_options);
-    kd_pool_params p;
+    lkd_check_options(L, 2, fn, max ? max_pool_options : avg_pool_options);
+    kd_pool_params p = {0};
+    p.ceil_mode = lkd_opt_bool(L, 2, "ceil_mode", false);
+    p.exclude_pad = !lkd_opt_bool(L, 2, "count_include_pad", true);
     lkd_opt_pair(L, 2, "kernel", 0, &p.kernel_h, &p.kernel_w);
     if (p.kernel_h == 0) return luaL_error(L, "%s: option 'kernel' is required", fn);
     lkd_opt_pair(L, 2, "stride", 0, &p.stride_h, &p.stride_w);
@@ -292,6 +296,15 @@ static int l_pairwise(lua_State *L) { /* pairwise_distill(fs, ft[, {grid = {h, w
     return lkd_result(L, fn, kd_pairwise_distill(s, t, gh, gw, &out), &out);
 }
 
+static int l_pairwise_similarity(lua_State *L) { /* pairwise_similarity(ns, nt[, {detach_norm = false}]) */
+    const char *fn = "kd.losses.pairwise_similarity";
+    kd_tensor *s = lkd_check_tensor(L, 1), *t = lkd_check_tensor(L, 2), *out;
+    static const char *const options[] = {"detach_norm", NULL};
+    lkd_check_options(L, 3, fn, options);
+    bool detach = lkd_opt_bool(L, 3, "detach_norm", false);
+    return lkd_result(L, fn, kd_pairwise_similarity(s, t, detach, &out), &out);
+}
+
 /* sgd_step(param, grad, buf_or_nil, lr, momentum, dampening, weight_decay, nesterov, first) */
 static int l_sgd_step(lua_State *L) {
     kd_tensor *p = lkd_check_tensor(L, 1), *g = lkd_check_tensor(L, 2), *buf = lkd_opt_tensor(L, 3);
@@ -323,7 +336,7 @@ static const luaL_Reg ops[] = {
     {"adaptive_avg_pool2d", l_adaptive_avg_pool2d}, {"resize_bilinear", l_resize_bilinear},
     {"resize_nearest", l_resize_nearest}, {"softmax", l_softmax}, {"log_softmax", l_log_softmax},
     {"cross_entropy", l_cross_entropy}, {"kl_div", l_kl_div}, {"mse", l_mse},
-    {"pairwise_distill", l_pairwise}, {"crop2d", l_crop2d}, {"add_window", l_add_window}, {"sgd_step", l_sgd_step}, {"adamw_step", l_adamw_step},
+    {"pairwise_distill", l_pairwise}, {"pairwise_similarity", l_pairwise_similarity}, {"crop2d", l_crop2d}, {"add_window", l_add_window}, {"sgd_step", l_sgd_step}, {"adamw_step", l_adamw_step},
     {NULL, NULL},
 };
 

@@ -238,9 +238,17 @@ kd_status kd_batch_norm2d(kd_tensor *x, kd_tensor *weight, kd_tensor *bias,
                           kd_tensor *running_mean, kd_tensor *running_var,
                           bool training, float momentum, float eps, kd_tensor **out);
 
-typedef struct { int kernel_h, kernel_w, stride_h, stride_w, pad_h, pad_w; } kd_pool_params;
+/* ceil_mode: the output size rounds up, as PyTorch's ceil_mode (a last
+ * window may hang over the input's end, never start past it: it pools what
+ * it covers). exclude_pad: an average divides by the input elements its
+ * window covers, as PyTorch's count_include_pad = False; by default padding
+ * counts in the divisor. Both false by default, so {k, k, s, s, p, p}
+ * initialisers keep their meaning. */
+typedef struct {
+    int kernel_h, kernel_w, stride_h, stride_w, pad_h, pad_w;
+    bool ceil_mode, exclude_pad;
+} kd_pool_params;
 kd_status kd_max_pool2d(kd_tensor *x, const kd_pool_params *p, kd_tensor **out);
-/* Padding counts in the divisor, as PyTorch's default count_include_pad. */
 kd_status kd_avg_pool2d(kd_tensor *x, const kd_pool_params *p, kd_tensor **out);
 /* Mean over each cell of an out_h x out_w grid (PyTorch's adaptive pooling). */
 kd_status kd_adaptive_avg_pool2d(kd_tensor *x, int out_h, int out_w, kd_tensor **out);
@@ -287,6 +295,11 @@ kd_status kd_mse(kd_tensor *a, kd_tensor *b, kd_reduction reduction, kd_tensor *
  * M = grid_h * grid_w. Channel counts of the two may differ. */
 kd_status kd_pairwise_distill(kd_tensor *student_features, kd_tensor *teacher_features,
                               int grid_h, int grid_w, kd_tensor **out);
+/* The same loss on nodes pooled by the caller (N x C x h x w each, the same
+ * h x w); detach_norm takes the nodes' norms as constants in the gradient,
+ * as the structured-distillation paper's code does. */
+kd_status kd_pairwise_similarity(kd_tensor *student_nodes, kd_tensor *teacher_nodes, bool detach_norm,
+                                 kd_tensor **out);
 
 /* ---- optimizer steps and in-place helpers (optim.c), no grad -------------- */
 

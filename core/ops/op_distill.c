@@ -7,7 +7,11 @@
  *   q_i = p_i / r_i,  S_ij = q_i . q_j,  loss = sum_n,i,j (S_s - S_t)^2 / (N M^2)
  *   dL/dS = G = 2 (S_s - S_t) / (N M^2)        (symmetric)
  *   dL/dq_i = 2 sum_j G_ij q_j
- *   dL/dp_i = dL/dq_i / r_i - p_i (p_i . dL/dq_i) / r_i^3 */
+ *   dL/dp_i = dL/dq_i / r_i - p_i (p_i . dL/dq_i) / r_i^3
+ * or, with the norm taken as a constant (the paper's code detaches it),
+ *   dL/dp_i = dL/dq_i / r_i
+ * kd_pairwise_distill pools by averaging over a grid; kd_pairwise_similarity
+ * takes nodes pooled by the caller (the paper's max pooling, in Lua). */
 #include <math.h>
 #include <stdlib.h>
 
@@ -63,7 +67,7 @@ static void image_similarities(const kd_tensor *ps, const kd_tensor *pt, int n, 
 
 /* dL/dp for one side; the other side's gradient swaps Ss and St. */
 static void node_gradient(const float *p, const float *q, const float *r, const float *Ss,
-                          const float *St, float scale, int C, int M, float *gp) {
+                          const float *St, float scale, int C, int M, bool detach_norm, float *gp) {
     for (int i = 0; i < M; i++) {
         float dot = 0;
         float dq[1024];
@@ -75,14 +79,19 @@ static void node_gradient(const float *p, const float *q, const float *r, const 
             float gij = 4.0f * scale * (Ss[(size_t)i * M + j] - St[(size_t)i * M + j]);
             for (int c = 0; c < C; c++) dqi[c] += gij * q[(size_t)j * C + c];
         }
-        for (int c = 0; c < C; c++) dot += p[(size_t)c * M + i] * dqi[c];
-        for (int c = 0; c < C; c++)
-            gp[(size_t)c * M + i] += dqi[c] / r[i] - p[(size_t)c * M + i] * dot / (r[i] * r[i] * r[i]);
+        if (detach_norm)
+            for (int c = 0; c < C; c++) gp[(size_t)c * M + i] += dqi[c] / r[i];
+        else {
+            for (int c = 0; c < C; c++) dot += p[(size_t)c * M + i] * dqi[c];
+            for (int c = 0; c < C; c++)
+                gp[(size_t)c * M + i] += dqi[c] / r[i] - p[(size_t)c * M + i] * dot / (r[i] * r[i] * r[i]);
+        }
         if (dqi != dq) free(dqi);
     }
 }
 
-/* Saved: pooled student, pooled teacher (N x C x gh x gw each). */
+/* Saved: pooled student, pooled teacher (N x C x gh x gw each); ints[0]:
+ * whether the norms are constants. */
 static kd_status similarity_loss_backward(kd_node *node, const kd_tensor *grad_output,
                                           kd_tensor *const *grad_inputs) {
     const kd_tensor *ps = node->saved[0], *pt = node->saved[1];
@@ -96,17 +105,17 @@ static kd_status similarity_loss_backward(kd_node *node, const kd_tensor *grad_o
     for (int n = 0; n < N; n++) {
         image_similarities(ps, pt, n, &w);
         if (grad_inputs[0])
-            node_gradient(kd_f32(ps) + (size_t)n * cs * M, w.qs, w.rs, w.ss, w.st, scale, cs, M,
+            node_gradient(kd_f32(ps) + (size_t)n * cs * M, w.qs, w.rs, w.ss, w.st, scale, cs, M, node->ints[0],
                           kd_f32(grad_inputs[0]) + (size_t)n * cs * M);
         if (grad_inputs[1])
-            node_gradient(kd_f32(pt) + (size_t)n * ct * M, w.qt, w.rt, w.st, w.ss, scale, ct, M,
+            node_gradient(kd_f32(pt) + (size_t)n * ct * M, w.qt, w.rt, w.st, w.ss, scale, ct, M, node->ints[0],
                           kd_f32(grad_inputs[1]) + (size_t)n * ct * M);
     }
     scratch_free(&w);
     return KD_OK;
 }
 
-static kd_status similarity_loss(kd_tensor *ps, kd_tensor *pt, kd_tensor **out) {
+static kd_status similarity_loss(kd_tensor *ps, kd_tensor *pt, bool detach_norm, kd_tensor **out) {
     int N = ps->shape[0], cs = ps->shape[1], ct = pt->shape[1], M = ps->shape[2] * ps->shape[3];
     int one[1] = {1};
     kd_status s = kd_tensor_new(KD_F32, 1, one, out);
@@ -126,7 +135,10 @@ static kd_status similarity_loss(kd_tensor *ps, kd_tensor *pt, kd_tensor **out) 
     scratch_free(&w);
     kd_f32(*out)[0] = (float)(total / ((double)N * M * M));
     kd_tensor *inputs[2] = {ps, pt};
-    return kd_finish_op("pairwise_distill", similarity_loss_backward, out, 2, inputs, 2, inputs, NULL);
+    kd_node *node;
+    s = kd_finish_op("pairwise_distill", similarity_loss_backward, out, 2, inputs, 2, inputs, &node);
+    if (node) node->ints[0] = detach_norm;
+    return s;
 }
 
 kd_status kd_pairwise_distill(kd_tensor *student, kd_tensor *teacher, int grid_h, int grid_w,
@@ -153,8 +165,24 @@ kd_status kd_pairwise_distill(kd_tensor *student, kd_tensor *teacher, int grid_h
         kd_tensor_release(ps);
         return s;
     }
-    s = similarity_loss(ps, pt, out);
+    s = similarity_loss(ps, pt, false, out);
     kd_tensor_release(ps);
     kd_tensor_release(pt);
     return s;
+}
+
+kd_status kd_pairwise_similarity(kd_tensor *student_nodes, kd_tensor *teacher_nodes, bool detach_norm,
+                                 kd_tensor **out) {
+    const char *op = "pairwise_similarity";
+    kd_status s;
+    if ((s = kd_check_f32(op, "student nodes", student_nodes)) ||
+        (s = kd_check_f32(op, "teacher nodes", teacher_nodes)) ||
+        (s = kd_check_ndim(op, "student nodes", student_nodes, 4)) ||
+        (s = kd_check_ndim(op, "teacher nodes", teacher_nodes, 4)))
+        return s;
+    if (student_nodes->shape[0] != teacher_nodes->shape[0] || student_nodes->shape[2] != teacher_nodes->shape[2] ||
+        student_nodes->shape[3] != teacher_nodes->shape[3])
+        return kd_fail(KD_ERR_SHAPE, "%s: student %s and teacher %s must have the same batch and grid", op,
+                       kd_shape_str(student_nodes), kd_shape_str(teacher_nodes));
+    return similarity_loss(student_nodes, teacher_nodes, detach_norm, out);
 }

@@ -5,6 +5,16 @@
 
 #include "internal.h"
 
+/* PyTorch's pooling_output_shape: floor or ceil of the windows that fit;
+ * in ceil mode a window that would start in the right padding or past it
+ * is dropped. */
+static int pooled_size(int size, int kernel, int stride, int pad, bool ceil_mode) {
+    int span = size + 2 * pad - kernel;
+    int out = (ceil_mode ? (span + stride - 1) / stride : span / stride) + 1;
+    if (ceil_mode && (out - 1) * stride >= size + pad) out--;
+    return out;
+}
+
 static kd_status pool_begin(const char *op, const kd_tensor *x, const kd_pool_params *p,
                             kd_tensor **out) {
     kd_status s;
@@ -18,8 +28,8 @@ static kd_status pool_begin(const char *op, const kd_tensor *x, const kd_pool_pa
     if (H + 2 * p->pad_h < p->kernel_h || W + 2 * p->pad_w < p->kernel_w)
         return kd_fail(KD_ERR_SHAPE, "%s: kernel %dx%d is larger than input %s padded by %dx%d", op,
                        p->kernel_h, p->kernel_w, kd_shape_str(x), p->pad_h, p->pad_w);
-    int shape[4] = {x->shape[0], x->shape[1], (H + 2 * p->pad_h - p->kernel_h) / p->stride_h + 1,
-                    (W + 2 * p->pad_w - p->kernel_w) / p->stride_w + 1};
+    int shape[4] = {x->shape[0], x->shape[1], pooled_size(H, p->kernel_h, p->stride_h, p->pad_h, p->ceil_mode),
+                    pooled_size(W, p->kernel_w, p->stride_w, p->pad_w, p->ceil_mode)};
     return kd_tensor_new(KD_F32, 4, shape, out);
 }
 
@@ -80,7 +90,21 @@ kd_status kd_max_pool2d(kd_tensor *x, const kd_pool_params *p, kd_tensor **out) 
     return s;
 }
 
-/* ---- average: ints = kernel h/w, stride h/w, pad h/w ---------------------- */
+/* ---- average: ints = kernel h/w, stride h/w, pad h/w, exclude_pad ------- */
+
+/* The divisor of the window at (oh, ow), as PyTorch's: the window clipped
+ * to the padded input (it reaches past it only in ceil mode), or to the
+ * input itself with exclude_pad. */
+static float window_divisor(const int *k, int H, int W, int oh, int ow) {
+    int h0 = oh * k[2] - k[4], w0 = ow * k[3] - k[5];
+    int h1 = h0 + k[0] < H + k[4] ? h0 + k[0] : H + k[4], w1 = w0 + k[1] < W + k[5] ? w0 + k[1] : W + k[5];
+    if (k[6]) {
+        h0 = h0 < 0 ? 0 : h0, w0 = w0 < 0 ? 0 : w0;
+        h1 = h1 > H ? H : h1, w1 = w1 > W ? W : w1;
+    }
+    int n = (h1 - h0) * (w1 - w0);
+    return (float)(n > 0 ? n : 1);
+}
 
 static kd_status avg_pool_backward(kd_node *node, const kd_tensor *grad_output,
                                    kd_tensor *const *grad_inputs) {
@@ -88,14 +112,13 @@ static kd_status avg_pool_backward(kd_node *node, const kd_tensor *grad_output,
     const kd_edge *e = &node->inputs[0];
     int H = e->shape[2], W = e->shape[3], OH = grad_output->shape[2], OW = grad_output->shape[3];
     size_t planes = (size_t)e->shape[0] * e->shape[1];
-    float inv = 1.0f / (float)(k[0] * k[1]);
     const float *g = kd_f32(grad_output);
     float *gx = kd_f32(grad_inputs[0]);
 #pragma omp parallel for schedule(static) if (planes * H * W > KD_PARALLEL_MIN)
     for (size_t q = 0; q < planes; q++)
         for (int oh = 0; oh < OH; oh++)
             for (int ow = 0; ow < OW; ow++) {
-                float share = g[q * OH * OW + (size_t)oh * OW + ow] * inv;
+                float share = g[q * OH * OW + (size_t)oh * OW + ow] * (1.0f / window_divisor(k, H, W, oh, ow));
                 for (int ih = oh * k[2] - k[4]; ih < oh * k[2] - k[4] + k[0]; ih++)
                     for (int iw = ow * k[3] - k[5]; iw < ow * k[3] - k[5] + k[1]; iw++)
                         if (ih >= 0 && ih < H && iw >= 0 && iw < W) gx[q * H * W + (size_t)ih * W + iw] += share;
@@ -108,7 +131,7 @@ kd_status kd_avg_pool2d(kd_tensor *x, const kd_pool_params *p, kd_tensor **out) 
     if (s) return s;
     int H = x->shape[2], W = x->shape[3], OH = (*out)->shape[2], OW = (*out)->shape[3];
     size_t planes = (size_t)x->shape[0] * x->shape[1];
-    float inv = 1.0f / (float)(p->kernel_h * p->kernel_w);
+    int k[7] = {p->kernel_h, p->kernel_w, p->stride_h, p->stride_w, p->pad_h, p->pad_w, p->exclude_pad};
     const float *in = kd_f32(x);
     float *y = kd_f32(*out);
 #pragma omp parallel for schedule(static) if (planes * H * W > KD_PARALLEL_MIN)
@@ -119,14 +142,12 @@ kd_status kd_avg_pool2d(kd_tensor *x, const kd_pool_params *p, kd_tensor **out) 
                 for (int ih = oh * p->stride_h - p->pad_h; ih < oh * p->stride_h - p->pad_h + p->kernel_h; ih++)
                     for (int iw = ow * p->stride_w - p->pad_w; iw < ow * p->stride_w - p->pad_w + p->kernel_w; iw++)
                         if (ih >= 0 && ih < H && iw >= 0 && iw < W) acc += in[q * H * W + (size_t)ih * W + iw];
-                y[q * OH * OW + (size_t)oh * OW + ow] = acc * inv;
+                y[q * OH * OW + (size_t)oh * OW + ow] = acc * (1.0f / window_divisor(k, H, W, oh, ow));
             }
     kd_node *node;
     s = kd_finish_op("avg_pool2d", avg_pool_backward, out, 1, &x, 0, NULL, &node);
-    if (node) {
-        int k[6] = {p->kernel_h, p->kernel_w, p->stride_h, p->stride_w, p->pad_h, p->pad_w};
-        for (int i = 0; i < 6; i++) node->ints[i] = k[i];
-    }
+    if (node)
+        for (int i = 0; i < 7; i++) node->ints[i] = k[i];
     return s;
 }
 

@@ -32,6 +32,7 @@ kd.losses = {
   kl_div = C.kl_div,
   mse = C.mse,
   pairwise_distill = C.pairwise_distill,
+  pairwise_similarity = C.pairwise_similarity,
 }
 
 -- process settings

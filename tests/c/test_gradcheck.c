@@ -165,6 +165,18 @@ static kd_status run_avgpool(kd_tensor **in, kd_tensor **o) {
     kd_pool_params p = {3, 2, 2, 1, 1, 1};
     return kd_avg_pool2d(in[0], &p, o);
 }
+static kd_status run_maxpool_ceil(kd_tensor **in, kd_tensor **o) {
+    kd_pool_params p = {3, 2, 2, 2, 1, 0, true, false};
+    return kd_max_pool2d(in[0], &p, o);
+}
+static kd_status run_avgpool_ceil_exclude(kd_tensor **in, kd_tensor **o) {
+    kd_pool_params p = {3, 2, 2, 2, 1, 0, true, true};
+    return kd_avg_pool2d(in[0], &p, o);
+}
+static kd_status run_avgpool_ceil(kd_tensor **in, kd_tensor **o) {
+    kd_pool_params p = {2, 3, 2, 2, 0, 1, true, false};
+    return kd_avg_pool2d(in[0], &p, o);
+}
 static kd_status run_adaptive(kd_tensor **in, kd_tensor **o) { return kd_adaptive_avg_pool2d(in[0], 3, 5, o); }
 static kd_status run_adaptive_up(kd_tensor **in, kd_tensor **o) { return kd_adaptive_avg_pool2d(in[0], 6, 4, o); }
 static kd_status run_global(kd_tensor **in, kd_tensor **o) { return kd_adaptive_avg_pool2d(in[0], 1, 1, o); }
@@ -228,6 +240,7 @@ static kd_status run_kl_none(kd_tensor **in, kd_tensor **o) { return kd_kl_div(i
 static kd_status run_mse(kd_tensor **in, kd_tensor **o) { return kd_mse(in[0], in[1], KD_REDUCE_MEAN, o); }
 static kd_status run_mse_none(kd_tensor **in, kd_tensor **o) { return kd_mse(in[0], in[1], KD_REDUCE_NONE, o); }
 static kd_status run_pairwise(kd_tensor **in, kd_tensor **o) { return kd_pairwise_distill(in[0], in[1], 2, 3, o); }
+static kd_status run_pairwise_nodes(kd_tensor **in, kd_tensor **o) { return kd_pairwise_similarity(in[0], in[1], false, o); }
 
 #define F(...) {4, {__VA_ARGS__}, RANDN, true}
 #define IN(kind, diff, nd, ...) {nd, {__VA_ARGS__}, kind, diff}
@@ -291,6 +304,9 @@ static const grad_case cases[] = {
     {"x + x then leaky_relu, the sum used twice", run_add_leaky_shared, 1, {F(2, 3, 4, 5)}, 1e-2f, 1e-2f},
     {"max_pool2d 3x3 s2 p1", run_maxpool, 1, {F(2, 3, 7, 9)}, 1e-3f, 1e-2f},
     {"avg_pool2d 3x2 s2x1 p1", run_avgpool, 1, {F(2, 3, 7, 6)}, 1e-2f, 1e-2f},
+    {"max_pool2d 3x2 s2 p1x0 ceil_mode", run_maxpool_ceil, 1, {F(2, 3, 8, 7)}, 1e-3f, 1e-2f},
+    {"avg_pool2d 3x2 s2 p1x0 ceil_mode, padding not counted", run_avgpool_ceil_exclude, 1, {F(2, 3, 8, 7)}, 1e-2f, 1e-2f},
+    {"avg_pool2d 2x3 s2 p0x1 ceil_mode", run_avgpool_ceil, 1, {F(2, 3, 7, 8)}, 1e-2f, 1e-2f},
     {"adaptive_avg_pool2d 3x5", run_adaptive, 1, {F(2, 3, 7, 11)}, 1e-2f, 1e-2f},
     {"adaptive_avg_pool2d 6x4 of 3x2 (overlapping cells)", run_adaptive_up, 1, {F(2, 3, 3, 2)}, 1e-2f, 1e-2f},
     {"global_avg_pool", run_global, 1, {F(2, 3, 5, 4)}, 1e-2f, 1e-2f},
@@ -313,6 +329,7 @@ static const grad_case cases[] = {
     {"mse", run_mse, 2, {F(2, 3, 4, 5), F(2, 3, 4, 5)}, 1e-2f, 1e-2f},
     {"mse none", run_mse_none, 2, {F(2, 3, 4, 5), F(2, 3, 4, 5)}, 1e-2f, 1e-2f},
     {"pairwise_distill", run_pairwise, 2, {F(2, 4, 5, 7), F(2, 6, 5, 7)}, 1e-2f, 2e-2f},
+    {"pairwise_similarity on given nodes", run_pairwise_nodes, 2, {F(2, 4, 2, 3), F(2, 6, 2, 3)}, 1e-2f, 2e-2f},
 };
 
 /* ---- the checker -------------------------------------------------------------- */

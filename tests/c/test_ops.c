@@ -248,6 +248,48 @@ static void test_pool_norm_by_hand(void) {
     CHECK_OK(kd_avg_pool2d(x, &q, &y));
     CHECK(close_to(kd_f32(y)[0], 12.0 / 9, 1e-6) && close_to(kd_f32(y)[4], 5, 1e-6), "avg_pool");
     kd_tensor_release(y);
+    /* ceil mode (PyTorch's values): 2x2 windows, stride 2, over 3x3 give 2x2
+     * windows, the last ones hanging over; an average divides by what the
+     * window covers of the (unpadded) input */
+    kd_pool_params ceil = {2, 2, 2, 2, 0, 0, true, false};
+    CHECK_OK(kd_max_pool2d(x, &ceil, &y));
+    float ceil_max[4] = {5, 6, 8, 9};
+    check_values("max_pool 2x2 s2 ceil_mode", y, ceil_max, 4, 0);
+    kd_tensor_release(y);
+    CHECK_OK(kd_avg_pool2d(x, &ceil, &y));
+    float ceil_avg[4] = {3, 4.5f, 7.5f, 9};
+    check_values("avg_pool 2x2 s2 ceil_mode", y, ceil_avg, 4, 1e-6);
+    kd_tensor_release(y);
+    kd_pool_params floor_mode = {2, 2, 2, 2, 0, 0};
+    CHECK_OK(kd_max_pool2d(x, &floor_mode, &y));
+    CHECK(y->shape[2] == 1 && y->shape[3] == 1 && kd_f32(y)[0] == 5, "max_pool 2x2 s2 floors to 1x1");
+    kd_tensor_release(y);
+    kd_pool_params exclude = {3, 3, 1, 1, 1, 1, false, true}; /* count_include_pad = False */
+    CHECK_OK(kd_avg_pool2d(x, &exclude, &y));
+    CHECK(close_to(kd_f32(y)[0], 12.0 / 4, 1e-6) && close_to(kd_f32(y)[1], 21.0 / 6, 1e-6) &&
+          close_to(kd_f32(y)[4], 5, 1e-6), "avg_pool without padding in the divisor");
+    kd_tensor_release(y);
+    /* a window that would start in the right padding is dropped: width 5,
+     * kernel 2, stride 2, padding 1 gives 3 windows, not 4 */
+    int row_shape[4] = {1, 1, 1, 5};
+    float row[5] = {1, 2, 3, 4, 5};
+    kd_tensor *r = tensor_from(4, row_shape, row);
+    kd_pool_params hang = {1, 2, 1, 2, 0, 1, true, false};
+    CHECK_OK(kd_max_pool2d(r, &hang, &y));
+    float hang_max[3] = {1, 3, 5};
+    CHECK(y->shape[3] == 3, "ceil mode drops a window starting in the padding");
+    check_values("max_pool ceil with padding", y, hang_max, 3, 0);
+    kd_tensor_release(y);
+    CHECK_OK(kd_avg_pool2d(r, &hang, &y));
+    float hang_avg[3] = {0.5f, 2.5f, 4.5f}; /* the padding counts */
+    check_values("avg_pool ceil with padding", y, hang_avg, 3, 1e-6);
+    kd_tensor_release(y);
+    hang.exclude_pad = true;
+    CHECK_OK(kd_avg_pool2d(r, &hang, &y));
+    float hang_excl[3] = {1, 2.5f, 4.5f};
+    check_values("avg_pool ceil without padding in the divisor", y, hang_excl, 3, 1e-6);
+    kd_tensor_release(y);
+    kd_tensor_release(r);
     CHECK_OK(kd_adaptive_avg_pool2d(x, 2, 2, &y)); /* cells [0,2) x [0,2) etc: overlapping */
     float cells[4] = {3, 4, 6, 7};
     check_values("adaptive 2x2 of 3x3", y, cells, 4, 1e-6);

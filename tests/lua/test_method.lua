@@ -122,6 +122,55 @@ local function check(name, f, inputs, tolerance)
   if not ok then error(name .. ": " .. report, 2) end
 end
 
+-- The structured-distillation paper's pooling: kernel int(size x 0.5) in
+-- ceil mode, the maps' norms constants in the gradient.
+function T.pairwise_kd_max_pooling()
+  -- a 1 x 2 x 1 x 4 student: max pooling with kernel 1x2 gives nodes (3, 0)
+  -- and (0, 5) (orthogonal); the teacher's nodes (1, 1) and (2, 2) (parallel):
+  -- the off-diagonal similarities differ by 1 twice, over N M^2 = 4
+  local sf = kd.tensor({{{{3, 1, 0, -2}}, {{0, -1, 5, 4}}}})
+  local tf = kd.tensor({{{{1, 0, 2, 1}}, {{1, -3, 2, 0}}}})
+  h.near(kd.distill.pairwise_kd(sf, tf, nil, "max", 0.5):item(), 0.5, 1e-6, "max pooling: (1 + 1) / 2^2")
+  -- a width of 5 at scale 0.5: kernel 2, ceil mode: 3 nodes (the last one the lone column)
+  local odd = kd.randn({1, 3, 2, 5})
+  h.eq(table.concat(kd.max_pool2d(odd, {kernel = {1, 2}, stride = {1, 2}, ceil_mode = true}).shape, "x"), "1x3x2x3",
+       "ceil mode keeps the last column")
+  -- the gradient with the norms held constant, against the formula by hand:
+  -- dL/dp_i = sum_j 4 (Ss_ij - St_ij) q_j / (N M^2 r_i) on the pooled nodes
+  local s, t = kd.randn({2, 3, 2, 3}), kd.randn({2, 4, 2, 3})
+  s.requires_grad = true
+  kd.losses.pairwise_similarity(s, t, {detach_norm = true}):backward()
+  local N, M = 2, 6
+  local function node(x, n, i)
+    local v, r = {}, 0
+    for c = 1, x:size(2) do v[c] = x:get((n - 1) * x:size(2) * M + (c - 1) * M + i); r = r + v[c] ^ 2 end
+    r = math.sqrt(r + 1e-8)
+    local q = {}
+    for c = 1, #v do q[c] = v[c] / r end
+    return q, r
+  end
+  local function dot(a, b) local d = 0 for c = 1, #a do d = d + a[c] * b[c] end return d end
+  local worst = 0
+  for n = 1, N do
+    for i = 1, M do
+      local qi, ri = node(s, n, i)
+      local qti = node(t, n, i)
+      for c = 1, 3 do
+        local g = 0
+        for j = 1, M do
+          local qj = node(s, n, j)
+          local qtj = node(t, n, j)
+          g = g + 4 * (dot(qi, qj) - dot(qti, qtj)) * qj[c]
+        end
+        g = g / (N * M * M * ri)
+        worst = math.max(worst, math.abs(g - s.grad:get((n - 1) * 3 * M + (c - 1) * M + i)))
+      end
+    end
+  end
+  h.truthy(worst < 1e-5, "detached-norm gradient by hand: worst difference " .. worst)
+  h.raises(function() kd.distill.pairwise_kd(sf, tf, nil, "median") end, "pooling must be 'grid' or 'max'")
+end
+
 function T.loss_terms_gradcheck()
   local teacher = kd.randn({2, 5, 3, 4})
   check("pixel_kd", function(s) return kd.distill.pixel_kd(s, teacher, 3) end, {kd.randn({2, 5, 3, 4})})

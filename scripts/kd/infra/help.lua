@@ -28,6 +28,7 @@ local entries = {
   ["kd.losses.kl_div"] = "kl_div(student_logits, teacher_logits[, {temperature = 1, detach_target = true, reduction}]); T^2-scaled",
   ["kd.losses.mse"] = "mse(a, b[, {reduction}])",
   ["kd.losses.pairwise_distill"] = "pairwise_distill(student_features, teacher_features[, {grid = {h, w}}])",
+  ["kd.losses.pairwise_similarity"] = "pairwise_similarity(student_nodes, teacher_nodes[, {detach_norm = false}])",
   ["kd.nn.Conv2d"] = "nn.Conv2d(cin, cout, kernel[, {stride, padding, dilation, groups, bias = true}])",
   ["kd.nn.BatchNorm2d"] = "nn.BatchNorm2d(channels[, {eps, momentum, affine, track_running_stats}])",
   ["kd.nn.Sequential"] = "nn.Sequential(m1, m2, ...) or nn.Sequential({m1, m2})",

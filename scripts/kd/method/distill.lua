@@ -29,12 +29,30 @@ function distill.pixel_kd(student_logits, teacher_logits, temperature, labels, c
   return (per_pixel * weights):sum() * (1 / total)
 end
 
--- Pair-wise (structured) distillation from the teacher's features: both maps
--- pooled into a grid {h, w} of nodes (kd.terms.pairwise_kd's default is
--- the method's), squared difference of cosine similarities.
-function distill.pairwise_kd(student_features, teacher_features, grid)
-  if type(grid) ~= "table" then error("distill.pairwise_kd: grid {h, w} is required", 2) end
-  return kd.losses.pairwise_distill(student_features, teacher_features:detach(), {grid = grid})
+-- Pair-wise (structured) distillation from the teacher's features, the
+-- squared difference of the cosine similarities between every pair of nodes.
+-- pooling: "grid" (kdseg's; both maps averaged over a grid {h, w} of nodes,
+-- kd.terms.pairwise_kd's default is the method's) or "max" (the structured
+-- distillation paper's code: the student's map resized to the teacher's,
+-- both max-pooled with a kernel and stride of int(size x scale) in ceil
+-- mode, the norms taken as constants in the gradient).
+function distill.pairwise_kd(student_features, teacher_features, grid, pooling, scale)
+  pooling = pooling or "grid"
+  if pooling == "grid" then
+    if type(grid) ~= "table" then error("distill.pairwise_kd: grid {h, w} is required", 2) end
+    return kd.losses.pairwise_distill(student_features, teacher_features:detach(), {grid = grid})
+  end
+  if pooling ~= "max" then error("distill.pairwise_kd: pooling must be 'grid' or 'max', got " .. tostring(pooling), 2) end
+  scale = scale or 0.5
+  if type(scale) ~= "number" or scale <= 0 or scale > 1 then error("distill.pairwise_kd: scale must be in (0, 1]", 2) end
+  local h, w = teacher_features:size(3), teacher_features:size(4)
+  if student_features:size(3) ~= h or student_features:size(4) ~= w then
+    student_features = kd.resize_bilinear(student_features, h, w, false)
+  end
+  local kernel = {math.max(1, math.floor(h * scale)), math.max(1, math.floor(w * scale))}
+  local pool = {kernel = kernel, stride = kernel, ceil_mode = true}
+  return kd.losses.pairwise_similarity(kd.max_pool2d(student_features, pool),
+                                       kd.max_pool2d(teacher_features:detach(), pool), {detach_norm = true})
 end
 
 -- Mutual learning (Zhang et al., deep mutual learning): the mean over peers

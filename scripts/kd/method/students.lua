@@ -26,6 +26,9 @@ students.settings = {
   weight_decay = optimizers.defaults.weight_decay, schedule_power = optimizers.schedule_defaults.power,
   weights = {ce = 1, pseudo = 1, pixel_kd = 0, pairwise = 0, mutual = 0, strong = 0},
   temperature = 2, grid = {unpack(terms.defaults.pairwise_kd.grid)}, strong_p = terms.defaults.cutmix.p,
+  -- pair-wise distillation's nodes: "grid" (averaged over `grid`) or "max"
+  -- (the structured-distillation paper's max pooling at `pairwise_scale`)
+  pairwise_pooling = terms.defaults.pairwise_kd.pooling, pairwise_scale = terms.defaults.pairwise_kd.scale,
   kd_respect_labels = false, -- pixel_kd leaves out pixels where the teacher contradicts their (pseudo-)label
   -- the pseudo term's class weights (kd.distill.class_balance): power 0 is
   -- off, 0.5 weighs a class by the inverse square root of its pixel count
@@ -56,7 +59,8 @@ function students.terms(s, names, has_pseudo, has_teacher, class_weights)
       list[#list + 1] = terms.pixel_kd({model = name, teacher = "teacher", streams = streams, weight = w.pixel_kd,
                                         temperature = s.temperature, respect_labels = s.kd_respect_labels,
                                         class_weights = class_weights.kd})
-      list[#list + 1] = terms.pairwise_kd({model = name, teacher = "teacher", streams = streams, weight = w.pairwise, grid = s.grid})
+      list[#list + 1] = terms.pairwise_kd({model = name, teacher = "teacher", streams = streams, weight = w.pairwise, grid = s.grid,
+                                           pooling = s.pairwise_pooling, scale = s.pairwise_scale})
     end
     if has_pseudo then
       list[#list + 1] = terms.cutmix({model = name, weight = w.strong, p = s.strong_p, view = "strong",

@@ -36,14 +36,16 @@ function Dropout2d:forward(x)
 end
 function Dropout2d:extra_repr() return "p " .. self.p end
 
--- MaxPool2d / AvgPool2d (kernel[, {stride = kernel, padding = 0}])
+-- MaxPool2d / AvgPool2d (kernel[, {stride = kernel, padding = 0, ceil_mode = false}]);
+-- AvgPool2d also takes count_include_pad (true), as PyTorch's.
 local function pool_class(name, fn)
   local cls = class(name, Module)
   function cls:__init(kernel, options)
     Module.__init(self)
     if kernel == nil then error(name .. ": kernel is required", 2) end
     options = options or {}
-    self.options = {kernel = kernel, stride = options.stride, padding = options.padding}
+    self.options = {kernel = kernel, stride = options.stride, padding = options.padding, ceil_mode = options.ceil_mode,
+                    count_include_pad = options.count_include_pad}
   end
   function cls:forward(x) return fn(x, self.options) end
   function cls:extra_repr()

@@ -17,7 +17,7 @@ terms.defaults = {
   ce = {stream = "labeled", pixel_weights = false, class_weights = false, ignore = 255},
   pseudo_ce = {stream = "pseudo", class_weights = false},
   pixel_kd = {teacher = false, streams = {"labeled"}, temperature = 1, respect_labels = false, class_weights = false},
-  pairwise_kd = {teacher = false, streams = {"labeled"}, grid = {4, 8}, feature = "features"},
+  pairwise_kd = {teacher = false, streams = {"labeled"}, grid = {4, 8}, feature = "features", pooling = "grid", scale = 0.5},
   mutual = {peers = false, stream = "labeled", temperature = 1},
   mse_consistency = {teacher = false, stream = "unlabeled"},
   cross_pseudo = {peer = false, stream = "unlabeled"},
@@ -105,7 +105,7 @@ function terms.pairwise_kd(settings)
         local _, teacher = step:output(t.teacher, s)
         local a, b = student and student[t.feature], teacher and teacher[t.feature]
         if not a or not b then error("terms.pairwise_kd: a model gives no '" .. t.feature .. "' features", 0) end
-        return distill.pairwise_kd(a, b, t.grid)
+        return distill.pairwise_kd(a, b, t.grid, t.pooling, t.scale)
       end)
     end)
 end
