@@ -24,7 +24,7 @@ BLAS_LIB := /usr/lib/x86_64-linux-gnu/openblas-openmp
 # SynthCity, metrics, pseudo-labels), each with its private headers.
 CORE_DIRS := core/engine core/ops core/data
 CPPFLAGS := -Icore $(CORE_DIRS:%=-I%) -I$(BLAS_INC)
-LDLIBS   := -L$(BLAS_LIB) -Wl,-rpath,$(BLAS_LIB) -lopenblas -lpng -ljpeg -lm -lpthread
+LDLIBS   := -L$(BLAS_LIB) -Wl,-rpath,$(BLAS_LIB) -lopenblas -ldnnl -lpng -ljpeg -lm -lpthread
 
 # The sanitizer build of the C tests: no optimisation games, abort on UB.
 SAN_FLAGS := -std=gnu11 -O1 -g $(WARN) -fopenmp -fsanitize=address,undefined \
@@ -151,6 +151,7 @@ $(BUILD)/bench/%: tests/bench/%.c $(BUILD)/libkdcore.a
 bench: all $(BUILD)/bench/bench_conv
 	$(BUILD)/bench/bench_conv
 	$(BUILD)/kdseg tests/bench/bench_nets.lua 1 2
+	$(BUILD)/kdseg tests/bench/bench_full_res.lua
 
 # The accuracy benchmark of the method against every baseline on one
 # documented SynthCity (about 1.5 hours on 2 cores; not a test).

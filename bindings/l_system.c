@@ -8,11 +8,26 @@
 #include <ftw.h>
 #include <stdio.h>
 #include <string.h>
+#include <sys/resource.h>
 #include <sys/stat.h>
 #include <time.h>
 #include <unistd.h>
 
 #include "lkd.h"
+
+/* set_conv_backend("onednn" | "im2col") -> the previous one */
+static int l_set_conv_backend(lua_State *L) {
+    const char *name = luaL_checkstring(L, 1);
+    if (strcmp(name, "onednn") != 0 && strcmp(name, "im2col") != 0)
+        return luaL_error(L, "kd.set_conv_backend: 'onednn' or 'im2col', got '%s'", name);
+    bool was = kd_conv_use_dnnl(strcmp(name, "onednn") == 0);
+    if (strcmp(name, "onednn") == 0 && !kd_conv_use_dnnl(true)) {
+        kd_conv_use_dnnl(was);
+        return luaL_error(L, "kd.set_conv_backend: oneDNN does not run here");
+    }
+    lua_pushstring(L, was ? "onednn" : "im2col");
+    return 1;
+}
 
 static int l_set_threads(lua_State *L) {
     int n = lkd_check_int(L, 1);
@@ -94,6 +109,14 @@ static int l_rss(lua_State *L) {
     }
     fclose(f);
     lua_pushnumber(L, (lua_Number)resident * (lua_Number)sysconf(_SC_PAGESIZE));
+    return 1;
+}
+
+/* The process's peak resident memory so far, in bytes (getrusage). */
+static int l_rss_peak(lua_State *L) {
+    struct rusage usage;
+    if (getrusage(RUSAGE_SELF, &usage) != 0) return luaL_error(L, "kd.rss_peak: getrusage failed");
+    lua_pushnumber(L, (lua_Number)usage.ru_maxrss * 1024);
     return 1;
 }
 
@@ -225,10 +248,10 @@ static int l_sleep(lua_State *L) {
 
 static const luaL_Reg functions[] = {
     {"gemm_gflops", l_gemm_gflops}, {"sleep", l_sleep},
-    {"set_threads", l_set_threads}, {"get_threads", l_get_threads}, {"manual_seed", l_manual_seed},
+    {"set_conv_backend", l_set_conv_backend}, {"set_threads", l_set_threads}, {"get_threads", l_get_threads}, {"manual_seed", l_manual_seed},
     {"rng_state", l_rng_state}, {"set_rng_state", l_set_rng_state},
     {"grad_enabled", l_grad_enabled}, {"set_grad_enabled", l_set_grad_enabled}, {"memory", l_memory},
-    {"reset_peak_memory", l_reset_peak}, {"empty_cache", l_empty_cache}, {"rss", l_rss},
+    {"reset_peak_memory", l_reset_peak}, {"empty_cache", l_empty_cache}, {"rss", l_rss}, {"rss_peak", l_rss_peak},
     {"clock", l_clock}, {"write_atomic", l_write_atomic}, {"mkdir", l_mkdir}, {"is_dir", l_is_dir},
     {"lock_file", l_lock_file}, {"unlock_file", l_unlock_file}, {"remove_tree", l_remove_tree},
     {"isatty", l_isatty}, {"getpid", l_getpid}, {NULL, NULL},

@@ -230,6 +230,10 @@ kd_status kd_conv2d(kd_tensor *x, kd_tensor *weight, kd_tensor *bias,
 kd_status kd_conv2d_reference(const kd_tensor *x, const kd_tensor *weight,
                               const kd_tensor *bias, const kd_conv_params *p,
                               kd_tensor **out);
+/* Whether kd_conv2d runs on oneDNN's kernels (the default where oneDNN
+ * works; KDSEG_CONV=im2col in the environment starts with the portable
+ * im2col + GEMM path instead). Returns the previous setting. */
+bool kd_conv_use_dnnl(bool use);
 
 /* Training: normalises with batch statistics and updates the running ones
  * (running = (1-momentum) running + momentum batch, unbiased variance).

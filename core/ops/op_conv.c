@@ -1,4 +1,5 @@
-/* op_conv.c - 2-D convolution as im2col + GEMM, per image and per group:
+/* op_conv.c - 2-D convolution on oneDNN's kernels where it runs them
+ * (conv_dnnl.c), else as im2col + GEMM, per image and per group:
  *   out[n, group] (Cout/g x OH*OW) = W[group] (Cout/g x K) @ col[group] (K x OH*OW)
  * with K = Cin/g * kh * kw. A 1x1 stride-1 unpadded convolution reads the
  * input as its own column matrix, with no im2col. The naive seven-loop
@@ -7,6 +8,7 @@
 #include <string.h>
 
 #include "blas.h"
+#include "conv_dnnl.h"
 #include "im2col.h"
 #include "internal.h"
 
@@ -391,8 +393,9 @@ static kd_status conv2d_backward(kd_node *node, const kd_tensor *grad_output,
     kd_tensor *gx = grad_inputs[0], *gw = grad_inputs[1], *gb = grad_inputs[2];
     if (gb) bias_grad(go, N, cout, g.out_h * g.out_w, kd_f32(gb));
     kd_status s = KD_OK;
-    if (gw) s = weight_grad(&g, kd_f32(x), go, N, cout, groups, kd_f32(gw));
-    if (!s && gx) {
+    if (gw && !kd_conv_dnnl_backward_weights(&g, N, cout, groups, kd_f32(x), go, kd_f32(gw)))
+        s = weight_grad(&g, kd_f32(x), go, N, cout, groups, kd_f32(gw));
+    if (!s && gx && !kd_conv_dnnl_backward_data(&g, N, cout, groups, kd_f32(w), go, kd_f32(gx))) {
         if (gradient_is_convolution(&g, groups)) {
             s = input_grad_by_convolution(&g, kd_f32(w), go, N, cout, kd_f32(gx));
         } else {
@@ -419,7 +422,7 @@ kd_status kd_conv2d(kd_tensor *x, kd_tensor *w, kd_tensor *b, const kd_conv_para
     plan_conv(&c, &g, N, cout, groups);
     float *y = kd_f32(*out);
     conv_args a = {.x = kd_f32(x), .w = kd_f32(w), .y = y};
-    if (!run_blocks(&c, forward_block, &a)) {
+    if (!kd_conv_dnnl_forward(&g, N, cout, groups, a.x, a.w, y) && !run_blocks(&c, forward_block, &a)) {
         kd_tensor_release(*out);
         *out = NULL;
         return kd_fail(KD_ERR_MEMORY, "conv2d: cannot allocate the column buffer for input %s "

@@ -115,8 +115,15 @@ static kd_status similarity_loss_backward(kd_node *node, const kd_tensor *grad_o
     return KD_OK;
 }
 
+/* The M x M similarities grow as the square of the nodes: past this many
+ * nodes a request is a mistake (the papers pool to a handful), not a job. */
+#define MAX_NODES 4096
+
 static kd_status similarity_loss(kd_tensor *ps, kd_tensor *pt, bool detach_norm, kd_tensor **out) {
     int N = ps->shape[0], cs = ps->shape[1], ct = pt->shape[1], M = ps->shape[2] * ps->shape[3];
+    if (M > MAX_NODES)
+        return kd_fail(KD_ERR_SHAPE, "pairwise_distill: %d x %d = %d nodes, at most %d (pool the features first)",
+                       ps->shape[2], ps->shape[3], M, MAX_NODES);
     int one[1] = {1};
     kd_status s = kd_tensor_new(KD_F32, 1, one, out);
     if (s) return s;

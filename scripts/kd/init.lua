@@ -37,8 +37,9 @@ kd.losses = {
 
 -- process settings
 kd.set_threads, kd.get_threads = C.set_threads, C.get_threads
+kd.set_conv_backend = C.set_conv_backend -- "onednn" (the default where it runs) or "im2col"
 kd.manual_seed = C.manual_seed
-kd.memory, kd.rss, kd.clock = C.memory, C.rss, C.clock
+kd.memory, kd.rss, kd.rss_peak, kd.clock = C.memory, C.rss, C.rss_peak, C.clock
 kd.empty_cache = C.empty_cache
 kd.mkdir = C.mkdir
 

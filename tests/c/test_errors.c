@@ -57,9 +57,9 @@ int main(void) {
     kd_tensor *one_pixel = make(KD_F32, 4, 1, 3, 1, 1);
     CHECK_FAILS(kd_batch_norm2d(one_pixel, NULL, NULL, NULL, NULL, true, 0.1f, 1e-5f, &out), KD_ERR_SHAPE,
                 "more than one value per channel");
-    kd_pool_params pool = {3, 3, 1, 1, 2, 2};
+    kd_pool_params pool = {3, 3, 1, 1, 2, 2, false, false};
     CHECK_FAILS(kd_max_pool2d(small, &pool, &out), KD_ERR_ARG, "max_pool2d", "padding 2x2");
-    kd_pool_params huge = {9, 9, 1, 1, 0, 0};
+    kd_pool_params huge = {9, 9, 1, 1, 0, 0, false, false};
     CHECK_FAILS(kd_avg_pool2d(small, &huge, &out), KD_ERR_SHAPE, "avg_pool2d: kernel 9x9 is larger");
     CHECK_FAILS(kd_adaptive_avg_pool2d(small, 0, 2, &out), KD_ERR_SHAPE, "adaptive_avg_pool2d: grid 0x2");
     CHECK_FAILS(kd_resize_bilinear(small, 0, 4, false, &out), KD_ERR_SHAPE, "resize_bilinear: cannot resize 2x3x5x5 to 0x4");
@@ -97,6 +97,10 @@ int main(void) {
     kd_tensor *batch3 = make(KD_F32, 4, 3, 3, 5, 5);
     CHECK_FAILS(kd_pairwise_distill(small, batch3, 2, 2, &out), KD_ERR_SHAPE, "pairwise_distill", "same batch");
     CHECK_FAILS(kd_pairwise_distill(small, other, 9, 2, &out), KD_ERR_SHAPE, "pairwise_distill: grid 9x2");
+    kd_tensor *wide = make(KD_F32, 4, 1, 1, 80, 80);
+    CHECK_FAILS(kd_pairwise_similarity(wide, wide, false, &out), KD_ERR_SHAPE, "80 x 80 = 6400 nodes, at most 4096");
+    CHECK_FAILS(kd_pairwise_similarity(small, batch3, true, &out), KD_ERR_SHAPE, "pairwise_similarity", "same batch and grid");
+    kd_tensor_release(wide);
 
     /* tensors, optimizer steps */
     int negative[2] = {2, -3}, five[5] = {1, 1, 1, 1, 1};

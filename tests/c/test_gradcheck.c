@@ -158,11 +158,11 @@ static kd_status run_add_leaky_shared(kd_tensor **in, kd_tensor **o) {
     return s;
 }
 static kd_status run_maxpool(kd_tensor **in, kd_tensor **o) {
-    kd_pool_params p = {3, 3, 2, 2, 1, 1};
+    kd_pool_params p = {3, 3, 2, 2, 1, 1, false, false};
     return kd_max_pool2d(in[0], &p, o);
 }
 static kd_status run_avgpool(kd_tensor **in, kd_tensor **o) {
-    kd_pool_params p = {3, 2, 2, 1, 1, 1};
+    kd_pool_params p = {3, 2, 2, 1, 1, 1, false, false};
     return kd_avg_pool2d(in[0], &p, o);
 }
 static kd_status run_maxpool_ceil(kd_tensor **in, kd_tensor **o) {

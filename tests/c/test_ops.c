@@ -239,12 +239,12 @@ static void test_pool_norm_by_hand(void) {
     int shape[4] = {1, 1, 3, 3};
     float v[9] = {1, 2, 3, 4, 5, 6, 7, 8, 9};
     kd_tensor *x = tensor_from(4, shape, v), *y;
-    kd_pool_params p = {2, 2, 1, 1, 0, 0};
+    kd_pool_params p = {2, 2, 1, 1, 0, 0, false, false};
     CHECK_OK(kd_max_pool2d(x, &p, &y));
     float maxes[4] = {5, 6, 8, 9};
     check_values("max_pool 2x2 s1", y, maxes, 4, 0);
     kd_tensor_release(y);
-    kd_pool_params q = {3, 3, 1, 1, 1, 1}; /* padding counts: corner = (1+2+4+5)/9 */
+    kd_pool_params q = {3, 3, 1, 1, 1, 1, false, false}; /* padding counts: corner = (1+2+4+5)/9 */
     CHECK_OK(kd_avg_pool2d(x, &q, &y));
     CHECK(close_to(kd_f32(y)[0], 12.0 / 9, 1e-6) && close_to(kd_f32(y)[4], 5, 1e-6), "avg_pool");
     kd_tensor_release(y);
@@ -260,7 +260,7 @@ static void test_pool_norm_by_hand(void) {
     float ceil_avg[4] = {3, 4.5f, 7.5f, 9};
     check_values("avg_pool 2x2 s2 ceil_mode", y, ceil_avg, 4, 1e-6);
     kd_tensor_release(y);
-    kd_pool_params floor_mode = {2, 2, 2, 2, 0, 0};
+    kd_pool_params floor_mode = {2, 2, 2, 2, 0, 0, false, false};
     CHECK_OK(kd_max_pool2d(x, &floor_mode, &y));
     CHECK(y->shape[2] == 1 && y->shape[3] == 1 && kd_f32(y)[0] == 5, "max_pool 2x2 s2 floors to 1x1");
     kd_tensor_release(y);

@@ -5,7 +5,7 @@ local h = require("harness")
 local T = {}
 
 -- functions that are fine with no arguments
-local no_args_ok = {get_threads = true, memory = true, rss = true, clock = true, empty_cache = true,
+local no_args_ok = {get_threads = true, memory = true, rss = true, rss_peak = true, clock = true, empty_cache = true,
                     grad_enabled = true, help = true, is_tensor = true}
 
 local function bad_calls()

@@ -1,0 +1,252 @@
+/* conv_dnnl.c - convolutions on oneDNN (Debian's libdnnl), the library
+ * PyTorch's CPU convolutions run on: JIT kernels for the widest vectors the
+ * processor has (AVX-512 on this machine, AVX2 elsewhere; the environment
+ * variable ONEDNN_MAX_CPU_ISA=AVX2 caps it), chosen at run time, whatever
+ * OPENBLAS_CORETYPE says.
+ *
+ * Tensors stay NCHW between ops: each call reorders its operands into the
+ * blocked layouts the kernels want and its result back. Primitives are
+ * built per call from descriptors; oneDNN's own primitive cache keeps the
+ * compiled kernels, so a geometry is compiled once. Blocked copies live in
+ * kdseg's caching allocator.
+ *
+ * Each entry point returns false when it did not run (oneDNN refused the
+ * geometry, a buffer could not be had, or KDSEG_CONV=im2col asks for the
+ * portable path); op_conv.c then runs its im2col + GEMM path, which stays the
+ * reference the tests hold this one to. Gradients are added into what the
+ * caller passes, as every backward in kdseg does (a reorder with a sum
+ * post-op). With a fixed thread count the results are the same from run to
+ * run. */
+#include <dnnl.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "conv_dnnl.h"
+#include "internal.h"
+
+static dnnl_engine_t engine;
+static dnnl_stream_t stream;
+static int enabled = -1;             /* -1: the environment decides at the first call */
+static bool engine_tried, engine_ok; /* the engine is made once */
+
+static bool ready(void) {
+    if (enabled < 0) {
+        const char *choice = getenv("KDSEG_CONV");
+        enabled = !(choice && strcmp(choice, "im2col") == 0);
+    }
+    if (!enabled) return false;
+    if (!engine_tried) {
+        engine_tried = true;
+        engine_ok = dnnl_engine_create(&engine, dnnl_cpu, 0) == dnnl_success &&
+                    dnnl_stream_create(&stream, engine, dnnl_stream_default_flags) == dnnl_success;
+    }
+    return engine_ok;
+}
+
+bool kd_conv_dnnl_active(void) { return ready(); }
+
+bool kd_conv_use_dnnl(bool use) {
+    bool was = ready();
+    enabled = use;
+    return was;
+}
+
+/* One operand: the caller's plain NCHW (or OIHW) data, and the layout the
+ * primitive wants; a blocked copy when they differ. */
+typedef struct {
+    dnnl_memory_t plain, used;
+    void *copy;
+    size_t copy_bytes;
+} operand;
+
+static void operand_release(operand *o) {
+    if (o->used && o->used != o->plain) dnnl_memory_destroy(o->used);
+    if (o->plain) dnnl_memory_destroy(o->plain);
+    kd_cache_free(o->copy, o->copy_bytes);
+    memset(o, 0, sizeof *o);
+}
+
+static bool reorder(dnnl_memory_t from, dnnl_memory_t to, bool accumulate) {
+    const dnnl_memory_desc_t *a, *b;
+    dnnl_memory_get_memory_desc(from, &a);
+    dnnl_memory_get_memory_desc(to, &b);
+    dnnl_primitive_attr_t attr = NULL;
+    if (accumulate) {
+        dnnl_post_ops_t ops;
+        if (dnnl_primitive_attr_create(&attr) != dnnl_success) return false;
+        dnnl_post_ops_create(&ops);
+        dnnl_post_ops_append_sum(ops, 1.0f);
+        dnnl_primitive_attr_set_post_ops(attr, ops);
+        dnnl_post_ops_destroy(ops);
+    }
+    dnnl_primitive_desc_t pd;
+    dnnl_primitive_t p = NULL;
+    bool ok = dnnl_reorder_primitive_desc_create(&pd, a, engine, b, engine, attr) == dnnl_success;
+    if (attr) dnnl_primitive_attr_destroy(attr);
+    if (!ok) return false;
+    ok = dnnl_primitive_create(&p, pd) == dnnl_success;
+    dnnl_primitive_desc_destroy(pd);
+    if (ok) {
+        dnnl_exec_arg_t args[2] = {{DNNL_ARG_FROM, from}, {DNNL_ARG_TO, to}};
+        ok = dnnl_primitive_execute(p, stream, 2, args) == dnnl_success && dnnl_stream_wait(stream) == dnnl_success;
+    }
+    if (p) dnnl_primitive_destroy(p);
+    return ok;
+}
+
+/* Binds data (laid out as plain) to the layout `wanted`: a blocked copy when
+ * they differ, filled from data when `fill`. */
+static bool operand_bind(operand *o, const dnnl_memory_desc_t *plain, const dnnl_memory_desc_t *wanted,
+                         void *data, bool fill) {
+    if (dnnl_memory_create(&o->plain, plain, engine, data) != dnnl_success) return false;
+    if (dnnl_memory_desc_equal(plain, wanted)) {
+        o->used = o->plain;
+        return true;
+    }
+    o->copy = kd_cache_alloc(dnnl_memory_desc_get_size(wanted), &o->copy_bytes);
+    if (!o->copy || dnnl_memory_create(&o->used, wanted, engine, o->copy) != dnnl_success) return false;
+    return !fill || reorder(o->plain, o->used, false);
+}
+
+/* The descriptors of one convolution. */
+typedef struct {
+    dnnl_memory_desc_t src, weights, dst;     /* plain */
+    dnnl_memory_desc_t src_any, weights_any, dst_any;
+    dnnl_dims_t strides, dilates, pad_l, pad_r;
+} conv_desc;
+
+static void describe(const kd_conv_geometry *g, int N, int cout, int groups, conv_desc *d) {
+    dnnl_dims_t src = {N, g->channels, g->height, g->width}, dst = {N, cout, g->out_h, g->out_w};
+    dnnl_memory_desc_init_by_tag(&d->src, 4, src, dnnl_f32, dnnl_nchw);
+    dnnl_memory_desc_init_by_tag(&d->dst, 4, dst, dnnl_f32, dnnl_nchw);
+    dnnl_memory_desc_init_by_tag(&d->src_any, 4, src, dnnl_f32, dnnl_format_tag_any);
+    dnnl_memory_desc_init_by_tag(&d->dst_any, 4, dst, dnnl_f32, dnnl_format_tag_any);
+    if (groups == 1) {
+        dnnl_dims_t w = {cout, g->channels, g->kernel_h, g->kernel_w};
+        dnnl_memory_desc_init_by_tag(&d->weights, 4, w, dnnl_f32, dnnl_oihw);
+        dnnl_memory_desc_init_by_tag(&d->weights_any, 4, w, dnnl_f32, dnnl_format_tag_any);
+    } else { /* kdseg's Cout x Cin/g x kh x kw is oneDNN's goihw */
+        dnnl_dims_t w = {groups, cout / groups, g->channels / groups, g->kernel_h, g->kernel_w};
+        dnnl_memory_desc_init_by_tag(&d->weights, 5, w, dnnl_f32, dnnl_goihw);
+        dnnl_memory_desc_init_by_tag(&d->weights_any, 5, w, dnnl_f32, dnnl_format_tag_any);
+    }
+    d->strides[0] = g->stride_h, d->strides[1] = g->stride_w;
+    d->dilates[0] = g->dilation_h - 1, d->dilates[1] = g->dilation_w - 1; /* oneDNN counts the gaps */
+    d->pad_l[0] = g->pad_h, d->pad_l[1] = g->pad_w;
+    /* the right padding that makes the output size kdseg's (floor) */
+    d->pad_r[0] = (g->out_h - 1) * g->stride_h + g->dilation_h * (g->kernel_h - 1) + 1 - g->height - g->pad_h;
+    d->pad_r[1] = (g->out_w - 1) * g->stride_w + g->dilation_w * (g->kernel_w - 1) + 1 - g->width - g->pad_w;
+}
+
+static dnnl_primitive_desc_t forward_pd(conv_desc *d) {
+    dnnl_convolution_desc_t cd;
+    dnnl_primitive_desc_t pd = NULL;
+    if (dnnl_dilated_convolution_forward_desc_init(&cd, dnnl_forward_training, dnnl_convolution_direct, &d->src_any,
+                                                   &d->weights_any, NULL, &d->dst_any, d->strides, d->dilates,
+                                                   d->pad_l, d->pad_r) != dnnl_success ||
+        dnnl_primitive_desc_create(&pd, &cd, NULL, engine, NULL) != dnnl_success)
+        return NULL;
+    return pd;
+}
+
+static const dnnl_memory_desc_t *query(dnnl_primitive_desc_t pd, dnnl_query_t what) {
+    return dnnl_primitive_desc_query_md(pd, what, 0);
+}
+
+static bool execute(dnnl_primitive_desc_t pd, int n, const dnnl_exec_arg_t *args) {
+    dnnl_primitive_t p;
+    if (dnnl_primitive_create(&p, pd) != dnnl_success) return false;
+    bool ok = dnnl_primitive_execute(p, stream, n, args) == dnnl_success && dnnl_stream_wait(stream) == dnnl_success;
+    dnnl_primitive_destroy(p);
+    return ok;
+}
+
+bool kd_conv_dnnl_forward(const kd_conv_geometry *g, int N, int cout, int groups, const float *x, const float *w,
+                          float *y) {
+    if (!ready()) return false;
+    conv_desc d;
+    describe(g, N, cout, groups, &d);
+    dnnl_primitive_desc_t pd = forward_pd(&d);
+    if (!pd) return false;
+    operand src = {0}, weights = {0}, dst = {0};
+    bool ok = operand_bind(&src, &d.src, query(pd, dnnl_query_src_md), (void *)x, true) &&
+              operand_bind(&weights, &d.weights, query(pd, dnnl_query_weights_md), (void *)w, true) &&
+              operand_bind(&dst, &d.dst, query(pd, dnnl_query_dst_md), y, false);
+    if (ok) {
+        dnnl_exec_arg_t args[3] = {{DNNL_ARG_SRC, src.used}, {DNNL_ARG_WEIGHTS, weights.used}, {DNNL_ARG_DST, dst.used}};
+        ok = execute(pd, 3, args) && (dst.used == dst.plain || reorder(dst.used, dst.plain, false));
+    }
+    operand_release(&src), operand_release(&weights), operand_release(&dst);
+    dnnl_primitive_desc_destroy(pd);
+    return ok;
+}
+
+/* The gradient's result, in the primitive's layout, added into the caller's
+ * plain buffer. */
+static bool accumulate_into(dnnl_primitive_desc_t pd, const dnnl_memory_desc_t *plain, dnnl_query_t what, float *into,
+                            int n, dnnl_exec_arg_t *args, int result_arg) {
+    const dnnl_memory_desc_t *wanted = query(pd, what);
+    size_t bytes;
+    void *buffer = kd_cache_alloc(dnnl_memory_desc_get_size(wanted), &bytes);
+    dnnl_memory_t result = NULL, target = NULL;
+    bool ok = buffer && dnnl_memory_create(&result, wanted, engine, buffer) == dnnl_success &&
+              dnnl_memory_create(&target, plain, engine, into) == dnnl_success;
+    if (ok) {
+        args[n] = (dnnl_exec_arg_t){result_arg, result};
+        ok = execute(pd, n + 1, args) && reorder(result, target, true);
+    }
+    if (result) dnnl_memory_destroy(result);
+    if (target) dnnl_memory_destroy(target);
+    kd_cache_free(buffer, bytes);
+    return ok;
+}
+
+bool kd_conv_dnnl_backward_data(const kd_conv_geometry *g, int N, int cout, int groups, const float *w,
+                                const float *grad_out, float *grad_x) {
+    if (!ready()) return false;
+    conv_desc d;
+    describe(g, N, cout, groups, &d);
+    dnnl_primitive_desc_t hint = forward_pd(&d), pd = NULL;
+    dnnl_convolution_desc_t cd;
+    bool ok = hint &&
+              dnnl_dilated_convolution_backward_data_desc_init(&cd, dnnl_convolution_direct, &d.src_any, &d.weights_any,
+                                                               &d.dst_any, d.strides, d.dilates, d.pad_l,
+                                                               d.pad_r) == dnnl_success &&
+              dnnl_primitive_desc_create(&pd, &cd, NULL, engine, hint) == dnnl_success;
+    operand weights = {0}, diff_dst = {0};
+    ok = ok && operand_bind(&weights, &d.weights, query(pd, dnnl_query_weights_md), (void *)w, true) &&
+         operand_bind(&diff_dst, &d.dst, query(pd, dnnl_query_diff_dst_md), (void *)grad_out, true);
+    if (ok) {
+        dnnl_exec_arg_t args[3] = {{DNNL_ARG_WEIGHTS, weights.used}, {DNNL_ARG_DIFF_DST, diff_dst.used}};
+        ok = accumulate_into(pd, &d.src, dnnl_query_diff_src_md, grad_x, 2, args, DNNL_ARG_DIFF_SRC);
+    }
+    operand_release(&weights), operand_release(&diff_dst);
+    if (pd) dnnl_primitive_desc_destroy(pd);
+    if (hint) dnnl_primitive_desc_destroy(hint);
+    return ok;
+}
+
+bool kd_conv_dnnl_backward_weights(const kd_conv_geometry *g, int N, int cout, int groups, const float *x,
+                                   const float *grad_out, float *grad_w) {
+    if (!ready()) return false;
+    conv_desc d;
+    describe(g, N, cout, groups, &d);
+    dnnl_primitive_desc_t hint = forward_pd(&d), pd = NULL;
+    dnnl_convolution_desc_t cd;
+    bool ok = hint &&
+              dnnl_dilated_convolution_backward_weights_desc_init(&cd, dnnl_convolution_direct, &d.src_any,
+                                                                  &d.weights_any, NULL, &d.dst_any, d.strides,
+                                                                  d.dilates, d.pad_l, d.pad_r) == dnnl_success &&
+              dnnl_primitive_desc_create(&pd, &cd, NULL, engine, hint) == dnnl_success;
+    operand src = {0}, diff_dst = {0};
+    ok = ok && operand_bind(&src, &d.src, query(pd, dnnl_query_src_md), (void *)x, true) &&
+         operand_bind(&diff_dst, &d.dst, query(pd, dnnl_query_diff_dst_md), (void *)grad_out, true);
+    if (ok) {
+        dnnl_exec_arg_t args[3] = {{DNNL_ARG_SRC, src.used}, {DNNL_ARG_DIFF_DST, diff_dst.used}};
+        ok = accumulate_into(pd, &d.weights, dnnl_query_diff_weights_md, grad_w, 2, args, DNNL_ARG_DIFF_WEIGHTS);
+    }
+    operand_release(&src), operand_release(&diff_dst);
+    if (pd) dnnl_primitive_desc_destroy(pd);
+    if (hint) dnnl_primitive_desc_destroy(hint);
+    return ok;
+}
