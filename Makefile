@@ -146,11 +146,13 @@ $(BUILD)/bench/%: tests/bench/%.c $(BUILD)/libkdcore.a
 	@mkdir -p $(dir $@)
 	$(CC) $(CPPFLAGS) $(CFLAGS) $< $(BUILD)/libkdcore.a $(LDLIBS) -o $@
 
-# The conv layer (C) and the two benchmark networks (Lua), per
-# ../shared/bench/NETS.md, as JSON lines; 1 and 2 threads.
-bench: all $(BUILD)/bench/bench_conv
+# As JSON lines: the conv layer (C), the measured FMA peak, the two benchmark
+# networks of ../shared/bench/NETS.md on 2 and 1 threads alternating with
+# PyTorch's (ratios kdseg / PyTorch; skipped with a line without
+# python3-torch), and DeepLabV3+-R101 evaluated at 1024 x 2048.
+bench: all $(BUILD)/bench/bench_conv $(BUILD)/bench/bench_peak
 	$(BUILD)/bench/bench_conv
-	$(BUILD)/kdseg tests/bench/bench_nets.lua 1 2
+	$(BUILD)/kdseg tests/bench/compare_torch.lua
 	$(BUILD)/kdseg tests/bench/bench_full_res.lua
 
 # The accuracy benchmark of the method against every baseline on one

@@ -8,7 +8,7 @@
 -- also measured between the timed steps: step_over_bound divides the median
 -- step by the bound at the median of those peaks; step_over_best_bound uses
 -- the best sgemm rate seen (the stricter figure).
--- Prints JSON lines. Usage: kdseg tests/bench/bench_nets.lua [threads...]
+-- Prints JSON lines. Usage: kdseg tests/bench/bench_nets.lua [threads...] [bench_student|bench_teacher...]
 local cjson = require("cjson")
 local C = kd._C
 
@@ -17,14 +17,17 @@ local function median(t)
   return t[math.floor((#t + 1) / 2)]
 end
 
-local threads = {}
-for _, a in ipairs(arg) do threads[#threads + 1] = tonumber(a) end
+local threads, nets = {}, {}
+for _, a in ipairs(arg) do
+  if tonumber(a) then threads[#threads + 1] = tonumber(a) else nets[#nets + 1] = a end
+end
 if #threads == 0 then threads = {1, 2} end
+if #nets == 0 then nets = {"bench_student", "bench_teacher"} end
 
 for _, n in ipairs(threads) do
   kd.set_threads(n)
   local peak = C.gemm_gflops(2048, 2048, 2048, 3)
-  for _, name in ipairs({"bench_student", "bench_teacher"}) do
+  for _, name in ipairs(nets) do
     kd.manual_seed(0)
     local net = kd.models.create(name, {classes = 19})
     local opt = kd.optim.SGD(net:parameters(), {lr = 0.01, momentum = 0.9, weight_decay = 1e-4})

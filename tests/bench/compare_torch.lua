@@ -1,0 +1,84 @@
+-- compare_torch: kdseg against PyTorch on the two benchmark networks of
+-- ../shared/bench/NETS.md, in one sitting (a benchmark, not a test; part of
+-- make bench). For each thread count and network, kdseg's run
+-- (tests/bench/bench_nets.lua) and PyTorch's (tests/bench/torch_ref.py, a copy
+-- of the shared reference, with glibc told to keep freed memory as NETS.md
+-- says) alternate ROUNDS times, so drift of this shared machine hits both
+-- alike; each figure is the median over rounds, printed as the ratio
+-- kdseg / PyTorch (below 1: kdseg is faster). Also the measured FMA peak
+-- (build/bench/bench_peak) and each step as a fraction of it.
+-- Without python3-torch at /usr/bin/python3 the comparison is skipped, saying so.
+--   kdseg tests/bench/compare_torch.lua [rounds]
+local cjson = require("cjson")
+
+local rounds = tonumber(arg[1]) or 2
+local python = "/usr/bin/python3"
+local here = arg[0]:match("^(.*)/[^/]*$") or "."
+local kdseg = here .. "/../../build/kdseg"
+
+local function lines_of(command)
+  local p = io.popen(command .. " 2>&1")
+  local out = {}
+  for line in p:lines() do
+    if line:sub(1, 1) == "{" then
+      local ok, v = pcall(cjson.decode, line)
+      if ok then out[#out + 1] = v end
+    end
+  end
+  p:close()
+  return out
+end
+
+local function median(t)
+  table.sort(t)
+  local n = #t
+  if n == 0 then return nil end
+  return n % 2 == 1 and t[(n + 1) / 2] or (t[n / 2] + t[n / 2 + 1]) / 2
+end
+
+local peak = {}
+for _, v in ipairs(lines_of(here .. "/../../build/bench/bench_peak")) do
+  peak[v.threads] = math.max(peak[v.threads] or 0, v.gflops)
+  print(cjson.encode(v))
+end
+
+local has_torch = os.execute(python .. " -c 'import torch' > /dev/null 2>&1")
+has_torch = has_torch == 0 or has_torch == true
+if not has_torch then
+  print("compare_torch: PyTorch comparison skipped: " .. python .. " has no torch (apt-get install python3-torch)")
+end
+
+local malloc = "GLIBC_TUNABLES=glibc.malloc.mmap_threshold=33554432:glibc.malloc.trim_threshold=4294967296 "
+for _, threads in ipairs({2, 1}) do
+  for _, net in ipairs({"student", "teacher"}) do
+    local k = {step = {}, infer = {}, rss = {}, gflop = nil}
+    local t = {step = {}, infer = {}, rss = {}}
+    for _ = 1, rounds do
+      for _, v in ipairs(lines_of(string.format("%s %s/bench_nets.lua %d bench_%s", kdseg, here, threads, net))) do
+        k.step[#k.step + 1], k.infer[#k.infer + 1], k.rss[#k.rss + 1] = v.train_step_ms, v.inference_ms, v.rss_mib
+        k.gflop = v.train_step_gflop
+      end
+      if has_torch then
+        for _, mode in ipairs({"train", "infer"}) do
+          local command = string.format("%s%s %s/torch_ref.py --net %s --threads %d --mode %s", malloc, python, here, net,
+                                        threads, mode)
+          for _, v in ipairs(lines_of(command)) do
+            if v.what == "train_step" then t.step[#t.step + 1], t.rss[#t.rss + 1] = v.median_ms, v.peak_rss_mib end
+            if v.what == "infer" then t.infer[#t.infer + 1] = v.median_ms end
+          end
+        end
+      end
+    end
+    local ks, ki = median(k.step), median(k.infer)
+    local row = {bench = "compare_torch", net = net, threads = threads, rounds = rounds, kdseg_step_ms = ks,
+                 kdseg_inference_ms = ki, kdseg_rss_mib = median(k.rss)}
+    if ks and k.gflop and peak[threads] then row.step_fraction_of_fma_peak = k.gflop / (ks / 1e3) / peak[threads] end
+    if has_torch and #t.step > 0 then
+      row.torch_step_ms, row.torch_inference_ms, row.torch_peak_rss_mib = median(t.step), median(t.infer), median(t.rss)
+      row.step_ratio = ks and ks / row.torch_step_ms
+      row.inference_ratio = ki and row.torch_inference_ms and ki / row.torch_inference_ms
+    end
+    print(cjson.encode(row))
+    io.stdout:flush()
+  end
+end
