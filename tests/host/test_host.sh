@@ -115,6 +115,7 @@ check "--stride without --crop" 1 "--stride needs --crop" "$kdseg" eval --checkp
 # The official protocol: category IoU, and predictions as label ids in the official scripts' layout
 check "eval reports category IoU" 0 "category mIoU" "$kdseg" eval --checkpoint runs/tiny/checkpoints/last.safetensors --root sc --split val --predictions official --out eval_official.json
 check "eval JSON has category IoU" 0 '"vehicle":' cat eval_official.json
+check "a run's results.json has category IoU" 0 '"category_miou":' cat runs/tiny/results.json
 check "official layout: one flat PNG per image, named after it" 0 "synth_000004_000019_leftImg8bit.png" ls official
 "$kdseg" predict --checkpoint runs/tiny/checkpoints/last.safetensors --input sc/leftImg8bit/val/synth/synth_000004_000019_leftImg8bit.png --out pred_ids --ids label > /dev/null
 check "the official prediction holds predict's label ids" 0 "same" "$kdseg" -e "local a, b = kd.image.read('official/synth_000004_000019_leftImg8bit.png'), kd.image.read('pred_ids/synth_000004_000019_labelIds.png'); local same = a:numel() == b:numel(); for i = 1, a:numel() do same = same and a:get(i) == b:get(i) end; print(same and 'same' or 'differ')"

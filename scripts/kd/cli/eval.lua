@@ -49,16 +49,12 @@ return function(...)
   if args.predictions then print("predictions (label ids, official layout): " .. args.predictions) end
   if args.out then
     local s = confusion:scores()
-    local cs = confusion:category_scores(classes)
-    local category_iou = cjson.null
-    if cs then
-      category_iou = {}
-      for a, name in ipairs(cs.names) do category_iou[name] = cs.iou[a] or cjson.null end
-    end
+    local category_iou, category_miou = confusion:named_category_iou(classes, cjson.null)
     kd._C.write_atomic(args.out, cjson.encode({checkpoint = args.checkpoint, images = #ds.items, flip = args.flip or false,
                                                crop = crop or cjson.null, stride = stride or cjson.null, miou = s.miou,
                                                pixel_accuracy = s.pixel_accuracy, iou = confusion:named_iou(s, cjson.null),
-                                               category_miou = cs and cs.miou or cjson.null, category_iou = category_iou,
+                                               category_miou = category_miou or cjson.null,
+                                               category_iou = category_iou or cjson.null,
                                                seconds_per_image = seconds / math.max(#ds.items, 1),
                                                tensor_peak_bytes = peak}) .. "\n")
   end

@@ -104,6 +104,18 @@ function Confusion:named_iou(scores, undefined)
   return out
 end
 
+-- category name -> IoU (`undefined` where a category has none), and the
+-- categories' mean; nil when the class table has no categories.
+function Confusion:named_category_iou(classes, undefined)
+  local cs = self:category_scores(classes)
+  if not cs then return nil end
+  local out = {}
+  for a, name in ipairs(cs.names) do
+    if cs.iou[a] then out[name] = cs.iou[a] else out[name] = undefined end
+  end
+  return out, cs.miou
+end
+
 -- A printed table: one line per class with its IoU, then mIoU and accuracy;
 -- then the categories' IoU and their mean, when classes has categories.
 function Confusion:table(classes)

@@ -585,8 +585,10 @@ function Loop:run()
     local r = last[name]
     if not r then return nil end
     local best = self.best[name] or {}
+    local category_iou, category_miou = r.confusion:named_category_iou(self.classes, cjson.null)
     return {final_miou = r.scores.miou, pixel_accuracy = r.scores.pixel_accuracy, best_miou = best.miou,
             best_iteration = best.iteration, iou = r.confusion:named_iou(r.scores, cjson.null),
+            category_iou = category_iou, category_miou = category_miou,
             parameters = m and m.model:num_parameters() or nil, model = m and m.arch and m.arch.name or nil}
   end
   for _, m in ipairs(list) do results.models[m.name] = entry(m.name, m) end
