@@ -16,7 +16,8 @@
  * reference the tests hold this one to. Gradients are added into what the
  * caller passes, as every backward in kdseg does (a reorder with a sum
  * post-op). With a fixed thread count the results are the same from run to
- * run. */
+ * run. Depthwise convolutions run here too (op_depthwise.c is their
+ * fallback). */
 #include <dnnl.h>
 #include <stdlib.h>
 #include <string.h>

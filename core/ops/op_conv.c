@@ -415,7 +415,9 @@ kd_status kd_conv2d(kd_tensor *x, kd_tensor *w, kd_tensor *b, const kd_conv_para
     kd_status s = check_conv(x, w, b, p, &g);
     if (s) return s;
     int N = x->shape[0], cout = w->shape[0], groups = p->groups;
-    if (kd_is_depthwise(&g, groups, cout)) return kd_conv2d_depthwise(x, w, b, &g, out);
+    /* depthwise: oneDNN's kernels where they run (1.6x kdseg's own on
+     * mobilenetv2's step), else kdseg's direct loops, not im2col */
+    if (kd_is_depthwise(&g, groups, cout) && !kd_conv_dnnl_active()) return kd_conv2d_depthwise(x, w, b, &g, out);
     int shape[4] = {N, cout, g.out_h, g.out_w};
     if ((s = kd_tensor_new(KD_F32, 4, shape, out))) return s;
     conv_plan c;
