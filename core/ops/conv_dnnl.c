@@ -202,29 +202,47 @@ static bool accumulate_into(dnnl_primitive_desc_t pd, const dnnl_memory_desc_t *
     return ok;
 }
 
+/* A gradient primitive (its descriptor made with the forward's as a hint):
+ * its input (the weights or the source) and the output gradient bound from
+ * plain data, its result added into `into`. Frees cd's primitive descriptor
+ * and the hint. */
+typedef struct {
+    int arg;
+    dnnl_query_t query;
+    const dnnl_memory_desc_t *plain;
+    const float *data;
+} gradient_input;
+
+static bool run_gradient(const conv_desc *d, dnnl_primitive_desc_t hint, const dnnl_convolution_desc_t *cd,
+                         bool described, gradient_input in, const float *grad_out, int result_arg,
+                         dnnl_query_t result_query, const dnnl_memory_desc_t *result_plain, float *into) {
+    dnnl_primitive_desc_t pd = NULL;
+    bool ok = hint && described && dnnl_primitive_desc_create(&pd, cd, NULL, engine, hint) == dnnl_success;
+    operand input = {0}, diff_dst = {0};
+    ok = ok && operand_bind(&input, in.plain, query(pd, in.query), (void *)in.data, true) &&
+         operand_bind(&diff_dst, &d->dst, query(pd, dnnl_query_diff_dst_md), (void *)grad_out, true);
+    if (ok) {
+        dnnl_exec_arg_t args[3] = {{in.arg, input.used}, {DNNL_ARG_DIFF_DST, diff_dst.used}};
+        ok = accumulate_into(pd, result_plain, result_query, into, 2, args, result_arg);
+    }
+    operand_release(&input), operand_release(&diff_dst);
+    if (pd) dnnl_primitive_desc_destroy(pd);
+    if (hint) dnnl_primitive_desc_destroy(hint);
+    return ok;
+}
+
 bool kd_conv_dnnl_backward_data(const kd_conv_geometry *g, int N, int cout, int groups, const float *w,
                                 const float *grad_out, float *grad_x) {
     if (!ready()) return false;
     conv_desc d;
     describe(g, N, cout, groups, &d);
-    dnnl_primitive_desc_t hint = forward_pd(&d), pd = NULL;
     dnnl_convolution_desc_t cd;
-    bool ok = hint &&
-              dnnl_dilated_convolution_backward_data_desc_init(&cd, dnnl_convolution_direct, &d.src_any, &d.weights_any,
-                                                               &d.dst_any, d.strides, d.dilates, d.pad_l,
-                                                               d.pad_r) == dnnl_success &&
-              dnnl_primitive_desc_create(&pd, &cd, NULL, engine, hint) == dnnl_success;
-    operand weights = {0}, diff_dst = {0};
-    ok = ok && operand_bind(&weights, &d.weights, query(pd, dnnl_query_weights_md), (void *)w, true) &&
-         operand_bind(&diff_dst, &d.dst, query(pd, dnnl_query_diff_dst_md), (void *)grad_out, true);
-    if (ok) {
-        dnnl_exec_arg_t args[3] = {{DNNL_ARG_WEIGHTS, weights.used}, {DNNL_ARG_DIFF_DST, diff_dst.used}};
-        ok = accumulate_into(pd, &d.src, dnnl_query_diff_src_md, grad_x, 2, args, DNNL_ARG_DIFF_SRC);
-    }
-    operand_release(&weights), operand_release(&diff_dst);
-    if (pd) dnnl_primitive_desc_destroy(pd);
-    if (hint) dnnl_primitive_desc_destroy(hint);
-    return ok;
+    bool described = dnnl_dilated_convolution_backward_data_desc_init(
+                         &cd, dnnl_convolution_direct, &d.src_any, &d.weights_any, &d.dst_any, d.strides, d.dilates,
+                         d.pad_l, d.pad_r) == dnnl_success;
+    gradient_input weights = {DNNL_ARG_WEIGHTS, dnnl_query_weights_md, &d.weights, w};
+    return run_gradient(&d, forward_pd(&d), &cd, described, weights, grad_out, DNNL_ARG_DIFF_SRC,
+                        dnnl_query_diff_src_md, &d.src, grad_x);
 }
 
 bool kd_conv_dnnl_backward_weights(const kd_conv_geometry *g, int N, int cout, int groups, const float *x,
@@ -232,22 +250,11 @@ bool kd_conv_dnnl_backward_weights(const kd_conv_geometry *g, int N, int cout, i
     if (!ready()) return false;
     conv_desc d;
     describe(g, N, cout, groups, &d);
-    dnnl_primitive_desc_t hint = forward_pd(&d), pd = NULL;
     dnnl_convolution_desc_t cd;
-    bool ok = hint &&
-              dnnl_dilated_convolution_backward_weights_desc_init(&cd, dnnl_convolution_direct, &d.src_any,
-                                                                  &d.weights_any, NULL, &d.dst_any, d.strides,
-                                                                  d.dilates, d.pad_l, d.pad_r) == dnnl_success &&
-              dnnl_primitive_desc_create(&pd, &cd, NULL, engine, hint) == dnnl_success;
-    operand src = {0}, diff_dst = {0};
-    ok = ok && operand_bind(&src, &d.src, query(pd, dnnl_query_src_md), (void *)x, true) &&
-         operand_bind(&diff_dst, &d.dst, query(pd, dnnl_query_diff_dst_md), (void *)grad_out, true);
-    if (ok) {
-        dnnl_exec_arg_t args[3] = {{DNNL_ARG_SRC, src.used}, {DNNL_ARG_DIFF_DST, diff_dst.used}};
-        ok = accumulate_into(pd, &d.weights, dnnl_query_diff_weights_md, grad_w, 2, args, DNNL_ARG_DIFF_WEIGHTS);
-    }
-    operand_release(&src), operand_release(&diff_dst);
-    if (pd) dnnl_primitive_desc_destroy(pd);
-    if (hint) dnnl_primitive_desc_destroy(hint);
-    return ok;
+    bool described = dnnl_dilated_convolution_backward_weights_desc_init(
+                         &cd, dnnl_convolution_direct, &d.src_any, &d.weights_any, NULL, &d.dst_any, d.strides,
+                         d.dilates, d.pad_l, d.pad_r) == dnnl_success;
+    gradient_input src = {DNNL_ARG_SRC, dnnl_query_src_md, &d.src, x};
+    return run_gradient(&d, forward_pd(&d), &cd, described, src, grad_out, DNNL_ARG_DIFF_WEIGHTS,
+                        dnnl_query_diff_weights_md, &d.weights, grad_w);
 }
