@@ -18,10 +18,11 @@
 /* set_conv_backend("onednn" | "im2col") -> the previous one */
 static int l_set_conv_backend(lua_State *L) {
     const char *name = luaL_checkstring(L, 1);
-    if (strcmp(name, "onednn") != 0 && strcmp(name, "im2col") != 0)
+    bool onednn = strcmp(name, "onednn") == 0;
+    if (!onednn && strcmp(name, "im2col") != 0)
         return luaL_error(L, "kd.set_conv_backend: 'onednn' or 'im2col', got '%s'", name);
-    bool was = kd_conv_use_dnnl(strcmp(name, "onednn") == 0);
-    if (strcmp(name, "onednn") == 0 && !kd_conv_use_dnnl(true)) {
+    bool was = kd_conv_use_dnnl(onednn);
+    if (onednn && !kd_conv_dnnl_active()) {
         kd_conv_use_dnnl(was);
         return luaL_error(L, "kd.set_conv_backend: oneDNN does not run here");
     }

@@ -234,6 +234,8 @@ kd_status kd_conv2d_reference(const kd_tensor *x, const kd_tensor *weight,
  * works; KDSEG_CONV=im2col in the environment starts with the portable
  * im2col + GEMM path instead). Returns the previous setting. */
 bool kd_conv_use_dnnl(bool use);
+/* Whether kd_conv2d runs on oneDNN now (asked for, and oneDNN works here). */
+bool kd_conv_dnnl_active(void);
 
 /* Training: normalises with batch statistics and updates the running ones
  * (running = (1-momentum) running + momentum batch, unbiased variance).

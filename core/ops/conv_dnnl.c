@@ -67,6 +67,14 @@ static void operand_release(operand *o) {
     memset(o, 0, sizeof *o);
 }
 
+static bool execute(dnnl_primitive_desc_t pd, int n, const dnnl_exec_arg_t *args) {
+    dnnl_primitive_t p;
+    if (dnnl_primitive_create(&p, pd) != dnnl_success) return false;
+    bool ok = dnnl_primitive_execute(p, stream, n, args) == dnnl_success && dnnl_stream_wait(stream) == dnnl_success;
+    dnnl_primitive_destroy(p);
+    return ok;
+}
+
 static bool reorder(dnnl_memory_t from, dnnl_memory_t to, bool accumulate) {
     const dnnl_memory_desc_t *a, *b;
     dnnl_memory_get_memory_desc(from, &a);
@@ -81,17 +89,12 @@ static bool reorder(dnnl_memory_t from, dnnl_memory_t to, bool accumulate) {
         dnnl_post_ops_destroy(ops);
     }
     dnnl_primitive_desc_t pd;
-    dnnl_primitive_t p = NULL;
     bool ok = dnnl_reorder_primitive_desc_create(&pd, a, engine, b, engine, attr) == dnnl_success;
     if (attr) dnnl_primitive_attr_destroy(attr);
     if (!ok) return false;
-    ok = dnnl_primitive_create(&p, pd) == dnnl_success;
+    dnnl_exec_arg_t args[2] = {{DNNL_ARG_FROM, from}, {DNNL_ARG_TO, to}};
+    ok = execute(pd, 2, args);
     dnnl_primitive_desc_destroy(pd);
-    if (ok) {
-        dnnl_exec_arg_t args[2] = {{DNNL_ARG_FROM, from}, {DNNL_ARG_TO, to}};
-        ok = dnnl_primitive_execute(p, stream, 2, args) == dnnl_success && dnnl_stream_wait(stream) == dnnl_success;
-    }
-    if (p) dnnl_primitive_destroy(p);
     return ok;
 }
 
@@ -154,14 +157,6 @@ static const dnnl_memory_desc_t *query(dnnl_primitive_desc_t pd, dnnl_query_t wh
     return dnnl_primitive_desc_query_md(pd, what, 0);
 }
 
-static bool execute(dnnl_primitive_desc_t pd, int n, const dnnl_exec_arg_t *args) {
-    dnnl_primitive_t p;
-    if (dnnl_primitive_create(&p, pd) != dnnl_success) return false;
-    bool ok = dnnl_primitive_execute(p, stream, n, args) == dnnl_success && dnnl_stream_wait(stream) == dnnl_success;
-    dnnl_primitive_destroy(p);
-    return ok;
-}
-
 bool kd_conv_dnnl_forward(const kd_conv_geometry *g, int N, int cout, int groups, const float *x, const float *w,
                           float *y) {
     if (!ready()) return false;
@@ -202,10 +197,9 @@ static bool accumulate_into(dnnl_primitive_desc_t pd, const dnnl_memory_desc_t *
     return ok;
 }
 
-/* A gradient primitive (its descriptor made with the forward's as a hint):
- * its input (the weights or the source) and the output gradient bound from
- * plain data, its result added into `into`. Frees cd's primitive descriptor
- * and the hint. */
+/* One gradient: the primitive described by cd (with the forward's as a
+ * hint), its input (the weights or the source) and the output gradient
+ * bound from plain data, its result added into `into`. */
 typedef struct {
     int arg;
     dnnl_query_t query;
@@ -214,10 +208,10 @@ typedef struct {
 } gradient_input;
 
 static bool run_gradient(const conv_desc *d, dnnl_primitive_desc_t hint, const dnnl_convolution_desc_t *cd,
-                         bool described, gradient_input in, const float *grad_out, int result_arg,
-                         dnnl_query_t result_query, const dnnl_memory_desc_t *result_plain, float *into) {
+                         gradient_input in, const float *grad_out, int result_arg, dnnl_query_t result_query,
+                         const dnnl_memory_desc_t *result_plain, float *into) {
     dnnl_primitive_desc_t pd = NULL;
-    bool ok = hint && described && dnnl_primitive_desc_create(&pd, cd, NULL, engine, hint) == dnnl_success;
+    bool ok = dnnl_primitive_desc_create(&pd, cd, NULL, engine, hint) == dnnl_success;
     operand input = {0}, diff_dst = {0};
     ok = ok && operand_bind(&input, in.plain, query(pd, in.query), (void *)in.data, true) &&
          operand_bind(&diff_dst, &d->dst, query(pd, dnnl_query_diff_dst_md), (void *)grad_out, true);
@@ -227,34 +221,32 @@ static bool run_gradient(const conv_desc *d, dnnl_primitive_desc_t hint, const d
     }
     operand_release(&input), operand_release(&diff_dst);
     if (pd) dnnl_primitive_desc_destroy(pd);
-    if (hint) dnnl_primitive_desc_destroy(hint);
     return ok;
 }
 
-bool kd_conv_dnnl_backward_data(const kd_conv_geometry *g, int N, int cout, int groups, const float *w,
-                                const float *grad_out, float *grad_x) {
-    if (!ready()) return false;
+unsigned kd_conv_dnnl_backward(const kd_conv_geometry *g, int N, int cout, int groups, const float *x,
+                               const float *w, const float *grad_out, float *grad_x, float *grad_w) {
+    if (!ready()) return 0;
     conv_desc d;
     describe(g, N, cout, groups, &d);
+    dnnl_primitive_desc_t hint = forward_pd(&d); /* one for both gradients */
+    if (!hint) return 0;
+    unsigned ran = 0;
     dnnl_convolution_desc_t cd;
-    bool described = dnnl_dilated_convolution_backward_data_desc_init(
-                         &cd, dnnl_convolution_direct, &d.src_any, &d.weights_any, &d.dst_any, d.strides, d.dilates,
-                         d.pad_l, d.pad_r) == dnnl_success;
-    gradient_input weights = {DNNL_ARG_WEIGHTS, dnnl_query_weights_md, &d.weights, w};
-    return run_gradient(&d, forward_pd(&d), &cd, described, weights, grad_out, DNNL_ARG_DIFF_SRC,
-                        dnnl_query_diff_src_md, &d.src, grad_x);
-}
-
-bool kd_conv_dnnl_backward_weights(const kd_conv_geometry *g, int N, int cout, int groups, const float *x,
-                                   const float *grad_out, float *grad_w) {
-    if (!ready()) return false;
-    conv_desc d;
-    describe(g, N, cout, groups, &d);
-    dnnl_convolution_desc_t cd;
-    bool described = dnnl_dilated_convolution_backward_weights_desc_init(
-                         &cd, dnnl_convolution_direct, &d.src_any, &d.weights_any, NULL, &d.dst_any, d.strides,
-                         d.dilates, d.pad_l, d.pad_r) == dnnl_success;
-    gradient_input src = {DNNL_ARG_SRC, dnnl_query_src_md, &d.src, x};
-    return run_gradient(&d, forward_pd(&d), &cd, described, src, grad_out, DNNL_ARG_DIFF_WEIGHTS,
-                        dnnl_query_diff_weights_md, &d.weights, grad_w);
+    if (grad_x &&
+        dnnl_dilated_convolution_backward_data_desc_init(&cd, dnnl_convolution_direct, &d.src_any, &d.weights_any,
+                                                         &d.dst_any, d.strides, d.dilates, d.pad_l,
+                                                         d.pad_r) == dnnl_success &&
+        run_gradient(&d, hint, &cd, (gradient_input){DNNL_ARG_WEIGHTS, dnnl_query_weights_md, &d.weights, w}, grad_out,
+                     DNNL_ARG_DIFF_SRC, dnnl_query_diff_src_md, &d.src, grad_x))
+        ran |= KD_DNNL_INPUT_GRAD;
+    if (grad_w &&
+        dnnl_dilated_convolution_backward_weights_desc_init(&cd, dnnl_convolution_direct, &d.src_any, &d.weights_any,
+                                                            NULL, &d.dst_any, d.strides, d.dilates, d.pad_l,
+                                                            d.pad_r) == dnnl_success &&
+        run_gradient(&d, hint, &cd, (gradient_input){DNNL_ARG_SRC, dnnl_query_src_md, &d.src, x}, grad_out,
+                     DNNL_ARG_DIFF_WEIGHTS, dnnl_query_diff_weights_md, &d.weights, grad_w))
+        ran |= KD_DNNL_WEIGHT_GRAD;
+    dnnl_primitive_desc_destroy(hint);
+    return ran;
 }

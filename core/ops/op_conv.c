@@ -393,9 +393,10 @@ static kd_status conv2d_backward(kd_node *node, const kd_tensor *grad_output,
     kd_tensor *gx = grad_inputs[0], *gw = grad_inputs[1], *gb = grad_inputs[2];
     if (gb) bias_grad(go, N, cout, g.out_h * g.out_w, kd_f32(gb));
     kd_status s = KD_OK;
-    if (gw && !kd_conv_dnnl_backward_weights(&g, N, cout, groups, kd_f32(x), go, kd_f32(gw)))
-        s = weight_grad(&g, kd_f32(x), go, N, cout, groups, kd_f32(gw));
-    if (!s && gx && !kd_conv_dnnl_backward_data(&g, N, cout, groups, kd_f32(w), go, kd_f32(gx))) {
+    unsigned ran = kd_conv_dnnl_backward(&g, N, cout, groups, kd_f32(x), kd_f32(w), go, gx ? kd_f32(gx) : NULL,
+                                         gw ? kd_f32(gw) : NULL);
+    if (gw && !(ran & KD_DNNL_WEIGHT_GRAD)) s = weight_grad(&g, kd_f32(x), go, N, cout, groups, kd_f32(gw));
+    if (!s && gx && !(ran & KD_DNNL_INPUT_GRAD)) {
         if (gradient_is_convolution(&g, groups)) {
             s = input_grad_by_convolution(&g, kd_f32(w), go, N, cout, kd_f32(gx));
         } else {
