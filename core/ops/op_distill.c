@@ -148,15 +148,21 @@ static kd_status similarity_loss(kd_tensor *ps, kd_tensor *pt, bool detach_norm,
     return s;
 }
 
+/* Both maps float32 N x C x H x W; what: how messages name them. */
+static kd_status check_maps(const char *op, const char *student_what, const kd_tensor *student,
+                            const char *teacher_what, const kd_tensor *teacher) {
+    kd_status s;
+    if ((s = kd_check_f32(op, student_what, student)) || (s = kd_check_f32(op, teacher_what, teacher)) ||
+        (s = kd_check_ndim(op, student_what, student, 4)) || (s = kd_check_ndim(op, teacher_what, teacher, 4)))
+        return s;
+    return KD_OK;
+}
+
 kd_status kd_pairwise_distill(kd_tensor *student, kd_tensor *teacher, int grid_h, int grid_w,
                               kd_tensor **out) {
     const char *op = "pairwise_distill";
-    kd_status s;
-    if ((s = kd_check_f32(op, "student features", student)) ||
-        (s = kd_check_f32(op, "teacher features", teacher)) ||
-        (s = kd_check_ndim(op, "student features", student, 4)) ||
-        (s = kd_check_ndim(op, "teacher features", teacher, 4)))
-        return s;
+    kd_status s = check_maps(op, "student features", student, "teacher features", teacher);
+    if (s) return s;
     if (student->shape[0] != teacher->shape[0] || student->shape[0] < 1)
         return kd_fail(KD_ERR_SHAPE, "%s: student %s and teacher %s must have the same batch", op,
                        kd_shape_str(student), kd_shape_str(teacher));
@@ -181,12 +187,8 @@ kd_status kd_pairwise_distill(kd_tensor *student, kd_tensor *teacher, int grid_h
 kd_status kd_pairwise_similarity(kd_tensor *student_nodes, kd_tensor *teacher_nodes, bool detach_norm,
                                  kd_tensor **out) {
     const char *op = "pairwise_similarity";
-    kd_status s;
-    if ((s = kd_check_f32(op, "student nodes", student_nodes)) ||
-        (s = kd_check_f32(op, "teacher nodes", teacher_nodes)) ||
-        (s = kd_check_ndim(op, "student nodes", student_nodes, 4)) ||
-        (s = kd_check_ndim(op, "teacher nodes", teacher_nodes, 4)))
-        return s;
+    kd_status s = check_maps(op, "student nodes", student_nodes, "teacher nodes", teacher_nodes);
+    if (s) return s;
     if (student_nodes->shape[0] != teacher_nodes->shape[0] || student_nodes->shape[2] != teacher_nodes->shape[2] ||
         student_nodes->shape[3] != teacher_nodes->shape[3])
         return kd_fail(KD_ERR_SHAPE, "%s: student %s and teacher %s must have the same batch and grid", op,
