@@ -25,6 +25,9 @@ local semisup = {}
 local normalize = require("kd.data.normalize")
 local students = require("kd.method.students")
 
+local model_options = config.copy(require("kd.train.defaults").model)
+model_options.name = nil
+
 semisup.defaults = {
   name = "semisup_kd", runs_dir = "runs", seed = 1, batch_size = 8, workers = 2,
   checkpoint_every = 200, -- every stage's resume state (kdseg ... --resume continues a killed pipeline)
@@ -32,9 +35,9 @@ semisup.defaults = {
           coarse = {split = "train_extra", use = true}, val = {split = "val", limit = 0}},
   augment = {crop = {128, 256}, scale = {0.5, 2.0}},
   -- model_options: the teacher design's options and pretrained backbone
-  -- weights (kd.models.build; false: the design's default)
-  teacher = {model = "bench_teacher", model_options = {width = false, output_stride = false, deep_stem = false,
-                                                       pretrained = false},
+  -- weights, the keys of a training config's model section but its name
+  -- (kd.models.build; false: the design's default)
+  teacher = {model = "bench_teacher", model_options = model_options,
              iterations = 2000, lr = 0.01, retrain_iterations = 1000, retrain_lr = 0.005,
              with_coarse = false, average_weights = false, bn_batches = 20, retrain_fine_share = 0.5,
              retrain_freeze_bn = true, checkpoint = false},
@@ -103,6 +106,12 @@ local function teacher_spec(cfg)
   local spec = {name = cfg.teacher.model}
   for k, v in pairs(cfg.teacher.model_options) do spec[k] = v end
   return spec
+end
+
+-- A teacher of the configured design, to load weights into (no pretrained
+-- backbone: they would be overwritten).
+local function blank_teacher(cfg, classes)
+  return kd.models.create(cfg.teacher.model, kd.models.build_options(teacher_spec(cfg), classes.count))
 end
 
 -- model: a zoo name or a spec table, as the trainer's model section.
@@ -431,14 +440,14 @@ function semisup.run(user_config, options)
       state.soft = {}
       for id = 1, #weak do state.soft[id] = soft[tostring(id)] end
       if cfg.teacher.average_weights then
-        averaged = kd.models.create(cfg.teacher.model, kd.models.build_options(teacher_spec(cfg), classes.count))
+        averaged = blank_teacher(cfg, classes)
         averaged:load_state_dict(kd.load(cycle_dir .. "/averaged.safetensors"))
       end
     else
       local labeller = teacher
       if cfg.teacher.average_weights then
         if not averaged then
-          averaged = kd.models.create(cfg.teacher.model, kd.models.build_options(teacher_spec(cfg), classes.count))
+          averaged = blank_teacher(cfg, classes)
           averaged:load_state_dict(teacher:state_dict())
         else
           kd.optim.EMA(averaged, teacher, {decay = (cycle - 1) / cycle, average_buffers = true}):update()

@@ -68,14 +68,8 @@ function Trainer:__init(cfg, options)
   self:build_datasets()
   if options.train_set then self.train_set = options.train_set end
   kd.manual_seed(c.seed)
-  local model, arch = nil, nil
-  if options.model then
-    arch = {name = c.model.name, options = kd.models.build_options(c.model, self.classes.count)}
-    model = options.model
-  else
-    model, arch = kd.models.build(c.model, self.classes.count)
-  end
-  self.model = model
+  local arch = {name = c.model.name, options = kd.models.build_options(c.model, self.classes.count)}
+  self.model = options.model or (kd.models.build(c.model, self.classes.count))
   local term_list = {terms.ce({model = "model", stream = "train", pixel_weights = options.train_weights ~= nil})}
   for _, t in ipairs(options.terms or {}) do term_list[#term_list + 1] = t end
   self.loop = Loop({
