@@ -146,5 +146,7 @@ check "models command" 0 "bench_student                                         
 check "models at Cityscapes' resolution by default" 0 "pspnet_resnet101                                            65583699       4073.6" "$kdseg" models
 check "models with an option" 0 "pspnet_resnet50            deep_stem=1,output_stride=16     46715347" "$kdseg" models --option output_stride=16 --option deep_stem=1
 check "models with a bad option value" 1 "output_stride must be one of 8, 16" "$kdseg" models --option output_stride=4
+check "models with a malformed option" 1 "--option must be key=integer, got 'output_stride'" "$kdseg" models --option output_stride
+check "train with a missing pretrained file" 1 "nothere.safetensors" "$kdseg" train tiny.lua name=t6 model.name=deeplabv3plus_resnet18 model.width=8 model.pretrained=nothere.safetensors
 echo "host tests: $passed passed, $failed failed"
 [ "$failed" = 0 ]

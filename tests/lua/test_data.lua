@@ -277,6 +277,13 @@ function T.custom_dataset_with_a_yaml_class_table()
   h.raises(function() kd.data.classes.load(yaml) end, "classes.yaml:1: ignore_ids must be a list of ids")
   C.write_atomic(yaml, "name: [x]\nclasses:\n  - {name: a, id: 1}\n")
   h.raises(function() kd.data.classes.load(yaml) end, "classes.yaml:1: name must be a string")
+  -- categories: all classes or none, each a name
+  C.write_atomic(yaml, "classes:\n  - {name: a, id: 1, category: flat}\n  - {name: b, id: 2}\n")
+  h.raises(function() kd.data.classes.load(yaml) end, "classes.yaml:3", "every class needs a category, or none")
+  C.write_atomic(yaml, "classes:\n  - {name: a, id: 1, category: [flat]}\n")
+  h.raises(function() kd.data.classes.load(yaml) end, "classes.yaml:2", "category must be a name")
+  C.write_atomic(yaml, "classes:\n  - {name: a, id: 1, category: flat}\n  - {name: b, id: 2, category: sky}\n")
+  h.eq(table.concat(kd.data.classes.load(yaml).categories, ","), "flat,sky", "categories from YAML")
   os.execute("rm -rf '" .. root .. "'")
 end
 

@@ -127,4 +127,33 @@ function T.weights_file_round_trip()
            "takes no option 'deep_stem'")
 end
 
+-- Backbone weights (model.pretrained): loaded strictly, with or without
+-- "backbone." in front; wrong files are named with what is wrong.
+function T.pretrained_backbones()
+  local source = kd.models.create("deeplabv3plus_resnet18", {width = 2, classes = 3})
+  local tmp = (os.getenv("TMPDIR") or "/tmp") .. "/kdseg-pretrained-" .. kd._C.getpid()
+  kd._C.mkdir(tmp)
+  kd.save(tmp .. "/backbone.safetensors", source.backbone:state_dict())
+  local net = kd.models.build({name = "deeplabv3plus_resnet18", width = 2, pretrained = tmp .. "/backbone.safetensors"}, 3)
+  h.eq((net.backbone.conv1.weight - source.backbone.conv1.weight):sum_squares(), 0, "torchvision names load")
+  local whole = {}
+  for name, t in pairs(kd.load(fixture .. "/deeplabv3plus_resnet18_w2.safetensors")) do
+    if name:match("^backbone%.") then whole[name] = t end
+  end
+  kd.save(tmp .. "/prefixed.safetensors", whole)
+  net = kd.models.build({name = "deeplabv3plus_resnet18", width = 2, pretrained = tmp .. "/prefixed.safetensors"}, 3)
+  h.eq(net.backbone.layer1:get(1).bn1.num_batches_tracked:get(1), 7, "names with backbone. in front load too")
+  -- a whole network's weights are not a backbone's: refused, strictly
+  h.raises(function()
+    kd.models.build({name = "deeplabv3plus_resnet18", width = 2, pretrained = fixture .. "/deeplabv3plus_resnet18_w2.safetensors"}, 3)
+  end, "unexpected keys [backbone.")
+  h.raises(function() kd.models.build({name = "deeplabv3plus_resnet18", pretrained = tmp .. "/backbone.safetensors"}, 3) end,
+           "pretrained " .. tmp .. "/backbone.safetensors", "has shape", "convert torchvision's weights")
+  h.raises(function() kd.models.build({name = "pspnet_resnet18", pretrained = tmp .. "/nothere.safetensors"}, 3) end,
+           "nothere.safetensors")
+  h.raises(function() kd.models.build({name = "bench_student", pretrained = tmp .. "/backbone.safetensors"}, 3) end,
+           "has no backbone to load it into")
+  os.execute("rm -rf '" .. tmp .. "'")
+end
+
 return T
