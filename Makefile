@@ -46,7 +46,7 @@ HOST_LIBS := -lluajit-5.1 -ledit -lyaml
 
 .PHONY: bench-accuracy all deps test demo bench clean fuzz
 
-all: deps $(BUILD)/libkdcore.a $(BUILD)/kdseg
+all: deps $(BUILD)/libkdcore.a $(BUILD)/kdseg $(BUILD)/kdseg-mpi.so
 
 deps:
 	@vendor/install-deps
@@ -65,6 +65,12 @@ $(BUILD)/bindings/%.o: bindings/%.c bindings/lkd.h core/kd.h Makefile
 # -E exports the Lua C API so that C modules (cjson) load into the host.
 $(BUILD)/kdseg: $(BIND_OBJ) $(BUILD)/libkdcore.a
 	$(CC) $(CFLAGS) -Wl,-E $(BIND_OBJ) $(BUILD)/libkdcore.a $(HOST_LIBS) $(LDLIBS) -o $@
+
+# The MPI plugin that kdseg loads when mpirun or srun starts it (data-parallel
+# training, kd.dist); Open MPI's flags are asked at build time, since deps
+# may have just installed it.
+$(BUILD)/kdseg-mpi.so: bindings/mpi/kdseg_mpi.c bindings/dist_backend.h Makefile
+	$(CC) -shared -fPIC -std=gnu11 -O2 -g $(WARN) $$(mpicc --showme:compile) $< $$(mpicc --showme:link) -o $@
 
 $(BUILD)/san/%.o: core/%.c $(CORE_HDR) Makefile
 	@mkdir -p $(dir $@)

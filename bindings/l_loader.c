@@ -98,7 +98,8 @@ static kd_augment_params augment_params(lua_State *L, int index) {
 
 static int l_loader_new(lua_State *L) {
     static const char *const known[] = {"images", "labels", "weights", "label_map", "augment", "batch_size",
-                                        "shuffle", "drop_last", "infinite", "seed", "workers", "prefetch", "start_batch", NULL};
+                                        "shuffle", "drop_last", "infinite", "seed", "workers", "prefetch", "start_batch",
+                                        "shard_index", "shard_count", NULL};
     luaL_checktype(L, 1, LUA_TTABLE);
     lkd_check_options(L, 1, "kd.data.Loader", known);
     int count = -1;
@@ -131,6 +132,8 @@ static int l_loader_new(lua_State *L) {
     c.workers = lkd_opt_int(L, 1, "workers", 0);
     c.prefetch = lkd_opt_int(L, 1, "prefetch", 2);
     c.start_batch = (long)lkd_opt_number(L, 1, "start_batch", 0);
+    c.shard_index = lkd_opt_int(L, 1, "shard_index", 0);
+    c.shard_count = lkd_opt_int(L, 1, "shard_count", 1);
     loader_box *box = lua_newuserdata(L, sizeof *box);
     box->loader = NULL;
     luaL_getmetatable(L, LKD_LOADER);

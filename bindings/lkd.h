@@ -50,6 +50,7 @@ void lkd_open_yaml(lua_State *L);     /* l_yaml.c */
 void lkd_open_loader(lua_State *L);   /* l_loader.c */
 void lkd_open_pseudo(lua_State *L);   /* l_pseudo.c */
 void lkd_open_process(lua_State *L);  /* l_process.c */
+void lkd_open_dist(lua_State *L);     /* l_dist.c, l_dist_grads.c: data-parallel training */
 /* open.c: package.path to the Lua files in `scripts`, kd._C, the global kd
  * (raises a Lua error if the library fails to load) */
 void lkd_open_kd(lua_State *L, const char *scripts, const char *version);

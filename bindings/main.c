@@ -15,6 +15,7 @@
 #include <lualib.h>
 
 #include "lkd.h"
+#include "lkd_dist.h"
 
 #define KDSEG_VERSION "0.1.0"
 
@@ -226,6 +227,8 @@ int main(int argc, char **argv) {
     /* Line by line even into a file or a pipe: a training log must show its
      * progress while the run goes on, and keep it if the run is killed. */
     setvbuf(stdout, NULL, _IOLBF, 0);
+    /* one of several processes started by mpirun or srun: MPI first */
+    if (lkd_dist_start()) return 1;
     lua_State *L = luaL_newstate();
     if (!L) {
         fprintf(stderr, "kdseg: cannot create a Lua state\n");
@@ -236,5 +239,7 @@ int main(int argc, char **argv) {
     int status = run_main(L, argc, argv);
     fflush(stdout);
     lua_close(L);
+    /* a failed process ends the others (MPI_Abort) instead of leaving them waiting */
+    lkd_dist_finish(status);
     return status;
 }

@@ -23,6 +23,7 @@ void lkd_open_kd(lua_State *L, const char *scripts, const char *version) {
     lkd_open_loader(L);
     lkd_open_pseudo(L);
     lkd_open_process(L);
+    lkd_open_dist(L);
     lua_pushstring(L, version);
     lua_setfield(L, -2, "version");
     lua_pushstring(L, scripts);

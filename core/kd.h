@@ -65,6 +65,7 @@ typedef struct kd_tensor {
     bool requires_grad;      /* set on leaves (parameters, inputs) */
     struct kd_tensor *grad;  /* accumulated gradient of a leaf, or NULL */
     kd_node *grad_fn;        /* the tape node that made it, or NULL */
+    int grad_uses;           /* during backward: consumers of this leaf yet to run */
 } kd_tensor;
 
 static inline void *kd_data(const kd_tensor *t) {
@@ -167,6 +168,14 @@ bool kd_set_grad_enabled(bool enabled); /* returns the previous setting */
  * releases what the graph saved: a second backward through it is an error. */
 kd_status kd_backward(kd_tensor *root, const kd_tensor *grad);
 
+/* Data-parallel training (kd.dist) sends gradients while backward goes on:
+ * the hook is called once per leaf and backward pass when the leaf's
+ * gradient is complete (every node that consumes it has run). It runs on
+ * the thread that called kd_backward; a failure it returns ends the
+ * backward. NULL: no hook. */
+typedef kd_status (*kd_grad_ready_fn)(kd_tensor *leaf, void *ctx);
+void kd_set_grad_ready_hook(kd_grad_ready_fn fn, void *ctx);
+
 /* ---- ops: pointwise (op_pointwise.c, op_activation.c) -------------------- */
 
 kd_status kd_add(kd_tensor *a, kd_tensor *b, kd_tensor **out);
@@ -243,6 +252,17 @@ bool kd_conv_dnnl_active(void);
 kd_status kd_batch_norm2d(kd_tensor *x, kd_tensor *weight, kd_tensor *bias,
                           kd_tensor *running_mean, kd_tensor *running_var,
                           bool training, float momentum, float eps, kd_tensor **out);
+
+/* Synchronised batch norm (data-parallel training, kd.dist's sync_bn): the
+ * training-mode batch norm whose statistics, and whose gradient's sums, are
+ * over the inputs of every process, added up by the reducer (in place, over
+ * `count` doubles, the same call on every process in the same order). With
+ * no reducer set it is kd_batch_norm2d in training mode. */
+typedef kd_status (*kd_sum_reducer)(double *values, int count, void *ctx);
+void kd_set_batch_norm_reducer(kd_sum_reducer fn, void *ctx);
+kd_status kd_batch_norm2d_synced(kd_tensor *x, kd_tensor *weight, kd_tensor *bias,
+                                 kd_tensor *running_mean, kd_tensor *running_var,
+                                 float momentum, float eps, kd_tensor **out);
 
 /* ceil_mode: the output size rounds up, as PyTorch's ceil_mode (a last
  * window may hang over the input's end, never start past it: it pools what
@@ -372,6 +392,11 @@ typedef struct {
     int workers;  /* threads; 0 loads in the caller's thread */
     int prefetch; /* batches made ahead */
     long start_batch; /* the first batch to deliver (resuming a run): epoch * length + k */
+    /* Data-parallel training: of every batch, only the samples of shard
+     * shard_index (0-based) of shard_count equal parts, in order; 0 or 1
+     * shards: the whole batch. Batch numbering, order and augmentation are
+     * the unsharded loader's, so the shards of all ranks make its batches. */
+    int shard_index, shard_count;
 } kd_loader_config;
 
 typedef struct {

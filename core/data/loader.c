@@ -195,6 +195,12 @@ static void batch_range(const kd_loader *l, long seq, int *epoch, int *first, in
     int k = (int)(seq % l->length), b = l->config.batch_size;
     *first = k * b;
     *count = *first + b <= l->config.count ? b : l->config.count - *first;
+    int shards = l->config.shard_count;
+    if (shards > 1) { /* shard r of the batch: positions [count r / S, count (r + 1) / S) */
+        int r = l->config.shard_index, from = *count * r / shards, to = *count * (r + 1) / shards;
+        *first += from;
+        *count = to - from;
+    }
 }
 
 /* ---- workers ------------------------------------------------------------------ */
@@ -283,6 +289,10 @@ kd_status kd_loader_new(const kd_loader_config *c, kd_loader **out) {
     if (!c->images) return kd_fail(KD_ERR_ARG, "loader: no image paths");
     if (c->batch_size < 1) return kd_fail(KD_ERR_ARG, "loader: batch size %d must be >= 1", c->batch_size);
     if (c->workers < 0 || c->workers > 64) return kd_fail(KD_ERR_ARG, "loader: %d workers, must be 0 to 64", c->workers);
+    if (c->shard_count < 0 || c->shard_count > c->batch_size || c->shard_index < 0 ||
+        (c->shard_count > 1 && c->shard_index >= c->shard_count))
+        return kd_fail(KD_ERR_ARG, "loader: shard %d of %d does not split batches of %d", c->shard_index + 1,
+                       c->shard_count, c->batch_size);
     if (c->drop_last && c->count < c->batch_size)
         return kd_fail(KD_ERR_ARG, "loader: %d samples make no full batch of %d (drop_last)", c->count, c->batch_size);
     kd_status s = kd_check_augment_params(&c->augment);

@@ -166,6 +166,26 @@ static kd_status count_consumers(kd_node *root, node_list *seen) {
     return ok ? KD_OK : kd_fail(KD_ERR_MEMORY, "backward: cannot allocate the node list");
 }
 
+static kd_grad_ready_fn grad_ready_hook;
+static void *grad_ready_ctx;
+
+void kd_set_grad_ready_hook(kd_grad_ready_fn fn, void *ctx) {
+    grad_ready_hook = fn;
+    grad_ready_ctx = ctx;
+}
+
+/* For the hook: each leaf's grad_uses set to 0 (count false), or counting
+ * the reachable nodes that consume it (count true, from 0). */
+static void leaf_uses(const node_list *seen, bool count) {
+    for (int i = 0; i < seen->count; i++) {
+        kd_node *n = seen->items[i];
+        for (int k = 0; k < n->n_inputs; k++) {
+            kd_tensor *leaf = n->inputs[k].leaf;
+            if (leaf) leaf->grad_uses = count ? leaf->grad_uses + 1 : 0;
+        }
+    }
+}
+
 static kd_status zeros_for_edge(const kd_edge *e, kd_tensor **out) {
     return kd_tensor_zeros(KD_F32, e->ndim, e->shape, out);
 }
@@ -202,6 +222,7 @@ kd_status kd_backward(kd_tensor *root, const kd_tensor *grad) {
     if (!root->grad_fn) { /* a leaf: its gradient is the seed */
         s = accumulate_leaf(root, seed);
         kd_tensor_release(seed);
+        if (!s && grad_ready_hook) s = grad_ready_hook(root, grad_ready_ctx);
         return s;
     }
     kd_node *top = root->grad_fn;
@@ -220,6 +241,11 @@ kd_status kd_backward(kd_tensor *root, const kd_tensor *grad) {
     }
     node_list ready = {0};
     for (int i = 0; i < seen.count; i++) kd_node_retain(seen.items[i]);
+    kd_grad_ready_fn hook = grad_ready_hook;
+    if (hook) {
+        leaf_uses(&seen, false);
+        leaf_uses(&seen, true);
+    }
     top->grad_accumulator = seed;
     list_push(&ready, top);
 
@@ -251,7 +277,11 @@ kd_status kd_backward(kd_tensor *root, const kd_tensor *grad) {
             if (!s) s = n->backward(n, n->grad_accumulator, grads);
         }
         for (int i = 0; i < n->n_inputs; i++) {
-            if (!s && leaf_tmp[i]) s = accumulate_leaf(n->inputs[i].leaf, leaf_tmp[i]);
+            if (!s && leaf_tmp[i]) {
+                kd_tensor *leaf = n->inputs[i].leaf;
+                s = accumulate_leaf(leaf, leaf_tmp[i]);
+                if (!s && hook && --leaf->grad_uses == 0) s = hook(leaf, grad_ready_ctx);
+            }
             kd_tensor_release(leaf_tmp[i]);
         }
         if (s) break;
@@ -270,6 +300,7 @@ kd_status kd_backward(kd_tensor *root, const kd_tensor *grad) {
     }
     /* Whatever happened, no node keeps a gradient buffer or a stale count, and
      * processed nodes drop their edges so their inputs' memory can go. */
+    if (hook) leaf_uses(&seen, false);
     for (int i = 0; i < seen.count; i++) {
         kd_node *n = seen.items[i];
         kd_tensor_release(n->grad_accumulator);

@@ -3,6 +3,8 @@
  * Every loop is parallel over channels, so each channel's sums run in one
  * fixed order whatever the thread count. */
 #include <math.h>
+#include <stdlib.h>
+#include <string.h>
 
 #include "internal.h"
 
@@ -223,6 +225,156 @@ kd_status kd_batch_norm2d(kd_tensor *x, kd_tensor *weight, kd_tensor *bias,
     kd_node *node;
     s = kd_finish_op("batch_norm2d", batch_norm_backward, out, 3, inputs, 4, saved, &node);
     if (node) node->ints[0] = training;
+    kd_tensor_release(mean);
+    kd_tensor_release(invstd);
+    return s;
+}
+
+/* ---- synchronised over processes ------------------------------------------------
+ * The same arithmetic per channel as above, in two phases around each
+ * reduction: local sums of every channel, added up over the processes, then
+ * the per-element work. Saved as the plain op's; ints[1] holds the global
+ * element count per channel. */
+
+static kd_sum_reducer bn_reducer;
+static void *bn_reducer_ctx;
+
+void kd_set_batch_norm_reducer(kd_sum_reducer fn, void *ctx) {
+    bn_reducer = fn;
+    bn_reducer_ctx = ctx;
+}
+
+static kd_status synced_batch_norm_backward(kd_node *node, const kd_tensor *grad_output,
+                                            kd_tensor *const *grad_inputs) {
+    kd_tensor *const *saved = node->saved;
+    const kd_tensor *x = saved[0], *w = saved[1];
+    const float *mean = kd_f32(saved[2]), *invstd = kd_f32(saved[3]);
+    int N = x->shape[0], C = x->shape[1];
+    size_t HW = (size_t)x->shape[2] * x->shape[3];
+    double M = (double)node->ints[1];
+    const float *in = kd_f32(x), *g = kd_f32(grad_output);
+    /* per channel: sum dy, then sum dy * xhat; this process's, then all of them */
+    double *local = malloc(sizeof(double) * 4 * (size_t)C), *all = local + 2 * C;
+    if (!local) return kd_fail(KD_ERR_MEMORY, "batch_norm2d (synced): cannot allocate %d channel sums", C);
+#pragma omp parallel for schedule(static) if ((size_t)N * HW * C > KD_PARALLEL_MIN)
+    for (int c = 0; c < C; c++) {
+        lanes dy = {{0}}, dy_x = {{0}};
+        for (int n = 0; n < N; n++) add_sums(g + ((size_t)n * C + c) * HW, in + ((size_t)n * C + c) * HW, mean[c], HW, &dy, &dy_x);
+        local[c] = lanes_total(&dy);
+        local[C + c] = lanes_total(&dy_x) * invstd[c];
+    }
+    memcpy(all, local, sizeof(double) * 2 * (size_t)C);
+    kd_status s = bn_reducer ? bn_reducer(all, 2 * C, bn_reducer_ctx) : KD_OK;
+    if (s) {
+        free(local);
+        return s;
+    }
+    float *gx = grad_inputs[0] ? kd_f32(grad_inputs[0]) : NULL;
+    float *gw = grad_inputs[1] ? kd_f32(grad_inputs[1]) : NULL;
+    float *gb = grad_inputs[2] ? kd_f32(grad_inputs[2]) : NULL;
+    /* the weight's and bias's gradients are this process's share, as every
+     * parameter's (the gradient averaging adds them up); the input's needs
+     * the sums over all processes */
+#pragma omp parallel for schedule(static) if ((size_t)N * HW * C > KD_PARALLEL_MIN)
+    for (int c = 0; c < C; c++) {
+        if (gw) gw[c] += (float)local[C + c];
+        if (gb) gb[c] += (float)local[c];
+        if (!gx) continue;
+        float mu = mean[c], is = invstd[c];
+        float scale = (w ? kd_f32(w)[c] : 1.0f) * is;
+        float mean_dy = (float)(all[c] / M), mean_dy_xhat = (float)(all[C + c] / M);
+        for (int n = 0; n < N; n++)
+            for (size_t i = ((size_t)n * C + c) * HW, e = i + HW; i < e; i++)
+                gx[i] += scale * (g[i] - mean_dy - (in[i] - mu) * is * mean_dy_xhat);
+    }
+    free(local);
+    return KD_OK;
+}
+
+kd_status kd_batch_norm2d_synced(kd_tensor *x, kd_tensor *weight, kd_tensor *bias,
+                                 kd_tensor *running_mean, kd_tensor *running_var,
+                                 float momentum, float eps, kd_tensor **out) {
+    if (!bn_reducer) return kd_batch_norm2d(x, weight, bias, running_mean, running_var, true, momentum, eps, out);
+    kd_status s;
+    if ((s = kd_check_f32("batch_norm2d", "input", x)) || (s = kd_check_ndim("batch_norm2d", "input", x, 4)) ||
+        (s = check_vector("weight", weight, x)) || (s = check_vector("bias", bias, x)) ||
+        (s = check_vector("running_mean", running_mean, x)) || (s = check_vector("running_var", running_var, x)))
+        return s;
+    if ((running_mean == NULL) != (running_var == NULL))
+        return kd_fail(KD_ERR_ARG, "batch_norm2d: running_mean and running_var go together");
+    if (!(eps > 0) || !(momentum >= 0 && momentum <= 1))
+        return kd_fail(KD_ERR_ARG, "batch_norm2d: eps %g must be > 0 and momentum %g in [0, 1]", eps, momentum);
+    int N = x->shape[0], C = x->shape[1];
+    size_t HW = (size_t)x->shape[2] * x->shape[3];
+    const float *in = kd_f32(x);
+    /* sums of every channel and the element count, then the centred squares */
+    double *sums = malloc(sizeof(double) * (2 * (size_t)C + 1));
+    if (!sums) return kd_fail(KD_ERR_MEMORY, "batch_norm2d (synced): cannot allocate %d channel sums", C);
+#pragma omp parallel for schedule(static) if ((size_t)N * HW * C > KD_PARALLEL_MIN)
+    for (int c = 0; c < C; c++) {
+        lanes sum = {{0}};
+        for (int n = 0; n < N; n++) add_sum(in + ((size_t)n * C + c) * HW, HW, &sum);
+        sums[c] = lanes_total(&sum);
+    }
+    sums[C] = (double)N * (double)HW;
+    if ((s = bn_reducer(sums, C + 1, bn_reducer_ctx))) {
+        free(sums);
+        return s;
+    }
+    double M = sums[C];
+    if (M < 2 || M > 2147483647.0) {
+        free(sums);
+        return kd_fail(KD_ERR_SHAPE, "batch_norm2d (synced): %.0f values per channel over all processes; "
+                       "training needs 2 to 2^31 - 1", M);
+    }
+    double *sq = sums + C + 1;
+#pragma omp parallel for schedule(static) if ((size_t)N * HW * C > KD_PARALLEL_MIN)
+    for (int c = 0; c < C; c++) {
+        lanes acc = {{0}};
+        double m = sums[c] / M;
+        for (int n = 0; n < N; n++) add_centered_squares(in + ((size_t)n * C + c) * HW, HW, m, &acc);
+        sq[c] = lanes_total(&acc);
+    }
+    if ((s = bn_reducer(sq, C, bn_reducer_ctx))) {
+        free(sums);
+        return s;
+    }
+    kd_tensor *mean, *invstd;
+    int cshape[1] = {C};
+    if ((s = kd_tensor_new(KD_F32, 1, cshape, &mean))) {
+        free(sums);
+        return s;
+    }
+    if ((s = kd_tensor_new(KD_F32, 1, cshape, &invstd)) || (s = kd_tensor_new_like(x, out))) {
+        kd_tensor_release(mean);
+        kd_tensor_release(invstd);
+        free(sums);
+        return s;
+    }
+    float *y = kd_f32(*out), *mu = kd_f32(mean), *is = kd_f32(invstd);
+    for (int c = 0; c < C; c++) {
+        double m = sums[c] / M, var = sq[c] / M;
+        mu[c] = (float)m;
+        is[c] = (float)(1.0 / sqrt(var + eps));
+        if (running_mean) {
+            float *rm = kd_f32(running_mean), *rv = kd_f32(running_var);
+            rm[c] = (float)((1 - momentum) * rm[c] + momentum * m);
+            rv[c] = (float)((1 - momentum) * rv[c] + momentum * var * M / (M - 1));
+        }
+    }
+    free(sums);
+#pragma omp parallel for schedule(static) if ((size_t)N * HW * C > KD_PARALLEL_MIN)
+    for (int c = 0; c < C; c++) {
+        float scale = (weight ? kd_f32(weight)[c] : 1.0f) * is[c];
+        float shift = (bias ? kd_f32(bias)[c] : 0.0f) - mu[c] * scale;
+        for (int n = 0; n < N; n++)
+            for (size_t i = ((size_t)n * C + c) * HW, e = i + HW; i < e; i++) y[i] = in[i] * scale + shift;
+    }
+    if (running_mean) kd_modified(running_mean), kd_modified(running_var);
+    kd_tensor *inputs[3] = {x, weight, bias}, *saved[4] = {x, weight, mean, invstd};
+    kd_node *node;
+    s = kd_finish_op("batch_norm2d", synced_batch_norm_backward, out, 3, inputs, 4, saved, &node);
+    if (node) node->ints[0] = 1, node->ints[1] = (int)M;
     kd_tensor_release(mean);
     kd_tensor_release(invstd);
     return s;

@@ -72,6 +72,7 @@ kd.distill = require("kd.method.distill")
 kd.students = require("kd.method.students")
 kd.terms = require("kd.train.terms")
 kd.baselines = require("kd.baselines")
+kd.dist = require("kd.dist")
 -- kd.image.read(path): PNG or JPEG; kd.image.write(path, t[, palette]): PNG,
 -- or JPEG (quality 95) when the path ends in .jpg or .jpeg
 kd.image = {read = C.image_read}

@@ -9,6 +9,9 @@
 -- another value to keep it apart from ignored pixels). The batches are the
 -- same for a seed whatever the number of workers; start_batch skips to a
 -- batch (epoch * length + k) without loading what comes before, for resuming.
+-- shard = {index, count} (1-based index) delivers only that part of every
+-- batch (data-parallel training: rank r loads shard r + 1 of the batches all
+-- ranks share; kd.dist).
 local C = require("kd._C")
 local class = require("kd.infra.class")
 
@@ -27,9 +30,14 @@ end
 function Loader:__init(dataset, options)
   options = options or {}
   local known = {batch_size = true, workers = true, shuffle = true, seed = true, infinite = true,
-                 drop_last = true, augment = true, prefetch = true, weights = true, start_batch = true}
+                 drop_last = true, augment = true, prefetch = true, weights = true, start_batch = true,
+                 shard = true}
   for key in pairs(options) do
     if not known[key] then error("data.Loader: unknown option '" .. tostring(key) .. "'", 2) end
+  end
+  local shard = options.shard
+  if shard ~= nil and (type(shard) ~= "table" or type(shard[1]) ~= "number" or type(shard[2]) ~= "number") then
+    error("data.Loader: shard must be {index, count}, got " .. tostring(shard), 2)
   end
   local images, labels, any_label = {}, {}, false
   for i, item in ipairs(dataset.items) do
@@ -47,6 +55,7 @@ function Loader:__init(dataset, options)
     batch_size = self.batch_size, shuffle = options.shuffle or false, drop_last = options.drop_last or false,
     infinite = options.infinite or false, seed = options.seed or 0, workers = options.workers or 0,
     prefetch = options.prefetch or 4, start_batch = options.start_batch or 0,
+    shard_index = shard and shard[1] - 1 or 0, shard_count = shard and shard[2] or 1,
   })
 end
 

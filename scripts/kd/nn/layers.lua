@@ -60,6 +60,8 @@ function Conv2d:extra_repr()
 end
 
 -- BatchNorm2d(channels[, {eps = 1e-5, momentum = 0.1, affine = true, track_running_stats = true}])
+-- A data-parallel run with sync_bn sets .sync (kd.dist.sync_batch_norm): in
+-- training its statistics are then over every process's batch.
 local BatchNorm2d = class("nn.BatchNorm2d", Module)
 
 function BatchNorm2d:__init(channels, options)
@@ -88,7 +90,7 @@ function BatchNorm2d:forward(x)
     self.num_batches_tracked:set(1, self.num_batches_tracked:get(1) + 1)
   end
   return kd.batch_norm(x, self.weight, self.bias, self.running_mean, self.running_var,
-                       {training = training, momentum = self.momentum, eps = self.eps})
+                       {training = training, momentum = self.momentum, eps = self.eps, sync = self.sync})
 end
 
 function BatchNorm2d:extra_repr()
