@@ -171,10 +171,10 @@ static int l_dist_barrier(lua_State *L) {
     return 0;
 }
 
-static kd_status sum_channels(double *values, int count, void *ctx) {
-    (void)ctx;
+/* the core's reducers (kd_sum_reducer): ctx names what is reduced, for messages */
+static kd_status sum_doubles(double *values, int count, void *ctx) {
     if (backend.all_reduce(values, count, KD_DIST_F64, KD_DIST_SUM))
-        return kd_fail(KD_ERR_STATE, "synchronised batch norm: rank %d of %d: %s", backend.rank, backend.size,
+        return kd_fail(KD_ERR_STATE, "%s: rank %d of %d: %s", (const char *)ctx, backend.rank, backend.size,
                        backend.message());
     return KD_OK;
 }
@@ -183,7 +183,17 @@ static kd_status sum_channels(double *values, int count, void *ctx) {
  * statistics over the processes (while on, with more than one process) */
 static int l_dist_sync_batch_norm(lua_State *L) {
     luaL_checktype(L, 1, LUA_TBOOLEAN);
-    kd_set_batch_norm_reducer(lua_toboolean(L, 1) && active ? sum_channels : NULL, NULL);
+    bool on = lua_toboolean(L, 1) && active;
+    kd_set_batch_norm_reducer(on ? sum_doubles : NULL, (void *)"synchronised batch norm");
+    return 0;
+}
+
+/* dist_global_means(on): while on, cross-entropy means divide by the
+ * counted pixels of every process (kd_set_loss_mean_reducer) */
+static int l_dist_global_means(lua_State *L) {
+    luaL_checktype(L, 1, LUA_TBOOLEAN);
+    bool on = lua_toboolean(L, 1) && active;
+    kd_set_loss_mean_reducer(on ? sum_doubles : NULL, (void *)"cross-entropy over all ranks");
     return 0;
 }
 
@@ -191,7 +201,7 @@ void lkd_open_dist(lua_State *L) {
     static const luaL_Reg fns[] = {
         {"dist_info", l_dist_info}, {"dist_all_reduce", l_dist_all_reduce}, {"dist_broadcast", l_dist_broadcast},
         {"dist_reduce_numbers", l_dist_reduce_numbers}, {"dist_barrier", l_dist_barrier},
-        {"dist_sync_batch_norm", l_dist_sync_batch_norm}, {NULL, NULL}};
+        {"dist_sync_batch_norm", l_dist_sync_batch_norm}, {"dist_global_means", l_dist_global_means}, {NULL, NULL}};
     for (const luaL_Reg *f = fns; f->name; f++) {
         lua_pushcfunction(L, f->func);
         lua_setfield(L, -2, f->name);

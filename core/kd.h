@@ -306,6 +306,13 @@ typedef struct {
  * no counted pixel gives 0. none gives N x H x W with 0 at ignored pixels. */
 kd_status kd_cross_entropy(kd_tensor *logits, const kd_tensor *target,
                            const kd_cross_entropy_params *p, kd_tensor **out);
+/* Data-parallel training (kd.train.Loop on several ranks): while a reducer
+ * is set, a cross-entropy with the mean reduction divides by the sum of
+ * counted weights over every process, times the number of processes (the
+ * reducer adds up {weight, 1} over them), so that the mean of the ranks'
+ * values is the mean over the global batch even where the ranks' shards
+ * hold different numbers of ignored pixels. NULL: each call's own mean. */
+void kd_set_loss_mean_reducer(kd_sum_reducer fn, void *ctx);
 
 /* T^2 * sum_c p_t (log p_t - log p_s), p = softmax(logits / T), per pixel;
  * mean over N x H x W pixels. With detach_target the teacher gets no grad. */

@@ -82,6 +82,14 @@ static kd_status cross_entropy_backward(kd_node *node, const kd_tensor *grad_out
     return KD_OK;
 }
 
+static kd_sum_reducer mean_reducer;
+static void *mean_reducer_ctx;
+
+void kd_set_loss_mean_reducer(kd_sum_reducer fn, void *ctx) {
+    mean_reducer = fn;
+    mean_reducer_ctx = ctx;
+}
+
 kd_status kd_cross_entropy(kd_tensor *logits, const kd_tensor *target,
                            const kd_cross_entropy_params *p, kd_tensor **out) {
     const char *op = "cross_entropy";
@@ -142,7 +150,18 @@ kd_status kd_cross_entropy(kd_tensor *logits, const kd_tensor *target,
     double loss = 0, weight = 0;
     for (size_t b = 0; b < blocks; b++) loss += partial[2 * b], weight += partial[2 * b + 1];
     free(partial);
-    float mean_scale = weight > 0 ? (float)(1.0 / weight) : 0.0f;
+    double processes = 1;
+    if (mean_reducer && p->reduction == KD_REDUCE_MEAN) { /* the divisor over every process */
+        double counted[2] = {weight, 1};
+        if ((s = mean_reducer(counted, 2, mean_reducer_ctx))) {
+            kd_tensor_release(lse_t);
+            kd_tensor_release(*out);
+            *out = NULL;
+            return s;
+        }
+        weight = counted[0], processes = counted[1];
+    }
+    float mean_scale = weight > 0 ? (float)(processes / weight) : 0.0f;
     if (p->reduction != KD_REDUCE_NONE)
         kd_f32(*out)[0] = (float)(p->reduction == KD_REDUCE_MEAN ? loss * mean_scale : loss);
     kd_tensor *saved[5] = {logits, (kd_tensor *)target, p->class_weight, p->pixel_weight, lse_t};

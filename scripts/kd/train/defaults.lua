@@ -31,7 +31,9 @@ return {
   schedule = merge(optimizers.schedule_defaults, {}), -- poly | cosine | constant; warmup iterations
   train = {iterations = 1000, log_every = 20, eval_every = 250, checkpoint_every = 250, clip_grad = 0,
            grids = 4,       -- grids: samples drawn in the prediction grid of each evaluation
-           freeze_bn = false}, -- batch norms normalise with (and keep) their running statistics; their
-                               -- weights still learn: for fine-tuning a trained model on small batches
+           freeze_bn = false, -- batch norms normalise with (and keep) their running statistics; their
+                              -- weights still learn: for fine-tuning a trained model on small batches
+           sync_bn = false,   -- data-parallel (mpirun): batch statistics over all ranks' shards
+           bucket_mb = 1},    -- data-parallel: gradients are averaged in buckets of this size
   eval = {crop = false, stride = false, batch_size = 4}, -- crop {h, w}: sliding window for larger images
 }

@@ -36,6 +36,16 @@
 -- (kd.train.rundir): options {resume = true} continues the run there,
 -- {overwrite = true} replaces it, and without either a folder holding an
 -- earlier run is refused.
+--
+-- Data-parallel (started by mpirun or srun, kd.dist): each rank loads its
+-- shard of every stream's batch (the global batch and its order are the
+-- single process's), gradients are averaged over the ranks in buckets sent
+-- while backward runs, the logged losses are the ranks' means, batch norms
+-- are per rank (their buffers taken from rank 0 at each step, as PyTorch's
+-- DDP does) or synchronised (sync_bn = true), evaluation splits the
+-- validation images over the ranks and adds up their confusion matrices,
+-- and rank 0 alone writes the run folder. A state resumes with any number
+-- of ranks.
 local cjson = require("cjson")
 local C = require("kd._C")
 local class = require("kd.infra.class")
@@ -55,6 +65,8 @@ Loop.defaults = {
   log_every = 20, eval_every = 0, checkpoint_every = 0, clip_grad = 0,
   grids = 0, -- samples drawn in the prediction grid of each evaluation (the first evaluated model's)
   quiet = false,
+  sync_bn = false, -- data-parallel: batch statistics over every rank's shard (else each rank's own)
+  bucket_mb = 1,   -- data-parallel: gradients are averaged in buckets of about this size
 }
 
 local model_keys = {name = true, model = true, arch = true, optim = true, optimizer = true, schedule = true,
@@ -85,6 +97,8 @@ function Loop:__init(spec, options)
     error("train.Loop: iterations must be a positive integer, got " .. tostring(c.iterations), 0)
   end
   if c.threads > 0 then kd.set_threads(c.threads) end
+  self.rank, self.ranks = kd.dist.rank(), kd.dist.size()
+  self.main = self.rank == 0 -- the rank that writes the run folder and prints
   self.dir = rundir.path(c.runs_dir, c.name, "train.Loop")
   self.classes = spec.classes or error("train.Loop: classes (the class table) is required", 0)
   self.hooks = {step = {}, eval = {}}
@@ -103,22 +117,56 @@ function Loop:__init(spec, options)
   -- from, so what it left is replaced and it starts from the beginning
   local state_path = self.dir .. "/checkpoints/state.safetensors"
   local resuming = options.resume and kd.data.files.exists(state_path)
-  if options.resume and not resuming and not c.quiet then
+  if options.resume and not resuming and not c.quiet and self.main then
     print(string.format("%s: no checkpoint to resume from yet; starting from the beginning", c.name))
   end
-  rundir.claim(self.dir, {resume = resuming, overwrite = options.overwrite or (options.resume and not resuming)})
+  if self.main then
+    rundir.claim(self.dir, {resume = resuming, overwrite = options.overwrite or (options.resume and not resuming)})
+  end
+  kd.dist.barrier() -- the other ranks read the folder once rank 0 holds it (an overwrite empties it first)
   if resuming then
     self:check_same_config(options.may_change or {})
     state.load(state_path, self)
   end
   self.resumed = resuming and self.iteration or nil
+  if self.ranks > 1 then self:start_data_parallel() end
   for _, s in ipairs(self.streams) do s.loader = self:open_stream(s) end
-  self.log = runlog.open(self.dir, self.resumed)
+  self.log = self.main and runlog.open(self.dir, self.resumed) or runlog.silent()
   self.log:write_json("config.json", self.record or self:describe())
-  self.quiet = c.quiet
+  self.quiet = c.quiet or not self.main
   if self.resumed and not self.quiet then
     print(string.format("%s: resumed from iteration %d of %d", c.name, self.iteration, c.iterations))
   end
+end
+
+-- Every rank starts from rank 0's weights; the trainable models' gradients
+-- are averaged in buckets; batch norms are synchronised with sync_bn, else
+-- their buffers are rank 0's at each step.
+function Loop:start_data_parallel()
+  for _, s in ipairs(self.streams) do
+    local per_batch = math.min(s.batch_size, #s.dataset.items)
+    if per_batch < self.ranks then
+      error(string.format("train.Loop stream %s: a batch of %d images cannot be split over %d ranks; "
+                          .. "give a batch_size of at least %d", s.name, per_batch, self.ranks, self.ranks), 0)
+    end
+    if per_batch % self.ranks ~= 0 and self.main then
+      io.stderr:write(string.format("warning: stream %s: batches of %d images over %d ranks make shards of unequal "
+                                    .. "size; each rank's loss counts alike\n", s.name, per_batch, self.ranks))
+    end
+  end
+  local params = {}
+  self.bn_buffers = {}
+  for _, m in ipairs(self.models) do
+    kd.dist.broadcast_module(m.model)
+    if self.cfg.sync_bn then kd.dist.sync_batch_norm(m.model, true) end
+    if m.trainable then
+      for _, p in ipairs(m.model:parameters()) do params[#params + 1] = p end
+      if not self.cfg.sync_bn then
+        for _, pair in ipairs(m.model:named_buffers()) do self.bn_buffers[#self.bn_buffers + 1] = pair[2] end
+      end
+    end
+  end
+  self.averager = kd.dist.GradAverager(params, {bucket_mb = self.cfg.bucket_mb})
 end
 
 -- A run resumes with the settings it was started with: another model or
@@ -261,7 +309,7 @@ function Loop:check_labels()
       if missing == #s.dataset.items then
         error(string.format("train.Loop term %s: none of the %d images of stream '%s'%s has a label file; "
                             .. "it would learn nothing", t.name, missing, s.name, from), 0)
-      elseif missing > 0 then
+      elseif missing > 0 and kd.dist.is_main() then
         io.stderr:write(string.format("warning: %d of %d images of stream '%s'%s have no label file; term %s "
                                       .. "learns nothing from them\n", missing, #s.dataset.items, s.name, from, t.name))
       end
@@ -273,7 +321,8 @@ end
 function Loop:open_stream(s)
   return kd.data.Loader(s.dataset, {batch_size = s.batch_size, workers = s.workers, shuffle = s.shuffle, seed = s.seed,
                                     infinite = true, drop_last = #s.dataset.items >= s.batch_size, augment = s.augment,
-                                    weights = s.weights, start_batch = self.positions[s.name]})
+                                    weights = s.weights, start_batch = self.positions[s.name],
+                                    shard = self.ranks > 1 and {self.rank + 1, self.ranks} or nil})
 end
 
 -- What config.json holds when the caller gives no config of its own.
@@ -346,25 +395,8 @@ function Loop:update_ema(m, iteration)
   end
 end
 
--- One iteration; returns the total loss, the terms' values by label, and the
--- learning rate of the first trainable model.
-function Loop:step()
-  self:set_modes()
-  local batches = {}
-  for _, s in ipairs(self.streams) do
-    batches[s.name] = s.loader:next()
-    self.positions[s.name] = self.positions[s.name] + 1
-  end
-  local lr
-  for _, m in ipairs(self.models) do
-    if m.trainable then
-      local rate = m.schedule(self.iteration)
-      m.optimizer:set_lr(rate)
-      lr = lr or rate
-    end
-  end
-  local iteration = self.iteration + 1
-  local step = Step(self, batches, iteration)
+-- The weighted sum of the step's terms (nil if none gave one), and their values by label.
+function Loop:add_terms_up(step, iteration)
   local total, values = nil, {}
   for _, term in ipairs(self.terms) do
     local w = weights.at(term.weight, iteration)
@@ -380,21 +412,72 @@ function Loop:step()
       end
     end
   end
+  return total, values
+end
+
+-- One iteration; returns the total loss, the terms' values by label, and the
+-- learning rate of the first trainable model.
+function Loop:step()
+  self:set_modes()
+  for _, b in ipairs(self.bn_buffers or {}) do kd.dist.broadcast(b, 0) end
+  local batches = {}
+  for _, s in ipairs(self.streams) do
+    batches[s.name] = s.loader:next()
+    self.positions[s.name] = self.positions[s.name] + 1
+  end
+  local lr
+  for _, m in ipairs(self.models) do
+    if m.trainable then
+      local rate = m.schedule(self.iteration)
+      m.optimizer:set_lr(rate)
+      lr = lr or rate
+    end
+  end
+  local iteration = self.iteration + 1
+  local step = Step(self, batches, iteration)
+  local total, values
+  if self.ranks > 1 then
+    -- cross-entropy means over the global batch's pixels (kd_set_loss_mean_reducer)
+    C.dist_global_means(true)
+    local ok, sum, by_label = pcall(self.add_terms_up, self, step, iteration)
+    C.dist_global_means(false)
+    if not ok then error(sum, 0) end
+    total, values = sum, by_label
+  else
+    total, values = self:add_terms_up(step, iteration)
+  end
   if not total then error(string.format("iteration %d: no term gave a loss (every weight 0?)", iteration), 0) end
   local loss = total:item()
+  local images = 0
+  for _, b in pairs(batches) do images = images + b.images:size(1) end
+  if self.ranks > 1 then loss, images = self:mean_over_ranks(loss, values, images) end
   if loss ~= loss or math.abs(loss) == math.huge then
     error(string.format("training diverged: loss is %s at iteration %d", tostring(loss), iteration), 0)
   end
   for _, m in ipairs(self.models) do if m.trainable then m.optimizer:zero_grad() end end
-  total:backward()
+  if self.averager then
+    self.communication = (self.communication or 0) + self.averager:backward(total)
+  else
+    total:backward()
+  end
   if self.cfg.clip_grad > 0 then self:clip_gradients(self.cfg.clip_grad) end
   for _, m in ipairs(self.models) do if m.trainable then m.optimizer:step() end end
   for _, m in ipairs(self.models) do if m.ema then self:update_ema(m, iteration) end end
   self.iteration = iteration
-  local images = 0
-  for _, b in pairs(batches) do images = images + b.images:size(1) end
   fire(self, "step", {step = step, loss = loss, terms = values})
   return loss, values, lr, images
+end
+
+-- The loss and the terms' values (in place) as means over the ranks (a term
+-- only some ranks gave is the mean of theirs), and the images of all shards.
+function Loop:mean_over_ranks(loss, values, images)
+  local numbers = {loss, images}
+  for i, t in ipairs(self.terms) do
+    numbers[2 * i + 1], numbers[2 * i + 2] = values[t.label] or 0, values[t.label] and 1 or 0
+  end
+  local sums = kd.dist.all_reduce_numbers(numbers)
+  for i, t in ipairs(self.terms) do values[t.label] = sums[2 * i + 2] > 0 and sums[2 * i + 1] / sums[2 * i + 2] or nil end
+  return sums[1] / self.ranks, sums[2]
 end
 
 -- Scales all trainable gradients so that their global L2 norm is at most max_norm.
@@ -449,8 +532,16 @@ function Loop:evaluate(again)
   local e = self.eval_spec
   if not e.dataset then return {} end
   local mean, std = self:normalization()
+  -- data-parallel: each rank evaluates its share of the images; the
+  -- confusion matrices are added up (a rank with no image adds zeros)
+  local dataset = e.dataset
+  if self.ranks > 1 then
+    dataset = setmetatable({}, {__index = e.dataset})
+    dataset.items = kd.dist.shard(e.dataset.items)
+  end
   local function loader()
-    return kd.data.Loader(e.dataset, {batch_size = e.batch_size or 4, workers = e.workers or 2, augment = {mean = mean, std = std}})
+    if #dataset.items == 0 then return {epoch = function() return function() end end, close = function() end} end
+    return kd.data.Loader(dataset, {batch_size = e.batch_size or 4, workers = e.workers or 2, augment = {mean = mean, std = std}})
   end
   local list, ensembles = self:evaluated()
   local out = {}
@@ -469,8 +560,9 @@ function Loop:evaluate(again)
   for k, m in ipairs(list) do
     local l = loader()
     local confusion, kept = evaluate.run(m.model, l, self.classes, {crop = e.crop or nil, stride = e.stride or nil,
-                                                                    keep = (k == 1 and not again) and self.cfg.grids or 0})
+                                                                    keep = (k == 1 and not again and self.main) and self.cfg.grids or 0})
     l:close()
+    kd.dist.all_reduce(confusion.matrix)
     if #kept > 0 then self:save_grid(kept, mean, std) end
     local scores = confusion:scores()
     record(m.name, confusion, scores)
@@ -484,6 +576,7 @@ function Loop:evaluate(again)
     local l = loader()
     local confusion = evaluate.ensemble(ens.members, l, self.classes)
     l:close()
+    kd.dist.all_reduce(confusion.matrix)
     local scores = confusion:scores()
     record(ens.name, confusion, scores)
     local best = self.best[ens.name]
@@ -532,18 +625,23 @@ function Loop:model_config(m)
 end
 
 function Loop:save_weights(m, kind)
+  if not self.main then return end
   local path = self:weights_path(m, kind)
   kd.data.files.mkdir_p(path:match("^(.*)/[^/]+$"))
   require("kd.train.checkpoint").save_weights(path, m.model, self:model_config(m), {iteration = self.iteration})
 end
 
 function Loop:checkpoint()
+  if not self.main then return end
   for _, m in ipairs(self:saved_models()) do self:save_weights(m, "last") end
   state.save(self.dir .. "/checkpoints/state.safetensors", self)
 end
 
 function Loop:close()
   for _, s in ipairs(self.streams) do if s.loader then s.loader:close() end end
+  if self.ranks > 1 and self.cfg.sync_bn then
+    for _, m in ipairs(self.models) do kd.dist.sync_batch_norm(m.model, false) end
+  end
 end
 
 -- Trains to the end; returns (and writes to results.json) per model and
@@ -553,18 +651,20 @@ end
 function Loop:run()
   local c = self.cfg
   local total = c.iterations
-  local start_time, window_start, window_images = C.clock(), C.clock(), 0
+  local start_time, window_start, window_images, window_steps = C.clock(), C.clock(), 0, 0
   local first = self.iteration
   local last = nil
   while self.iteration < total do
     local loss, values, lr, images = self:step()
-    window_images = window_images + images
+    window_images, window_steps = window_images + images, window_steps + 1
     local it = self.iteration
     if it % c.log_every == 0 or it == total then
       local now = C.clock()
       local rate = window_images / math.max(now - window_start, 1e-9)
       self.log:log({type = "train", iteration = it, loss = loss, terms = values, lr = lr, images_per_second = rate,
-                    elapsed = now - start_time})
+                    elapsed = now - start_time, ranks = self.ranks > 1 and self.ranks or nil,
+                    communication = self.communication and self.communication / window_steps or nil})
+      self.communication, window_steps = self.averager and 0 or nil, 0
       if not self.quiet then
         local names = {}
         for _, t in ipairs(self.terms) do if values[t.label] then names[#names + 1] = t.label end end
@@ -602,7 +702,7 @@ function Loop:run()
   end
   -- results.json last: it marks the run finished (kd.train.stage), so
   -- nothing of the run may be left to write after it
-  require("kd.train.report").write(self.dir, results)
+  if self.main then require("kd.train.report").write(self.dir, results) end
   self.log:write_json("results.json", results)
   self.log:close()
   rundir.release(self.dir)

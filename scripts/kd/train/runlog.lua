@@ -29,6 +29,12 @@ function runlog.open(dir, resume_iteration)
   return self
 end
 
+-- What the other ranks of a data-parallel run keep instead: rank 0 alone
+-- writes the run's files and prints its progress.
+local silent = {}
+for _, name in ipairs({"write_json", "log", "progress", "message", "close"}) do silent[name] = function() end end
+function runlog.silent() return silent end
+
 function runlog:write_json(name, value)
   C.write_atomic(self.dir .. "/" .. name, cjson.encode(value) .. "\n")
 end

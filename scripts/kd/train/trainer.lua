@@ -23,13 +23,14 @@ local bounds = {{"seed", 0, "integer"}, {"threads", 0, "integer"}, {"data.batch_
                 {"optim.momentum", 0}, {"optim.weight_decay", 0}, {"schedule.warmup", 0, "integer"},
                 {"train.iterations", 1, "integer"}, {"train.log_every", 1, "integer"},
                 {"train.eval_every", 0, "integer"}, {"train.checkpoint_every", 0, "integer"},
-                {"train.clip_grad", 0}, {"train.grids", 0, "integer"}, {"eval.batch_size", 1, "integer"}}
+                {"train.clip_grad", 0}, {"train.grids", 0, "integer"}, {"train.bucket_mb", 0.001}, {"eval.batch_size", 1, "integer"}}
 
 -- What a resumed run may set otherwise than it started with: how it runs
 -- and logs, where its folder is, and its length (a longer run stretches its
 -- learning-rate schedule from there on).
 Trainer.may_change_on_resume = {"threads", "runs_dir", "data.workers", "train.log_every", "train.eval_every",
-                                "train.checkpoint_every", "train.grids", "train.iterations", "eval.batch_size"}
+                                "train.checkpoint_every", "train.grids", "train.iterations", "eval.batch_size",
+                                "train.bucket_mb"}
 
 -- A merged, checked config from a table (defaults <- cfg).
 function Trainer.resolve(cfg, where)
@@ -76,6 +77,7 @@ function Trainer:__init(cfg, options)
     name = c.name, runs_dir = c.runs_dir, seed = c.seed, iterations = c.train.iterations, quiet = options.quiet,
     log_every = c.train.log_every, eval_every = c.train.eval_every, checkpoint_every = c.train.checkpoint_every,
     clip_grad = c.train.clip_grad, grids = c.train.grids, classes = self.classes, config = c,
+    sync_bn = c.train.sync_bn, bucket_mb = c.train.bucket_mb,
     models = {{name = "model", model = self.model, arch = arch, optim = c.optim, schedule = c.schedule,
                freeze_bn = c.train.freeze_bn}},
     streams = {{name = "train", dataset = self.train_set, batch_size = c.data.batch_size, workers = c.data.workers,
