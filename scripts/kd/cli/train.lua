@@ -22,6 +22,7 @@ return function(...)
   local cfg = kd.train.Trainer.resolve(kd.config.load(path), path)
   for _, o in ipairs(overrides) do kd.config.override(cfg, o) end
   local results = kd.train.run(cfg, {resume = resume, overwrite = overwrite})
+  if not kd.dist.is_main() then return end
   print(string.format("%s: final mIoU %.2f (best %.2f at iteration %d); %s/%s/report.html", results.name,
                       100 * results.final_miou, 100 * results.best_miou, results.best_iteration, cfg.runs_dir, results.name))
 end

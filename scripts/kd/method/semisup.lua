@@ -205,7 +205,11 @@ end
 -- One self-correction cycle: predictions for every weak item (averaged with
 -- earlier cycles' when soft), refined labels and weights written to dir.
 -- Returns pseudo items (label PNGs in the dataset's label space), weight PNG
--- paths and statistics.
+-- paths and statistics. Data-parallel (kd.dist), each rank predicts and
+-- writes its share of the items (round robin); the averaged distributions
+-- are gathered on every rank (a sum over ranks of maps zero elsewhere, so
+-- exact), so the per-class thresholds are the single process's, and the
+-- statistics are added up.
 function semisup.label_cycle(teacher, items, state, cycle, cfg, classes, dir, train_id_files)
   files.mkdir_p(dir)
   local written_by = {} -- label file -> image: two images must never share one
@@ -217,17 +221,23 @@ function semisup.label_cycle(teacher, items, state, cycle, cfg, classes, dir, tr
     end
     written_by[label_path] = item.image
   end
-  local ds = Dataset.from_items(items, classes, train_id_files)
-  local function loader() return kd.data.Loader(ds, {batch_size = 4, workers = cfg.workers, augment = normalize}) end
+  local mine = {} -- this rank's items: mine[k] is the index in items of its k-th
+  for id = kd.dist.rank() + 1, #items, kd.dist.size() do mine[#mine + 1] = id end
+  local my_items = {}
+  for k, id in ipairs(mine) do my_items[k] = items[id] end
+  local ds = Dataset.from_items(my_items, classes, train_id_files)
+  local function batches()
+    if #my_items == 0 then return function() end end
+    return kd.data.Loader(ds, {batch_size = 4, workers = cfg.workers, augment = normalize}):epoch()
+  end
   local c = cfg.cycles
   -- pass 1: distributions, averaged over cycles at 1/soft_scale resolution
   state.soft = state.soft or {}
-  local low_pred, low_conf = {}, {}
-  for batch in loader():epoch() do
+  for batch in batches() do
     local probs = pseudo.predict(teacher, batch.images, 1, c.flip)
     local h, w = probs:size(3), probs:size(4)
     for k = 1, batch.ids:numel() do
-      local id = batch.ids:get(k) + 1
+      local id = mine[batch.ids:get(k) + 1]
       local p = probs:narrow(k, 1)
       local sh, sw = math.max(1, math.floor(h / c.soft_scale)), math.max(1, math.floor(w / c.soft_scale))
       local small = kd.resize_bilinear(p, sh, sw)
@@ -236,10 +246,11 @@ function semisup.label_cycle(teacher, items, state, cycle, cfg, classes, dir, tr
       else
         state.soft[id] = small
       end
-      local conf, pred = kd.max(state.soft[id])
-      low_pred[id], low_conf[id] = pred, conf
     end
   end
+  if kd.dist.size() > 1 then semisup.gather_soft(state.soft, mine, #items) end
+  local low_pred, low_conf = {}, {}
+  for id = 1, #items do low_conf[id], low_pred[id] = kd.max(state.soft[id]) end
   -- per-class thresholds over the whole set, from the averaged distributions
   local n, sh, sw = #items, low_pred[1]:size(2), low_pred[1]:size(3)
   local all_pred, all_conf = kd.zeros({n, sh, sw}, "int32"), kd.zeros({n, sh, sw})
@@ -253,13 +264,12 @@ function semisup.label_cycle(teacher, items, state, cycle, cfg, classes, dir, tr
   local to_file = {}
   for i = 1, 256 do to_file[i] = 255 end
   for t = 1, classes.count do to_file[t] = train_id_files and (t - 1) or classes.ids[t] end
-  local out_items, weight_paths = {}, {}
   local covered, pixels, correct, judged, judged_images = 0, 0, 0, 0, 0
   local per_class = {}
   for k = 1, classes.count do per_class[k] = {labelled = 0, correct = 0} end
-  for batch in loader():epoch() do
+  for batch in batches() do
     for k = 1, batch.ids:numel() do
-      local id = batch.ids:get(k) + 1
+      local id = mine[batch.ids:get(k) + 1]
       local item = items[id]
       local h, w = batch.images:size(3), batch.images:size(4)
       local probs = kd.resize_bilinear(state.soft[id], h, w)
@@ -273,8 +283,6 @@ function semisup.label_cycle(teacher, items, state, cycle, cfg, classes, dir, tr
       local file_labels = C.map_values(as_uint8, to_file) -- ignored pixels stay 255, ignored in both spaces
       kd.image.write(label_path, file_labels)
       kd.image.write(weight_path, (weights * 255):to("uint8"):view(h, w))
-      out_items[#out_items + 1] = {image = item.image, label = label_path, train_ids = train_id_files}
-      weight_paths[#weight_paths + 1] = weight_path
       local truth_path = truth_for(cfg.data.root, item.image)
       local truth = truth_path and C.map_values(kd.image.read(truth_path), classes.lut) or nil
       local st = pseudo.stats(labels, truth, classes.count)
@@ -289,6 +297,20 @@ function semisup.label_cycle(teacher, items, state, cycle, cfg, classes, dir, tr
       end
     end
   end
+  if kd.dist.size() > 1 then -- every rank's counts added up
+    local numbers = {covered, pixels, correct, judged, judged_images}
+    for cl = 1, classes.count do numbers[#numbers + 1] = per_class[cl].labelled; numbers[#numbers + 1] = per_class[cl].correct end
+    local sums = kd.dist.all_reduce_numbers(numbers)
+    covered, pixels, correct, judged, judged_images = sums[1], sums[2], sums[3], sums[4], sums[5]
+    for cl = 1, classes.count do per_class[cl] = {labelled = sums[4 + 2 * cl], correct = sums[5 + 2 * cl]} end
+    kd.dist.barrier() -- every rank's files are written before any rank reads them
+  end
+  local out_items, weight_paths = {}, {}
+  for id, item in ipairs(items) do
+    local label_path, weight_path = pseudo_paths(dir, cfg.data.root, item.image)
+    out_items[id] = {image = item.image, label = label_path, train_ids = train_id_files}
+    weight_paths[id] = weight_path
+  end
   local accuracy = {}
   for cl, name in ipairs(classes.names) do
     accuracy[name] = per_class[cl].labelled > 0 and per_class[cl].correct / per_class[cl].labelled or cjson.null
@@ -300,11 +322,28 @@ function semisup.label_cycle(teacher, items, state, cycle, cfg, classes, dir, tr
                  accuracy_images = judged_images, coverage_images = n, thresholds = thresholds}
   -- the averaged distributions go on to the next cycle; stats.json, written
   -- last, marks the cycle finished for a resumed pipeline
-  local soft = {}
-  for id = 1, n do soft[tostring(id)] = state.soft[id] end
-  kd.save(dir .. "/soft.safetensors", soft)
-  C.write_atomic(dir .. "/stats.json", cjson.encode(stats) .. "\n")
+  if kd.dist.is_main() then
+    local soft = {}
+    for id = 1, n do soft[tostring(id)] = state.soft[id] end
+    kd.save(dir .. "/soft.safetensors", soft)
+    C.write_atomic(dir .. "/stats.json", cjson.encode(stats) .. "\n")
+  end
   return out_items, weight_paths, stats
+end
+
+-- Data-parallel: every item's averaged distribution on every rank. Each rank
+-- has those of its items (`mine`); a sum over the ranks of a set that is
+-- zero elsewhere gives each one exactly.
+function semisup.gather_soft(soft, mine, n)
+  local mine_set = {}
+  for _, id in ipairs(mine) do mine_set[id] = true end
+  local shape = {0, 0, 0, 0} -- every rank must agree on it: the largest over the ranks
+  if #mine > 0 then shape = soft[mine[1]].shape end
+  local agreed = kd.dist.all_reduce_numbers({shape[2], shape[3], shape[4]}, "max")
+  local all = kd.zeros({n, agreed[1], agreed[2], agreed[3]})
+  for _, id in ipairs(mine) do all:narrow(id, 1):copy_(soft[id]) end
+  kd.dist.all_reduce(all)
+  for id = 1, n do soft[id] = all:narrow(id, 1):clone() end
 end
 
 -- The training set of a retraining cycle: the fine items, repeated so they
@@ -345,7 +384,7 @@ semisup.bounds = {{"seed", 0, "integer"}, {"batch_size", 1, "integer"}, {"worker
                   {"cycles.percentile", 0}, {"students.iterations", 1, "integer"}, {"students.lr", 0},
                   {"students.temperature", 0}}
 
-local function say(cfg, ...) if not cfg.quiet then print(string.format(...)) end end
+local function say(cfg, ...) if not cfg.quiet and kd.dist.is_main() then print(string.format(...)) end end
 
 local function same(a, b)
   if type(a) ~= type(b) then return false end
@@ -370,13 +409,15 @@ function semisup.run(user_config, options)
   local cfg = config.merge(semisup.defaults, user_config or {}, "semisup")
   config.check_bounds(cfg, semisup.bounds, "semisup")
   local dir = rundir.path(cfg.runs_dir, cfg.name, "semisup")
-  rundir.claim(dir, {resume = options.resume, overwrite = options.overwrite})
+  local main = kd.dist.is_main() -- data-parallel: rank 0 writes the pipeline's own files
+  if main then rundir.claim(dir, {resume = options.resume, overwrite = options.overwrite}) end
+  kd.dist.barrier()
   -- compared as JSON gives them back (a rule {"fill", threshold = 0.5} has the key "1" there)
   if options.resume and files.exists(dir .. "/config.json") and
      not same(config.load(dir .. "/config.json"), cjson.decode(cjson.encode(cfg))) then
     error(string.format("semisup: --resume with other settings than %s/config.json's; resume with the same ones", dir), 0)
   end
-  C.write_atomic(dir .. "/config.json", cjson.encode(cfg) .. "\n")
+  if main then C.write_atomic(dir .. "/config.json", cjson.encode(cfg) .. "\n") end
   local classes = kd.data.classes.get(cfg.data.classes)
   local root = cfg.data.root
   local labeled, val = semisup.datasets(cfg, classes)
@@ -457,7 +498,7 @@ function semisup.run(user_config, options)
           bn_loader:close()
         end
         files.mkdir_p(cycle_dir)
-        kd.save(cycle_dir .. "/averaged.safetensors", averaged:state_dict())
+        if main then kd.save(cycle_dir .. "/averaged.safetensors", averaged:state_dict()) end
         labeller = averaged
       end
       say(cfg, "== cycle %d: pseudo-labels for %d images", cycle, #weak)
@@ -520,11 +561,13 @@ function semisup.run(user_config, options)
     end).final_miou}
   end
   results.elapsed = C.clock() - start
-  C.write_atomic(dir .. "/results.json", cjson.encode(results) .. "\n")
   local md = semisup.table(results)
-  C.write_atomic(dir .. "/results.md", md .. "\n")
-  rundir.release(dir)
-  print(md)
+  if main then
+    C.write_atomic(dir .. "/results.json", cjson.encode(results) .. "\n")
+    C.write_atomic(dir .. "/results.md", md .. "\n")
+    rundir.release(dir)
+    print(md)
+  end
   return results
 end
 

@@ -706,6 +706,7 @@ function Loop:run()
   self.log:write_json("results.json", results)
   self.log:close()
   rundir.release(self.dir)
+  kd.dist.barrier() -- no rank goes on before rank 0 has written the run's results
   if not self.quiet and #list == 1 and last[list[1].name] then print(last[list[1].name].confusion:table()) end
   results.last = last
   return results
