@@ -213,8 +213,56 @@ static void test_long_chain(void) {
     CHECK(kd_memory().live_tensors == 0, "chain released");
 }
 
+/* The grad-ready hook (data-parallel training sends gradients while backward
+ * goes on): called once per leaf, after the leaf's last contribution; a
+ * failure it returns ends the backward. */
+typedef struct {
+    kd_tensor *seen[4];
+    float grad_when_called[4];
+    int calls;
+    bool fail;
+} hook_log;
+
+static kd_status record_ready(kd_tensor *leaf, void *ctx) {
+    hook_log *log = ctx;
+    if (log->calls < 4) log->seen[log->calls] = leaf, log->grad_when_called[log->calls] = kd_f32(leaf->grad)[0];
+    log->calls++;
+    return log->fail ? kd_fail(KD_ERR_STATE, "hook says no") : KD_OK;
+}
+
+static void test_grad_ready_hook(void) {
+    int shape[1] = {1};
+    kd_tensor *a, *b, *ab, *aab, *loss;
+    kd_tensor_full(KD_F32, 1, shape, 3.0, &a);
+    kd_tensor_full(KD_F32, 1, shape, 5.0, &b);
+    a->requires_grad = b->requires_grad = true;
+    hook_log log = {0};
+    kd_set_grad_ready_hook(record_ready, &log);
+    /* loss = (a * b) * a: a is consumed twice, b once */
+    CHECK_OK(kd_mul(a, b, &ab));
+    CHECK_OK(kd_mul(ab, a, &aab));
+    CHECK_OK(kd_sum(aab, &loss));
+    CHECK_OK(kd_backward(loss, NULL));
+    CHECK(log.calls == 2, "hook called %d times for 2 leaves", log.calls);
+    int ia = log.seen[0] == a ? 0 : 1, ib = 1 - ia;
+    CHECK(log.seen[ia] == a && log.seen[ib] == b, "the hook names both leaves");
+    CHECK(log.grad_when_called[ia] == 30.0f, "a's gradient complete (2ab = 30) when called: %g", log.grad_when_called[ia]);
+    CHECK(log.grad_when_called[ib] == 9.0f, "b's gradient complete (a^2 = 9) when called: %g", log.grad_when_called[ib]);
+    CHECK(a->grad_uses == 0 && b->grad_uses == 0, "no count left behind");
+    kd_tensor_release(ab), kd_tensor_release(aab), kd_tensor_release(loss);
+    /* a failing hook fails the backward */
+    log = (hook_log){.fail = true};
+    CHECK_OK(kd_mul(a, b, &ab));
+    CHECK_OK(kd_sum(ab, &loss));
+    CHECK_FAILS(kd_backward(loss, NULL), KD_ERR_STATE, "hook says no");
+    CHECK(a->grad_uses == 0 && b->grad_uses == 0, "no count left behind after a failure");
+    kd_set_grad_ready_hook(NULL, NULL);
+    kd_tensor_release(ab), kd_tensor_release(loss), kd_tensor_release(a), kd_tensor_release(b);
+}
+
 int main(void) {
     kd_set_threads(2);
+    test_grad_ready_hook();
     test_accumulation();
     test_changed_after_saving();
     test_no_grad();
