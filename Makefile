@@ -155,11 +155,13 @@ $(BUILD)/bench/%: tests/bench/%.c $(BUILD)/libkdcore.a
 # As JSON lines: the conv layer (C), the measured FMA peak, the two benchmark
 # networks of ../shared/bench/NETS.md on 2 and 1 threads alternating with
 # PyTorch's (ratios kdseg / PyTorch; skipped with a line without
-# python3-torch), and DeepLabV3+-R101 evaluated at 1024 x 2048.
+# python3-torch), DeepLabV3+-R101 evaluated at 1024 x 2048, and data-parallel
+# steps on 1 and 2 ranks with estimates for 8 and 64 nodes.
 bench: all $(BUILD)/bench/bench_conv $(BUILD)/bench/bench_peak
 	$(BUILD)/bench/bench_conv
 	$(BUILD)/kdseg tests/bench/compare_torch.lua
 	$(BUILD)/kdseg tests/bench/bench_full_res.lua
+	tests/bench/bench_dist.sh
 
 # The accuracy benchmark of the method against every baseline on one
 # documented SynthCity (about 1.5 hours on 2 cores; not a test).

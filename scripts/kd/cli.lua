@@ -34,6 +34,13 @@ function cli.parse_size(text, option)
 end
 
 function cli.main(first, ...)
+  -- any command with --emit-slurm: print the Slurm job that runs it data-parallel
+  local slurm = require("kd.infra.slurm")
+  local job, command = slurm.parse({first, ...})
+  if job then
+    io.write(slurm.script(job, command, C.binary_path(), C.cwd()))
+    return
+  end
   if first:match("%.lua$") or first:find("/") then
     if not file_exists(first) then error("cannot open script " .. first, 0) end
     local chunk, err = loadfile(first)

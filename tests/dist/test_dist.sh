@@ -85,6 +85,18 @@ case "$same" in identical*) ok ;; *) fail "2 ranks killed and resumed against un
     [ -f "$tmp/one/runs/killed/results.json" ] && ok || fail "a 2-rank run resumed on 1 process: $(tail -3 "$tmp/one/one_resumed.log")"
 cd "$tmp"
 
+# --emit-slurm: a job script that bash reads, running the command with --resume through srun
+"$kdseg" train train.lua name=big --emit-slurm --nodes 2 --tasks-per-node 4 --threads-per-task 8 --time 2:00:00 > job.sh 2>&1
+if bash -n job.sh && grep -q '^#SBATCH --nodes=2$' job.sh && grep -q '^#SBATCH --ntasks-per-node=4$' job.sh &&
+   grep -q '^#SBATCH --cpus-per-task=8$' job.sh && grep -q "^srun .*kdseg --threads \"\$SLURM_CPUS_PER_TASK\" train train.lua name=big --resume$" job.sh &&
+   grep -q "^cd $tmp" job.sh; then ok; else fail "--emit-slurm: $(cat job.sh)"; fi
+out=$("$kdseg" train train.lua --overwrite --emit-slurm 2>&1)
+case "$out" in *"--overwrite would wipe the run"*) ok ;; *) fail "--emit-slurm with --overwrite: $out" ;; esac
+out=$("$kdseg" train train.lua --emit-slurm --nodes 0 2>&1)
+case "$out" in *"--nodes must be a positive integer, got 0"*) ok ;; *) fail "--emit-slurm --nodes 0: $out" ;; esac
+out=$("$kdseg" train train.lua --emit-slurm --tasks-per-node 2>&1)
+case "$out" in *"--tasks-per-node needs a value"*) ok ;; *) fail "--emit-slurm --tasks-per-node: $out" ;; esac
+
 # started by a launcher, without the plugin next to the binary
 mkdir -p bare/bin && cp "$kdseg" bare/bin/kdseg && ln -s "$top/scripts" bare/scripts
 out=$(OMPI_COMM_WORLD_SIZE=2 bare/bin/kdseg -e 'print("ran")' 2>&1)
