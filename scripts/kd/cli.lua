@@ -34,9 +34,11 @@ function cli.parse_size(text, option)
 end
 
 function cli.main(first, ...)
-  -- any command with --emit-slurm: print the Slurm job that runs it data-parallel
+  -- a command with --emit-slurm: print the Slurm job that runs it data-parallel
+  -- (kdseg sweep's own --emit-slurm DIR writes a job array of trials)
   local slurm = require("kd.infra.slurm")
-  local job, command = slurm.parse({first, ...})
+  local job, command = nil, nil
+  if first ~= "sweep" then job, command = slurm.parse({first, ...}) end
   if job then
     io.write(slurm.script(job, command, C.binary_path(), C.cwd()))
     return

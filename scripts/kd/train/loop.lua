@@ -434,6 +434,12 @@ function Loop:step()
     end
   end
   local iteration = self.iteration + 1
+  if self.ranks > 1 then
+    -- what a step draws (dropout, CutMix boxes, jitter) differs between the
+    -- ranks' shards, and a resumed run draws it again the same: a generator
+    -- seeded by (seed, iteration, rank), exact in a double
+    C.manual_seed(((self.cfg.seed % 4096) * 2 ^ 20 + iteration % 2 ^ 20) * 4096 + self.rank % 4096)
+  end
   local step = Step(self, batches, iteration)
   local total, values
   if self.ranks > 1 then
