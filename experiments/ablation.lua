@@ -48,6 +48,8 @@ for v, variant in ipairs(variants) do
   rows[#rows + 1] = string.format("| %s | %.2f ± %.2f |", variant[1], mean, math.sqrt(var))
 end
 local md = table.concat(rows, "\n")
-kd._C.write_atomic(dir .. "/ablation.md", md .. "\n")
 kd.train.rundir.release(dir)
-print(md)
+if kd.dist.is_main() then
+  kd._C.write_atomic(dir .. "/ablation.md", md .. "\n")
+  print(md)
+end

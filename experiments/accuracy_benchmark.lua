@@ -31,13 +31,14 @@ kd.train.rundir.claim(dir, flags) -- --resume: the method and the baselines go o
 -- The documented size and seed: 200 training images (25 finely labeled),
 -- 600 coarse-only images, 100 validation images.
 local size = cfg.size
-if not kd.data.files.exists(root .. "/.complete") then
+kd.dist.on_main(function() -- data-parallel: one rank generates, the others wait
+  if kd.data.files.exists(root .. "/.complete") then return end
   print("== generating SynthCity in " .. root)
   kd.data.synthcity.write({root = root, train = size.train, coarse = size.coarse, val = size.val, height = size.height,
                            width = size.width, seed = 1})
   kd.data.splits.write({root = root, fractions = {"1/8"}, seed = 0})
   kd._C.write_atomic(root .. "/.complete", "")
-end
+end)
 local data = {root = root, classes = cfg.classes, labeled = "splits/1_8/labeled.txt", unlabeled = "splits/1_8/unlabeled.txt"}
 
 local method = semisup.run({
@@ -92,7 +93,9 @@ rows[#rows + 1] = ""
 rows[#rows + 1] = string.format("best distilled student - fine only: %+.2f mIoU; share of the gap to all labels closed: %.0f%%",
                                 100 * (best - fine), all > fine and 100 * (best - fine) / (all - fine) or 0)
 local md = table.concat(rows, "\n")
-kd._C.write_atomic(dir .. "/results.md", md .. "\n")
-kd._C.write_atomic(dir .. "/results.json", cjson.encode({settings = cfg, method = method, baselines = baselines}) .. "\n")
+if kd.dist.is_main() then
+  kd._C.write_atomic(dir .. "/results.md", md .. "\n")
+  kd._C.write_atomic(dir .. "/results.json", cjson.encode({settings = cfg, method = method, baselines = baselines}) .. "\n")
+  print(md)
+end
 kd.train.rundir.release(dir)
-print(md)

@@ -60,8 +60,10 @@ for _, method in ipairs(cfg.methods) do
   results[method] = r.final_miou
   rows[#rows + 1] = string.format("| %s | %.2f |", titles[method], 100 * r.final_miou)
   -- written after each method: a run stopped later keeps the methods it finished
-  kd._C.write_atomic(dir .. "/results.json", cjson.encode(results) .. "\n")
-  kd._C.write_atomic(dir .. "/results.md", table.concat(rows, "\n") .. "\n")
+  if kd.dist.is_main() then
+    kd._C.write_atomic(dir .. "/results.json", cjson.encode(results) .. "\n")
+    kd._C.write_atomic(dir .. "/results.md", table.concat(rows, "\n") .. "\n")
+  end
 end
 kd.train.rundir.release(dir)
-print(table.concat(rows, "\n"))
+if kd.dist.is_main() then print(table.concat(rows, "\n")) end

@@ -6,12 +6,13 @@
 local semisup = require("kd.method.semisup")
 local root = "data/demo_semisup"
 
-if not kd.data.files.exists(root .. "/.complete") then
+kd.dist.on_main(function() -- data-parallel: one rank generates, the others wait
+  if kd.data.files.exists(root .. "/.complete") then return end
   print("== generating SynthCity in " .. root)
   kd.data.synthcity.write({root = root, train = 160, coarse = 320, val = 60, height = 64, width = 128, seed = 7})
   kd.data.splits.write({root = root, fractions = {"1/8"}, seed = 0})
   kd._C.write_atomic(root .. "/.complete", "")
-end
+end)
 
 return semisup.run({
   name = "demo_semisup", seed = 1, batch_size = 8, workers = 2,

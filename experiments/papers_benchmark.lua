@@ -20,14 +20,15 @@ local cfg = {name = "papers_benchmark", root = "data/papers_benchmark", seed = 1
 local flags = kd.config.arguments(arg, cfg, {"resume", "overwrite"})
 local root = cfg.root
 
-if not kd.data.files.exists(root .. "/.complete") then
+kd.dist.on_main(function() -- data-parallel: one rank generates, the others wait
+  if kd.data.files.exists(root .. "/.complete") then return end
   print("== generating SynthCity in " .. root)
   local size = cfg.size
   kd.data.synthcity.write({root = root, train = size.train, coarse = size.coarse, val = size.val, height = size.height,
                            width = size.width, seed = 1})
   kd.data.splits.write({root = root, fractions = {"1/8"}, seed = 0})
   kd._C.write_atomic(root .. "/.complete", "")
-end
+end)
 
 local student = {name = cfg.student, pretrained = cfg.student_pretrained}
 semisup.run({

@@ -42,5 +42,7 @@ local rows = {string.format("students of %s trained again from cycle %d (%s):", 
 for i, st in ipairs(out.students) do rows[#rows + 1] = string.format("| student %d (%s) | %.2f |", i, st.name, 100 * st.miou) end
 if out.ensemble then rows[#rows + 1] = string.format("| students' ensemble | %.2f |", 100 * out.ensemble.miou) end
 local md = table.concat(rows, "\n")
-kd._C.write_atomic(run .. "/" .. cfg.name .. "/results.md", md .. "\n")
-print(md)
+if kd.dist.is_main() then
+  kd._C.write_atomic(run .. "/" .. cfg.name .. "/results.md", md .. "\n")
+  print(md)
+end

@@ -14,6 +14,7 @@
 --   kd.dist.broadcast_module(m[, root])     every parameter and buffer of a module
 --   kd.dist.sync_batch_norm(m, on)          m's batch norms synchronised over the ranks
 --   kd.dist.shard(list)                     this rank's part of a list: items rank+1, rank+1+size, ...
+--   kd.dist.on_main(fn, ...)                fn on rank 0 alone (generating data), then every rank goes on
 --
 -- Every rank must make the same calls in the same order (they are MPI's
 -- collective operations): a call only some ranks make waits forever.
@@ -73,6 +74,18 @@ function dist.sync_batch_norm(module, on)
   walk(module)
   C.dist_sync_batch_norm(on and true or false)
   return module
+end
+
+-- fn(...) on rank 0 alone, the other ranks waiting for it: what only one
+-- process should do (generate a dataset, write a table). Returns fn's
+-- results on rank 0, nothing elsewhere.
+local function pack(...) return {n = select("#", ...), ...} end
+
+function dist.on_main(fn, ...)
+  local results = {n = 0}
+  if info.rank == 0 then results = pack(fn(...)) end
+  C.dist_barrier()
+  return unpack(results, 1, results.n)
 end
 
 -- This rank's share of a list, round robin (items rank + 1, rank + 1 + size, ...).

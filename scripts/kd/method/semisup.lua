@@ -410,8 +410,7 @@ function semisup.run(user_config, options)
   config.check_bounds(cfg, semisup.bounds, "semisup")
   local dir = rundir.path(cfg.runs_dir, cfg.name, "semisup")
   local main = kd.dist.is_main() -- data-parallel: rank 0 writes the pipeline's own files
-  if main then rundir.claim(dir, {resume = options.resume, overwrite = options.overwrite}) end
-  kd.dist.barrier()
+  rundir.claim(dir, {resume = options.resume, overwrite = options.overwrite})
   -- compared as JSON gives them back (a rule {"fill", threshold = 0.5} has the key "1" there)
   if options.resume and files.exists(dir .. "/config.json") and
      not same(config.load(dir .. "/config.json"), cjson.decode(cjson.encode(cfg))) then

@@ -120,10 +120,8 @@ function Loop:__init(spec, options)
   if options.resume and not resuming and not c.quiet and self.main then
     print(string.format("%s: no checkpoint to resume from yet; starting from the beginning", c.name))
   end
-  if self.main then
-    rundir.claim(self.dir, {resume = resuming, overwrite = options.overwrite or (options.resume and not resuming)})
-  end
-  kd.dist.barrier() -- the other ranks read the folder once rank 0 holds it (an overwrite empties it first)
+  -- data-parallel: rank 0 holds it, the others read it once it is ready
+  rundir.claim(self.dir, {resume = resuming, overwrite = options.overwrite or (options.resume and not resuming)})
   if resuming then
     self:check_same_config(options.may_change or {})
     state.load(state_path, self)

@@ -7,6 +7,7 @@
 --   rundir.claim(dir, {resume = false, overwrite = false})
 --   rundir.release("runs/mine")
 local C = require("kd._C")
+local kd = require("kd")
 local files = require("kd.data.files")
 
 local rundir = {}
@@ -34,8 +35,7 @@ function rundir.path(runs_dir, name, where)
   return runs_dir .. "/" .. name
 end
 
-function rundir.claim(dir, options)
-  options = options or {}
+local function claim_here(dir, options)
   files.mkdir_p(dir)
   if not held[dir] then
     local fd, pid = C.lock_file(dir .. "/" .. LOCK)
@@ -55,6 +55,15 @@ function rundir.claim(dir, options)
       if name ~= LOCK then C.remove_tree(dir .. "/" .. name) end
     end
   end
+end
+
+-- Data-parallel (kd.dist), rank 0 alone holds and prepares the folder and
+-- the other ranks wait for it (an overwrite empties it first): every rank
+-- calls claim, in the same order.
+function rundir.claim(dir, options)
+  options = options or {}
+  if kd.dist.is_main() then claim_here(dir, options) end
+  kd.dist.barrier()
 end
 
 function rundir.release(dir)

@@ -18,10 +18,7 @@ return function(dir, options, run)
   local done = options.resume and files.exists(dir .. "/results.json") or false
   if not done then
     local again = options.resume and files.exists(dir .. "/checkpoints/state.safetensors") or false
-    if kd.dist.is_main() then -- data-parallel: rank 0 holds the folder, the others wait for it
-      rundir.claim(dir, {resume = again, overwrite = options.overwrite or (options.resume and not again)})
-    end
-    kd.dist.barrier()
+    rundir.claim(dir, {resume = again, overwrite = options.overwrite or (options.resume and not again)})
     run(again)
   end
   if not files.exists(dir .. "/results.json") then error("stage " .. dir .. ": finished without writing results.json", 0) end
