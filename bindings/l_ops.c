@@ -156,6 +156,17 @@ static int l_conv2d_reference(lua_State *L) {
     return lkd_result(L, "kd.conv2d_reference", kd_conv2d_reference(x, w, b, &p, &out), &out);
 }
 
+/* spectral_power(weight, u, iterations) -> u v^T (the weight's shape), sigma; u updated */
+static int l_spectral_power(lua_State *L) {
+    kd_tensor *w = lkd_check_tensor(L, 1), *u = lkd_check_tensor(L, 2), *outer;
+    int iterations = lkd_check_int(L, 3);
+    float sigma;
+    if (kd_spectral_power(w, u, iterations, &outer, &sigma)) return lkd_raise(L, "kd.spectral_power");
+    lkd_push_tensor(L, outer);
+    lua_pushnumber(L, sigma);
+    return 2;
+}
+
 static const char *const bn_options[] = {"training", "momentum", "eps", "sync", NULL};
 
 /* batch_norm(x, weight, bias, running_mean, running_var[, {training, momentum, eps, sync}]);
@@ -334,7 +345,7 @@ static const luaL_Reg ops[] = {
     {"relu", l_relu}, {"relu6", l_relu6}, {"leaky_relu", l_leaky_relu}, {"sigmoid", l_sigmoid}, {"tanh", l_tanh},
     {"dropout2d", l_dropout2d}, {"sum", l_sum}, {"mean", l_mean}, {"max_channels", l_max_channels},
     {"concat", l_concat}, {"slice_channels", l_slice_channels}, {"conv2d", l_conv2d},
-    {"conv2d_reference", l_conv2d_reference}, {"batch_norm", l_batch_norm},
+    {"conv2d_reference", l_conv2d_reference}, {"batch_norm", l_batch_norm}, {"spectral_power", l_spectral_power},
     {"max_pool2d", l_max_pool2d}, {"avg_pool2d", l_avg_pool2d},
     {"adaptive_avg_pool2d", l_adaptive_avg_pool2d}, {"resize_bilinear", l_resize_bilinear},
     {"resize_nearest", l_resize_nearest}, {"softmax", l_softmax}, {"log_softmax", l_log_softmax},

@@ -253,6 +253,13 @@ kd_status kd_batch_norm2d(kd_tensor *x, kd_tensor *weight, kd_tensor *bias,
                           kd_tensor *running_mean, kd_tensor *running_var,
                           bool training, float momentum, float eps, kd_tensor **out);
 
+/* Spectral normalisation's power iteration (op_spectral.c): u (the weight's
+ * dim 0 long) is updated in place by `iterations` steps of v = W^T u, u = W v
+ * (normalised; 0 iterations: v from u alone, u kept); *outer gets u v^T in
+ * the weight's shape and *sigma = u^T W v, the largest singular value's
+ * estimate. No gradient: u and v are constants of the step. */
+kd_status kd_spectral_power(const kd_tensor *w, kd_tensor *u, int iterations, kd_tensor **outer, float *sigma);
+
 /* Synchronised batch norm (data-parallel training, kd.dist's sync_bn): the
  * training-mode batch norm whose statistics, and whose gradient's sums, are
  * over the inputs of every process, added up by the reducer (in place, over

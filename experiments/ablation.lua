@@ -1,6 +1,7 @@
 -- Ablation of the method: fine labels only / + pseudo-labels (one cycle) /
--- + self-correction (K cycles) / + pixel KD / + pair-wise KD / + mutual
--- learning, each over several seeds; writes runs/<name>/ablation.md with the
+-- + self-correction (K cycles) / + pixel KD / + pair-wise KD / + holistic
+-- KD (weight 0.1, the structured-distillation paper's) / + mutual learning,
+-- each over several seeds; writes runs/<name>/ablation.md with the
 -- students' mIoU as mean and spread (sample standard deviation).
 --   kdseg experiments/ablation.lua [seeds=[1,2,3]] [key=value ...] [--resume | --overwrite]   (keys: kd.semisup.defaults)
 -- Each variant and seed is a kd.semisup run of its own in runs/<name>/:
@@ -15,7 +16,7 @@ kd.train.rundir.claim(dir, flags)
 local seeds = base.seeds
 base.seeds = nil
 local K = math.max(2, base.cycles.count)
-local none = {ce = 1, pseudo = 0, pixel_kd = 0, pairwise = 0, mutual = 0, strong = 0}
+local none = {ce = 1, pseudo = 0, pixel_kd = 0, pairwise = 0, mutual = 0, strong = 0, holistic = 0}
 local function weights(extra)
   local w = kd.config.copy(none)
   for k, v in pairs(extra) do w[k] = v end
@@ -27,7 +28,8 @@ local variants = {
   {"+ self-correction (" .. K .. " cycles)", K, weights({pseudo = 1})},
   {"+ pixel KD", K, weights({pseudo = 1, pixel_kd = 1})},
   {"+ pair-wise KD", K, weights({pseudo = 1, pixel_kd = 1, pairwise = 1})},
-  {"+ mutual learning", K, weights({pseudo = 1, pixel_kd = 1, pairwise = 1, mutual = 1})},
+  {"+ holistic KD", K, weights({pseudo = 1, pixel_kd = 1, pairwise = 1, holistic = 0.1})},
+  {"+ mutual learning", K, weights({pseudo = 1, pixel_kd = 1, pairwise = 1, holistic = 0.1, mutual = 1})},
 }
 local rows = {"| variant | student mIoU (mean ± sd over " .. #seeds .. " seeds) |", "|---|---|"}
 for v, variant in ipairs(variants) do

@@ -351,8 +351,41 @@ static void test_reductions_by_hand(void) {
     kd_tensor_release(y), kd_tensor_release(x);
 }
 
+/* Spectral normalisation's power iteration on matrices whose largest
+ * singular value is known: diag(3, 1) (sigma 3, u = +-e1) and the rank-one
+ * a b^T (sigma |a| |b|), seen as out x in x 1 x 1 weights; u v^T comes back
+ * in the weight's shape; no iteration keeps u and gives ||W^T u||. */
+static void test_spectral_power(void) {
+    int ws[4] = {2, 2, 1, 1}, us[1] = {2};
+    float diag[4] = {3, 0, 0, 1}, start[2] = {0.6f, 0.8f};
+    kd_tensor *w = tensor_from(4, ws, diag), *u = tensor_from(1, us, start), *outer;
+    float sigma;
+    CHECK_OK(kd_spectral_power(w, u, 0, &outer, &sigma));
+    /* W^T u = (1.8, 0.8): sigma = |W^T u| = sqrt(3.24 + 0.64) */
+    CHECK(fabsf(sigma - sqrtf(3.88f)) < 1e-5f, "no iteration: sigma = ||W^T u|| = %g, got %g", sqrtf(3.88f), sigma);
+    CHECK(kd_f32(u)[0] == 0.6f && kd_f32(u)[1] == 0.8f, "no iteration keeps u");
+    kd_tensor_release(outer);
+    CHECK_OK(kd_spectral_power(w, u, 30, &outer, &sigma));
+    CHECK(fabsf(sigma - 3.0f) < 1e-5f, "diag(3, 1): sigma 3, got %g", sigma);
+    CHECK(fabsf(fabsf(kd_f32(u)[0]) - 1.0f) < 1e-5f && fabsf(kd_f32(u)[1]) < 1e-5f, "u -> e1");
+    CHECK(fabsf(kd_f32(outer)[0] - 1.0f) < 1e-5f && fabsf(kd_f32(outer)[3]) < 1e-5f, "u v^T = e1 e1^T");
+    kd_tensor_release(outer), kd_tensor_release(w), kd_tensor_release(u);
+    /* a = (1, 2, 2) (|a| 3), b = (3, 4) (|b| 5): sigma 15 after one step from any u */
+    int rs[4] = {3, 2, 1, 1}, r3[1] = {3};
+    float ab[6] = {3, 4, 6, 8, 6, 8}, u0[3] = {1, 0, 0};
+    w = tensor_from(4, rs, ab), u = tensor_from(1, r3, u0);
+    CHECK_OK(kd_spectral_power(w, u, 1, &outer, &sigma));
+    CHECK(fabsf(sigma - 15.0f) < 1e-4f, "a b^T: sigma |a||b| = 15, got %g", sigma);
+    kd_tensor_release(outer);
+    kd_tensor *bad = tensor_from(1, us, start);
+    CHECK_FAILS(kd_spectral_power(w, bad, 1, &outer, &sigma), KD_ERR_SHAPE, "rows");
+    CHECK_FAILS(kd_spectral_power(w, u, -1, &outer, &sigma), KD_ERR_ARG, "iterations");
+    kd_tensor_release(bad), kd_tensor_release(w), kd_tensor_release(u);
+}
+
 int main(void) {
     kd_set_threads(2);
+    test_spectral_power();
     test_conv_against_reference();
     test_im2col_against_definition();
     test_cross_entropy_by_hand();

@@ -4,8 +4,10 @@
 # random moments twenty times each, the compose example (two teachers, three
 # students, an EMA of their mean) five times, and resumed with --resume; each
 # then ends with weights bit-identical to an uninterrupted run (one thread)
-# and the same logged metrics. The kill times come from a printed seed
-# (KILL_SEED=... to repeat a run). Prints "N passed, N failed".
+# and the same logged metrics. The pipeline's students learn with a holistic
+# critic too, whose weights, power-iteration vector and Adam state resume.
+# The kill times come from a printed seed (KILL_SEED=... to repeat a run).
+# Prints "N passed, N failed".
 set -u
 SUITE=kill-resume
 . "$(dirname "$0")/../lib.sh"
@@ -42,7 +44,8 @@ else fail "compose metrics.jsonl after kills: $(grep -c '"type":"train"' compose
 
 pipeline="$kdseg --threads 1 $top/experiments/semisup_kd.lua name=p data.root=data data.labeled=splits/1_4/labeled.txt \
 data.unlabeled=splits/1_4/unlabeled.txt augment.crop=[32,64] batch_size=4 workers=1 teacher.iterations=150 \
-teacher.retrain_iterations=60 students.iterations=150 students.weights.strong=1 checkpoint_every=5 quiet=true"
+teacher.retrain_iterations=60 students.iterations=150 students.weights.strong=1 students.weights.holistic=0.1 \
+students.critic_width=8 checkpoint_every=5 quiet=true"
 mkdir -p pipeline_ref && (cd pipeline_ref && ln -sf ../data data && $pipeline > run.log 2>&1) || { fail "pipeline, uninterrupted"; tail -5 pipeline_ref/run.log; }
 kill_and_resume pipeline_killed 20 1.5 $pipeline
 same=$("$kdseg" "$top/tests/train/same_weights.lua" pipeline_ref/runs/p pipeline_killed/runs/p 2>&1)

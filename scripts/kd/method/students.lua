@@ -7,6 +7,8 @@
 --   strong    a CutMix strong view of the pseudo batch, supervised by the
 --             mixed pseudo-labels of the weak view
 --   mutual    KL to each peer's (detached) prediction, averaged over peers
+--   holistic  adversarial: minus a critic's score of its map (kd.method.holistic);
+--             the critic learns alongside, from the teacher's maps and theirs
 -- Every weight is a number or a schedule (kd.distill.schedules); a weight of
 -- 0 skips its term. Every term of every student is logged; each student and
 -- their ensemble are evaluated, and the run resumes like any loop.
@@ -24,7 +26,10 @@ students.settings = {
   models = {"bench_student"}, -- designs: zoo names, or {name = ..., options..., pretrained = path} (kd.models.build)
   iterations = 1000, lr = optimizers.defaults.lr, momentum = optimizers.defaults.momentum,
   weight_decay = optimizers.defaults.weight_decay, schedule_power = optimizers.schedule_defaults.power,
-  weights = {ce = 1, pseudo = 1, pixel_kd = 0, pairwise = 0, mutual = 0, strong = 0},
+  weights = {ce = 1, pseudo = 1, pixel_kd = 0, pairwise = 0, mutual = 0, strong = 0, holistic = 0},
+  -- holistic distillation's critic: its first layer's width (then 2x, 4x)
+  -- and its Adam learning rate (the paper's 4e-4, betas 0.9, 0.99)
+  critic_width = 32, critic_lr = 4e-4,
   temperature = 2, grid = {unpack(terms.defaults.pairwise_kd.grid)}, strong_p = terms.defaults.cutmix.p,
   -- pair-wise distillation's nodes: "grid" (averaged over `grid`) or "max"
   -- (the structured-distillation paper's max pooling at `pairwise_scale`)
@@ -67,6 +72,13 @@ function students.terms(s, names, has_pseudo, has_teacher, class_weights)
                                       class_weights = class_weights.pseudo})
     end
   end
+  if has_teacher and w.holistic ~= 0 then
+    local stream = streams[#streams]
+    for _, name in ipairs(names) do
+      list[#list + 1] = terms.holistic_kd({model = name, critic = "critic", stream = stream, weight = w.holistic})
+    end
+    list[#list + 1] = terms.critic({model = "critic", teacher = "teacher", students = names, stream = stream})
+  end
   if #names > 1 then -- after every student's own terms: each student sees its batches in one order
     for _, name in ipairs(names) do
       list[#list + 1] = terms.mutual({model = name, peers = names, stream = streams[#streams], weight = w.mutual,
@@ -92,6 +104,11 @@ function students.train(options)
     models[#models + 1] = {name = names[i], model = model, arch = arch,
                            optim = {lr = s.lr, momentum = s.momentum, weight_decay = s.weight_decay},
                            schedule = {name = "poly", power = s.schedule_power}}
+  end
+  if options.teacher and s.weights.holistic ~= 0 then -- the critic: learns, but is neither evaluated nor saved apart
+    models[#models + 1] = {name = "critic", model = kd.holistic.Critic(classes.count, {width = s.critic_width}),
+                           optim = {name = "adamw", lr = s.critic_lr, betas = {0.9, 0.99}, weight_decay = 0},
+                           schedule = {name = "constant"}, save = false, evaluate = false}
   end
   local streams = {{name = "labeled", dataset = options.labeled, batch_size = cfg.batch_size, workers = cfg.workers,
                     augment = cfg.augment, seed = cfg.seed}}

@@ -7,6 +7,7 @@
 --      return kd.losses.mse(fa.features, fb.features:detach()) end}
 -- Every setting's default is declared here, with the term that uses it.
 local distill = require("kd.method.distill")
+local holistic = require("kd.method.holistic")
 local mix = require("kd.data.mix")
 
 local terms = {}
@@ -23,6 +24,8 @@ terms.defaults = {
   cross_pseudo = {peer = false, stream = "unlabeled"},
   cutmix = {stream = "pseudo", source = false, threshold = 0.95, p = 0.5, jitter = false, class_weights = false, view = false},
   feature_perturbation = {stream = "unlabeled", source = false, threshold = 0.95, p = 0.5},
+  critic = {teacher = false, students = false, stream = "labeled"},
+  holistic_kd = {critic = false, stream = "labeled"},
 }
 
 -- A term table from settings, the defaults filled in and unknown keys refused.
@@ -218,6 +221,31 @@ function terms.feature_perturbation(settings)
       return kd.losses.cross_entropy(decoded, labels)
     end)
   return t
+end
+
+-- Holistic distillation's critic (kd.method.holistic): the model of this
+-- term is the critic; it learns to score the teacher's maps above the
+-- students' (detached) on a stream. Give it its own optimizer (the paper's
+-- is Adam at 4e-4) and save = false, evaluate = false in the loop.
+function terms.critic(settings)
+  return make("critic", settings, terms.defaults.critic,
+    function(step, t)
+      if not t.teacher then error("terms.critic: teacher (a model's name) is required", 0) end
+      if type(t.students) ~= "table" or #t.students == 0 then error("terms.critic: students (model names) are required", 0) end
+      local list = {}
+      for i, name in ipairs(t.students) do list[i] = step:output(name, t.stream) end
+      return holistic.critic_loss(step:model(t.model), step:batch(t.stream).images, step:output(t.teacher, t.stream), list)
+    end)
+end
+
+-- Holistic distillation, a student's side: minus the critic's score of its
+-- map (the critic's weights get no gradient from it).
+function terms.holistic_kd(settings)
+  return make("holistic", settings, terms.defaults.holistic_kd,
+    function(step, t)
+      if not t.critic then error("terms.holistic_kd: critic (a model's name) is required", 0) end
+      return holistic.student_loss(step:model(t.critic), step:batch(t.stream).images, step:output(t.model, t.stream))
+    end)
 end
 
 return terms
