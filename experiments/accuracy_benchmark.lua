@@ -4,98 +4,168 @@
 -- (kd.semisup: teacher, self-correcting cycles, two students) and every
 -- baseline (experiments/baselines_semisup.lua: fine only, fine + raw coarse,
 -- Mean Teacher, CPS, UniMatch-style) train the same student design for the
--- same iterations, batch, crops and scales; evaluation is on the whole
--- 128 x 256 validation images. Writes runs/<name>/results.md and .json.
---   kdseg experiments/accuracy_benchmark.lua [iterations=N] [teacher_iterations=N] [name=...] [--resume | --overwrite]
+-- same iterations, batch, crops and scales, once per seed (seeds, 3 by
+-- default: each row is a mean and sample standard deviation). Settings are
+-- chosen on the validation images; the table's figures are on a held-out
+-- test split (100 images the generator adds after the others, so the
+-- training and validation images are those of earlier runs), every model
+-- from its last weights; the validation figures are given beside.
+-- Writes runs/<name>/results.md and .json, each seed in runs/<name>/seed<k>/.
+--   kdseg experiments/accuracy_benchmark.lua [seeds=[1,2,3]] [iterations=N] [teacher_iterations=N] [name=...] [--resume | --overwrite]
 -- iterations: every student's and baseline's budget (4000: at 2000 the
 -- supervised baselines were still far from converged, fine only 36.9 against
 -- 41.5 at 4000); teacher_iterations: the teacher's first training (each of the
 -- 2 retraining cycles takes half).
--- About 1.5 hours on 2 cores with the defaults below, a little over an hour
--- with teacher_checkpoint= (the documented size; `size` and `root` are there
--- for the tests' tiny run).
+-- About 45 minutes per seed on 2 cores with the defaults below (the
+-- documented size; `size` and `root` are there for the tests' tiny run).
 local cjson = require("cjson")
 local semisup = require("kd.method.semisup")
+local evaluate = require("kd.train.evaluate")
 
-local cfg = {name = "accuracy_benchmark", root = "data/accuracy_benchmark", classes = "cityscapes", seed = 1, iterations = 4000, lr = 0.02,
+local cfg = {name = "accuracy_benchmark", root = "data/accuracy_benchmark", classes = "cityscapes", seeds = {1, 2, 3},
+             iterations = 4000, lr = 0.02,
              teacher_iterations = 2000, -- the teacher's first training; each retraining cycle half of it
              batch_size = 8, workers = 2, crop = {64, 128}, scale = {0.5, 2.0}, teacher = "deeplabv3plus",
              student = "bench_student", quiet = false, teacher_with_coarse = false,
-             baselines_from = false, -- a results.json of an earlier run's baselines (same data and budget) to reuse
-             teacher_checkpoint = false, -- the weights of a teacher an earlier run trained (same data and budget)
-             size = {train = 200, coarse = 600, val = 100, height = 128, width = 256}}
+             baselines_from = false, -- an earlier benchmark's folder whose seed<k>/baselines (same data and budget) are reused
+             teacher_checkpoint = false, -- the weights of a teacher an earlier run trained (same data and budget), every seed
+             size = {train = 200, coarse = 600, val = 100, test = 100, height = 128, width = 256}}
 local flags = kd.config.arguments(arg, cfg, {"resume", "overwrite"})
 local root, dir = cfg.root, kd.train.rundir.path("runs", cfg.name, "accuracy_benchmark")
+if type(cfg.seeds) ~= "table" or #cfg.seeds == 0 then error("accuracy_benchmark: seeds must be a non-empty list", 0) end
 kd.train.rundir.claim(dir, flags) -- --resume: the method and the baselines go on where they stopped
 
 -- The documented size and seed: 200 training images (25 finely labeled),
--- 600 coarse-only images, 100 validation images.
+-- 600 coarse-only images, 100 validation images, 100 test images (added to
+-- a dataset written before there was a test split, the others unchanged).
 local size = cfg.size
 kd.dist.on_main(function() -- data-parallel: one rank generates, the others wait
-  if kd.data.files.exists(root .. "/.complete") then return end
-  print("== generating SynthCity in " .. root)
-  kd.data.synthcity.write({root = root, train = size.train, coarse = size.coarse, val = size.val, height = size.height,
-                           width = size.width, seed = 1})
-  kd.data.splits.write({root = root, fractions = {"1/8"}, seed = 0})
-  kd._C.write_atomic(root .. "/.complete", "")
+  local spec = {root = root, train = size.train, coarse = size.coarse, val = size.val, test = size.test,
+                height = size.height, width = size.width, seed = 1}
+  if not kd.data.files.exists(root .. "/.complete") then
+    print("== generating SynthCity in " .. root)
+    kd.data.synthcity.write(spec)
+    kd.data.splits.write({root = root, fractions = {"1/8"}, seed = 0})
+    kd._C.write_atomic(root .. "/.complete", "")
+    kd._C.write_atomic(root .. "/.test_complete", "")
+  elseif not kd.data.files.exists(root .. "/.test_complete") then
+    print("== adding a test split to " .. root)
+    spec.only = {"test"}
+    kd.data.synthcity.write(spec)
+    kd._C.write_atomic(root .. "/.test_complete", "")
+  end
 end)
 local data = {root = root, classes = cfg.classes, labeled = "splits/1_8/labeled.txt", unlabeled = "splits/1_8/unlabeled.txt"}
+local classes = kd.data.classes.get(cfg.classes)
+local test_set = kd.data.Dataset({root = root, split = "test", labels = "fine", classes = classes})
+local baselines_script = (debug.getinfo(1, "S").source:match("^@(.*/)") or "./") .. "baselines_semisup.lua"
 
-local method = semisup.run({
-  name = "method", runs_dir = dir, seed = cfg.seed, batch_size = cfg.batch_size, workers = cfg.workers,
-  data = data, augment = {crop = cfg.crop, scale = cfg.scale},
-  teacher = {model = cfg.teacher, iterations = cfg.teacher_iterations, lr = cfg.lr, with_coarse = cfg.teacher_with_coarse,
-             checkpoint = cfg.teacher_checkpoint,
-             retrain_iterations = math.floor(cfg.teacher_iterations / 2), retrain_lr = cfg.lr / 2},
-  cycles = {count = 2},
-  students = {models = {cfg.student, cfg.student}, iterations = cfg.iterations, lr = cfg.lr},
-  quiet = cfg.quiet,
-}, {resume = flags.resume})
+-- The rows of the table: the run folder (relative to a seed's folder) and
+-- model of each, and where its validation figure is in the seed's results.
+local baseline_methods = {fine_coarse = "supervised, fine + raw coarse labels", mean_teacher = "Mean Teacher",
+                          cps = "Cross Pseudo Supervision", unimatch = "UniMatch-style"}
+local rows = {
+  {"supervised, fine labels only", "method/baseline_fine_only"},
+  {baseline_methods.fine_coarse, "baselines/fine_coarse"},
+  {baseline_methods.mean_teacher, "baselines/mean_teacher"},
+  {baseline_methods.cps, "baselines/cps"},
+  {baseline_methods.unimatch, "baselines/unimatch"},
+  {"the method: distilled student 1", "method/students", "student1"},
+  {"the method: distilled student 2", "method/students", "student2"},
+  {"the method: students' ensemble", "method/students", "ensemble"},
+  {string.format("the method: teacher (%s%s, last cycle)", cfg.teacher,
+                 cfg.teacher_with_coarse and ", first trained on fine + raw coarse" or ""), "method/teacher_cycle2"},
+  {"supervised, all fine labels", "method/baseline_all_labels"},
+}
 
-local args = {"name=baselines", "runs_dir=" .. dir, "seed=" .. cfg.seed, "model=" .. cfg.student,
+-- One seed: the method and every baseline, then every row's model on the
+-- test split. Returns per row {val = ..., test = ...} (mIoU).
+local function one_seed(seed)
+  local seed_dir = dir .. "/seed" .. seed
+  kd.data.files.mkdir_p(seed_dir)
+  semisup.run({
+    name = "method", runs_dir = seed_dir, seed = seed, batch_size = cfg.batch_size, workers = cfg.workers,
+    data = data, augment = {crop = cfg.crop, scale = cfg.scale},
+    teacher = {model = cfg.teacher, iterations = cfg.teacher_iterations, lr = cfg.lr, with_coarse = cfg.teacher_with_coarse,
+               checkpoint = cfg.teacher_checkpoint,
+               retrain_iterations = math.floor(cfg.teacher_iterations / 2), retrain_lr = cfg.lr / 2},
+    cycles = {count = 2},
+    students = {models = {cfg.student, cfg.student}, iterations = cfg.iterations, lr = cfg.lr},
+    quiet = cfg.quiet,
+  }, {resume = flags.resume})
+  local baselines_dir = seed_dir
+  if cfg.baselines_from then
+    baselines_dir = cfg.baselines_from .. "/seed" .. seed
+  else
+    _G.arg = {"name=baselines", "runs_dir=" .. seed_dir, "seed=" .. seed, "model=" .. cfg.student,
               "iterations=" .. cfg.iterations, "lr=" .. cfg.lr, "batch_size=" .. cfg.batch_size,
               "workers=" .. cfg.workers, string.format("crop=[%d,%d]", cfg.crop[1], cfg.crop[2]),
               string.format("scale=[%g,%g]", cfg.scale[1], cfg.scale[2]), "data.root=" .. root,
               "data.labeled=" .. data.labeled, "data.unlabeled=" .. data.unlabeled, "data.classes=" .. cfg.classes,
               "methods=[cps,mean_teacher,unimatch,fine_coarse]", "quiet=" .. tostring(cfg.quiet),
               flags.resume and "--resume" or nil}
-local baselines_json = cfg.baselines_from or (dir .. "/baselines/results.json")
-if not cfg.baselines_from then
-  _G.arg = args
-  dofile((debug.getinfo(1, "S").source:match("^@(.*/)") or "./") .. "baselines_semisup.lua")
+    dofile(baselines_script)
+  end
+  local tested = {} -- run folder -> its models' test scores, and its results.json
+  local out = {}
+  for i, row in ipairs(rows) do
+    local folder = row[2]:gsub("^baselines/", "") ~= row[2] and (baselines_dir .. "/" .. row[2]) or (seed_dir .. "/" .. row[2])
+    if not tested[folder] then
+      tested[folder] = {scores = evaluate.run_folder(folder, test_set, classes, {workers = cfg.workers}),
+                        results = kd.config.load(folder .. "/results.json")}
+    end
+    local t = tested[folder]
+    local model = row[3] or t.results.primary
+    local val = t.results.models[model] and t.results.models[model].final_miou
+    local test = t.scores[model] and t.scores[model].miou
+    if not val or not test then error(string.format("accuracy_benchmark: %s has no model %s", folder, tostring(model)), 0) end
+    out[i] = {val = val, test = test}
+  end
+  return out
 end
-local baselines = cjson.decode(kd.data.files.read(baselines_json))
 
--- One table: the method's students against every baseline and the two
--- supervised references (fine labels only, all fine labels).
-local fine, all = method.fine_only.miou, method.all_labels.miou
-local best = 0
-for _, st in ipairs(method.students) do best = math.max(best, st.miou) end
-local rows = {string.format("SynthCity %s: %d train (1/8 finely labeled) + %d coarse, %d val, %dx%d, seed 1; "
-                            .. "%s, %d iterations, batch %d, crops %dx%d; teacher %s, %d + %d x %d iterations",
-                            root, size.train, size.coarse, size.val, size.height, size.width, cfg.student, cfg.iterations,
-                            cfg.batch_size, cfg.crop[1], cfg.crop[2], cfg.teacher, cfg.teacher_iterations, 2,
-                            math.floor(cfg.teacher_iterations / 2)), "",
-              "| model | val mIoU |", "|---|---|"}
-local function row(name, v) rows[#rows + 1] = string.format("| %s | %.2f |", name, 100 * v) end
-row("supervised, fine labels only", fine)
-row("supervised, fine + raw coarse labels", baselines.fine_coarse)
-row("Mean Teacher", baselines.mean_teacher)
-row("Cross Pseudo Supervision", baselines.cps)
-row("UniMatch-style", baselines.unimatch)
-for i, st in ipairs(method.students) do row(string.format("the method: distilled student %d", i), st.miou) end
-row("the method: students' ensemble", method.ensemble.miou)
-row(string.format("the method: teacher (%s%s, last cycle)", cfg.teacher,
-                  cfg.teacher_with_coarse and ", first trained on fine + raw coarse" or ""), method.teacher.miou)
-row("supervised, all fine labels", all)
-if cfg.baselines_from then rows[#rows + 1] = "\nbaselines reused from " .. cfg.baselines_from end
-rows[#rows + 1] = ""
-rows[#rows + 1] = string.format("best distilled student - fine only: %+.2f mIoU; share of the gap to all labels closed: %.0f%%",
-                                100 * (best - fine), all > fine and 100 * (best - fine) / (all - fine) or 0)
-local md = table.concat(rows, "\n")
+local per_seed = {}
+for k, seed in ipairs(cfg.seeds) do
+  if not cfg.quiet and kd.dist.is_main() then print(string.format("== seed %d (%d of %d)", seed, k, #cfg.seeds)) end
+  per_seed[k] = one_seed(seed)
+end
+
+-- mean and sample standard deviation over the seeds, in mIoU points
+local function spread(i, field)
+  local values, mean, var = {}, 0, 0
+  for k = 1, #per_seed do values[k] = 100 * per_seed[k][i][field] end
+  for _, x in ipairs(values) do mean = mean + x / #values end
+  for _, x in ipairs(values) do var = var + (x - mean) ^ 2 / math.max(1, #values - 1) end
+  return mean, math.sqrt(var), values
+end
+local function cell(i, field)
+  local mean, sd = spread(i, field)
+  return #per_seed > 1 and string.format("%.2f ± %.2f", mean, sd) or string.format("%.2f", mean)
+end
+local lines = {string.format("SynthCity %s: %d train (1/8 finely labeled) + %d coarse, %d val, %d test, %dx%d, data seed 1; "
+                             .. "%s, %d iterations, batch %d, crops %dx%d; teacher %s, %d + %d x %d iterations; seeds %s",
+                             root, size.train, size.coarse, size.val, size.test, size.height, size.width, cfg.student,
+                             cfg.iterations, cfg.batch_size, cfg.crop[1], cfg.crop[2], cfg.teacher, cfg.teacher_iterations,
+                             2, math.floor(cfg.teacher_iterations / 2), table.concat(cfg.seeds, ", ")), "",
+               string.format("| model | test mIoU | val mIoU |"), "|---|---|---|"}
+local json_rows = {}
+for i, row in ipairs(rows) do
+  lines[#lines + 1] = string.format("| %s | %s | %s |", row[1], cell(i, "test"), cell(i, "val"))
+  local test_mean, test_sd, test_values = spread(i, "test")
+  local val_mean, val_sd, val_values = spread(i, "val")
+  json_rows[i] = {name = row[1], test = {mean = test_mean, sd = test_sd, seeds = test_values},
+                  val = {mean = val_mean, sd = val_sd, seeds = val_values}}
+end
+if cfg.baselines_from then lines[#lines + 1] = "\nbaselines reused from " .. cfg.baselines_from end
+local fine, best, all = spread(1, "test"), math.max((spread(6, "test")), (spread(7, "test"))), spread(10, "test")
+lines[#lines + 1] = ""
+lines[#lines + 1] = string.format("on the test split, best distilled student - fine only: %+.2f mIoU (means over the seeds); "
+                                  .. "share of the gap to all labels closed: %.0f%%",
+                                  best - fine, all > fine and 100 * (best - fine) / (all - fine) or 0)
+local md = table.concat(lines, "\n")
 if kd.dist.is_main() then
   kd._C.write_atomic(dir .. "/results.md", md .. "\n")
-  kd._C.write_atomic(dir .. "/results.json", cjson.encode({settings = cfg, method = method, baselines = baselines}) .. "\n")
+  kd._C.write_atomic(dir .. "/results.json", cjson.encode({settings = cfg, rows = json_rows}) .. "\n")
   print(md)
 end
 kd.train.rundir.release(dir)

@@ -39,8 +39,9 @@ run baselines_semisup "$kdseg" "$top/experiments/baselines_semisup.lua" data.roo
     data.unlabeled=splits/1_4/unlabeled.txt iterations=3 crop=[32,64] batch_size=4 workers=1 quiet=true
 run "baselines table" grep -q "UniMatch-style" runs/baselines_semisup/results.md
 run accuracy_benchmark "$kdseg" "$top/experiments/accuracy_benchmark.lua" root=bench_data iterations=4 teacher_iterations=4 crop=[32,64] \
-    batch_size=4 workers=1 teacher=bench_teacher quiet=true size.train=16 size.coarse=8 size.val=4 size.height=32 size.width=64
+    batch_size=4 workers=1 teacher=bench_teacher quiet=true size.train=16 size.coarse=8 size.val=4 size.test=4 size.height=32 size.width=64 seeds=[1,2]
 run "accuracy table" grep -q "share of the gap" runs/accuracy_benchmark/results.md
+run "accuracy table on the test split, 2 seeds" grep -q "^| Mean Teacher | [0-9.]* ± [0-9.]* | [0-9.]* ± [0-9.]* |$" runs/accuracy_benchmark/results.md
 run compose_two_teachers "$kdseg" "$top/experiments/compose_two_teachers.lua" root=data iterations=3 crop=[32,64]
 run toy_segmentation "$kdseg" "$top/experiments/toy_segmentation.lua" 5
 for config in "$top"/experiments/baselines/*.yaml "$top"/experiments/*.yaml; do

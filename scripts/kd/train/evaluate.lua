@@ -85,4 +85,51 @@ function evaluate.ensemble(models, loader, classes)
   return confusion
 end
 
+-- Every model and ensemble of a finished loop run (its results.json: the
+-- weights of each model, the members of each ensemble), from their last
+-- weights, on another dataset: a held-out test split after settings were
+-- chosen on validation. Returns name -> {miou, pixel_accuracy, iou}.
+-- options: batch_size (4), workers (2), crop, stride (sliding window).
+function evaluate.run_folder(dir, dataset, classes, options)
+  options = options or {}
+  local results_path = dir .. "/results.json"
+  if not kd.data.files.exists(results_path) then error("evaluate: " .. results_path .. " is missing (an unfinished run?)", 0) end
+  local results = kd.config.load(results_path)
+  local checkpoint = require("kd.train.checkpoint")
+  local function loader(model_config)
+    return kd.data.Loader(dataset, {batch_size = options.batch_size or 4, workers = options.workers or 2,
+                                    augment = {mean = model_config.mean, std = model_config.std}})
+  end
+  local function scores(confusion)
+    local s = confusion:scores()
+    return {miou = s.miou, pixel_accuracy = s.pixel_accuracy, iou = confusion:named_iou(s, nil)}
+  end
+  local models, configs, out = {}, {}, {}
+  local names = {}
+  for name in pairs(results.models or {}) do names[#names + 1] = name end
+  table.sort(names)
+  for _, name in ipairs(names) do
+    local entry = results.models[name]
+    if entry.weights then
+      models[name], configs[name] = checkpoint.load_model(dir .. "/" .. entry.weights)
+      local l = loader(configs[name])
+      out[name] = scores(evaluate.run(models[name], l, classes, {crop = options.crop, stride = options.stride}))
+      l:close()
+    end
+  end
+  for _, name in ipairs(names) do
+    local members = results.models[name].members
+    if members then
+      local list = {}
+      for k, member in ipairs(members) do
+        list[k] = models[member] or error("evaluate: ensemble " .. name .. "'s member " .. member .. " has no weights", 0)
+      end
+      local l = loader(configs[members[1]])
+      out[name] = scores(evaluate.ensemble(list, l, classes))
+      l:close()
+    end
+  end
+  return out
+end
+
 return evaluate

@@ -516,7 +516,7 @@ function Loop:evaluated()
     for k, name in ipairs(e.models or {}) do
       members[k] = (self.by_name[name] or error("train.Loop ensemble " .. tostring(e.name) .. ": unknown model '" .. tostring(name) .. "'", 0)).model
     end
-    ensembles[i] = {name = e.name or ("ensemble" .. i), members = members}
+    ensembles[i] = {name = e.name or ("ensemble" .. i), members = members, member_names = e.models}
   end
   return list, ensembles
 end
@@ -695,8 +695,19 @@ function Loop:run()
             category_iou = category_iou, category_miou = category_miou,
             parameters = m and m.model:num_parameters() or nil, model = m and m.arch and m.arch.name or nil}
   end
-  for _, m in ipairs(list) do results.models[m.name] = entry(m.name, m) end
-  for _, e in ipairs(ensembles) do results.models[e.name] = entry(e.name) end
+  -- where each model's last weights are (relative to the run folder) and
+  -- which models make each ensemble: kd.train.evaluate.run_folder scores
+  -- them again on another split
+  for _, m in ipairs(list) do
+    results.models[m.name] = entry(m.name, m)
+    if results.models[m.name] and m.save then
+      results.models[m.name].weights = self:weights_path(m, "last"):sub(#self.dir + 2)
+    end
+  end
+  for _, e in ipairs(ensembles) do
+    results.models[e.name] = entry(e.name)
+    if results.models[e.name] then results.models[e.name].members = e.member_names end
+  end
   results.classes = self.classes.names
   local primary = self.eval_spec.primary or (#list == 1 and #ensembles == 0 and list[1].name)
   if primary then
