@@ -96,6 +96,15 @@ static kd_augment_params augment_params(lua_State *L, int index) {
     return p;
 }
 
+/* photometric(images, augment) -> a new batch: colour jitter, grayscale and
+ * blur as augment says, from the global generator (kd.data.photometric) */
+static int l_photometric(lua_State *L) {
+    kd_tensor *images = lkd_check_tensor(L, 1), *out;
+    luaL_checktype(L, 2, LUA_TTABLE);
+    kd_augment_params p = augment_params(L, 2);
+    return lkd_result(L, "kd.data.photometric", kd_photometric_batch(images, &p, kd_rng_global(), &out), &out);
+}
+
 static int l_loader_new(lua_State *L) {
     static const char *const known[] = {"images", "labels", "weights", "label_map", "augment", "batch_size",
                                         "shuffle", "drop_last", "infinite", "seed", "workers", "prefetch", "start_batch",
@@ -209,4 +218,6 @@ void lkd_open_loader(lua_State *L) {
     lua_pop(L, 1);
     lua_pushcfunction(L, l_loader_new);
     lua_setfield(L, -2, "loader_new");
+    lua_pushcfunction(L, l_photometric);
+    lua_setfield(L, -2, "photometric");
 }

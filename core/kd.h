@@ -392,6 +392,11 @@ typedef struct {
 } kd_augment_params;
 
 kd_status kd_check_augment_params(const kd_augment_params *p);
+/* A strong view's colours inside a training step: each image of a normalised
+ * batch to 8 bits, colour jitter, grayscale and blur as the loader's (p's
+ * strengths, probabilities, mean and std; not its geometry), normalised
+ * again; draws from rng in image order. */
+kd_status kd_photometric_batch(const kd_tensor *images, const kd_augment_params *p, kd_rng *rng, kd_tensor **out);
 
 typedef struct {
     int count;                 /* samples */

@@ -6,13 +6,30 @@
 -- own (runs/<name>/<method>/): --resume goes on at the method and iteration
 -- where a killed run stopped; --overwrite replaces an earlier run.
 --   kdseg experiments/baselines_semisup.lua [key=value ...] [--resume | --overwrite]
+-- (--check only checks the overrides: kdseg sweep does, before its trials.)
+-- Each semi-supervised method's own settings are under its name, with its
+-- reference's values by default (kd.baselines.common):
+--   mean_teacher.weight=100 mean_teacher.rampup=0 mean_teacher.on=both mean_teacher.ema_decay=0.99 mean_teacher.perturb=true
+--   cps.weight=6 cps.rampup=0 cps.on=both
+--   unimatch.weight=1 unimatch.rampup=0 unimatch.threshold=0 unimatch.unconfident=zero unimatch.strong=photometric
 local cjson = require("cjson")
 local semisup = require("kd.method.semisup")
 
+local common = require("kd.baselines.common")
+-- a method's own settings and their defaults
+local function own(method, keys)
+  local all, out = common.settings(method), {}
+  for _, key in ipairs(keys) do out[key] = all[key] end
+  return out
+end
 local cfg = {name = "baselines_semisup", runs_dir = "runs", seed = 1, model = "bench_student", iterations = 2000,
              lr = 0.01, batch_size = 8, workers = 2, crop = {128, 256}, scale = {0.5, 2.0}, quiet = false,
-             data = kd.config.copy(semisup.defaults.data), methods = {"fine_only", "fine_coarse", "mean_teacher", "cps", "unimatch"}}
-local flags = kd.config.arguments(arg, cfg, {"resume", "overwrite"})
+             data = kd.config.copy(semisup.defaults.data), methods = {"fine_only", "fine_coarse", "mean_teacher", "cps", "unimatch"},
+             mean_teacher = own("mean_teacher", {"weight", "rampup", "on", "ema_decay", "perturb"}),
+             cps = own("cps", {"weight", "rampup", "on"}),
+             unimatch = own("unimatch", {"weight", "rampup", "threshold", "unconfident", "strong"})}
+local flags = kd.config.arguments(arg, cfg, {"check", "resume", "overwrite"})
+if flags.check then return end -- kdseg sweep checks overrides this way before running trials
 local classes = kd.data.classes.get(cfg.data.classes) -- data.classes: cityscapes or a YAML table
 local root = cfg.data.root
 local function at_root(list) return list:sub(1, 1) == "/" and list or root .. "/" .. list end
@@ -51,9 +68,11 @@ for _, method in ipairs(cfg.methods) do
       for _, it in ipairs(weak) do if it.label then items[#items + 1] = it end end
       supervised("fine_coarse", items, resume)
     else
-      kd.baselines[method]({settings = {name = method, runs_dir = dir, seed = cfg.seed, model = cfg.model,
-                                        iterations = cfg.iterations, lr = cfg.lr, batch_size = cfg.batch_size,
-                                        workers = cfg.workers, crop = cfg.crop, scale = cfg.scale, quiet = cfg.quiet},
+      local settings = {name = method, runs_dir = dir, seed = cfg.seed, model = cfg.model, iterations = cfg.iterations,
+                        lr = cfg.lr, batch_size = cfg.batch_size, workers = cfg.workers, crop = cfg.crop,
+                        scale = cfg.scale, quiet = cfg.quiet}
+      for key, value in pairs(cfg[method]) do settings[key] = value end
+      kd.baselines[method]({settings = settings,
                             labeled = labeled, unlabeled = unlabeled, val = val, classes = classes, resume = resume})
     end
   end)

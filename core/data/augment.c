@@ -278,3 +278,52 @@ kd_status kd_check_augment_params(const kd_augment_params *p) {
     if (p->pad_label < 0 || p->pad_label > 255) return kd_fail(KD_ERR_ARG, "augment: pad_label %d outside 0..255", p->pad_label);
     return KD_OK;
 }
+
+/* A strong view's colours, made inside a training step: each image of a
+ * normalised batch (B x 3 x H x W) back to 8 bits, then the same colour
+ * jitter, grayscale and blur as a loaded sample's, with p's strengths and
+ * probabilities (its geometry is not used), normalised again. Draws from
+ * rng in image order. */
+kd_status kd_photometric_batch(const kd_tensor *images, const kd_augment_params *p, kd_rng *rng, kd_tensor **out) {
+    kd_status st;
+    if ((st = kd_check_f32("photometric", "images", images)) || (st = kd_check_ndim("photometric", "images", images, 4)))
+        return st;
+    if (images->shape[1] != 3)
+        return kd_fail(KD_ERR_SHAPE, "photometric: images %s must have 3 channels", kd_shape_str(images));
+    if ((st = kd_check_augment_params(p))) return st;
+    int B = images->shape[0], h = images->shape[2], w = images->shape[3];
+    size_t n = (size_t)h * w;
+    uint8_t *rgb = malloc(3 * n);
+    if (!rgb) return kd_fail(KD_ERR_MEMORY, "photometric: cannot allocate a %dx%d image", h, w);
+    if ((st = kd_tensor_new(KD_F32, 4, images->shape, out))) {
+        free(rgb);
+        return st;
+    }
+    const float *in = kd_f32(images);
+    float *o = kd_f32(*out);
+    for (int b = 0; b < B && !st; b++) {
+        const float *x = in + (size_t)b * 3 * n;
+        for (int c = 0; c < 3; c++)
+            for (size_t i = 0; i < n; i++)
+                rgb[c * n + i] = (uint8_t)(clamp255((x[c * n + i] * p->std[c] + p->mean[c]) * 255) + 0.5f);
+        kd_sample s = {.h = h, .w = w, .rgb = rgb};
+        if ((p->brightness > 0 || p->contrast > 0 || p->saturation > 0 || p->hue > 0) && kd_rng_uniform(rng) < p->jitter_p)
+            color_jitter(&s, p, rng);
+        if (p->grayscale_p > 0 && kd_rng_uniform(rng) < p->grayscale_p) grayscale(&s);
+        if (p->blur_p > 0 && kd_rng_uniform(rng) < p->blur_p) {
+            float sigma = p->blur_sigma_min + (p->blur_sigma_max - p->blur_sigma_min) * kd_rng_uniform(rng);
+            if (!gaussian_blur(&s, sigma)) st = kd_fail(KD_ERR_MEMORY, "photometric: cannot blur a %dx%d image", h, w);
+        }
+        float *y = o + (size_t)b * 3 * n;
+        for (int c = 0; c < 3; c++) {
+            float scale = 1.0f / (255 * p->std[c]), shift = -p->mean[c] / p->std[c];
+            for (size_t i = 0; i < n; i++) y[c * n + i] = rgb[c * n + i] * scale + shift;
+        }
+    }
+    free(rgb);
+    if (st) {
+        kd_tensor_release(*out);
+        *out = NULL;
+    }
+    return st;
+}

@@ -38,6 +38,14 @@ run "ablation table" grep -q "+ mutual learning" runs/ablation/ablation.md
 run baselines_semisup "$kdseg" "$top/experiments/baselines_semisup.lua" data.root=data data.labeled=splits/1_4/labeled.txt \
     data.unlabeled=splits/1_4/unlabeled.txt iterations=3 crop=[32,64] batch_size=4 workers=1 quiet=true
 run "baselines table" grep -q "UniMatch-style" runs/baselines_semisup/results.md
+# each baseline's sweep spec, tiny: its own parameters run end to end
+for m in mean_teacher cps unimatch; do
+    sed -e 's/^max_trials: 12$/max_trials: 2/' -e 's/^seeds: \[1, 2\]$/seeds: [1]/' \
+        -e 's|^  iterations: 1000$|  iterations: 2\n  data.root: data\n  data.labeled: splits/1_4/labeled.txt\n  data.unlabeled: splits/1_4/unlabeled.txt\n  crop: [32, 64]\n  batch_size: 4\n  workers: 1|' \
+        "$top/experiments/sweeps/baseline_$m.yaml" > "sweep_$m.yaml"
+    run "sweep of $m" "$kdseg" sweep "sweep_$m.yaml" --quiet
+    run "sweep of $m: 2 trials finished" test "$(grep -c '"state":"finished"' "runs/sweep_$m/ledger.jsonl")" = 2
+done
 run accuracy_benchmark "$kdseg" "$top/experiments/accuracy_benchmark.lua" root=bench_data iterations=4 teacher_iterations=4 crop=[32,64] \
     batch_size=4 workers=1 teacher=bench_teacher quiet=true size.train=16 size.coarse=8 size.val=4 size.test=4 size.height=32 size.width=64 seeds=[1,2]
 run "accuracy table" grep -q "share of the gap" runs/accuracy_benchmark/results.md

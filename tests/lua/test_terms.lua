@@ -92,6 +92,57 @@ function T.weak_to_strong_by_hand()
   h.near(sure, math.log(4 / 3), 1e-6, "threshold 0.6: pixel 1 (confidence 1/2) unlabelled")
   h.near(value(kd.terms.feature_perturbation({model = "a", stream = "pseudo", p = 0, threshold = 0.6}), step_of({pseudo = pseudo}, {"a"})),
          math.log(4 / 3), 1e-6, "feature perturbation without dropout: CE to its confident labels")
+  -- UniMatch's rule (unconfident = "zero"): the unconfident pixel counts as
+  -- a zero in the mean over the image's two pixels, not left out of it
+  h.near(value(kd.terms.cutmix({model = "a", p = 0, source = "a", threshold = 0.6, stream = "pseudo", unconfident = "zero"}),
+               step_of({pseudo = pseudo}, {"a"})), math.log(4 / 3) / 2, 1e-6, "unconfident as zero: (0 + log 4/3) / 2")
+  h.near(value(kd.terms.feature_perturbation({model = "a", stream = "pseudo", p = 0, threshold = 0.6, unconfident = "zero"}),
+               step_of({pseudo = pseudo}, {"a"})), math.log(4 / 3) / 2, 1e-6, "feature perturbation, unconfident as zero")
+  -- a padding pixel (valid 0) counts nowhere, confident or not
+  local padded = {images = logits(), labels = kd.tensor({{{0, 1}}}, "int32"), valid = kd.tensor({{{1, 0}}}, "uint8")}
+  h.near(value(kd.terms.cutmix({model = "a", p = 0, source = "a", threshold = 0, stream = "pseudo", unconfident = "zero"}),
+               step_of({pseudo = padded}, {"a"})), ln2, 1e-6, "unconfident as zero: padding counts nowhere")
+  h.raises(function() value(kd.terms.cutmix({model = "a", p = 0, source = "a", stream = "pseudo", unconfident = "drop"}),
+                            step_of({pseudo = pseudo}, {"a"})) end, "unconfident must be 'ignore' or 'zero'")
+end
+
+-- kd.data.photometric: without options only the 8-bit rounding; with them
+-- the colours change, the same for the same seed; geometry is refused.
+function T.photometric_batch()
+  kd.manual_seed(4)
+  local images = kd.rand({2, 3, 6, 8}) * 2 - 1 -- normalised pixels of images inside [0, 1]
+  local same = kd.data.photometric(images, {})
+  h.truthy(math.sqrt((same - images):sum_squares() / images:numel()) < 0.01, "no options: only 8-bit rounding")
+  local colours = {brightness = 0.5, contrast = 0.5, saturation = 0.5, hue = 0.25, jitter_p = 1, grayscale_p = 0.2,
+                   blur_p = 0.5}
+  kd.manual_seed(9)
+  local a = kd.data.photometric(images, colours)
+  kd.manual_seed(9)
+  local b = kd.data.photometric(images, colours)
+  h.eq((a - b):sum_squares(), 0, "the same seed, the same colours")
+  h.truthy((a - images):sum_squares() > 1, "the colours change")
+  local gray = kd.data.photometric(images, {grayscale_p = 1})
+  local r, g = kd.slice_channels(gray, 1, 1), kd.slice_channels(gray, 2, 1)
+  local std = require("kd.data.normalize").std
+  local mean = require("kd.data.normalize").mean
+  h.near(((r * std[1] + mean[1]) - (g * std[2] + mean[2])):sum_squares(), 0, 1e-9, "grayscale: equal channels")
+  h.raises(function() kd.data.photometric(images, {crop = {2, 2}}) end, "crop is geometry")
+  h.raises(function() kd.data.photometric(kd.zeros({1, 1, 2, 2}), {}) end, "must have 3 channels")
+end
+
+-- Mean Teacher's perturbed student input: the student sees other images
+-- than the teacher, so the consistency of a model with itself is not 0.
+function T.perturbed_consistency()
+  local batch = {images = kd.randn({1, 3, 4, 4})}
+  local plain = value(kd.terms.mse_consistency({model = "a", teacher = "t", stream = "unlabeled"}),
+                      step_of({unlabeled = batch}, {"a"}, {t = batch.images}))
+  kd.manual_seed(2)
+  local perturbed = value(kd.terms.mse_consistency({model = "a", teacher = "t", stream = "unlabeled",
+                                                    perturb = {brightness = 0.5, jitter_p = 1}}),
+                          step_of({unlabeled = batch}, {"a"}, {t = batch.images}))
+  h.near(plain, 0, 1e-12, "the same input: no difference")
+  h.truthy(perturbed > 1e-8, "a perturbed student input: a difference")
+  h.raises(function() kd.terms.mse_consistency({model = "a", teacher = "t", perturb = true}) end, "perturb must be false")
 end
 
 local function gradcheck(name, term, batches, fixed, tolerance)

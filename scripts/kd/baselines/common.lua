@@ -10,16 +10,44 @@ common.defaults = {
   name = "baseline", runs_dir = "runs", seed = 1, model = "bench_student", iterations = 2000, lr = optimizers.defaults.lr,
   batch_size = 8, workers = 2, crop = {128, 256}, scale = {0.5, 2.0},
   weight = 1.0, rampup = 0,      -- the unsupervised term's weight and its sigmoid ramp-up length
+  on = "both",                   -- Mean Teacher, CPS: the consistency on "unlabeled" images or on "both" streams
   ema_decay = 0.99,              -- Mean Teacher
+  perturb = true,                -- Mean Teacher: the student sees colour-perturbed images (common.colours), the teacher not
   threshold = 0.95,              -- UniMatch: confidence of the weak view's pseudo-labels
+  unconfident = "zero",          -- UniMatch: unconfident pixels count as zeros in the mean ("ignore": left out)
+  strong = "photometric",        -- UniMatch: the strong views' colours, common.colours ("affine": x a + b)
   checkpoint_every = 0, quiet = false,
 }
+
+-- Each method's own defaults over common.defaults: its reference code's
+-- settings for Cityscapes (experiments/baselines/REFERENCES.md says what
+-- matches the reference and what does not). Mean Teacher's segmentation
+-- reference weighs its consistency 100, CPS's 6; UniMatch's Cityscapes
+-- configuration keeps every pseudo-label (threshold 0).
+common.method_defaults = {
+  mean_teacher = {weight = 100},
+  cps = {weight = 6},
+  unimatch = {weight = 1, threshold = 0},
+}
+
+-- UniMatch's strong colours (its transform: ColorJitter(0.5, 0.5, 0.5, 0.25)
+-- with p 0.8, grayscale p 0.2, Gaussian blur sigma 0.1-2 with p 0.5), as
+-- kd.data.photometric's options; Mean Teacher's student perturbation too.
+common.colours = {brightness = 0.5, contrast = 0.5, saturation = 0.5, hue = 0.25, jitter_p = 0.8, grayscale_p = 0.2,
+                  blur_p = 0.5, blur_sigma = {0.1, 2.0}}
+
+-- A method's settings: common.defaults <- its own defaults <- the given ones.
+function common.settings(method, given)
+  local defaults = kd.config.merge(common.defaults, common.method_defaults[method] or {}, method)
+  return kd.config.merge(defaults, given or {}, method)
+end
 
 -- The settings merged, the seed set, and the pieces a baseline composes:
 -- env.model() (a new student), env.ramp (the unsupervised weight's schedule),
 -- env.run{models, terms, evaluate, ensembles} -> {miou, table}.
-function common.setup(options)
-  local cfg = kd.config.merge(common.defaults, options.settings or {}, "baseline")
+function common.setup(options, method)
+  local cfg = common.settings(method, options.settings)
+  if cfg.on ~= "both" and cfg.on ~= "unlabeled" then error(method .. ": on must be 'both' or 'unlabeled', got " .. tostring(cfg.on), 0) end
   local aug = {crop = cfg.crop, scale = cfg.scale, hflip = true}
   kd.manual_seed(cfg.seed)
   local env = {cfg = cfg, classes = options.classes}

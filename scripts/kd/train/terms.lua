@@ -20,10 +20,11 @@ terms.defaults = {
   pixel_kd = {teacher = false, streams = {"labeled"}, temperature = 1, respect_labels = false, class_weights = false},
   pairwise_kd = {teacher = false, streams = {"labeled"}, grid = {4, 8}, feature = "features", pooling = "grid", scale = 0.5},
   mutual = {peers = false, stream = "labeled", temperature = 1},
-  mse_consistency = {teacher = false, stream = "unlabeled"},
+  mse_consistency = {teacher = false, stream = "unlabeled", perturb = false},
   cross_pseudo = {peer = false, stream = "unlabeled"},
-  cutmix = {stream = "pseudo", source = false, threshold = 0.95, p = 0.5, jitter = false, class_weights = false, view = false},
-  feature_perturbation = {stream = "unlabeled", source = false, threshold = 0.95, p = 0.5},
+  cutmix = {stream = "pseudo", source = false, threshold = 0.95, p = 0.5, jitter = false, photometric = false,
+            unconfident = "ignore", class_weights = false, view = false},
+  feature_perturbation = {stream = "unlabeled", source = false, threshold = 0.95, p = 0.5, unconfident = "ignore"},
   critic = {teacher = false, students = false, stream = "labeled"},
   holistic_kd = {critic = false, stream = "labeled"},
 }
@@ -131,13 +132,24 @@ function terms.mutual(settings)
 end
 
 -- Mean Teacher's consistency: the squared difference of the model's class
--- distribution and the teacher's (no gradient to the teacher).
+-- distribution and the teacher's (no gradient to the teacher). perturb: the
+-- model sees the stream's images with these colour changes
+-- (kd.data.photometric's options), the teacher the images as they are.
 function terms.mse_consistency(settings)
-  return make("consistency", settings, terms.defaults.mse_consistency,
+  local t = make("consistency", settings, terms.defaults.mse_consistency,
     function(step, t)
       if not t.teacher then error("terms.mse_consistency: teacher (a model's name) is required", 0) end
-      return kd.losses.mse(kd.softmax((step:output(t.model, t.stream))), step:target(t.teacher, t.stream))
+      local input = t.perturb and t.perturbed or t.stream
+      return kd.losses.mse(kd.softmax((step:output(t.model, input))), step:target(t.teacher, t.stream))
     end)
+  if t.perturb then
+    if type(t.perturb) ~= "table" then error("terms.mse_consistency: perturb must be false or kd.data.photometric's options", 2) end
+    t.perturbed = t.stream .. "_perturbed"
+    t.views = {[t.perturbed] = function(step)
+      return {images = kd.data.photometric(step:batch(t.stream).images, t.perturb)}
+    end}
+  end
+  return t
 end
 
 -- Cross pseudo supervision: cross-entropy to the peer's hard prediction
@@ -151,16 +163,35 @@ function terms.cross_pseudo(settings)
 end
 
 -- The source model's prediction on a stream as hard labels, 255 where its
--- confidence is under threshold; made once per step.
-local function confident_labels(step, source, stream, threshold)
-  local key = "labels\0" .. source .. "\0" .. stream .. "\0" .. threshold
-  if step.views[key] then return step.views[key] end
+-- confidence is under threshold; made once per step. With unconfident =
+-- "zero" (UniMatch's rule) the labels are kept everywhere on the image and
+-- a weight map says which are confident (1) or not (0): a mean over the
+-- image's pixels, the unconfident counting as zeros, where "ignore" leaves
+-- them out of the mean. Returns labels and the weight map (or nil).
+local function confident_labels(step, source, stream, threshold, unconfident)
+  unconfident = unconfident or "ignore"
+  if unconfident ~= "ignore" and unconfident ~= "zero" then
+    error("terms: unconfident must be 'ignore' or 'zero', got " .. tostring(unconfident), 0)
+  end
+  local key = "labels\0" .. source .. "\0" .. stream .. "\0" .. threshold .. "\0" .. unconfident
+  if step.views[key] then return step.views[key][1], step.views[key][2] end
   local conf, labels = kd.max(step:target(source, stream))
   labels = labels:clone()
   local c = conf:flat()
-  for i = 1, #c do if c[i] < threshold then labels:set(i, 255) end end
-  step.views[key] = labels
-  return labels
+  local weights = nil
+  if unconfident == "ignore" then
+    for i = 1, #c do if c[i] < threshold then labels:set(i, 255) end end
+  else
+    local valid = step:batch(stream).valid
+    local v = valid and valid:flat() or nil
+    weights = kd.zeros(labels.shape)
+    for i = 1, #c do
+      if v and v[i] == 0 then labels:set(i, 255) -- padding: no pixel of the image
+      elseif c[i] >= threshold then weights:set(i, 1) end
+    end
+  end
+  step.views[key] = {labels, weights}
+  return labels, weights
 end
 terms.confident_labels = confident_labels
 
@@ -180,7 +211,10 @@ end
 -- chance of a box per image), supervised by the mixed labels of the weak view.
 -- The labels are the stream's own (pseudo-labels, with their weights) unless
 -- source names a model, whose confident prediction (>= threshold) on the weak
--- view is used; jitter adds a colour change to the strong view. The strong
+-- view is used (unconfident pixels: "ignore" or "zero", confident_labels);
+-- jitter adds kdseg's affine colour change to the strong view, photometric
+-- kd.data.photometric's (UniMatch's: colour jitter, grayscale, blur), drawn
+-- for each image before mixing. The strong
 -- view is made once per step and per term name (so several students share
 -- it); view names it to share it between terms of other names.
 function terms.cutmix(settings)
@@ -192,15 +226,20 @@ function terms.cutmix(settings)
   t.view = t.view or (t.name .. "_view")
   t.views = {[t.view] = function(step)
     local batch = step:batch(t.stream)
-    local labels = t.source and confident_labels(step, t.source, t.stream, t.threshold) or batch.labels
+    local labels, confident = batch.labels, nil
+    if t.source then labels, confident = confident_labels(step, t.source, t.stream, t.threshold, t.unconfident) end
     local masks = kd.data.box_masks(batch.images, {p = t.p})
     local images, other_images = batch.images, mix.roll(batch.images)
     if t.jitter then images, other_images = jitter(images), jitter(other_images) end
+    if t.photometric then
+      images, other_images = kd.data.photometric(images, t.photometric), kd.data.photometric(other_images, t.photometric)
+    end
     local mixed, mixed_labels = mix.cutmix(images, labels, other_images, mix.roll(labels), masks)
+    local pixel_weights = confident or (not t.source and batch.weights) or nil
     local weights = nil
-    if batch.weights and not t.source then
-      weights = batch.weights:clone()
-      kd._C.mix_where(weights, mix.roll(batch.weights), masks)
+    if pixel_weights then
+      weights = pixel_weights:clone()
+      kd._C.mix_where(weights, mix.roll(pixel_weights), masks)
     end
     return {images = mixed, labels = mixed_labels, weights = weights}
   end}
@@ -215,10 +254,10 @@ function terms.feature_perturbation(settings)
     function(step, t)
       local model = step:model(t.model)
       if not model.decode then error("terms.feature_perturbation: model " .. t.model .. " has no decode(features, images)", 0) end
-      local labels = confident_labels(step, t.source or t.model, t.stream, t.threshold)
+      local labels, weights = confident_labels(step, t.source or t.model, t.stream, t.threshold, t.unconfident)
       local _, extras = step:output(t.model, t.stream)
       local decoded = model:decode(kd.dropout2d(extras.features, t.p), step:batch(t.stream).images)
-      return kd.losses.cross_entropy(decoded, labels)
+      return kd.losses.cross_entropy(decoded, labels, {pixel_weight = weights})
     end)
   return t
 end
