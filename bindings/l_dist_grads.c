@@ -38,6 +38,7 @@ typedef struct {
     bucket *buckets;
     int n_buckets, next_to_start, hint;
     double seconds;     /* this step's time in packing, MPI calls and waiting */
+    int started_in_backward; /* this step's buckets started before backward ended */
     bool armed;
 } reducer;
 
@@ -115,7 +116,7 @@ static int l_arm(lua_State *L) {
     if (!lkd_dist()) return 0;
     memset(r->ready, 0, sizeof(bool) * (size_t)r->n);
     for (int k = 0; k < r->n_buckets; k++) r->buckets[k].ready = 0, r->buckets[k].started = false;
-    r->next_to_start = 0, r->hint = 0, r->seconds = 0;
+    r->next_to_start = 0, r->hint = 0, r->seconds = 0, r->started_in_backward = 0;
     kd_set_grad_ready_hook(on_grad_ready, r);
     r->armed = true;
     return 0;
@@ -130,6 +131,7 @@ static int l_finish(lua_State *L) {
         return 1;
     }
     disarm(r);
+    r->started_in_backward = r->next_to_start;
     double t0 = now();
     kd_status s = start_ready(r, true);
     for (int k = 0; !s && k < r->n_buckets; k++)
@@ -171,9 +173,13 @@ static int l_gc(lua_State *L) {
     return 0;
 }
 
+/* r:buckets() -> the number of buckets, and how many of them the last step
+ * started while backward was still running */
 static int l_buckets(lua_State *L) {
-    lua_pushinteger(L, check_reducer(L)->n_buckets);
-    return 1;
+    reducer *r = check_reducer(L);
+    lua_pushinteger(L, r->n_buckets);
+    lua_pushinteger(L, r->started_in_backward);
+    return 2;
 }
 
 /* dist_grad_reducer({param, ...}, bucket_bytes) */

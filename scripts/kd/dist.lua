@@ -117,6 +117,7 @@ function GradAverager:backward(loss)
   return self.handle:finish()
 end
 
+-- The number of buckets, and how many the last backward started before it ended.
 function GradAverager:buckets() return self.handle:buckets() end
 
 return dist

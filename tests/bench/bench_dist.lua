@@ -52,6 +52,7 @@ for _, name in ipairs({"bench_student", "bench_teacher"}) do
     print(cjson.encode({bench = "dist_step", net = name, ranks = size, threads_per_rank = kd.get_threads(),
                         global_batch = global_batch, step_s = step, images_per_second = global_batch / step,
                         communication_s = comm, communication_share = comm / step,
-                        gradient_bytes = bytes, buckets = averager:buckets()}))
+                        gradient_bytes = bytes, buckets = averager:buckets(),
+                        buckets_started_in_backward = select(2, averager:buckets())}))
   end
 end

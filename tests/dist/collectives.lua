@@ -51,6 +51,8 @@ check(averager:buckets() == 2, "two buckets")
 local loss = (p * (rank + 1)):sum() + (q * (10 * (rank + 1))):sum()
 local seconds = averager:backward(loss)
 check(type(seconds) == "number" and seconds >= 0, "communication time")
+local _, early = averager:buckets()
+check(early == 2, "both buckets started while backward ran, got " .. tostring(early))
 check(p.grad:get(1) == 1.5 and p.grad:get(1000) == 1.5, "p's gradient is the mean of 1 and 2")
 check(q.grad:get(2) == 15, "q's gradient is the mean of 10 and 20")
 -- a parameter without a gradient on one rank gets the other's share
