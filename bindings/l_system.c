@@ -30,6 +30,26 @@ static int l_set_conv_backend(lua_State *L) {
     return 1;
 }
 
+/* set_conv_precision("bf16" | "float32") -> the previous one: oneDNN's
+ * convolutions compute in bfloat16 (float32 results and accumulation) */
+static int l_set_conv_precision(lua_State *L) {
+    const char *name = luaL_checkstring(L, 1);
+    bool bf16 = strcmp(name, "bf16") == 0;
+    if (!bf16 && strcmp(name, "float32") != 0)
+        return luaL_error(L, "kd.set_conv_precision: 'bf16' or 'float32', got '%s'", name);
+    if (bf16 && !kd_conv_bf16_available())
+        return luaL_error(L, "kd.set_conv_precision: oneDNN has no bfloat16 convolutions for this CPU "
+                             "(or oneDNN does not run here)");
+    lua_pushstring(L, kd_conv_set_bf16(bf16) ? "bf16" : "float32");
+    return 1;
+}
+
+/* conv_precision() -> "bf16" or "float32": what oneDNN's convolutions compute in now */
+static int l_conv_precision(lua_State *L) {
+    lua_pushstring(L, kd_conv_bf16() ? "bf16" : "float32");
+    return 1;
+}
+
 static int l_set_threads(lua_State *L) {
     int n = lkd_check_int(L, 1);
     if (n < 1 || n > 1024) return luaL_error(L, "kd.set_threads: %d threads, must be 1 to 1024", n);
@@ -267,7 +287,8 @@ static int l_cwd(lua_State *L) {
 static const luaL_Reg functions[] = {
     {"binary_path", l_binary_path}, {"cwd", l_cwd},
     {"gemm_gflops", l_gemm_gflops}, {"sleep", l_sleep},
-    {"set_conv_backend", l_set_conv_backend}, {"set_threads", l_set_threads}, {"get_threads", l_get_threads}, {"manual_seed", l_manual_seed},
+    {"set_conv_backend", l_set_conv_backend}, {"set_conv_precision", l_set_conv_precision},
+    {"conv_precision", l_conv_precision}, {"set_threads", l_set_threads}, {"get_threads", l_get_threads}, {"manual_seed", l_manual_seed},
     {"rng_state", l_rng_state}, {"set_rng_state", l_set_rng_state},
     {"grad_enabled", l_grad_enabled}, {"set_grad_enabled", l_set_grad_enabled}, {"memory", l_memory},
     {"reset_peak_memory", l_reset_peak}, {"empty_cache", l_empty_cache}, {"rss", l_rss}, {"rss_peak", l_rss_peak},

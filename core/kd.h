@@ -245,6 +245,13 @@ kd_status kd_conv2d_reference(const kd_tensor *x, const kd_tensor *weight,
 bool kd_conv_use_dnnl(bool use);
 /* Whether kd_conv2d runs on oneDNN now (asked for, and oneDNN works here). */
 bool kd_conv_dnnl_active(void);
+/* bfloat16 compute for oneDNN's convolutions (inputs, weights and output
+ * gradients read as bfloat16, results and accumulation float32; tensors
+ * stay float32): off by default, KDSEG_CONV_PRECISION=bf16 turns it on;
+ * returns the previous setting. Not used by the im2col path. */
+bool kd_conv_set_bf16(bool on);
+bool kd_conv_bf16(void);           /* asked for and available */
+bool kd_conv_bf16_available(void); /* oneDNN has bfloat16 kernels for this CPU */
 
 /* Training: normalises with batch statistics and updates the running ones
  * (running = (1-momentum) running + momentum batch, unbiased variance).

@@ -17,7 +17,14 @@
  * caller passes, as every backward in kdseg does (a reorder with a sum
  * post-op). With a fixed thread count the results are the same from run to
  * run. Depthwise convolutions run here too (op_depthwise.c is their
- * fallback). */
+ * fallback).
+ *
+ * bfloat16 compute (kd_conv_set_bf16, KDSEG_CONV_PRECISION=bf16): the
+ * kernels read the input, the weights and the output gradient as bfloat16
+ * (the reorders into the blocked layouts convert them, so it costs no pass
+ * of its own) and write float32 outputs and gradients, accumulated in
+ * float32; kdseg's tensors and master weights stay float32. Where oneDNN has
+ * no bfloat16 kernel for the CPU, the call falls back as above, in float32. */
 #include <dnnl.h>
 #include <stdlib.h>
 #include <string.h>
@@ -29,6 +36,21 @@ static dnnl_engine_t engine;
 static dnnl_stream_t stream;
 static int enabled = -1;             /* -1: the environment decides at the first call */
 static bool engine_tried, engine_ok; /* the engine is made once */
+static int bf16 = -1;                /* bfloat16 compute; -1: the environment decides */
+
+bool kd_conv_bf16(void) {
+    if (bf16 < 0) {
+        const char *choice = getenv("KDSEG_CONV_PRECISION");
+        bf16 = choice && strcmp(choice, "bf16") == 0;
+    }
+    return bf16 && kd_conv_bf16_available();
+}
+
+bool kd_conv_set_bf16(bool on) {
+    bool was = kd_conv_bf16();
+    bf16 = on;
+    return was;
+}
 
 static bool ready(void) {
     if (enabled < 0) {
@@ -112,27 +134,59 @@ static bool operand_bind(operand *o, const dnnl_memory_desc_t *plain, const dnnl
     return !fill || reorder(o->plain, o->used, false);
 }
 
-/* The descriptors of one convolution. */
+/* The descriptors of one convolution: the caller's plain float32 data, and
+ * what the primitives take ("any" layout) as inputs, in the compute type,
+ * and give as results, in float32. */
 typedef struct {
-    dnnl_memory_desc_t src, weights, dst;     /* plain */
-    dnnl_memory_desc_t src_any, weights_any, dst_any;
+    dnnl_memory_desc_t src, weights, dst;           /* plain */
+    dnnl_memory_desc_t src_in, weights_in, grad_in; /* the kernels' inputs (grad_in: the output's gradient) */
+    dnnl_memory_desc_t dst_out, src_grad_out, weights_grad_out; /* their results */
     dnnl_dims_t strides, dilates, pad_l, pad_r;
 } conv_desc;
 
+/* Whether oneDNN has bfloat16 convolution kernels for this CPU (asked once,
+ * with a small convolution): elsewhere bfloat16 falls back to float32 on
+ * oneDNN, not to the slower im2col path. */
+bool kd_conv_bf16_available(void) {
+    static int available = -1;
+    if (available >= 0) return available;
+    available = 0;
+    if (!ready()) return false;
+    dnnl_dims_t src = {1, 16, 8, 8}, w = {16, 16, 3, 3}, dst = {1, 16, 8, 8}, one = {1, 1}, zero = {0, 0};
+    dnnl_memory_desc_t s_md, w_md, d_md;
+    dnnl_memory_desc_init_by_tag(&s_md, 4, src, dnnl_bf16, dnnl_format_tag_any);
+    dnnl_memory_desc_init_by_tag(&w_md, 4, w, dnnl_bf16, dnnl_format_tag_any);
+    dnnl_memory_desc_init_by_tag(&d_md, 4, dst, dnnl_f32, dnnl_format_tag_any);
+    dnnl_convolution_desc_t cd;
+    dnnl_primitive_desc_t pd;
+    if (dnnl_dilated_convolution_forward_desc_init(&cd, dnnl_forward_training, dnnl_convolution_direct, &s_md, &w_md,
+                                                   NULL, &d_md, one, zero, one, one) == dnnl_success &&
+        dnnl_primitive_desc_create(&pd, &cd, NULL, engine, NULL) == dnnl_success) {
+        available = 1;
+        dnnl_primitive_desc_destroy(pd);
+    }
+    return available;
+}
+
 static void describe(const kd_conv_geometry *g, int N, int cout, int groups, conv_desc *d) {
+    dnnl_data_type_t in = kd_conv_bf16() ? dnnl_bf16 : dnnl_f32;
     dnnl_dims_t src = {N, g->channels, g->height, g->width}, dst = {N, cout, g->out_h, g->out_w};
     dnnl_memory_desc_init_by_tag(&d->src, 4, src, dnnl_f32, dnnl_nchw);
     dnnl_memory_desc_init_by_tag(&d->dst, 4, dst, dnnl_f32, dnnl_nchw);
-    dnnl_memory_desc_init_by_tag(&d->src_any, 4, src, dnnl_f32, dnnl_format_tag_any);
-    dnnl_memory_desc_init_by_tag(&d->dst_any, 4, dst, dnnl_f32, dnnl_format_tag_any);
+    dnnl_memory_desc_init_by_tag(&d->src_in, 4, src, in, dnnl_format_tag_any);
+    dnnl_memory_desc_init_by_tag(&d->src_grad_out, 4, src, dnnl_f32, dnnl_format_tag_any);
+    dnnl_memory_desc_init_by_tag(&d->dst_out, 4, dst, dnnl_f32, dnnl_format_tag_any);
+    dnnl_memory_desc_init_by_tag(&d->grad_in, 4, dst, in, dnnl_format_tag_any);
     if (groups == 1) {
         dnnl_dims_t w = {cout, g->channels, g->kernel_h, g->kernel_w};
         dnnl_memory_desc_init_by_tag(&d->weights, 4, w, dnnl_f32, dnnl_oihw);
-        dnnl_memory_desc_init_by_tag(&d->weights_any, 4, w, dnnl_f32, dnnl_format_tag_any);
+        dnnl_memory_desc_init_by_tag(&d->weights_in, 4, w, in, dnnl_format_tag_any);
+        dnnl_memory_desc_init_by_tag(&d->weights_grad_out, 4, w, dnnl_f32, dnnl_format_tag_any);
     } else { /* kdseg's Cout x Cin/g x kh x kw is oneDNN's goihw */
         dnnl_dims_t w = {groups, cout / groups, g->channels / groups, g->kernel_h, g->kernel_w};
         dnnl_memory_desc_init_by_tag(&d->weights, 5, w, dnnl_f32, dnnl_goihw);
-        dnnl_memory_desc_init_by_tag(&d->weights_any, 5, w, dnnl_f32, dnnl_format_tag_any);
+        dnnl_memory_desc_init_by_tag(&d->weights_in, 5, w, in, dnnl_format_tag_any);
+        dnnl_memory_desc_init_by_tag(&d->weights_grad_out, 5, w, dnnl_f32, dnnl_format_tag_any);
     }
     d->strides[0] = g->stride_h, d->strides[1] = g->stride_w;
     d->dilates[0] = g->dilation_h - 1, d->dilates[1] = g->dilation_w - 1; /* oneDNN counts the gaps */
@@ -145,8 +199,8 @@ static void describe(const kd_conv_geometry *g, int N, int cout, int groups, con
 static dnnl_primitive_desc_t forward_pd(conv_desc *d) {
     dnnl_convolution_desc_t cd;
     dnnl_primitive_desc_t pd = NULL;
-    if (dnnl_dilated_convolution_forward_desc_init(&cd, dnnl_forward_training, dnnl_convolution_direct, &d->src_any,
-                                                   &d->weights_any, NULL, &d->dst_any, d->strides, d->dilates,
+    if (dnnl_dilated_convolution_forward_desc_init(&cd, dnnl_forward_training, dnnl_convolution_direct, &d->src_in,
+                                                   &d->weights_in, NULL, &d->dst_out, d->strides, d->dilates,
                                                    d->pad_l, d->pad_r) != dnnl_success ||
         dnnl_primitive_desc_create(&pd, &cd, NULL, engine, NULL) != dnnl_success)
         return NULL;
@@ -234,16 +288,16 @@ unsigned kd_conv_dnnl_backward(const kd_conv_geometry *g, int N, int cout, int g
     unsigned ran = 0;
     dnnl_convolution_desc_t cd;
     if (grad_x &&
-        dnnl_dilated_convolution_backward_data_desc_init(&cd, dnnl_convolution_direct, &d.src_any, &d.weights_any,
-                                                         &d.dst_any, d.strides, d.dilates, d.pad_l,
+        dnnl_dilated_convolution_backward_data_desc_init(&cd, dnnl_convolution_direct, &d.src_grad_out, &d.weights_in,
+                                                         &d.grad_in, d.strides, d.dilates, d.pad_l,
                                                          d.pad_r) == dnnl_success &&
         run_gradient(&d, hint, &cd, (gradient_input){DNNL_ARG_WEIGHTS, dnnl_query_weights_md, &d.weights, w}, grad_out,
                      DNNL_ARG_DIFF_SRC, dnnl_query_diff_src_md, &d.src, grad_x))
         ran |= KD_DNNL_INPUT_GRAD;
     if (grad_w &&
-        dnnl_dilated_convolution_backward_weights_desc_init(&cd, dnnl_convolution_direct, &d.src_any, &d.weights_any,
-                                                            NULL, &d.dst_any, d.strides, d.dilates, d.pad_l,
-                                                            d.pad_r) == dnnl_success &&
+        dnnl_dilated_convolution_backward_weights_desc_init(&cd, dnnl_convolution_direct, &d.src_in,
+                                                            &d.weights_grad_out, NULL, &d.grad_in, d.strides,
+                                                            d.dilates, d.pad_l, d.pad_r) == dnnl_success &&
         run_gradient(&d, hint, &cd, (gradient_input){DNNL_ARG_SRC, dnnl_query_src_md, &d.src, x}, grad_out,
                      DNNL_ARG_DIFF_WEIGHTS, dnnl_query_diff_weights_md, &d.weights, grad_w))
         ran |= KD_DNNL_WEIGHT_GRAD;

@@ -38,6 +38,9 @@ kd.losses = {
 -- process settings
 kd.set_threads, kd.get_threads = C.set_threads, C.get_threads
 kd.set_conv_backend = C.set_conv_backend -- "onednn" (the default where it runs) or "im2col"
+-- "bf16": oneDNN's convolutions read inputs, weights and output gradients as
+-- bfloat16 (results and sums float32); "float32", the default
+kd.set_conv_precision, kd.conv_precision = C.set_conv_precision, C.conv_precision
 kd.manual_seed = C.manual_seed
 kd.memory, kd.rss, kd.rss_peak, kd.clock = C.memory, C.rss, C.rss_peak, C.clock
 kd.empty_cache = C.empty_cache

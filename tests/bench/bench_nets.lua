@@ -64,7 +64,8 @@ for _, n in ipairs(threads) do
                         train_step_gflop = 3 * forward_flops / 1e9, sgemm_peak_gflops = step_peak,
                         sgemm_best_gflops = best_peak, bound_ms = 1e3 * bound, step_over_bound = step / bound,
                         step_over_best_bound = step * best_peak * 1e9 / (3 * forward_flops),
-                        peak_tensor_mib = C.memory().peak_bytes / 2 ^ 20, rss_mib = rss / 2 ^ 20}))
+                        peak_tensor_mib = C.memory().peak_bytes / 2 ^ 20, rss_mib = rss / 2 ^ 20,
+                        conv_precision = kd.conv_precision()}))
     io.stdout:flush()
   end
 end

@@ -6,7 +6,10 @@
 -- says) alternate ROUNDS times, so drift of this shared machine hits both
 -- alike; each figure is the median over rounds, printed as the ratio
 -- kdseg / PyTorch (below 1: kdseg is faster). Also the measured FMA peak
--- (build/bench/bench_peak) and each step as a fraction of it.
+-- (build/bench/bench_peak) and each step as a fraction of it. Where oneDNN
+-- has bfloat16 convolutions, kdseg also runs with them
+-- (KDSEG_CONV_PRECISION=bf16) in the same rounds: bf16_step_ratio and
+-- bf16_inference_ratio (against PyTorch's float32).
 -- Without python3-torch at /usr/bin/python3 the comparison is skipped, saying so.
 --   kdseg tests/bench/compare_torch.lua [rounds]
 local cjson = require("cjson")
@@ -52,11 +55,16 @@ local malloc = "GLIBC_TUNABLES=glibc.malloc.mmap_threshold=33554432:glibc.malloc
 for _, threads in ipairs({2, 1}) do
   for _, net in ipairs({"student", "teacher"}) do
     local k = {step = {}, infer = {}, rss = {}, gflop = nil}
+    local b = {step = {}, infer = {}}
     local t = {step = {}, infer = {}, rss = {}}
     for _ = 1, rounds do
       for _, v in ipairs(lines_of(string.format("%s %s/bench_nets.lua %d bench_%s", kdseg, here, threads, net))) do
         k.step[#k.step + 1], k.infer[#k.infer + 1], k.rss[#k.rss + 1] = v.train_step_ms, v.inference_ms, v.rss_mib
         k.gflop = v.train_step_gflop
+      end
+      for _, v in ipairs(lines_of(string.format("KDSEG_CONV_PRECISION=bf16 %s %s/bench_nets.lua %d bench_%s", kdseg, here,
+                                                threads, net))) do
+        if v.conv_precision == "bf16" then b.step[#b.step + 1], b.infer[#b.infer + 1] = v.train_step_ms, v.inference_ms end
       end
       if has_torch then
         for _, mode in ipairs({"train", "infer"}) do
@@ -77,6 +85,11 @@ for _, threads in ipairs({2, 1}) do
       row.torch_step_ms, row.torch_inference_ms, row.torch_peak_rss_mib = median(t.step), median(t.infer), median(t.rss)
       row.step_ratio = ks and ks / row.torch_step_ms
       row.inference_ratio = ki and row.torch_inference_ms and ki / row.torch_inference_ms
+      if #b.step > 0 then
+        row.kdseg_bf16_step_ms, row.kdseg_bf16_inference_ms = median(b.step), median(b.infer)
+        row.bf16_step_ratio = row.kdseg_bf16_step_ms / row.torch_step_ms
+        row.bf16_inference_ratio = row.kdseg_bf16_inference_ms / row.torch_inference_ms
+      end
     end
     print(cjson.encode(row))
     io.stdout:flush()

@@ -67,6 +67,51 @@ function T.onednn_and_im2col_agree_on_the_zoo()
   kd.set_conv_backend(previous)
 end
 
+-- bfloat16 compute (kd.set_conv_precision): the convolutions of each
+-- geometry the zoo uses (3x3, strided, dilated, 1x1, depthwise, batch 1 and
+-- odd sizes) against float32, output and both gradients, within bfloat16's
+-- rounding (8 bits of mantissa: about 0.4% per operand) and not equal to
+-- float32 (so the bfloat16 kernels did run). Where oneDNN has no bfloat16
+-- kernels, asking for them is an error that says so.
+function T.bf16_convolutions()
+  local available = pcall(kd.set_conv_precision, "bf16")
+  kd.set_conv_precision("float32")
+  if not available then
+    h.raises(function() kd.set_conv_precision("bf16") end, "no bfloat16 convolutions for this CPU")
+    print("  (no bfloat16 convolutions on this CPU: only the error is checked)")
+    return
+  end
+  local geometries = {
+    {x = {2, 16, 17, 23}, w = {24, 16, 3, 3}, o = {padding = 1}},
+    {x = {1, 8, 20, 21}, w = {16, 8, 3, 3}, o = {padding = 1, stride = 2}},
+    {x = {2, 16, 12, 12}, w = {16, 16, 3, 3}, o = {padding = 4, dilation = 4}},
+    {x = {2, 32, 9, 11}, w = {8, 32, 1, 1}, o = {}},
+    {x = {2, 16, 14, 14}, w = {16, 1, 3, 3}, o = {padding = 1, groups = 16}},
+  }
+  for k, geo in ipairs(geometries) do
+    local function run(precision)
+      kd.set_conv_precision(precision)
+      kd.manual_seed(k)
+      local x, w = kd.randn(geo.x), kd.randn(geo.w) * 0.2
+      x.requires_grad, w.requires_grad = true, true
+      local y = kd.conv2d(x, w, nil, geo.o)
+      local loss = (y * kd.randn(y.shape)):sum()
+      loss:backward()
+      kd.set_conv_precision("float32")
+      return {y, x.grad, w.grad}
+    end
+    local f32, bf16 = run("float32"), run("bf16")
+    for i, what in ipairs({"output", "input gradient", "weight gradient"}) do
+      local r = math.sqrt((bf16[i] - f32[i]):sum_squares() / f32[i]:sum_squares())
+      local where = string.format("geometry %d, %s", k, what)
+      h.truthy(r < 1e-2, where .. ": bfloat16 off float32 by " .. r)
+      h.truthy(r > 0, where .. ": bfloat16 gave float32's result exactly (did its kernels run?)")
+    end
+  end
+  h.raises(function() kd.set_conv_precision("fp16") end, "'bf16' or 'float32', got 'fp16'")
+  h.eq(kd.conv_precision(), "float32", "the default")
+end
+
 function T.backend_names()
   h.raises(function() kd.set_conv_backend("cuda") end, "'onednn' or 'im2col', got 'cuda'")
 end
