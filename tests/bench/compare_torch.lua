@@ -8,8 +8,11 @@
 -- kdseg / PyTorch (below 1: kdseg is faster). Also the measured FMA peak
 -- (build/bench/bench_peak) and each step as a fraction of it. Where oneDNN
 -- has bfloat16 convolutions, kdseg also runs with them
--- (KDSEG_CONV_PRECISION=bf16) in the same rounds: bf16_step_ratio and
--- bf16_inference_ratio (against PyTorch's float32).
+-- (KDSEG_CONV_PRECISION=bf16) in the same rounds, and PyTorch with its
+-- bfloat16 autocast (torch_ref.py --bf16): bf16_step_ratio and
+-- bf16_inference_ratio are kdseg's bfloat16 against PyTorch's float32,
+-- bf16_step_ratio_vs_torch_bf16 and bf16_inference_ratio_vs_torch_bf16
+-- against PyTorch's bfloat16.
 -- Without python3-torch at /usr/bin/python3 the comparison is skipped, saying so.
 --   kdseg tests/bench/compare_torch.lua [rounds]
 local cjson = require("cjson")
@@ -56,6 +59,7 @@ for _, threads in ipairs({2, 1}) do
   for _, net in ipairs({"student", "teacher"}) do
     local k = {step = {}, infer = {}, rss = {}, gflop = nil}
     local b = {step = {}, infer = {}}
+    local tb = {step = {}, infer = {}}
     local t = {step = {}, infer = {}, rss = {}}
     for _ = 1, rounds do
       for _, v in ipairs(lines_of(string.format("%s %s/bench_nets.lua %d bench_%s", kdseg, here, threads, net))) do
@@ -74,6 +78,12 @@ for _, threads in ipairs({2, 1}) do
             if v.what == "train_step" then t.step[#t.step + 1], t.rss[#t.rss + 1] = v.median_ms, v.peak_rss_mib end
             if v.what == "infer" then t.infer[#t.infer + 1] = v.median_ms end
           end
+          if #b.step > 0 then -- kdseg has bfloat16 here: PyTorch's too
+            for _, v in ipairs(lines_of(command .. " --bf16")) do
+              if v.what == "train_step" then tb.step[#tb.step + 1] = v.median_ms end
+              if v.what == "infer" then tb.infer[#tb.infer + 1] = v.median_ms end
+            end
+          end
         end
       end
     end
@@ -89,6 +99,11 @@ for _, threads in ipairs({2, 1}) do
         row.kdseg_bf16_step_ms, row.kdseg_bf16_inference_ms = median(b.step), median(b.infer)
         row.bf16_step_ratio = row.kdseg_bf16_step_ms / row.torch_step_ms
         row.bf16_inference_ratio = row.kdseg_bf16_inference_ms / row.torch_inference_ms
+        if #tb.step > 0 then
+          row.torch_bf16_step_ms, row.torch_bf16_inference_ms = median(tb.step), median(tb.infer)
+          row.bf16_step_ratio_vs_torch_bf16 = row.kdseg_bf16_step_ms / row.torch_bf16_step_ms
+          row.bf16_inference_ratio_vs_torch_bf16 = row.kdseg_bf16_inference_ms / row.torch_bf16_inference_ms
+        end
       end
     end
     print(cjson.encode(row))
