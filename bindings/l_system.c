@@ -267,16 +267,8 @@ static int l_sleep(lua_State *L) {
     return 0;
 }
 
-/* binary_path() -> this kdseg's absolute path; cwd() -> the working folder
- * (kdseg --emit-slurm writes both into the job script) */
-static int l_binary_path(lua_State *L) {
-    char path[4096];
-    ssize_t n = readlink("/proc/self/exe", path, sizeof path - 1);
-    if (n <= 0) return luaL_error(L, "cannot read /proc/self/exe: %s", strerror(errno));
-    lua_pushlstring(L, path, (size_t)n);
-    return 1;
-}
-
+/* cwd() -> the working folder (kdseg --emit-slurm writes it into the job
+ * script, beside exe_path()) */
 static int l_cwd(lua_State *L) {
     char path[4096];
     if (!getcwd(path, sizeof path)) return luaL_error(L, "cannot read the working folder: %s", strerror(errno));
@@ -285,7 +277,7 @@ static int l_cwd(lua_State *L) {
 }
 
 static const luaL_Reg functions[] = {
-    {"binary_path", l_binary_path}, {"cwd", l_cwd},
+    {"cwd", l_cwd},
     {"gemm_gflops", l_gemm_gflops}, {"sleep", l_sleep},
     {"set_conv_backend", l_set_conv_backend}, {"set_conv_precision", l_set_conv_precision},
     {"conv_precision", l_conv_precision}, {"set_threads", l_set_threads}, {"get_threads", l_get_threads}, {"manual_seed", l_manual_seed},

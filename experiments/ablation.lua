@@ -44,10 +44,8 @@ for v, variant in ipairs(variants) do
     for _, s in ipairs(r.students) do sum = sum + s.miou end
     values[#values + 1] = 100 * sum / #r.students
   end
-  local mean, var = 0, 0
-  for _, x in ipairs(values) do mean = mean + x / #values end
-  for _, x in ipairs(values) do var = var + (x - mean) ^ 2 / math.max(1, #values - 1) end
-  rows[#rows + 1] = string.format("| %s | %.2f ± %.2f |", variant[1], mean, math.sqrt(var))
+  local mean, sd = require("kd.infra.stats").mean_sd(values)
+  rows[#rows + 1] = string.format("| %s | %.2f ± %.2f |", variant[1], mean, sd)
 end
 local md = table.concat(rows, "\n")
 kd.train.rundir.release(dir)

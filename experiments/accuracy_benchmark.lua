@@ -132,11 +132,10 @@ end
 
 -- mean and sample standard deviation over the seeds, in mIoU points
 local function spread(i, field)
-  local values, mean, var = {}, 0, 0
+  local values = {}
   for k = 1, #per_seed do values[k] = 100 * per_seed[k][i][field] end
-  for _, x in ipairs(values) do mean = mean + x / #values end
-  for _, x in ipairs(values) do var = var + (x - mean) ^ 2 / math.max(1, #values - 1) end
-  return mean, math.sqrt(var), values
+  local mean, sd = require("kd.infra.stats").mean_sd(values)
+  return mean, sd, values
 end
 local function cell(i, field)
   local mean, sd = spread(i, field)

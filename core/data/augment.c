@@ -234,6 +234,20 @@ static bool gaussian_blur(kd_sample *s, float sigma) {
     return true;
 }
 
+/* The colour steps of an augmentation (jitter, grayscale, blur), each drawn
+ * with its probability, in this order; false if the blur's buffer cannot be
+ * had. */
+static bool colours(kd_sample *s, const kd_augment_params *p, kd_rng *rng) {
+    if ((p->brightness > 0 || p->contrast > 0 || p->saturation > 0 || p->hue > 0) && kd_rng_uniform(rng) < p->jitter_p)
+        color_jitter(s, p, rng);
+    if (p->grayscale_p > 0 && kd_rng_uniform(rng) < p->grayscale_p) grayscale(s);
+    if (p->blur_p > 0 && kd_rng_uniform(rng) < p->blur_p) {
+        float sigma = p->blur_sigma_min + (p->blur_sigma_max - p->blur_sigma_min) * kd_rng_uniform(rng);
+        return gaussian_blur(s, sigma);
+    }
+    return true;
+}
+
 kd_status kd_augment_sample(kd_sample *s, const kd_augment_params *p, kd_rng *rng) {
     if (p->scale_max > 0 && (p->scale_min != 1 || p->scale_max != 1)) {
         float factor = p->scale_min + (p->scale_max - p->scale_min) * kd_rng_uniform(rng);
@@ -251,13 +265,7 @@ kd_status kd_augment_sample(kd_sample *s, const kd_augment_params *p, kd_rng *rn
             return kd_fail(KD_ERR_MEMORY, "augment: cannot crop a %dx%d sample", s->h, s->w);
     }
     if (p->hflip && kd_rng_uniform(rng) < 0.5f) hflip(s);
-    if ((p->brightness > 0 || p->contrast > 0 || p->saturation > 0 || p->hue > 0) && kd_rng_uniform(rng) < p->jitter_p)
-        color_jitter(s, p, rng);
-    if (p->grayscale_p > 0 && kd_rng_uniform(rng) < p->grayscale_p) grayscale(s);
-    if (p->blur_p > 0 && kd_rng_uniform(rng) < p->blur_p) {
-        float sigma = p->blur_sigma_min + (p->blur_sigma_max - p->blur_sigma_min) * kd_rng_uniform(rng);
-        if (!gaussian_blur(s, sigma)) return kd_fail(KD_ERR_MEMORY, "augment: cannot blur a %dx%d sample", s->h, s->w);
-    }
+    if (!colours(s, p, rng)) return kd_fail(KD_ERR_MEMORY, "augment: cannot blur a %dx%d sample", s->h, s->w);
     return KD_OK;
 }
 
@@ -307,13 +315,7 @@ kd_status kd_photometric_batch(const kd_tensor *images, const kd_augment_params 
             for (size_t i = 0; i < n; i++)
                 rgb[c * n + i] = (uint8_t)(clamp255((x[c * n + i] * p->std[c] + p->mean[c]) * 255) + 0.5f);
         kd_sample s = {.h = h, .w = w, .rgb = rgb};
-        if ((p->brightness > 0 || p->contrast > 0 || p->saturation > 0 || p->hue > 0) && kd_rng_uniform(rng) < p->jitter_p)
-            color_jitter(&s, p, rng);
-        if (p->grayscale_p > 0 && kd_rng_uniform(rng) < p->grayscale_p) grayscale(&s);
-        if (p->blur_p > 0 && kd_rng_uniform(rng) < p->blur_p) {
-            float sigma = p->blur_sigma_min + (p->blur_sigma_max - p->blur_sigma_min) * kd_rng_uniform(rng);
-            if (!gaussian_blur(&s, sigma)) st = kd_fail(KD_ERR_MEMORY, "photometric: cannot blur a %dx%d image", h, w);
-        }
+        if (!colours(&s, p, rng)) st = kd_fail(KD_ERR_MEMORY, "photometric: cannot blur a %dx%d image", h, w);
         float *y = o + (size_t)b * 3 * n;
         for (int c = 0; c < 3; c++) {
             float scale = 1.0f / (255 * p->std[c]), shift = -p->mean[c] / p->std[c];

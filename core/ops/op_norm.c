@@ -163,9 +163,10 @@ static kd_status check_vector(const char *what, const kd_tensor *v, const kd_ten
     return KD_OK;
 }
 
-kd_status kd_batch_norm2d(kd_tensor *x, kd_tensor *weight, kd_tensor *bias,
-                          kd_tensor *running_mean, kd_tensor *running_var, bool training,
-                          float momentum, float eps, kd_tensor **out) {
+/* The arguments of a batch norm, plain or synchronised, in this order. */
+static kd_status check_arguments(const kd_tensor *x, const kd_tensor *weight, const kd_tensor *bias,
+                                 const kd_tensor *running_mean, const kd_tensor *running_var, bool training,
+                                 float momentum, float eps) {
     kd_status s;
     if ((s = kd_check_f32("batch_norm2d", "input", x)) ||
         (s = kd_check_ndim("batch_norm2d", "input", x, 4)) ||
@@ -180,6 +181,20 @@ kd_status kd_batch_norm2d(kd_tensor *x, kd_tensor *weight, kd_tensor *bias,
     if (!(eps > 0) || !(momentum >= 0 && momentum <= 1))
         return kd_fail(KD_ERR_ARG, "batch_norm2d: eps %g must be > 0 and momentum %g in [0, 1]",
                        eps, momentum);
+    return KD_OK;
+}
+
+/* y = x * scale + shift over channel c of every image */
+static void scale_channel(const float *in, float *y, int N, int C, size_t HW, int c, float scale, float shift) {
+    for (int n = 0; n < N; n++)
+        for (size_t i = ((size_t)n * C + c) * HW, e = i + HW; i < e; i++) y[i] = in[i] * scale + shift;
+}
+
+kd_status kd_batch_norm2d(kd_tensor *x, kd_tensor *weight, kd_tensor *bias,
+                          kd_tensor *running_mean, kd_tensor *running_var, bool training,
+                          float momentum, float eps, kd_tensor **out) {
+    kd_status s = check_arguments(x, weight, bias, running_mean, running_var, training, momentum, eps);
+    if (s) return s;
     int N = x->shape[0], C = x->shape[1];
     size_t HW = (size_t)x->shape[2] * x->shape[3], M = (size_t)N * HW;
     if (training && M < 2)
@@ -215,10 +230,7 @@ kd_status kd_batch_norm2d(kd_tensor *x, kd_tensor *weight, kd_tensor *bias,
             is[c] = (float)(1.0 / sqrt((double)kd_f32(running_var)[c] + eps));
         }
         float scale = (weight ? kd_f32(weight)[c] : 1.0f) * is[c];
-        float shift = (bias ? kd_f32(bias)[c] : 0.0f) - mu[c] * scale;
-        for (int n = 0; n < N; n++)
-            for (size_t i = ((size_t)n * C + c) * HW, e = i + HW; i < e; i++)
-                y[i] = in[i] * scale + shift;
+        scale_channel(in, y, N, C, HW, c, scale, (bias ? kd_f32(bias)[c] : 0.0f) - mu[c] * scale);
     }
     if (training && running_mean) kd_modified(running_mean), kd_modified(running_var);
     kd_tensor *inputs[3] = {x, weight, bias}, *saved[4] = {x, weight, mean, invstd};
@@ -295,15 +307,8 @@ kd_status kd_batch_norm2d_synced(kd_tensor *x, kd_tensor *weight, kd_tensor *bia
                                  kd_tensor *running_mean, kd_tensor *running_var,
                                  float momentum, float eps, kd_tensor **out) {
     if (!bn_reducer) return kd_batch_norm2d(x, weight, bias, running_mean, running_var, true, momentum, eps, out);
-    kd_status s;
-    if ((s = kd_check_f32("batch_norm2d", "input", x)) || (s = kd_check_ndim("batch_norm2d", "input", x, 4)) ||
-        (s = check_vector("weight", weight, x)) || (s = check_vector("bias", bias, x)) ||
-        (s = check_vector("running_mean", running_mean, x)) || (s = check_vector("running_var", running_var, x)))
-        return s;
-    if ((running_mean == NULL) != (running_var == NULL))
-        return kd_fail(KD_ERR_ARG, "batch_norm2d: running_mean and running_var go together");
-    if (!(eps > 0) || !(momentum >= 0 && momentum <= 1))
-        return kd_fail(KD_ERR_ARG, "batch_norm2d: eps %g must be > 0 and momentum %g in [0, 1]", eps, momentum);
+    kd_status s = check_arguments(x, weight, bias, running_mean, running_var, true, momentum, eps);
+    if (s) return s;
     int N = x->shape[0], C = x->shape[1];
     size_t HW = (size_t)x->shape[2] * x->shape[3];
     const float *in = kd_f32(x);
@@ -366,9 +371,7 @@ kd_status kd_batch_norm2d_synced(kd_tensor *x, kd_tensor *weight, kd_tensor *bia
 #pragma omp parallel for schedule(static) if ((size_t)N * HW * C > KD_PARALLEL_MIN)
     for (int c = 0; c < C; c++) {
         float scale = (weight ? kd_f32(weight)[c] : 1.0f) * is[c];
-        float shift = (bias ? kd_f32(bias)[c] : 0.0f) - mu[c] * scale;
-        for (int n = 0; n < N; n++)
-            for (size_t i = ((size_t)n * C + c) * HW, e = i + HW; i < e; i++) y[i] = in[i] * scale + shift;
+        scale_channel(in, y, N, C, HW, c, scale, (bias ? kd_f32(bias)[c] : 0.0f) - mu[c] * scale);
     }
     if (running_mean) kd_modified(running_mean), kd_modified(running_var);
     kd_tensor *inputs[3] = {x, weight, bias}, *saved[4] = {x, weight, mean, invstd};

@@ -40,7 +40,7 @@ function cli.main(first, ...)
   local job, command = nil, nil
   if first ~= "sweep" then job, command = slurm.parse({first, ...}) end
   if job then
-    io.write(slurm.script(job, command, C.binary_path(), C.cwd()))
+    io.write(slurm.script(job, command, C.exe_path(), C.cwd()))
     return
   end
   if first:match("%.lua$") or first:find("/") then

@@ -221,8 +221,9 @@ function semisup.label_cycle(teacher, items, state, cycle, cfg, classes, dir, tr
     end
     written_by[label_path] = item.image
   end
-  local mine = {} -- this rank's items: mine[k] is the index in items of its k-th
-  for id = kd.dist.rank() + 1, #items, kd.dist.size() do mine[#mine + 1] = id end
+  local ids = {}
+  for id = 1, #items do ids[id] = id end
+  local mine = kd.dist.shard(ids) -- this rank's items: mine[k] is the index in items of its k-th
   local my_items = {}
   for k, id in ipairs(mine) do my_items[k] = items[id] end
   local ds = Dataset.from_items(my_items, classes, train_id_files)
@@ -335,8 +336,6 @@ end
 -- has those of its items (`mine`); a sum over the ranks of a set that is
 -- zero elsewhere gives each one exactly.
 function semisup.gather_soft(soft, mine, n)
-  local mine_set = {}
-  for _, id in ipairs(mine) do mine_set[id] = true end
   local shape = {0, 0, 0, 0} -- every rank must agree on it: the largest over the ranks
   if #mine > 0 then shape = soft[mine[1]].shape end
   local agreed = kd.dist.all_reduce_numbers({shape[2], shape[3], shape[4]}, "max")

@@ -55,8 +55,7 @@ function SNConv2d:forward(x, options)
   return kd.conv2d(x, (self:normalized_weight(detach)), bias, self.options)
 end
 
-function SNConv2d:extra_repr()
-  return string.format("%d -> %d, %dx%d, spectral norm", self.in_channels, self.out_channels, self.kernel[1], self.kernel[2])
-end
+-- Conv2d's description (its fields are the same), marked
+function SNConv2d:extra_repr() return Conv2d.extra_repr(self) .. ", spectral norm" end
 
 return {SNConv2d = SNConv2d}

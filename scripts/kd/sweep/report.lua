@@ -7,6 +7,7 @@ local C = require("kd._C")
 local files = require("kd.data.files")
 local runner = require("kd.sweep.runner")
 local spec_mod = require("kd.sweep.spec")
+local stats = require("kd.infra.stats")
 
 local report = {}
 
@@ -89,10 +90,8 @@ function report.write(dir, s)
   local rows = {}
   for _, key in ipairs(order) do
     local g = groups[key]
-    local mean, var = 0, 0
-    for _, v in ipairs(g.values) do mean = mean + v / #g.values end
-    for _, v in ipairs(g.values) do var = var + (v - mean) ^ 2 / math.max(1, #g.values - 1) end
-    rows[#rows + 1] = {key = key, mean = mean, sd = math.sqrt(var), n = #g.values, params = g.params}
+    local mean, sd = stats.mean_sd(g.values)
+    rows[#rows + 1] = {key = key, mean = mean, sd = sd, n = #g.values, params = g.params}
   end
   table.sort(rows, function(a, b) return better(a.mean, b.mean) end)
   md[#md + 1] = ""
