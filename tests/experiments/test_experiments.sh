@@ -38,6 +38,14 @@ run "ablation table" grep -q "+ mutual learning" runs/ablation/ablation.md
 run baselines_semisup "$kdseg" "$top/experiments/baselines_semisup.lua" data.root=data data.labeled=splits/1_4/labeled.txt \
     data.unlabeled=splits/1_4/unlabeled.txt iterations=3 crop=[32,64] batch_size=4 workers=1 quiet=true
 run "baselines table" grep -q "UniMatch-style" runs/baselines_semisup/results.md
+run "a baseline's setting checked" sh -c "! \"$kdseg\" \"$top/experiments/baselines_semisup.lua\" data.root=data \
+    data.labeled=splits/1_4/labeled.txt data.unlabeled=splits/1_4/unlabeled.txt iterations=2 crop=[32,64] batch_size=4 \
+    workers=1 quiet=true name=bad_cps methods=[cps] cps.on=sideways > bad.log 2>&1 && grep -q \"on must be 'both' or 'unlabeled', got sideways\" bad.log"
+run "UniMatch's strong views checked" sh -c "! \"$kdseg\" \"$top/experiments/baselines_semisup.lua\" data.root=data \
+    data.labeled=splits/1_4/labeled.txt data.unlabeled=splits/1_4/unlabeled.txt iterations=2 crop=[32,64] batch_size=4 \
+    workers=1 quiet=true name=bad_um methods=[unimatch] unimatch.strong=sharp > bad.log 2>&1 && grep -q \"strong must be 'photometric' or 'affine', got sharp\" bad.log"
+run "accuracy benchmark without seeds" sh -c "! \"$kdseg\" \"$top/experiments/accuracy_benchmark.lua\" seeds=[] name=no_seeds \
+    > bad.log 2>&1 && grep -q 'seeds must be a non-empty list' bad.log"
 # each baseline's sweep spec, tiny: its own parameters run end to end
 for m in mean_teacher cps unimatch; do
     sed -e 's/^max_trials: 12$/max_trials: 2/' -e 's/^seeds: \[1, 2\]$/seeds: [1]/' \

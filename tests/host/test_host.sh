@@ -50,6 +50,9 @@ check "synthcity command" 0 "synthcity: 7 images of 32x64" "$kdseg" synthcity --
 check "synthcity files" 0 "synth_000006_000019_leftImg8bit.png" ls sc/leftImg8bit/train_extra/synth
 check "synthcity bad size" 1 "--size must be HxW" "$kdseg" synthcity --out sc --size 128
 check "synthcity missing --out" 1 "missing option '--out'" "$kdseg" synthcity --train 2
+check "synthcity negative test split" 1 "--test must be a non-negative integer" "$kdseg" synthcity --out sc --test=-1
+check "synthcity with a test split" 0 "synthcity: 3 images" "$kdseg" synthcity --out sct --train 1 --coarse 0 --val 1 --test 1 --size 16x32
+check "synthcity test images" 0 "synth_000002_000019_leftImg8bit.png" ls sct/leftImg8bit/test/synth
 check "splits command" 0 "1_2: 2 labeled, 2 unlabeled" "$kdseg" splits --root sc --fractions 1/2 --seed 1
 cat > tiny.lua <<'LUA'
 return {name = "tiny", data = {root = "sc", batch_size = 2, workers = 1, augment = {crop = {32, 64}}},
@@ -93,6 +96,8 @@ check "a word for a number" 1 "'data.batch_size' must be a number, got 'two'" "$
 check "a number for a list" 1 "'data.augment.crop' must be a list, got 64" "$kdseg" train tiny.lua name=t2 data.augment.crop=64
 check "zero iterations" 1 "'train.iterations' must be an integer >= 1, got 0" "$kdseg" train tiny.lua name=t3 train.iterations=0
 check "NaN learning rate" 1 "'optim.lr' must be a finite number, got nan" "$kdseg" train tiny.lua name=t4 optim.lr=nan
+check "an empty gradient bucket" 1 "'train.bucket_mb' must be" "$kdseg" train tiny.lua name=t4b train.bucket_mb=0
+check "sync_bn not a flag" 1 "sync_bn must be true or false, got 2" "$kdseg" train tiny.lua name=t4c train.sync_bn=2
 check "a number for a flag" 1 "'data.augment.hflip' must be true or false, got 1" "$kdseg" train tiny.lua name=t5 data.augment.hflip=1
 printf 'name: y\ndata:\n  batch_size: two\n' > typed.yaml
 check "a YAML config names the file and key" 1 "typed.yaml: 'data.batch_size' must be a number" "$kdseg" train typed.yaml

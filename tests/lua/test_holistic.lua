@@ -68,6 +68,9 @@ function T.terms_by_hand()
   h.near(holistic.critic_loss(critic, images, small_teacher, {student}):item(), 5 / 8 - 3 / 4, 1e-6,
          "the teacher's map resized to the student's")
   h.raises(function() critic(kd.zeros({1, 4, 1, 2})) end, "input must be N x 5 x H x W")
+  h.raises(function() holistic.Critic(2, {widht = 8}) end, "unknown option 'widht'")
+  h.raises(function() holistic.Critic(2, {width = 0}) end, "width must be a positive integer")
+  h.raises(function() holistic.Critic(0) end, "classes must be a positive integer")
 end
 
 function T.term_gradients()

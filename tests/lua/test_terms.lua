@@ -128,6 +128,9 @@ function T.photometric_batch()
   h.near(((r * std[1] + mean[1]) - (g * std[2] + mean[2])):sum_squares(), 0, 1e-9, "grayscale: equal channels")
   h.raises(function() kd.data.photometric(images, {crop = {2, 2}}) end, "crop is geometry")
   h.raises(function() kd.data.photometric(kd.zeros({1, 1, 2, 2}), {}) end, "must have 3 channels")
+  h.raises(function() kd.data.photometric(images, true) end, "the options must be a table, got boolean")
+  h.raises(function() kd.data.photometric(images, {blur_p = "often"}) end, "blur_p")
+  h.raises(function() kd.terms.cutmix({model = "a", photometric = true}) end, "photometric must be false or")
 end
 
 -- Mean Teacher's perturbed student input: the student sees other images

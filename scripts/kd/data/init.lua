@@ -19,6 +19,9 @@ data.box_masks, data.cutmix, data.cutout, data.roll = mix.box_masks, mix.cutmix,
 --   kd.data.photometric(batch.images, {brightness = 0.5, contrast = 0.5, saturation = 0.5, hue = 0.25,
 --                                      jitter_p = 0.8, grayscale_p = 0.2, blur_p = 0.5})
 function data.photometric(images, augment)
+  if augment ~= nil and type(augment) ~= "table" then
+    error("kd.data.photometric: the options must be a table, got " .. type(augment), 2)
+  end
   local normalize = require("kd.data.normalize")
   local a = {mean = normalize.mean, std = normalize.std}
   for k, v in pairs(augment or {}) do a[k] = v end

@@ -96,6 +96,9 @@ function Loop:__init(spec, options)
   if type(c.iterations) ~= "number" or c.iterations < 1 or c.iterations % 1 ~= 0 then
     error("train.Loop: iterations must be a positive integer, got " .. tostring(c.iterations), 0)
   end
+  if type(c.sync_bn) ~= "boolean" then
+    error("train.Loop: sync_bn must be true or false, got " .. tostring(c.sync_bn), 0) -- (false defaults take any type)
+  end
   if c.threads > 0 then kd.set_threads(c.threads) end
   self.rank, self.ranks = kd.dist.rank(), kd.dist.size()
   self.main = self.rank == 0 -- the rank that writes the run folder and prints

@@ -223,6 +223,9 @@ function terms.cutmix(settings)
       local view = step:batch(t.view)
       return distill.pseudo_ce(step:output(t.model, t.view), view.labels, view.weights, t.class_weights or nil)
     end)
+  if t.photometric and type(t.photometric) ~= "table" then
+    error("terms.cutmix: photometric must be false or kd.data.photometric's options", 2)
+  end
   t.view = t.view or (t.name .. "_view")
   t.views = {[t.view] = function(step)
     local batch = step:batch(t.stream)
