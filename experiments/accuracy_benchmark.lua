@@ -21,6 +21,7 @@
 local cjson = require("cjson")
 local semisup = require("kd.method.semisup")
 local evaluate = require("kd.train.evaluate")
+local pseudo_probe = require("kd.train.pseudo_probe")
 
 local cfg = {name = "accuracy_benchmark", root = "data/accuracy_benchmark", classes = "cityscapes", seeds = {1, 2, 3},
              iterations = 4000, lr = 0.02,
@@ -78,8 +79,38 @@ local rows = {
   {"supervised, all fine labels", "method/baseline_all_labels"},
 }
 
+-- The pseudo-labels each semi-supervised method learns from: the baselines'
+-- probes (kd.train.pseudo_probe; their last, and at a tenth and half of the
+-- training) and the method's refined labels of each cycle (its stats.json).
+-- Per row: the baseline folder and probe source, or the method's cycle.
+local pseudo_rows = {
+  {"Mean Teacher: EMA teacher (every pixel)", "mean_teacher", "teacher"},
+  {"CPS: network a's labels for b (every pixel)", "cps", "a"},
+  {"CPS: network b's labels for a (every pixel)", "cps", "b"},
+  {"UniMatch-style: weak view above its threshold", "unimatch", "weak"},
+  {"the method: refined pseudo-labels, cycle 1", cycle = 1},
+  {"the method: refined pseudo-labels, cycle 2", cycle = 2},
+}
+local function pseudo_figures(seed_dir, baselines_dir)
+  local out = {}
+  for i, row in ipairs(pseudo_rows) do
+    if row.cycle then
+      local path = string.format("%s/method/pseudo/cycle_%d/stats.json", seed_dir, row.cycle)
+      local st = kd.data.files.exists(path) and kd.config.load(path) or {}
+      if type(st.accuracy) == "number" then out[i] = {final = {accuracy = st.accuracy, coverage = st.coverage}} end
+    else
+      local list = pseudo_probe.history(baselines_dir .. "/baselines/" .. row[2])[row[3]]
+      if list and #list > 0 then
+        out[i] = {first = list[1], middle = list[math.ceil(#list / 2)], final = list[#list]}
+      end
+    end
+  end
+  return out
+end
+
 -- One seed: the method and every baseline, then every row's model on the
--- test split. Returns per row {val = ..., test = ...} (mIoU).
+-- test split. Returns per row {val = ..., test = ...} (mIoU), and the
+-- pseudo-label figures (pseudo_figures).
 local function one_seed(seed)
   local seed_dir = dir .. "/seed" .. seed
   kd.data.files.mkdir_p(seed_dir)
@@ -121,6 +152,7 @@ local function one_seed(seed)
     if not val or not test then error(string.format("accuracy_benchmark: %s has no model %s", folder, tostring(model)), 0) end
     out[i] = {val = val, test = test}
   end
+  out.pseudo = pseudo_figures(seed_dir, baselines_dir)
   return out
 end
 
@@ -161,10 +193,35 @@ lines[#lines + 1] = ""
 lines[#lines + 1] = string.format("on the test split, best distilled student - fine only: %+.2f mIoU (means over the seeds); "
                                   .. "share of the gap to all labels closed: %.0f%%",
                                   best - fine, all > fine and 100 * (best - fine) / (all - fine) or 0)
+-- the pseudo-label table: means over the seeds that have the figure
+local function pseudo_cell(i, at, field)
+  local sum, n = 0, 0
+  for k = 1, #per_seed do
+    local f = per_seed[k].pseudo[i] and per_seed[k].pseudo[i][at]
+    if f and type(f[field]) == "number" then sum, n = sum + f[field], n + 1 end
+  end
+  return n > 0 and string.format("%.1f", 100 * sum / n) or "-"
+end
+lines[#lines + 1] = ""
+lines[#lines + 1] = "Pseudo-labels on coarse and unlabeled training images, judged against their hidden true labels "
+                    .. "(the baselines: the probe's images, predictions at a tenth, half and the end of training; "
+                    .. "the method: every such image, its refined labels per cycle); % accuracy of the labelled pixels, "
+                    .. "% of pixels labelled, mIoU of the source's predictions; means over the seeds"
+lines[#lines + 1] = ""
+lines[#lines + 1] = "| pseudo-labels | accuracy, 1/10 | accuracy, 1/2 | accuracy, end | coverage, end | mIoU, end |"
+lines[#lines + 1] = "|---|---|---|---|---|---|"
+local pseudo_json = {}
+for i, row in ipairs(pseudo_rows) do
+  pseudo_json[i] = {name = row[1], seeds = {}}
+  for k = 1, #per_seed do pseudo_json[i].seeds[k] = per_seed[k].pseudo[i] or cjson.null end
+  lines[#lines + 1] = string.format("| %s | %s | %s | %s | %s | %s |", row[1], pseudo_cell(i, "first", "accuracy"),
+                                    pseudo_cell(i, "middle", "accuracy"), pseudo_cell(i, "final", "accuracy"),
+                                    pseudo_cell(i, "final", "coverage"), pseudo_cell(i, "final", "miou"))
+end
 local md = table.concat(lines, "\n")
 if kd.dist.is_main() then
   kd._C.write_atomic(dir .. "/results.md", md .. "\n")
-  kd._C.write_atomic(dir .. "/results.json", cjson.encode({settings = cfg, rows = json_rows}) .. "\n")
+  kd._C.write_atomic(dir .. "/results.json", cjson.encode({settings = cfg, rows = json_rows, pseudo = pseudo_json}) .. "\n")
   print(md)
 end
 kd.train.rundir.release(dir)

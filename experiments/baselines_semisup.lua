@@ -7,6 +7,10 @@
 -- where a killed run stopped; --overwrite replaces an earlier run.
 --   kdseg experiments/baselines_semisup.lua [key=value ...] [--resume | --overwrite]
 -- (--check only checks the overrides: kdseg sweep does, before its trials.)
+-- probe_images=N (64; 0: none): the semi-supervised methods' pseudo-labels
+-- are measured ten times as they train on N of the coarse and unlabeled
+-- images whose true labels exist (SynthCity's hidden truth), "pseudo" lines
+-- in each method's metrics.jsonl (kd.train.pseudo_probe).
 -- Each semi-supervised method's own settings are under its name, with its
 -- reference's values by default (kd.baselines.common):
 --   mean_teacher.weight=100 mean_teacher.rampup=0 mean_teacher.on=both mean_teacher.ema_decay=0.99 mean_teacher.perturb=true
@@ -23,7 +27,7 @@ local function own(method, keys)
   return out
 end
 local cfg = {name = "baselines_semisup", runs_dir = "runs", seed = 1, model = "bench_student", iterations = 2000,
-             lr = 0.01, batch_size = 8, workers = 2, crop = {128, 256}, scale = {0.5, 2.0}, quiet = false,
+             lr = 0.01, batch_size = 8, workers = 2, crop = {128, 256}, scale = {0.5, 2.0}, quiet = false, probe_images = 64,
              data = kd.config.copy(semisup.defaults.data), methods = {"fine_only", "fine_coarse", "mean_teacher", "cps", "unimatch"},
              mean_teacher = own("mean_teacher", {"weight", "rampup", "on", "ema_decay", "perturb"}),
              cps = own("cps", {"weight", "rampup", "on"}),
@@ -39,6 +43,23 @@ local weak = semisup.weak_items({data = cfg.data}, classes) -- coarse images (wi
 local unlabeled_items = {}
 for i, it in ipairs(weak) do unlabeled_items[i] = {image = it.image} end
 local unlabeled = kd.data.Dataset.from_items(unlabeled_items, classes)
+if type(cfg.probe_images) ~= "number" or cfg.probe_images < 0 or cfg.probe_images % 1 ~= 0 then
+  error("baselines: probe_images must be a whole number >= 0, got " .. tostring(cfg.probe_images), 0)
+end
+-- the probe's images: spread evenly over the coarse and unlabeled ones that have true labels
+local probe = nil
+if cfg.probe_images > 0 then
+  local judged = {}
+  for _, it in ipairs(weak) do
+    local truth = semisup.truth_for(root, it.image)
+    if truth then judged[#judged + 1] = {image = it.image, label = truth, train_ids = false} end
+  end
+  local picked, n = {}, math.min(cfg.probe_images, #judged)
+  for k = 1, n do picked[k] = judged[math.floor((k - 1) * #judged / n) + 1] end
+  if n > 0 then
+    probe = {dataset = kd.data.Dataset.from_items(picked, classes, false), every = math.max(1, math.floor(cfg.iterations / 10))}
+  end
+end
 local dir = kd.train.rundir.path(cfg.runs_dir, cfg.name, "baselines")
 kd.train.rundir.claim(dir, flags)
 
@@ -73,7 +94,8 @@ for _, method in ipairs(cfg.methods) do
                         scale = cfg.scale, quiet = cfg.quiet}
       for key, value in pairs(cfg[method]) do settings[key] = value end
       kd.baselines[method]({settings = settings,
-                            labeled = labeled, unlabeled = unlabeled, val = val, classes = classes, resume = resume})
+                            labeled = labeled, unlabeled = unlabeled, val = val, classes = classes, resume = resume,
+                            probe = probe})
     end
   end)
   results[method] = r.final_miou

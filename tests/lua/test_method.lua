@@ -299,4 +299,48 @@ function T.pseudo_labels_of_images_with_one_file_name()
   os.execute("rm -rf " .. root)
 end
 
+-- The pseudo-label probe on a model of known output: the maps above for
+-- every image (1 x 4 pixels, 3 classes: argmax 0,2,1,0, confidence 0.98,
+-- 0.95, 0.85, 0.4) against the truth 0,2,2,1. Threshold 0.9 labels pixels
+-- 1 and 2, both right: coverage 0.5, accuracy 1. Threshold 0 labels all
+-- four, two right: 0.5. The mIoU of the argmax: class 0 1/2 (pixel 1 right,
+-- pixel 4 wrongly), class 1 0, class 2 1/2: 1/3.
+function T.pseudo_probe_on_a_known_model()
+  local probe = require("kd.train.pseudo_probe")
+  local root = os.tmpname()
+  os.remove(root)
+  kd.data.files.mkdir_p(root)
+  local items = {}
+  for n = 1, 3 do
+    local image, label = string.format("%s/img%d.png", root, n), string.format("%s/lab%d.png", root, n)
+    kd.image.write(image, kd.zeros({3, 1, 4}, "uint8"))
+    kd.image.write(label, kd.tensor({{0, 2, 2, 1}}):to("uint8"))
+    items[n] = {image = image, label = label, train_ids = true}
+  end
+  local classes = kd.data.classes.make({{"a", 0, {0, 0, 0}}, {"b", 1, {0, 0, 0}}, {"c", 2, {0, 0, 0}}}, "three")
+  local dataset = kd.data.Dataset.from_items(items, classes, true)
+  local one = {{{0.98, 0.02, 0.1, 0.4}}, {{0.01, 0.03, 0.85, 0.35}}, {{0.01, 0.95, 0.05, 0.25}}} -- maps()'s
+  local model = setmetatable({training = true}, {__call = function(_, images)
+    local batch = {}
+    for i = 1, images:size(1) do batch[i] = one end
+    return kd.tensor(batch):log()
+  end})
+  function model:eval() self.training = false return self end
+  function model:train(on) self.training = on ~= false return self end
+  local r = probe.measure(model, dataset, classes, 0.9, {batch_size = 2, workers = 0})
+  h.near(r.coverage, 0.5, 1e-9, "threshold 0.9: two of four pixels labelled")
+  h.near(r.accuracy, 1, 1e-9, "both right")
+  h.near(r.miou, 1 / 3, 1e-6, "mIoU of the argmax")
+  r = probe.measure(model, dataset, classes, 0, {batch_size = 2, workers = 0})
+  h.near(r.coverage, 1, 1e-9, "threshold 0: every pixel")
+  h.near(r.accuracy, 0.5, 1e-9, "two of four right")
+  h.truthy(model.training, "the model's mode is given back")
+  h.raises(function() probe.attach({}, {dataset = dataset, every = 0, sources = {{model = "m"}}}) end, "every must be")
+  h.raises(function() probe.attach({}, {dataset = dataset, every = 5, sources = {}}) end, "sources must be")
+  h.raises(function() probe.attach({}, {dataset = dataset, every = 5, sources = {{model = "m", threshold = 2}}}) end,
+           "threshold must be")
+  h.raises(function() probe.attach({}, {dataset = {}, every = 5, sources = {{model = "m"}}}) end, "dataset must be")
+  os.execute("rm -rf " .. root)
+end
+
 return T

@@ -3,6 +3,7 @@
 -- schedule, and the one loop (kd.train.Loop) that trains their term lists.
 local Loop = require("kd.train.loop")
 local optimizers = require("kd.train.optimizers")
+local pseudo_probe = require("kd.train.pseudo_probe")
 
 local common = {}
 
@@ -44,7 +45,10 @@ end
 
 -- The settings merged, the seed set, and the pieces a baseline composes:
 -- env.model() (a new student), env.ramp (the unsupervised weight's schedule),
--- env.run{models, terms, evaluate, ensembles} -> {miou, table}.
+-- env.run{models, terms, evaluate, ensembles, probe} -> {miou, table}. With
+-- options.probe = {dataset, every} (images with their true labels), the
+-- pseudo-labels of spec.probe's sources ({name, model, threshold}) are
+-- measured as it trains (kd.train.pseudo_probe).
 function common.setup(options, method)
   local cfg = common.settings(method, options.settings)
   if cfg.on ~= "both" and cfg.on ~= "unlabeled" then error(method .. ": on must be 'both' or 'unlabeled', got " .. tostring(cfg.on), 0) end
@@ -76,6 +80,10 @@ function common.setup(options, method)
                        eval = {dataset = options.val, workers = cfg.workers, models = spec.evaluate, ensembles = spec.ensembles,
                                primary = spec.result}},
                       {resume = options.resume})
+    if options.probe and spec.probe then
+      pseudo_probe.attach(loop, {dataset = options.probe.dataset, every = options.probe.every, sources = spec.probe,
+                                 workers = cfg.workers})
+    end
     local r = loop:run()
     local last = r.last[spec.result]
     return {miou = last.scores.miou, table = last.confusion:table(), results = r}

@@ -22,5 +22,6 @@ return function(options)
     models = {env.learner("a", a), env.learner("b", b)},
     terms = list,
     evaluate = {"a", "b"}, ensembles = {{name = "pair", models = {"a", "b"}}}, result = "pair",
+    probe = {{name = "a", model = "a", threshold = 0}, {name = "b", model = "b", threshold = 0}}, -- each the other's labels
   })
 end

@@ -26,5 +26,6 @@ return function(options)
                ema = {of = "student", decay = cfg.ema_decay, warmup = true}}},
     terms = list,
     evaluate = {"student", "teacher"}, result = "teacher",
+    probe = {{name = "teacher", model = "teacher", threshold = 0}}, -- its targets: every pixel
   })
 end

@@ -34,5 +34,6 @@ return function(options)
                                          unconfident = cfg.unconfident, weight = scaled(0.5)}),
              terms.ce({model = "model"})},
     evaluate = {"model"}, result = "model",
+    probe = {{name = "weak", model = "model", threshold = cfg.threshold}}, -- the weak view's confident labels
   })
 end

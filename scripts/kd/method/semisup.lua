@@ -77,7 +77,7 @@ end
 
 -- The true fine labels of an image where the dataset has them: gtFine, or
 -- SynthCity's gtFineTrue for coarse-only images. nil otherwise.
-local function truth_for(root, image)
+function semisup.truth_for(root, image)
   local stem = image:sub(#root + 2):match("^leftImg8bit/(.*)_leftImg8bit%.[%a]+$")
   if not stem then return nil end
   for _, dir in ipairs({"gtFineTrue", "gtFine"}) do
@@ -284,7 +284,7 @@ function semisup.label_cycle(teacher, items, state, cycle, cfg, classes, dir, tr
       local file_labels = C.map_values(as_uint8, to_file) -- ignored pixels stay 255, ignored in both spaces
       kd.image.write(label_path, file_labels)
       kd.image.write(weight_path, (weights * 255):to("uint8"):view(h, w))
-      local truth_path = truth_for(cfg.data.root, item.image)
+      local truth_path = semisup.truth_for(cfg.data.root, item.image)
       local truth = truth_path and C.map_values(kd.image.read(truth_path), classes.lut) or nil
       local st = pseudo.stats(labels, truth, classes.count)
       covered, pixels = covered + st.covered, pixels + st.pixels
@@ -550,7 +550,7 @@ function semisup.run(user_config, options)
       local fine = Dataset({root = root, split = "train", labels = "fine", classes = classes})
       for _, it in ipairs(fine.items) do all[#all + 1] = it; seen[it.image] = true end
       for _, it in ipairs(weak) do -- unlabeled training images are in `fine` already
-        local truth = not seen[it.image] and truth_for(root, it.image)
+        local truth = not seen[it.image] and semisup.truth_for(root, it.image)
         if truth then all[#all + 1] = {image = it.image, label = truth, train_ids = false} end
       end
       say(cfg, "== baseline: %s on all %d fine labels", student_model, #all)
