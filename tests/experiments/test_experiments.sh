@@ -32,6 +32,22 @@ run "students_from_run results" grep -q "students' ensemble" runs/tiny_kd/again/
 run "students_from_run kd class weights recorded" grep -q '"road":' runs/tiny_kd/again/kd_class_weights.json
 run "students_from_run without a run" sh -c "! \"$kdseg\" \"$top/experiments/students_from_run.lua\" run=nowhere > bad.log 2>&1 \
     && grep -q 'nowhere/config.json is missing' bad.log"
+# the method's sweep as its spec runs it: teacher-only runs per seed (students.models=[]), then students per trial
+for s in 1 2; do
+    # shellcheck disable=SC2086
+    run "teacher-only run, seed $s" "$kdseg" "$top/experiments/semisup_kd.lua" name=kd_teachers/seed$s seed=$s $tiny \
+        students.models=[] baselines.fine_only=false baselines.all_labels=false
+done
+run "teacher-only run has no students" test ! -e runs/kd_teachers/seed1/students
+run "students.models=[] with baselines refused" sh -c "! \"$kdseg\" \"$top/experiments/semisup_kd.lua\" name=bad $tiny \
+    students.models=[] > bad.log 2>&1 && grep -q 'baselines.fine_only=false' bad.log"
+sed -e 's/^max_trials: 12$/max_trials: 2/' -e 's/^  students.iterations: 1000$/  students.iterations: 2/' \
+    "$top/experiments/sweeps/kd_weights.yaml" > sweep_kd.yaml
+run "sweep of the method's weights" "$kdseg" sweep sweep_kd.yaml --quiet
+run "sweep of the method's weights: 4 trials finished" test "$(grep -c '"state":"finished"' runs/sweep_kd/ledger.jsonl)" = 4
+run "each seed's trial learns from its seed's teacher" grep -q 'students of runs/kd_teachers/seed2 ' runs/sweep_kd/trial_0001/results.md
+run "students_from_run: {seed} without a seed" sh -c "! \"$kdseg\" \"$top/experiments/students_from_run.lua\" \
+    'run=runs/kd_teachers/seed{seed}' > bad.log 2>&1 && grep -q 'give seed=N' bad.log"
 # shellcheck disable=SC2086
 run ablation "$kdseg" "$top/experiments/ablation.lua" seeds=[1] $tiny
 run "ablation table" grep -q "+ mutual learning" runs/ablation/ablation.md

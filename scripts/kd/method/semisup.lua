@@ -407,6 +407,11 @@ function semisup.run(user_config, options)
   options = options or {}
   local cfg = config.merge(semisup.defaults, user_config or {}, "semisup")
   config.check_bounds(cfg, semisup.bounds, "semisup")
+  if type(cfg.students.models) ~= "table" then error("semisup: students.models must be a list of model names", 0) end
+  if #cfg.students.models == 0 and (cfg.baselines.fine_only or cfg.baselines.all_labels) then
+    error("semisup: the baselines train the students' model: with students.models=[] set "
+          .. "baselines.fine_only=false baselines.all_labels=false", 0)
+  end
   local dir = rundir.path(cfg.runs_dir, cfg.name, "semisup")
   local main = kd.dist.is_main() -- data-parallel: rank 0 writes the pipeline's own files
   rundir.claim(dir, {resume = options.resume, overwrite = options.overwrite})
@@ -519,18 +524,22 @@ function semisup.run(user_config, options)
   end
   results.cycles = history
 
-  -- 3. the students, together
-  local s = stage(cfg, options, "students", function(resume)
-    say(cfg, "== %d students", #cfg.students.models)
-    semisup.train_students(cfg, "students", teacher, labeled, pseudo_items, pseudo_weights, val, classes, resume)
-  end)
+  -- 3. the students, together (students.models = []: none, the pipeline
+  -- ends with the teacher and its pseudo-labels, which students_from_run.lua
+  -- can train students from again and again)
   results.students = {}
-  for i = 1, #cfg.students.models do
-    local st = s.models["student" .. i]
-    results.students[i] = {name = st.model, miou = st.final_miou}
-  end
-  if s.models.ensemble then
-    results.ensemble = {miou = s.models.ensemble.final_miou, pixel_accuracy = s.models.ensemble.pixel_accuracy}
+  if #cfg.students.models > 0 then
+    local s = stage(cfg, options, "students", function(resume)
+      say(cfg, "== %d students", #cfg.students.models)
+      semisup.train_students(cfg, "students", teacher, labeled, pseudo_items, pseudo_weights, val, classes, resume)
+    end)
+    for i = 1, #cfg.students.models do
+      local st = s.models["student" .. i]
+      results.students[i] = {name = st.model, miou = st.final_miou}
+    end
+    if s.models.ensemble then
+      results.ensemble = {miou = s.models.ensemble.final_miou, pixel_accuracy = s.models.ensemble.pixel_accuracy}
+    end
   end
 
   -- 4. baselines with the same student and budget
