@@ -11,7 +11,8 @@
 -- training and validation images are those of earlier runs), every model
 -- from its last weights; the validation figures are given beside.
 -- Writes runs/<name>/results.md and .json, each seed in runs/<name>/seed<k>/.
---   kdseg experiments/accuracy_benchmark.lua [seeds=[1,2,3]] [iterations=N] [teacher_iterations=N] [name=...] [--resume | --overwrite]
+--   kdseg experiments/accuracy_benchmark.lua [seeds=[1,2,3]] [iterations=N] [teacher_iterations=N] [name=...]
+--         [mean_teacher.weight=W ...] [students.weights.mutual=W ...] [--resume | --overwrite]
 -- iterations: every student's and baseline's budget (4000: at 2000 the
 -- supervised baselines were still far from converged, fine only 36.9 against
 -- 41.5 at 4000); teacher_iterations: the teacher's first training (each of the
@@ -31,6 +32,21 @@ local cfg = {name = "accuracy_benchmark", root = "data/accuracy_benchmark", clas
              baselines_from = false, -- an earlier benchmark's folder whose seed<k>/baselines (same data and budget) are reused
              teacher_checkpoint = false, -- the weights of a teacher an earlier run trained (same data and budget), every seed
              size = {train = 200, coarse = 600, val = 100, test = 100, height = 128, width = 256}}
+-- Each semi-supervised baseline's own settings (mean_teacher.weight=...,
+-- the keys of experiments/baselines_semisup.lua) and the students' (the
+-- method's students.*, but their models, iterations and learning rate,
+-- which are the benchmark's student, iterations and lr): their defaults
+-- unless given.
+local common = require("kd.baselines.common")
+local own_keys = {mean_teacher = {"weight", "rampup", "on", "ema_decay", "perturb"}, cps = {"weight", "rampup", "on"},
+                  unimatch = {"weight", "rampup", "threshold", "unconfident", "strong"}}
+for method, keys in pairs(own_keys) do
+  local all = common.settings(method)
+  cfg[method] = {}
+  for _, key in ipairs(keys) do cfg[method][key] = all[key] end
+end
+cfg.students = kd.config.copy(semisup.defaults.students)
+cfg.students.models, cfg.students.iterations, cfg.students.lr = nil, nil, nil
 local flags = kd.config.arguments(arg, cfg, {"resume", "overwrite"})
 local root, dir = cfg.root, kd.train.rundir.path("runs", cfg.name, "accuracy_benchmark")
 if type(cfg.seeds) ~= "table" or #cfg.seeds == 0 then error("accuracy_benchmark: seeds must be a non-empty list", 0) end
@@ -111,6 +127,8 @@ end
 -- One seed: the method and every baseline, then every row's model on the
 -- test split. Returns per row {val = ..., test = ...} (mIoU), and the
 -- pseudo-label figures (pseudo_figures).
+local students_settings = kd.config.copy(cfg.students)
+students_settings.models, students_settings.iterations, students_settings.lr = {cfg.student, cfg.student}, cfg.iterations, cfg.lr
 local function one_seed(seed)
   local seed_dir = dir .. "/seed" .. seed
   kd.data.files.mkdir_p(seed_dir)
@@ -121,7 +139,7 @@ local function one_seed(seed)
                checkpoint = cfg.teacher_checkpoint,
                retrain_iterations = math.floor(cfg.teacher_iterations / 2), retrain_lr = cfg.lr / 2},
     cycles = {count = 2},
-    students = {models = {cfg.student, cfg.student}, iterations = cfg.iterations, lr = cfg.lr},
+    students = students_settings,
     quiet = cfg.quiet,
   }, {resume = flags.resume})
   local baselines_dir = seed_dir
@@ -133,8 +151,11 @@ local function one_seed(seed)
               "workers=" .. cfg.workers, string.format("crop=[%d,%d]", cfg.crop[1], cfg.crop[2]),
               string.format("scale=[%g,%g]", cfg.scale[1], cfg.scale[2]), "data.root=" .. root,
               "data.labeled=" .. data.labeled, "data.unlabeled=" .. data.unlabeled, "data.classes=" .. cfg.classes,
-              "methods=[cps,mean_teacher,unimatch,fine_coarse]", "quiet=" .. tostring(cfg.quiet),
-              flags.resume and "--resume" or nil}
+              "methods=[cps,mean_teacher,unimatch,fine_coarse]", "quiet=" .. tostring(cfg.quiet)}
+    for _, method in ipairs({"mean_teacher", "cps", "unimatch"}) do
+      for _, key in ipairs(own_keys[method]) do _G.arg[#_G.arg + 1] = method .. "." .. key .. "=" .. tostring(cfg[method][key]) end
+    end
+    if flags.resume then _G.arg[#_G.arg + 1] = "--resume" end
     dofile(baselines_script)
   end
   local tested = {} -- run folder -> its models' test scores, and its results.json

@@ -72,7 +72,10 @@ for m in mean_teacher cps unimatch; do
     run "sweep of $m: 2 trials finished" test "$(grep -c '"state":"finished"' "runs/sweep_$m/ledger.jsonl")" = 2
 done
 run accuracy_benchmark "$kdseg" "$top/experiments/accuracy_benchmark.lua" root=bench_data iterations=4 teacher_iterations=4 crop=[32,64] \
-    batch_size=4 workers=1 teacher=bench_teacher quiet=true size.train=16 size.coarse=8 size.val=4 size.test=4 size.height=32 size.width=64 seeds=[1,2]
+    batch_size=4 workers=1 teacher=bench_teacher quiet=true size.train=16 size.coarse=8 size.val=4 size.test=4 size.height=32 size.width=64 seeds=[1,2] \
+    mean_teacher.weight=7 students.weights.mutual=0.25
+run "accuracy benchmark: a baseline's setting reaches it" grep -q '"weight":7[,}]' runs/accuracy_benchmark/seed2/baselines/mean_teacher/config.json
+run "accuracy benchmark: a students' setting reaches them" grep -q '"mutual":0.25[,}]' runs/accuracy_benchmark/seed2/method/students/config.json
 run "accuracy table" grep -q "share of the gap" runs/accuracy_benchmark/results.md
 run "accuracy table on the test split, 2 seeds" grep -q "^| Mean Teacher | [0-9.]* ± [0-9.]* | [0-9.]* ± [0-9.]* |$" runs/accuracy_benchmark/results.md
 for row in "Mean Teacher: EMA teacher" "CPS: network a" "UniMatch-style: weak view"; do
