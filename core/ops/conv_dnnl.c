@@ -251,9 +251,9 @@ static bool accumulate_into(dnnl_primitive_desc_t pd, const dnnl_memory_desc_t *
     return ok;
 }
 
-/* One gradient: the primitive described by cd (with the forward's as a
- * hint), its input (the weights or the source) and the output gradient
- * bound from plain data, its result added into `into`. */
+/* One gradient: its primitive (made with the forward's as a hint), its
+ * input (the weights or the source) bound from plain data, the output
+ * gradient already bound, and its result added into `into`. */
 typedef struct {
     int arg;
     dnnl_query_t query;
@@ -261,21 +261,30 @@ typedef struct {
     const float *data;
 } gradient_input;
 
-static bool run_gradient(const conv_desc *d, dnnl_primitive_desc_t hint, const dnnl_convolution_desc_t *cd,
-                         gradient_input in, const float *grad_out, int result_arg, dnnl_query_t result_query,
-                         const dnnl_memory_desc_t *result_plain, float *into) {
-    dnnl_primitive_desc_t pd = NULL;
-    bool ok = dnnl_primitive_desc_create(&pd, cd, NULL, engine, hint) == dnnl_success;
-    operand input = {0}, diff_dst = {0};
-    ok = ok && operand_bind(&input, in.plain, query(pd, in.query), (void *)in.data, true) &&
-         operand_bind(&diff_dst, &d->dst, query(pd, dnnl_query_diff_dst_md), (void *)grad_out, true);
+static bool run_gradient(dnnl_primitive_desc_t pd, gradient_input in, const operand *diff_dst, int result_arg,
+                         dnnl_query_t result_query, const dnnl_memory_desc_t *result_plain, float *into) {
+    operand input = {0};
+    bool ok = operand_bind(&input, in.plain, query(pd, in.query), (void *)in.data, true);
     if (ok) {
-        dnnl_exec_arg_t args[3] = {{in.arg, input.used}, {DNNL_ARG_DIFF_DST, diff_dst.used}};
+        dnnl_exec_arg_t args[3] = {{in.arg, input.used}, {DNNL_ARG_DIFF_DST, diff_dst->used}};
         ok = accumulate_into(pd, result_plain, result_query, into, 2, args, result_arg);
     }
-    operand_release(&input), operand_release(&diff_dst);
-    if (pd) dnnl_primitive_desc_destroy(pd);
+    operand_release(&input);
     return ok;
+}
+
+/* The output gradient in the layout a gradient's primitive takes: the one
+ * bound for the other gradient when it is the same (the usual case, so one
+ * reorder serves both), else its own copy in `own`. */
+static const operand *diff_dst_for(dnnl_primitive_desc_t pd, const conv_desc *d, const float *grad_out,
+                                   const operand *shared, operand *own) {
+    const dnnl_memory_desc_t *wanted = query(pd, dnnl_query_diff_dst_md);
+    if (shared && shared->used) {
+        const dnnl_memory_desc_t *have;
+        dnnl_memory_get_memory_desc(shared->used, &have);
+        if (dnnl_memory_desc_equal(have, wanted)) return shared;
+    }
+    return operand_bind(own, &d->dst, wanted, (void *)grad_out, true) ? own : NULL;
 }
 
 unsigned kd_conv_dnnl_backward(const kd_conv_geometry *g, int N, int cout, int groups, const float *x,
@@ -285,22 +294,34 @@ unsigned kd_conv_dnnl_backward(const kd_conv_geometry *g, int N, int cout, int g
     describe(g, N, cout, groups, &d);
     dnnl_primitive_desc_t hint = forward_pd(&d); /* one for both gradients */
     if (!hint) return 0;
-    unsigned ran = 0;
+    dnnl_primitive_desc_t data_pd = NULL, weights_pd = NULL;
     dnnl_convolution_desc_t cd;
     if (grad_x &&
-        dnnl_dilated_convolution_backward_data_desc_init(&cd, dnnl_convolution_direct, &d.src_grad_out, &d.weights_in,
-                                                         &d.grad_in, d.strides, d.dilates, d.pad_l,
-                                                         d.pad_r) == dnnl_success &&
-        run_gradient(&d, hint, &cd, (gradient_input){DNNL_ARG_WEIGHTS, dnnl_query_weights_md, &d.weights, w}, grad_out,
+        (dnnl_dilated_convolution_backward_data_desc_init(&cd, dnnl_convolution_direct, &d.src_grad_out, &d.weights_in,
+                                                          &d.grad_in, d.strides, d.dilates, d.pad_l,
+                                                          d.pad_r) != dnnl_success ||
+         dnnl_primitive_desc_create(&data_pd, &cd, NULL, engine, hint) != dnnl_success))
+        data_pd = NULL;
+    if (grad_w &&
+        (dnnl_dilated_convolution_backward_weights_desc_init(&cd, dnnl_convolution_direct, &d.src_in,
+                                                             &d.weights_grad_out, NULL, &d.grad_in, d.strides,
+                                                             d.dilates, d.pad_l, d.pad_r) != dnnl_success ||
+         dnnl_primitive_desc_create(&weights_pd, &cd, NULL, engine, hint) != dnnl_success))
+        weights_pd = NULL;
+    unsigned ran = 0;
+    operand data_grad = {0}, weights_grad = {0};
+    const operand *dd = NULL;
+    if (data_pd && (dd = diff_dst_for(data_pd, &d, grad_out, NULL, &data_grad)) &&
+        run_gradient(data_pd, (gradient_input){DNNL_ARG_WEIGHTS, dnnl_query_weights_md, &d.weights, w}, dd,
                      DNNL_ARG_DIFF_SRC, dnnl_query_diff_src_md, &d.src, grad_x))
         ran |= KD_DNNL_INPUT_GRAD;
-    if (grad_w &&
-        dnnl_dilated_convolution_backward_weights_desc_init(&cd, dnnl_convolution_direct, &d.src_in,
-                                                            &d.weights_grad_out, NULL, &d.grad_in, d.strides,
-                                                            d.dilates, d.pad_l, d.pad_r) == dnnl_success &&
-        run_gradient(&d, hint, &cd, (gradient_input){DNNL_ARG_SRC, dnnl_query_src_md, &d.src, x}, grad_out,
+    if (weights_pd && (dd = diff_dst_for(weights_pd, &d, grad_out, &data_grad, &weights_grad)) &&
+        run_gradient(weights_pd, (gradient_input){DNNL_ARG_SRC, dnnl_query_src_md, &d.src, x}, dd,
                      DNNL_ARG_DIFF_WEIGHTS, dnnl_query_diff_weights_md, &d.weights, grad_w))
         ran |= KD_DNNL_WEIGHT_GRAD;
+    operand_release(&data_grad), operand_release(&weights_grad);
+    if (data_pd) dnnl_primitive_desc_destroy(data_pd);
+    if (weights_pd) dnnl_primitive_desc_destroy(weights_pd);
     dnnl_primitive_desc_destroy(hint);
     return ran;
 }
