@@ -15,7 +15,6 @@
 -- <runs_dir>/<name>/results.json and prints each student's and the ensemble's mIoU.
 -- (--check only checks the overrides, against kd.semisup's defaults: kdseg sweep does, before its trials.)
 local semisup = require("kd.method.semisup")
-local checkpoint = require("kd.train.checkpoint")
 local files = require("kd.data.files")
 
 local run, seed, check_only
@@ -45,19 +44,12 @@ local cfg = {run = run, runs_dir = run, name = "students_again", cycle = base.cy
 local flags = kd.config.arguments(arg, cfg, {"resume", "overwrite"})
 if cfg.cycle < 1 then error("students_from_run: the run has no cycle (cycles.count = 0): no pseudo-labels to learn from", 0) end
 
-local classes = kd.data.classes.get(base.data.classes) -- the run's own table
-local teacher_path = string.format("%s/teacher_cycle%d/checkpoints/last.safetensors", run, cfg.cycle)
-if not files.exists(teacher_path) then error("students_from_run: " .. teacher_path .. " is missing", 0) end
-local teacher = checkpoint.load_model(teacher_path)
 base.students, base.quiet, base.seed = cfg.students, cfg.quiet, cfg.seed
--- semisup.train_students trains in <base.runs_dir>/<base.name>/<name>
+-- the students train in <base.runs_dir>/<base.name>/<name>
 base.runs_dir, base.name = cfg.runs_dir:match("^(.*)/[^/]+$") or ".", cfg.runs_dir:match("([^/]+)/*$")
-local labeled, val = semisup.datasets(base, classes)
-local items, weights = semisup.cycle_items(string.format("%s/pseudo/cycle_%d", run, cfg.cycle), base.data.root,
-                                           semisup.weak_items(base, classes), labeled.train_id_files)
 local dir = kd.train.rundir.path(cfg.runs_dir, cfg.name, "students_from_run")
 kd.train.rundir.claim(dir, flags)
-local out = semisup.train_students(base, cfg.name, teacher, labeled, items, weights, val, classes, flags.resume)
+local out = semisup.students_from(run, cfg.cycle, base, cfg.name, flags.resume)
 
 local rows = {string.format("students of %s trained again from cycle %d (%s):", run, cfg.cycle, cfg.name), "",
               "| model | val mIoU |", "|---|---|"}

@@ -50,7 +50,8 @@ run "students_from_run: {seed} without a seed" sh -c "! \"$kdseg\" \"$top/experi
     'run=runs/kd_teachers/seed{seed}' > bad.log 2>&1 && grep -q 'give seed=N' bad.log"
 # shellcheck disable=SC2086
 run ablation "$kdseg" "$top/experiments/ablation.lua" seeds=[1] $tiny
-run "ablation table" grep -q "+ mutual learning" runs/ablation/ablation.md
+run "ablation table" grep -q "^| + mutual learning | - | [0-9.]* |$" runs/ablation/ablation.md
+run "ablation: one teacher run for every variant" test -f runs/ablation/seed1/teacher/pseudo/cycle_2/stats.json
 run baselines_semisup "$kdseg" "$top/experiments/baselines_semisup.lua" data.root=data data.labeled=splits/1_4/labeled.txt \
     data.unlabeled=splits/1_4/unlabeled.txt iterations=3 crop=[32,64] batch_size=4 workers=1 quiet=true
 run "baselines table" grep -q "UniMatch-style" runs/baselines_semisup/results.md
@@ -76,6 +77,18 @@ run accuracy_benchmark "$kdseg" "$top/experiments/accuracy_benchmark.lua" root=b
     mean_teacher.weight=7 students.weights.mutual=0.25
 run "accuracy benchmark: a baseline's setting reaches it" grep -q '"weight":7[,}]' runs/accuracy_benchmark/seed2/baselines/mean_teacher/config.json
 run "accuracy benchmark: a students' setting reaches them" grep -q '"mutual":0.25[,}]' runs/accuracy_benchmark/seed2/method/students/config.json
+# the ablation from the benchmark's teachers (teachers_from), read on its test split
+bench_teachers="data.root=bench_data augment.crop=[32,64] teacher.model=bench_teacher teacher.lr=0.02 teacher.retrain_iterations=2 \
+    teacher.retrain_lr=0.01 batch_size=4 workers=1 students.iterations=3 quiet=true"
+# shellcheck disable=SC2086
+run "ablation from the benchmark's teachers" "$kdseg" "$top/experiments/ablation.lua" name=ablation_bench seeds=[1,2] \
+    'teachers_from=runs/accuracy_benchmark/seed{seed}/method' teacher.iterations=4 $bench_teachers
+run "ablation on the test split" grep -q "^| + mutual learning | [0-9.]* ± [0-9.]* | [0-9.]* ± [0-9.]* |$" runs/ablation_bench/ablation.md
+run "ablation reused the teachers" test ! -e runs/ablation_bench/seed1/teacher
+# shellcheck disable=SC2086
+run "ablation from teachers of other settings refused" sh -c "! \"$kdseg\" \"$top/experiments/ablation.lua\" name=ablation_bad seeds=[1] \
+    'teachers_from=runs/accuracy_benchmark/seed{seed}/method' teacher.iterations=5 $bench_teachers > bad.log 2>&1 \
+    && grep -q 'made with other settings' bad.log"
 run "accuracy table" grep -q "share of the gap" runs/accuracy_benchmark/results.md
 run "accuracy table on the test split, 2 seeds" grep -q "^| Mean Teacher | [0-9.]* ± [0-9.]* | [0-9.]* ± [0-9.]* |$" runs/accuracy_benchmark/results.md
 for row in "Mean Teacher: EMA teacher" "CPS: network a" "UniMatch-style: weak view"; do

@@ -202,6 +202,30 @@ function semisup.train_students(cfg, name, teacher, labeled, pseudo_items, pseud
   })
 end
 
+-- The students of cfg.students trained again from the finished run in
+-- folder `run` (cfg: its settings, with the students' own) after `cycle`:
+-- that cycle's teacher and pseudo-labels, or for cycle 0 the first teacher
+-- and no pseudo-labels (fine labels only). Into <cfg.runs_dir>/<cfg.name>/<name>;
+-- returns kd.students.train's results. What students_from_run.lua and the
+-- ablation's variants train, without the teacher and its cycles again.
+function semisup.students_from(run, cycle, cfg, name, resume)
+  if type(cycle) ~= "number" or cycle < 0 or cycle % 1 ~= 0 or cycle > cfg.cycles.count then
+    error(string.format("semisup: %s has cycles 0 to %d, not %s", run, cfg.cycles.count, tostring(cycle)), 0)
+  end
+  local teacher_path = cycle > 0 and string.format("%s/teacher_cycle%d/checkpoints/last.safetensors", run, cycle)
+                       or cfg.teacher.checkpoint or (run .. "/teacher/checkpoints/last.safetensors")
+  if not files.exists(teacher_path) then error("semisup: " .. teacher_path .. " is missing (an unfinished run?)", 0) end
+  local teacher = checkpoint.load_model(teacher_path)
+  local classes = kd.data.classes.get(cfg.data.classes) -- the run's own table
+  local labeled, val = semisup.datasets(cfg, classes)
+  local items, weights = nil, nil
+  if cycle > 0 then
+    items, weights = semisup.cycle_items(string.format("%s/pseudo/cycle_%d", run, cycle), cfg.data.root,
+                                         semisup.weak_items(cfg, classes), labeled.train_id_files)
+  end
+  return semisup.train_students(cfg, name, teacher, labeled, items, weights, val, classes, resume)
+end
+
 -- One self-correction cycle: predictions for every weak item (averaged with
 -- earlier cycles' when soft), refined labels and weights written to dir.
 -- Returns pseudo items (label PNGs in the dataset's label space), weight PNG
@@ -391,6 +415,12 @@ local function same(a, b)
   for k, v in pairs(a) do if not same(v, b[k]) then return false end end
   for k in pairs(b) do if a[k] == nil then return false end end
   return true
+end
+
+-- Whether two settings are the same once written as JSON (a config.json
+-- read back, where a rule {"fill", threshold = 0.5} has the key "1").
+function semisup.same_settings(a, b)
+  return same(cjson.decode(cjson.encode(a)), cjson.decode(cjson.encode(b)))
 end
 
 local function stage(cfg, options, name, run)
