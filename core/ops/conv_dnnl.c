@@ -5,7 +5,12 @@
  * OPENBLAS_CORETYPE says.
  *
  * Tensors stay NCHW between ops: each call reorders its operands into the
- * blocked layouts the kernels want and its result back. Primitives are
+ * blocked layouts the kernels want and its result back. Two reorders are
+ * saved: the forward hands its blocked copy of the source back to be kept
+ * for the weight gradient (kd_conv_dnnl_forward's keep_src; op_conv.c keeps
+ * it instead of the NCHW input, so it costs no memory where the channels
+ * fill the blocks), and one blocked copy of the output gradient serves both
+ * gradients. Primitives are
  * built per call from descriptors; oneDNN's own primitive cache keeps the
  * compiled kernels, so a geometry is compiled once. Blocked copies live in
  * kdseg's caching allocator.
@@ -134,6 +139,55 @@ static bool operand_bind(operand *o, const dnnl_memory_desc_t *plain, const dnnl
     return !fill || reorder(o->plain, o->used, false);
 }
 
+/* A source kept from the forward for the weight gradient: a uint8 tensor
+ * holding the memory descriptor of its layout (KEPT_HEADER bytes, which
+ * keeps the data 64-byte aligned) and then the data in that layout. */
+#define KEPT_HEADER (((sizeof(dnnl_memory_desc_t) + 63) / 64) * 64)
+
+static const dnnl_memory_desc_t *kept_desc(const kd_tensor *kept) { return (const dnnl_memory_desc_t *)kd_u8(kept); }
+static void *kept_data(const kd_tensor *kept) { return kd_u8(kept) + KEPT_HEADER; }
+
+/* Binds the source like operand_bind, its blocked copy in a new kept tensor (*kept). */
+static bool operand_bind_kept(operand *o, const dnnl_memory_desc_t *plain, const dnnl_memory_desc_t *wanted,
+                              const float *data, kd_tensor **kept) {
+    if (dnnl_memory_desc_equal(plain, wanted)) return operand_bind(o, plain, wanted, (void *)data, true);
+    int bytes = (int)(KEPT_HEADER + dnnl_memory_desc_get_size(wanted));
+    if (bytes <= 0 || kd_tensor_new(KD_U8, 1, &bytes, kept)) {
+        *kept = NULL;
+        return operand_bind(o, plain, wanted, (void *)data, true); /* no room to keep it: this call alone */
+    }
+    memcpy(kd_u8(*kept), wanted, sizeof *wanted);
+    return dnnl_memory_create(&o->plain, plain, engine, (void *)data) == dnnl_success &&
+           dnnl_memory_create(&o->used, wanted, engine, kept_data(*kept)) == dnnl_success &&
+           reorder(o->plain, o->used, false);
+}
+
+/* Binds a kept source to the layout `wanted`: itself when it is in it, else
+ * a copy (the precision changed between forward and backward, say). */
+static bool operand_bind_from_kept(operand *o, const kd_tensor *kept, const dnnl_memory_desc_t *wanted) {
+    if (dnnl_memory_create(&o->plain, kept_desc(kept), engine, kept_data(kept)) != dnnl_success) return false;
+    if (dnnl_memory_desc_equal(kept_desc(kept), wanted)) {
+        o->used = o->plain;
+        return true;
+    }
+    o->copy = kd_cache_alloc(dnnl_memory_desc_get_size(wanted), &o->copy_bytes);
+    return o->copy && dnnl_memory_create(&o->used, wanted, engine, o->copy) == dnnl_success &&
+           reorder(o->plain, o->used, false);
+}
+
+bool kd_conv_dnnl_kept_source(const kd_tensor *kept, float *x) {
+    if (!engine_ok) return false; /* made by the forward that kept it, even if oneDNN is off now */
+    const dnnl_memory_desc_t *have = kept_desc(kept);
+    dnnl_memory_desc_t plain;
+    if (dnnl_memory_desc_init_by_tag(&plain, have->ndims, have->dims, dnnl_f32, dnnl_nchw) != dnnl_success) return false;
+    dnnl_memory_t from = NULL, to = NULL;
+    bool ok = dnnl_memory_create(&from, have, engine, kept_data(kept)) == dnnl_success &&
+              dnnl_memory_create(&to, &plain, engine, x) == dnnl_success && reorder(from, to, false);
+    if (from) dnnl_memory_destroy(from);
+    if (to) dnnl_memory_destroy(to);
+    return ok;
+}
+
 /* The descriptors of one convolution: the caller's plain float32 data, and
  * what the primitives take ("any" layout) as inputs, in the compute type,
  * and give as results, in float32. */
@@ -212,14 +266,17 @@ static const dnnl_memory_desc_t *query(dnnl_primitive_desc_t pd, dnnl_query_t wh
 }
 
 bool kd_conv_dnnl_forward(const kd_conv_geometry *g, int N, int cout, int groups, const float *x, const float *w,
-                          float *y) {
+                          float *y, kd_tensor **keep_src) {
+    if (keep_src) *keep_src = NULL;
     if (!ready()) return false;
     conv_desc d;
     describe(g, N, cout, groups, &d);
     dnnl_primitive_desc_t pd = forward_pd(&d);
     if (!pd) return false;
     operand src = {0}, weights = {0}, dst = {0};
-    bool ok = operand_bind(&src, &d.src, query(pd, dnnl_query_src_md), (void *)x, true) &&
+    const dnnl_memory_desc_t *src_md = query(pd, dnnl_query_src_md);
+    bool ok = (keep_src ? operand_bind_kept(&src, &d.src, src_md, x, keep_src)
+                        : operand_bind(&src, &d.src, src_md, (void *)x, true)) &&
               operand_bind(&weights, &d.weights, query(pd, dnnl_query_weights_md), (void *)w, true) &&
               operand_bind(&dst, &d.dst, query(pd, dnnl_query_dst_md), y, false);
     if (ok) {
@@ -228,6 +285,10 @@ bool kd_conv_dnnl_forward(const kd_conv_geometry *g, int N, int cout, int groups
     }
     operand_release(&src), operand_release(&weights), operand_release(&dst);
     dnnl_primitive_desc_destroy(pd);
+    if (!ok && keep_src && *keep_src) {
+        kd_tensor_release(*keep_src);
+        *keep_src = NULL;
+    }
     return ok;
 }
 
@@ -259,12 +320,14 @@ typedef struct {
     dnnl_query_t query;
     const dnnl_memory_desc_t *plain;
     const float *data;
+    const kd_tensor *kept; /* or the source kept from the forward */
 } gradient_input;
 
 static bool run_gradient(dnnl_primitive_desc_t pd, gradient_input in, const operand *diff_dst, int result_arg,
                          dnnl_query_t result_query, const dnnl_memory_desc_t *result_plain, float *into) {
     operand input = {0};
-    bool ok = operand_bind(&input, in.plain, query(pd, in.query), (void *)in.data, true);
+    bool ok = in.kept ? operand_bind_from_kept(&input, in.kept, query(pd, in.query))
+                      : operand_bind(&input, in.plain, query(pd, in.query), (void *)in.data, true);
     if (ok) {
         dnnl_exec_arg_t args[3] = {{in.arg, input.used}, {DNNL_ARG_DIFF_DST, diff_dst->used}};
         ok = accumulate_into(pd, result_plain, result_query, into, 2, args, result_arg);
@@ -288,7 +351,8 @@ static const operand *diff_dst_for(dnnl_primitive_desc_t pd, const conv_desc *d,
 }
 
 unsigned kd_conv_dnnl_backward(const kd_conv_geometry *g, int N, int cout, int groups, const float *x,
-                               const float *w, const float *grad_out, float *grad_x, float *grad_w) {
+                               const kd_tensor *kept_src, const float *w, const float *grad_out, float *grad_x,
+                               float *grad_w) {
     if (!ready()) return 0;
     conv_desc d;
     describe(g, N, cout, groups, &d);
@@ -312,11 +376,11 @@ unsigned kd_conv_dnnl_backward(const kd_conv_geometry *g, int N, int cout, int g
     operand data_grad = {0}, weights_grad = {0};
     const operand *dd = NULL;
     if (data_pd && (dd = diff_dst_for(data_pd, &d, grad_out, NULL, &data_grad)) &&
-        run_gradient(data_pd, (gradient_input){DNNL_ARG_WEIGHTS, dnnl_query_weights_md, &d.weights, w}, dd,
+        run_gradient(data_pd, (gradient_input){DNNL_ARG_WEIGHTS, dnnl_query_weights_md, &d.weights, w, NULL}, dd,
                      DNNL_ARG_DIFF_SRC, dnnl_query_diff_src_md, &d.src, grad_x))
         ran |= KD_DNNL_INPUT_GRAD;
     if (weights_pd && (dd = diff_dst_for(weights_pd, &d, grad_out, &data_grad, &weights_grad)) &&
-        run_gradient(weights_pd, (gradient_input){DNNL_ARG_SRC, dnnl_query_src_md, &d.src, x}, dd,
+        run_gradient(weights_pd, (gradient_input){DNNL_ARG_SRC, dnnl_query_src_md, &d.src, x, kept_src}, dd,
                      DNNL_ARG_DIFF_WEIGHTS, dnnl_query_diff_weights_md, &d.weights, grad_w))
         ran |= KD_DNNL_WEIGHT_GRAD;
     operand_release(&data_grad), operand_release(&weights_grad);

@@ -381,21 +381,40 @@ static void input_grad_fold_block(const conv_plan *c, const conv_block *b, void 
                           b->width);
 }
 
-/* Saved: x (N x Cin x H x W), w (Cout x Cin/g x kh x kw). grad_output
- * N x Cout x OH x OW; grads: x, w, bias (Cout). */
+/* The portable weight gradient from a source oneDNN kept (the backward
+ * could not run there after the forward did): the source back in NCHW. */
+static kd_status weight_grad_from_kept(const kd_conv_geometry *g, const kd_tensor *kept, const float *go, int N,
+                                       int cout, int groups, float *gw) {
+    size_t bytes, n = (size_t)N * g->channels * g->height * g->width;
+    float *x = kd_cache_alloc(n * sizeof(float), &bytes);
+    kd_status s = !x ? KD_ERR_MEMORY
+                     : kd_conv_dnnl_kept_source(kept, x) ? weight_grad(g, x, go, N, cout, groups, gw)
+                                                          : KD_ERR_STATE;
+    kd_cache_free(x, bytes);
+    return s;
+}
+
+/* Saved: x (N x Cin x H x W), or (ints[14]) the copy of it oneDNN's forward
+ * kept in its own layout; w (Cout x Cin/g x kh x kw). grad_output N x Cout x
+ * OH x OW; grads: x, w, bias (Cout). */
 static kd_status conv2d_backward(kd_node *node, const kd_tensor *grad_output,
                                  kd_tensor *const *grad_inputs) {
     kd_conv_geometry g;
     memcpy(&g, node->ints, sizeof g);
-    const kd_tensor *x = node->saved[0], *w = node->saved[1];
+    const kd_tensor *kept = node->ints[14] ? node->saved[0] : NULL, *w = node->saved[1];
+    const float *x = kept ? NULL : kd_f32(node->saved[0]);
     int N = grad_output->shape[0], cout = grad_output->shape[1], groups = node->ints[13];
     const float *go = kd_f32(grad_output);
     kd_tensor *gx = grad_inputs[0], *gw = grad_inputs[1], *gb = grad_inputs[2];
     if (gb) bias_grad(go, N, cout, g.out_h * g.out_w, kd_f32(gb));
     kd_status s = KD_OK;
-    unsigned ran = kd_conv_dnnl_backward(&g, N, cout, groups, kd_f32(x), kd_f32(w), go, gx ? kd_f32(gx) : NULL,
+    unsigned ran = kd_conv_dnnl_backward(&g, N, cout, groups, x, kept, kd_f32(w), go, gx ? kd_f32(gx) : NULL,
                                          gw ? kd_f32(gw) : NULL);
-    if (gw && !(ran & KD_DNNL_WEIGHT_GRAD)) s = weight_grad(&g, kd_f32(x), go, N, cout, groups, kd_f32(gw));
+    if (gw && !(ran & KD_DNNL_WEIGHT_GRAD))
+        s = kept ? weight_grad_from_kept(&g, kept, go, N, cout, groups, kd_f32(gw))
+                 : weight_grad(&g, x, go, N, cout, groups, kd_f32(gw));
+    if (s == KD_ERR_STATE)
+        return kd_fail(s, "conv2d backward: the input oneDNN kept cannot be read back for the portable weight gradient");
     if (!s && gx && !(ran & KD_DNNL_INPUT_GRAD)) {
         if (gradient_is_convolution(&g, groups)) {
             s = input_grad_by_convolution(&g, kd_f32(w), go, N, cout, kd_f32(gx));
@@ -406,7 +425,8 @@ static kd_status conv2d_backward(kd_node *node, const kd_tensor *grad_output,
             if (!run_blocks(&c, input_grad_fold_block, &a)) s = KD_ERR_MEMORY;
         }
     }
-    if (s) return kd_fail(KD_ERR_MEMORY, "conv2d backward: cannot allocate the column buffers for input %s", kd_shape_str(x));
+    if (s) return kd_fail(KD_ERR_MEMORY, "conv2d backward: cannot allocate the column buffers for output gradient %s",
+                          kd_shape_str(grad_output));
     return KD_OK;
 }
 
@@ -425,7 +445,11 @@ kd_status kd_conv2d(kd_tensor *x, kd_tensor *w, kd_tensor *b, const kd_conv_para
     plan_conv(&c, &g, N, cout, groups);
     float *y = kd_f32(*out);
     conv_args a = {.x = kd_f32(x), .w = kd_f32(w), .y = y};
-    if (!kd_conv_dnnl_forward(&g, N, cout, groups, a.x, a.w, y) && !run_blocks(&c, forward_block, &a)) {
+    /* where the weight gradient will be wanted, oneDNN keeps its blocked copy of x for it */
+    kd_tensor *kept = NULL;
+    bool keep = kd_grad_enabled() && kd_needs_grad(w);
+    if (!kd_conv_dnnl_forward(&g, N, cout, groups, a.x, a.w, y, keep ? &kept : NULL) &&
+        !run_blocks(&c, forward_block, &a)) {
         kd_tensor_release(*out);
         *out = NULL;
         return kd_fail(KD_ERR_MEMORY, "conv2d: cannot allocate the column buffer for input %s "
@@ -441,13 +465,15 @@ kd_status kd_conv2d(kd_tensor *x, kd_tensor *w, kd_tensor *b, const kd_conv_para
             for (int i = 0; i < P; i++) d[i] += v;
         }
     }
-    kd_tensor *inputs[3] = {x, w, b}, *saved[2] = {x, w};
+    kd_tensor *inputs[3] = {x, w, b}, *saved[2] = {kept ? kept : x, w};
     kd_node *node;
     s = kd_finish_op("conv2d", conv2d_backward, out, 3, inputs, 2, saved, &node);
     if (node) {
         memcpy(node->ints, &g, sizeof g);
         node->ints[13] = groups;
+        node->ints[14] = kept != NULL;
     }
+    if (kept) kd_tensor_release(kept); /* the node holds it now, if one was made */
     return s;
 }
 

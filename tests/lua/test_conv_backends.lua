@@ -112,6 +112,38 @@ function T.bf16_convolutions()
   h.eq(kd.conv_precision(), "float32", "the default")
 end
 
+-- oneDNN keeps its blocked copy of a convolution's input for the weight
+-- gradient; a backward that runs on the portable path (the backend switched
+-- between forward and backward) reads that copy back, in float32 exactly
+-- and in bfloat16 as rounded. Each gives the weight gradients of a backward
+-- on oneDNN, for a plain, a strided and a grouped convolution.
+function T.kept_input_read_back_by_the_portable_path()
+  local previous = kd.set_conv_backend("onednn")
+  local cases = {{16, 32, 3, {padding = 1}}, {16, 16, 3, {stride = 2, padding = 1}}, {32, 32, 3, {padding = 2, dilation = 2, groups = 4}}}
+  local precisions = {"float32"}
+  if pcall(kd.set_conv_precision, "bf16") then precisions[2] = "bf16" end
+  for _, precision in ipairs(precisions) do
+    kd.set_conv_precision(precision)
+    for k, c in ipairs(cases) do
+      local function weight_grad(switch)
+        kd.set_conv_backend("onednn")
+        kd.manual_seed(k)
+        local conv = kd.nn.Conv2d(c[1], c[2], c[3], c[4])
+        local x = kd.randn({2, c[1], 12, 20})
+        local y = conv(x)
+        if switch then kd.set_conv_backend("im2col") end
+        (y * y):sum():backward()
+        return conv.weight.grad
+      end
+      local r = relative(weight_grad(true), weight_grad(false))
+      local tolerance = precision == "bf16" and 2e-2 or 1e-4
+      h.truthy(r < tolerance, string.format("%s, case %d: weight gradients differ by %g", precision, k, r))
+    end
+  end
+  kd.set_conv_precision("float32")
+  kd.set_conv_backend(previous)
+end
+
 function T.backend_names()
   h.raises(function() kd.set_conv_backend("cuda") end, "'onednn' or 'im2col', got 'cuda'")
 end
