@@ -167,19 +167,24 @@ static int l_spectral_power(lua_State *L) {
     return 2;
 }
 
-static const char *const bn_options[] = {"training", "momentum", "eps", "sync", NULL};
+static const char *const bn_options[] = {"training", "momentum", "eps", "sync", "relu", NULL};
 
-/* batch_norm(x, weight, bias, running_mean, running_var[, {training, momentum, eps, sync}]);
- * sync: in training, statistics over every process of a data-parallel run */
+/* batch_norm(x, weight, bias, running_mean, running_var[, {training, momentum, eps, sync, relu}]);
+ * sync: in training, statistics over every process of a data-parallel run;
+ * relu: a ReLU after it, in the same pass (kd_batch_norm2d_relu) */
 static int l_batch_norm(lua_State *L) {
     kd_tensor *x = lkd_check_tensor(L, 1), *w = lkd_opt_tensor(L, 2), *b = lkd_opt_tensor(L, 3);
     kd_tensor *rm = lkd_opt_tensor(L, 4), *rv = lkd_opt_tensor(L, 5), *out;
     lkd_check_options(L, 6, "kd.batch_norm", bn_options);
     bool training = lkd_opt_bool(L, 6, "training", true);
     float momentum = (float)lkd_opt_number(L, 6, "momentum", 0.1), eps = (float)lkd_opt_number(L, 6, "eps", 1e-5);
-    if (training && lkd_opt_bool(L, 6, "sync", false))
+    bool relu = lkd_opt_bool(L, 6, "relu", false);
+    if (training && lkd_opt_bool(L, 6, "sync", false)) {
+        if (relu) return luaL_error(L, "kd.batch_norm: relu is not fused into a synchronised batch norm (sync)");
         return lkd_result(L, "kd.batch_norm", kd_batch_norm2d_synced(x, w, b, rm, rv, momentum, eps, &out), &out);
-    return lkd_result(L, "kd.batch_norm", kd_batch_norm2d(x, w, b, rm, rv, training, momentum, eps, &out), &out);
+    }
+    return lkd_result(L, "kd.batch_norm",
+                      (relu ? kd_batch_norm2d_relu : kd_batch_norm2d)(x, w, b, rm, rv, training, momentum, eps, &out), &out);
 }
 
 static const char *const max_pool_options[] = {"kernel", "stride", "padding", "ceil_mode", NULL};

@@ -259,6 +259,11 @@ bool kd_conv_bf16_available(void); /* oneDNN has bfloat16 kernels for this CPU *
 kd_status kd_batch_norm2d(kd_tensor *x, kd_tensor *weight, kd_tensor *bias,
                           kd_tensor *running_mean, kd_tensor *running_var,
                           bool training, float momentum, float eps, kd_tensor **out);
+/* The same followed by a ReLU in one pass: kd_relu(kd_batch_norm2d(...))
+ * without the batch norm's output in between (same values, same gradients). */
+kd_status kd_batch_norm2d_relu(kd_tensor *x, kd_tensor *weight, kd_tensor *bias,
+                               kd_tensor *running_mean, kd_tensor *running_var,
+                               bool training, float momentum, float eps, kd_tensor **out);
 
 /* Spectral normalisation's power iteration (op_spectral.c): u (the weight's
  * dim 0 long) is updated in place by `iterations` steps of v = W^T u, u = W v

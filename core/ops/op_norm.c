@@ -184,15 +184,26 @@ static kd_status check_arguments(const kd_tensor *x, const kd_tensor *weight, co
     return KD_OK;
 }
 
-/* y = x * scale + shift over channel c of every image */
-static void scale_channel(const float *in, float *y, int N, int C, size_t HW, int c, float scale, float shift) {
-    for (int n = 0; n < N; n++)
-        for (size_t i = ((size_t)n * C + c) * HW, e = i + HW; i < e; i++) y[i] = in[i] * scale + shift;
+/* y = x * scale + shift over channel c of every image, or with relu
+ * max(0, that): the ReLU fused into the batch norm's one pass */
+static void scale_channel(const float *in, float *y, int N, int C, size_t HW, int c, float scale, float shift,
+                          bool relu) {
+    for (int n = 0; n < N; n++) {
+        size_t i = ((size_t)n * C + c) * HW, e = i + HW;
+        if (relu)
+            for (; i < e; i++) {
+                float v = in[i] * scale + shift;
+                y[i] = v > 0 ? v : 0.0f * v; /* kd_relu's -0 for negatives, so results are bit-identical */
+            }
+        else
+            for (; i < e; i++) y[i] = in[i] * scale + shift;
+    }
 }
 
-kd_status kd_batch_norm2d(kd_tensor *x, kd_tensor *weight, kd_tensor *bias,
-                          kd_tensor *running_mean, kd_tensor *running_var, bool training,
-                          float momentum, float eps, kd_tensor **out) {
+/* A batch norm, followed by a ReLU when relu (kd_batch_norm2d_relu). */
+static kd_status batch_norm(kd_tensor *x, kd_tensor *weight, kd_tensor *bias, kd_tensor *running_mean,
+                            kd_tensor *running_var, bool training, float momentum, float eps, bool relu,
+                            kd_tensor **out) {
     kd_status s = check_arguments(x, weight, bias, running_mean, running_var, training, momentum, eps);
     if (s) return s;
     int N = x->shape[0], C = x->shape[1];
@@ -230,16 +241,32 @@ kd_status kd_batch_norm2d(kd_tensor *x, kd_tensor *weight, kd_tensor *bias,
             is[c] = (float)(1.0 / sqrt((double)kd_f32(running_var)[c] + eps));
         }
         float scale = (weight ? kd_f32(weight)[c] : 1.0f) * is[c];
-        scale_channel(in, y, N, C, HW, c, scale, (bias ? kd_f32(bias)[c] : 0.0f) - mu[c] * scale);
+        scale_channel(in, y, N, C, HW, c, scale, (bias ? kd_f32(bias)[c] : 0.0f) - mu[c] * scale, relu);
     }
     if (training && running_mean) kd_modified(running_mean), kd_modified(running_var);
-    kd_tensor *inputs[3] = {x, weight, bias}, *saved[4] = {x, weight, mean, invstd};
+    /* fused, the node is the one a ReLU taking over the batch norm's backward
+     * makes (kd_take_batch_norm_input), with the output in place of the
+     * ReLU's input: both are > 0 at the same elements */
+    kd_tensor *inputs[3] = {x, weight, bias}, *saved[5] = {x, weight, mean, invstd, *out};
     kd_node *node;
-    s = kd_finish_op("batch_norm2d", batch_norm_backward, out, 3, inputs, 4, saved, &node);
-    if (node) node->ints[0] = training;
+    s = relu ? kd_finish_op("batch_norm2d_relu", relu_batch_norm_backward, out, 3, inputs, 5, saved, &node)
+             : kd_finish_op("batch_norm2d", batch_norm_backward, out, 3, inputs, 4, saved, &node);
+    if (node) node->ints[0] = training, node->floats[0] = 0.0f;
     kd_tensor_release(mean);
     kd_tensor_release(invstd);
     return s;
+}
+
+kd_status kd_batch_norm2d(kd_tensor *x, kd_tensor *weight, kd_tensor *bias,
+                          kd_tensor *running_mean, kd_tensor *running_var, bool training,
+                          float momentum, float eps, kd_tensor **out) {
+    return batch_norm(x, weight, bias, running_mean, running_var, training, momentum, eps, false, out);
+}
+
+kd_status kd_batch_norm2d_relu(kd_tensor *x, kd_tensor *weight, kd_tensor *bias,
+                               kd_tensor *running_mean, kd_tensor *running_var, bool training,
+                               float momentum, float eps, kd_tensor **out) {
+    return batch_norm(x, weight, bias, running_mean, running_var, training, momentum, eps, true, out);
 }
 
 /* ---- synchronised over processes ------------------------------------------------
@@ -371,7 +398,7 @@ kd_status kd_batch_norm2d_synced(kd_tensor *x, kd_tensor *weight, kd_tensor *bia
 #pragma omp parallel for schedule(static) if ((size_t)N * HW * C > KD_PARALLEL_MIN)
     for (int c = 0; c < C; c++) {
         float scale = (weight ? kd_f32(weight)[c] : 1.0f) * is[c];
-        scale_channel(in, y, N, C, HW, c, scale, (bias ? kd_f32(bias)[c] : 0.0f) - mu[c] * scale);
+        scale_channel(in, y, N, C, HW, c, scale, (bias ? kd_f32(bias)[c] : 0.0f) - mu[c] * scale, false);
     }
     if (running_mean) kd_modified(running_mean), kd_modified(running_var);
     kd_tensor *inputs[3] = {x, weight, bias}, *saved[4] = {x, weight, mean, invstd};

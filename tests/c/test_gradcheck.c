@@ -138,6 +138,23 @@ static kd_status bn_then(kd_tensor **in, bool training, float slope, bool shared
     return s;
 }
 static kd_status run_bn_relu(kd_tensor **in, kd_tensor **o) { return bn_then(in, true, 0.0f, false, o); }
+/* The same as one op (kd_batch_norm2d_relu), in training and evaluation, and
+ * its output used again. */
+static kd_status bn_relu_fused(kd_tensor **in, bool training, bool shared, kd_tensor **o) {
+    int c[1] = {in[0]->shape[1]};
+    kd_tensor *rm, *rv, *z = NULL;
+    kd_tensor_zeros(KD_F32, 1, c, &rm);
+    kd_tensor_full(KD_F32, 1, c, 1.5, &rv);
+    kd_status s = kd_batch_norm2d_relu(in[0], in[1], in[2], rm, rv, training, 0.1f, 1e-5f, shared ? &z : o);
+    if (!s && shared) s = kd_mul(z, z, o);
+    kd_tensor_release(rm);
+    kd_tensor_release(rv);
+    kd_tensor_release(z);
+    return s;
+}
+static kd_status run_bn_relu_fused(kd_tensor **in, kd_tensor **o) { return bn_relu_fused(in, true, false, o); }
+static kd_status run_bn_relu_fused_eval(kd_tensor **in, kd_tensor **o) { return bn_relu_fused(in, false, false, o); }
+static kd_status run_bn_relu_fused_shared(kd_tensor **in, kd_tensor **o) { return bn_relu_fused(in, true, true, o); }
 static kd_status run_bn_leaky_eval(kd_tensor **in, kd_tensor **o) { return bn_then(in, false, 0.2f, false, o); }
 static kd_status run_bn_relu_shared(kd_tensor **in, kd_tensor **o) { return bn_then(in, true, 0.0f, true, o); }
 /* A ReLU after an addition (a residual block's end), the sum also used again. */
@@ -299,6 +316,9 @@ static const grad_case cases[] = {
     /* a bias step moves a whole channel across the ReLU's kink: short steps */
     {"batch_norm2d then relu", run_bn_relu, 3, {F(3, 3, 4, 5), IN(POSITIVE, true, 1, 3), IN(RANDN, true, 1, 3)}, 1e-3f, 2e-2f},
     {"batch_norm2d evaluation then leaky_relu", run_bn_leaky_eval, 3, {F(2, 3, 4, 5), IN(POSITIVE, true, 1, 3), IN(RANDN, true, 1, 3)}, 1e-3f, 1e-2f},
+    {"batch_norm2d_relu (fused) training", run_bn_relu_fused, 3, {F(3, 3, 4, 5), IN(POSITIVE, true, 1, 3), IN(RANDN, true, 1, 3)}, 1e-3f, 2e-2f},
+    {"batch_norm2d_relu (fused) evaluation", run_bn_relu_fused_eval, 3, {F(2, 3, 4, 5), IN(POSITIVE, true, 1, 3), IN(RANDN, true, 1, 3)}, 1e-3f, 1e-2f},
+    {"batch_norm2d_relu (fused), output squared", run_bn_relu_fused_shared, 3, {F(3, 3, 4, 5), IN(POSITIVE, true, 1, 3), IN(RANDN, true, 1, 3)}, 1e-2f, 2e-2f},
     {"batch_norm2d then relu, output used twice", run_bn_relu_shared, 3, {F(3, 3, 4, 5), IN(POSITIVE, true, 1, 3), IN(RANDN, true, 1, 3)}, 1e-2f, 2e-2f},
     {"add then relu", run_add_relu, 2, {F(2, 3, 4, 5), F(2, 3, 4, 5)}, 1e-2f, 1e-2f},
     {"x + x then leaky_relu, the sum used twice", run_add_leaky_shared, 1, {F(2, 3, 4, 5)}, 1e-2f, 1e-2f},

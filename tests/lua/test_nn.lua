@@ -94,6 +94,42 @@ function T.subclass_in_a_script()
   h.eq(table.concat(y.shape, "x"), "1x4x5x5", "user module forward")
 end
 
+-- nn.Sequential runs a BatchNorm2d followed by a ReLU as one op
+-- (BatchNorm2d:forward_relu): the same output and gradients, bit for bit,
+-- as the two modules one after the other, and one tensor fewer made.
+function T.sequential_fuses_batch_norm_and_relu()
+  for _, training in ipairs({true, false}) do
+    local function run(fused)
+      kd.manual_seed(4)
+      local conv, bn, relu = kd.nn.Conv2d(3, 8, 3, {padding = 1}), kd.nn.BatchNorm2d(8), kd.nn.ReLU()
+      local seq = kd.nn.Sequential({conv, bn, relu})
+      seq:train(training)
+      local x = kd.randn({2, 3, 6, 7})
+      local y = fused and seq(x) or relu(bn(conv(x)))
+      ;(y * y):sum():backward()
+      return y, conv.weight.grad, bn.weight.grad, bn.bias.grad, bn.running_mean
+    end
+    local a, b = {run(true)}, {run(false)}
+    for i = 1, #a do
+      h.eq(table.concat(a[i]:flat(), ","), table.concat(b[i]:flat(), ","),
+           string.format("training %s: result %d equal", tostring(training), i))
+    end
+  end
+  -- one tensor fewer: made and kept alive in a no-grad forward
+  local bn, relu = kd.nn.BatchNorm2d(4), kd.nn.ReLU()
+  local x = kd.randn({2, 4, 5, 5})
+  collectgarbage()
+  local before = kd._C.memory().live_tensors
+  local fused = kd.no_grad(function() return kd.nn.Sequential({bn, relu})(x) end)
+  local after_fused = kd._C.memory().live_tensors
+  local unfused_mid = kd.no_grad(function() return bn(x) end)
+  local unfused = kd.no_grad(function() return relu(unfused_mid) end)
+  h.eq(after_fused - before, 1, "fused: only the output")
+  h.eq(kd._C.memory().live_tensors - after_fused, 2, "apart: the batch norm's output and the ReLU's")
+  h.truthy(fused and unfused, "kept alive")
+  h.raises(function() kd.batch_norm(x, nil, nil, nil, nil, {sync = true, relu = true}) end, "not fused into a synchronised")
+end
+
 function T.errors_name_the_module()
   local net = nn.Sequential(nn.Conv2d(3, 4, 3), nn.Conv2d(5, 2, 1))
   h.raises(function() net:forward(kd.randn({1, 3, 8, 8})) end, "In 2 module of nn.Sequential (nn.Conv2d)",

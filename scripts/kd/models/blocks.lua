@@ -30,7 +30,7 @@ function ResBlock:__init(c, d)
 end
 
 function ResBlock:forward(x)
-  local y = kd.relu(self.bn1(self.conv1(x)))
+  local y = self.bn1:forward_relu(self.conv1(x))
   return kd.relu(self.bn2(self.conv2(y)) + x)
 end
 

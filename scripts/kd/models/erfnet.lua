@@ -22,7 +22,7 @@ function NonBottleneck1D:__init(c, d)
 end
 
 function NonBottleneck1D:forward(x)
-  local y = kd.relu(self.bn1(self.conv2(kd.relu(self.conv1(x)))))
+  local y = self.bn1:forward_relu(self.conv2(kd.relu(self.conv1(x))))
   y = self.bn2(self.conv4(kd.relu(self.conv3(y))))
   return kd.relu(y + x)
 end

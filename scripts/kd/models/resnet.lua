@@ -42,7 +42,7 @@ function BasicBlock:__init(cin, planes, stride, dilation, downsample)
 end
 
 function BasicBlock:forward(x)
-  local y = kd.relu(self.bn1(self.conv1(x)))
+  local y = self.bn1:forward_relu(self.conv1(x))
   y = self.bn2(self.conv2(y))
   return kd.relu(y + (self.downsample and self.downsample(x) or x))
 end
@@ -64,8 +64,8 @@ function Bottleneck:__init(cin, planes, stride, dilation, downsample)
 end
 
 function Bottleneck:forward(x)
-  local y = kd.relu(self.bn1(self.conv1(x)))
-  y = kd.relu(self.bn2(self.conv2(y)))
+  local y = self.bn1:forward_relu(self.conv1(x))
+  y = self.bn2:forward_relu(self.conv2(y))
   y = self.bn3(self.conv3(y))
   return kd.relu(y + (self.downsample and self.downsample(x) or x))
 end
@@ -121,10 +121,10 @@ function ResNet:__init(depth, options)
 end
 
 function ResNet:forward(x)
-  local y = kd.relu(self.bn1(self.conv1(x)))
+  local y = self.bn1:forward_relu(self.conv1(x))
   if self.deep_stem then
-    y = kd.relu(self.bn2(self.conv2(y)))
-    y = kd.relu(self.bn3(self.conv3(y)))
+    y = self.bn2:forward_relu(self.conv2(y))
+    y = self.bn3:forward_relu(self.conv3(y))
   end
   y = kd.max_pool2d(y, {kernel = 3, stride = 2, padding = 1})
   local c1 = self.layer1(y)

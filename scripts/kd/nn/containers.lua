@@ -5,6 +5,8 @@
 -- as Lua does.
 local class = require("kd.infra.class")
 local Module = require("kd.nn.module")
+local BatchNorm2d = require("kd.nn.layers").BatchNorm2d
+local ReLU = require("kd.nn.activations").ReLU
 
 local Sequential = class("nn.Sequential", Module)
 
@@ -26,13 +28,19 @@ function Sequential:size() return #self._module_names end
 
 function Sequential:get(i) return self[tostring(i - 1)] end
 
+-- A BatchNorm2d followed by a ReLU runs as one op (BatchNorm2d:forward_relu:
+-- the same values and gradients, one pass and one tensor fewer).
 function Sequential:forward(x)
-  for i, name in ipairs(self._module_names) do
-    local ok, result = pcall(self[name].forward, self[name], x)
+  local names, i = self._module_names, 1
+  while i <= #names do
+    local m, fused = self[names[i]], false
+    local next_module = names[i + 1] and self[names[i + 1]]
+    if getmetatable(m) == BatchNorm2d and next_module and getmetatable(next_module) == ReLU then fused = true end
+    local ok, result = pcall(fused and m.forward_relu or m.forward, m, x)
     if not ok then
-      error(string.format("In %d module of nn.Sequential (%s): %s", i, self[name].__name, tostring(result)), 0)
+      error(string.format("In %d module of nn.Sequential (%s): %s", i, m.__name, tostring(result)), 0)
     end
-    x = result
+    x, i = result, i + (fused and 2 or 1)
   end
   return x
 end

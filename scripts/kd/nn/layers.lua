@@ -83,15 +83,23 @@ function BatchNorm2d:__init(channels, options)
   end
 end
 
-function BatchNorm2d:forward(x)
+function BatchNorm2d:forward(x, relu)
   -- without running statistics, evaluation also normalises with the batch's
   local training = self.training or self.running_mean == nil
   if self.training and self.num_batches_tracked then
     self.num_batches_tracked:set(1, self.num_batches_tracked:get(1) + 1)
   end
-  return kd.batch_norm(x, self.weight, self.bias, self.running_mean, self.running_var,
-                       {training = training, momentum = self.momentum, eps = self.eps, sync = self.sync})
+  local sync = self.sync and training
+  local y = kd.batch_norm(x, self.weight, self.bias, self.running_mean, self.running_var,
+                          {training = training, momentum = self.momentum, eps = self.eps, sync = self.sync,
+                           relu = relu and not sync})
+  if relu and sync then return kd.relu(y) end
+  return y
 end
+
+-- kd.relu(bn(x)) in one pass (the same values and gradients): what
+-- nn.Sequential runs for a BatchNorm2d followed by a ReLU, and the zoo's blocks.
+function BatchNorm2d:forward_relu(x) return self:forward(x, true) end
 
 function BatchNorm2d:extra_repr()
   return string.format("%d, eps %g, momentum %g", self.channels, self.eps, self.momentum)
