@@ -54,6 +54,23 @@ YAML
 grep -q "2 of 2 trials failed" allfail.log && ok || { fail "every failure is counted"; tail -3 allfail.log; }
 grep '"state":"failed"' runs/fails/ledger.jsonl | grep -q "unknown model 'no_such_model'" && ok || fail "failed trial recorded with its error"
 [ "$(grep -c '"state":"finished"' runs/fails/ledger.jsonl)" = 2 ] && ok || fail "the other trials finished"
+# a trial that failed for a cause since fixed (its data were missing) runs
+# again with --resume --retry-failed, and only then
+sed 's|root = "data"|root = "later_data"|' tiny.lua > later.lua
+cat > later.yaml <<'YAML'
+config: later.lua
+method: grid
+parameters:
+  optim.lr: {values: [0.01]}
+metric: {name: final_miou, goal: maximize}
+YAML
+"$kdseg" sweep later.yaml --quiet > later.log 2>&1 && fail "a sweep without its data exits 0" || ok
+ln -s data later_data
+"$kdseg" sweep later.yaml --resume --quiet > later.log 2>&1 && fail "--resume alone runs a failed trial again" || ok
+"$kdseg" sweep later.yaml --resume --retry-failed --quiet > later.log 2>&1 && ok || { fail "--retry-failed"; tail -3 later.log; }
+[ "$(tail -1 runs/later/ledger.jsonl | grep -c '"state":"finished"')" = 1 ] && ok || fail "the retried trial finished"
+"$kdseg" sweep later.yaml --retry-failed --quiet > later.log 2>&1 && fail "--retry-failed without --resume" || ok
+grep -q "goes with --resume" later.log && ok || fail "--retry-failed without --resume is named"
 
 # SIGKILL of the runner twenty times at random moments, each time resumed:
 # every trial finishes exactly once, with the uninterrupted sweep's metric,

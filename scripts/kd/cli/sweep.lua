@@ -13,6 +13,7 @@ return function(...)
   parser:argument("spec", "The sweep spec (YAML)."):args("?")
   parser:option("--workers", "Trials at once.", "1"):convert(tonumber)
   parser:flag("--resume", "Go on with a sweep whose runner was stopped.")
+  parser:flag("--retry-failed", "With --resume, run the failed trials again too (once what made them fail is fixed).")
   parser:flag("--oversubscribe", "Allow workers x threads beyond the machine's cores.")
   parser:option("--report", "Write the report of the sweep in this folder, and stop.")
   parser:option("--emit-slurm", "Write a Slurm job-array script into this folder, and stop.")
@@ -33,7 +34,9 @@ return function(...)
     return
   end
   if not args.workers or args.workers < 1 then error("kdseg sweep: --workers must be >= 1", 0) end
-  local complete = runner.run(s, {workers = args.workers, resume = args.resume, oversubscribe = args.oversubscribe,
+  if args.retry_failed and not args.resume then error("kdseg sweep: --retry-failed goes with --resume", 0) end
+  local complete = runner.run(s, {workers = args.workers, resume = args.resume, retry_failed = args.retry_failed,
+                                  oversubscribe = args.oversubscribe,
                                   trial = args.trial, runs_dir = args.runs_dir, quiet = args.quiet})
   local failed = runner.failures(s, args.runs_dir)
   if args.trial then

@@ -2,7 +2,8 @@
 -- `workers` at once, each in runs/<sweep>/<trial>/ with its overrides, and
 -- keeps runs/<sweep>/ledger.jsonl: one JSON line per trial state change
 -- (started, finished, failed, stopped, interrupted). A trial counts as done
--- once finished, failed or stopped; --resume runs again exactly the others.
+-- once finished, failed or stopped; --resume runs again exactly the others
+-- (and with --retry-failed the failed ones too).
 local cjson = require("cjson")
 local C = require("kd._C")
 local spec_mod = require("kd.sweep.spec")
@@ -166,7 +167,11 @@ function runner.run(s, options)
     if not t then error(string.format("sweep: trial %d outside 0..%d", options.trial, #trials - 1), 0) end
     pending[1] = t
   else
-    for _, t in ipairs(trials) do if not (last[t.id] and DONE[last[t.id].state]) then pending[#pending + 1] = t end end
+    -- retry_failed: the failed ones too (what made them fail is fixed)
+    for _, t in ipairs(trials) do
+      local state = last[t.id] and last[t.id].state
+      if not (state and DONE[state]) or (options.retry_failed and state == "failed") then pending[#pending + 1] = t end
+    end
   end
   local workers = options.workers or 1
   local cores = C.nproc()
