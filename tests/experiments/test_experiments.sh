@@ -71,6 +71,8 @@ for m in mean_teacher cps unimatch; do
         "$top/experiments/sweeps/baseline_$m.yaml" > "sweep_$m.yaml"
     run "sweep of $m" "$kdseg" sweep "sweep_$m.yaml" --quiet
     run "sweep of $m: 2 trials finished" test "$(grep -c '"state":"finished"' "runs/sweep_$m/ledger.jsonl")" = 2
+    case $m in mean_teacher) source=teacher;; cps) source=b;; *) source=weak;; esac
+    run "sweep of $m: its pseudo-labels in the report" grep -q "^| .* | $source | [0-9.]* | [0-9.]* | [0-9.]* |$" "runs/sweep_$m/report.md"
 done
 run accuracy_benchmark "$kdseg" "$top/experiments/accuracy_benchmark.lua" root=bench_data iterations=4 teacher_iterations=4 crop=[32,64] \
     batch_size=4 workers=1 teacher=bench_teacher quiet=true size.train=16 size.coarse=8 size.val=4 size.test=4 size.height=32 size.width=64 seeds=[1,2] \

@@ -8,6 +8,7 @@ local files = require("kd.data.files")
 local runner = require("kd.sweep.runner")
 local spec_mod = require("kd.sweep.spec")
 local stats = require("kd.infra.stats")
+local pseudo_probe = require("kd.train.pseudo_probe")
 
 local report = {}
 
@@ -100,6 +101,40 @@ function report.write(dir, s)
   md[#md + 1] = "| " .. table.concat(params, " | ") .. " | seeds | mean | sd |"
   md[#md + 1] = "|" .. string.rep("---|", #params) .. "---|---|---|"
   for _, r in ipairs(rows) do md[#md + 1] = string.format("| %s | %d | %.4f | %.4f |", r.key, r.n, r.mean, r.sd) end
+  -- what the trials' pseudo-labels were worth at the end (kd.train.pseudo_probe), where they were probed
+  local probed = {}
+  for _, e in ipairs(trials) do
+    if e.state == "finished" and C.is_dir(dir .. "/" .. e.trial) then
+      local cells = {}
+      for i, p in ipairs(params) do cells[i] = value_text(e.params[p]) end
+      local key = table.concat(cells, " | ")
+      for _, path in ipairs(files.find(dir .. "/" .. e.trial, "metrics.jsonl")) do
+        for source, list in pairs(pseudo_probe.history(path:match("^(.*)/metrics%.jsonl$"))) do
+          local g = probed[key] or {}
+          probed[key] = g
+          g[source] = g[source] or {accuracy = {}, coverage = {}, miou = {}}
+          for _, field in ipairs({"accuracy", "coverage", "miou"}) do table.insert(g[source][field], list[#list][field]) end
+        end
+      end
+    end
+  end
+  if next(probed) then
+    md[#md + 1] = ""
+    md[#md + 1] = "## Pseudo-labels at the end of training (kd.train.pseudo_probe; mean over seeds, %)"
+    md[#md + 1] = ""
+    md[#md + 1] = "| " .. table.concat(params, " | ") .. " | source | accuracy | coverage | mIoU |"
+    md[#md + 1] = "|" .. string.rep("---|", #params) .. "---|---|---|---|"
+    for _, r in ipairs(rows) do
+      local sources = {}
+      for source in pairs(probed[r.key] or {}) do sources[#sources + 1] = source end
+      table.sort(sources)
+      for _, source in ipairs(sources) do
+        local f = probed[r.key][source]
+        md[#md + 1] = string.format("| %s | %s | %.1f | %.1f | %.1f |", r.key, source, 100 * stats.mean_sd(f.accuracy),
+                                    100 * stats.mean_sd(f.coverage), 100 * stats.mean_sd(f.miou))
+      end
+    end
+  end
   if rows[1] then
     local overrides = {}
     for _, p in ipairs(params) do overrides[#overrides + 1] = p .. "=" .. value_text(rows[1].params[p]) end
