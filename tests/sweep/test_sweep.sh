@@ -33,6 +33,9 @@ n=$(grep -c '"state":"finished"' runs/grid/ledger.jsonl)
 [ "$n" = 8 ] && ok || fail "grid sweep: $n of 8 trials finished"
 grep -q "## Best configuration" runs/grid/report.md && ok || fail "report has the best configuration"
 grep -q "kdseg train tiny.lua model.name=.* optim.lr=" runs/grid/report.md && ok || fail "best configuration as a command"
+rm runs/grid/report.md
+"$kdseg" sweep --report runs/grid > /dev/null 2>&1 && grep -q "kdseg train tiny.lua model.name=.* optim.lr=" runs/grid/report.md && ok \
+    || fail "--report alone gives the best configuration as a command"
 [ -f runs/grid/param_optim.lr.svg ] && [ -f runs/grid/report.html ] && ok || fail "plots and report.html"
 grep -q "| 2 |" runs/grid/report.md && ok || fail "mean over 2 seeds per configuration"
 

@@ -49,6 +49,10 @@ end
 -- (for the command of the best configuration), or nil.
 function report.write(dir, s)
   local info = cjson.decode(files.read(dir .. "/sweep.json"))
+  if not s and type(info.spec) == "string" and files.exists(info.spec) then
+    local ok, loaded = pcall(spec_mod.load, info.spec) -- (--report alone: the spec the sweep ran, for the command)
+    s = ok and loaded or nil
+  end
   local last = runner.read_ledger(dir .. "/ledger.jsonl")
   local metric, goal = info.metric.name, info.metric.goal
   local trials, counts = {}, {}
