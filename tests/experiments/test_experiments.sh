@@ -30,6 +30,8 @@ run students_from_run "$kdseg" "$top/experiments/students_from_run.lua" run=runs
     students.iterations=2 students.kd_respect_labels=true students.kd_balance=0.5 seed=3
 run "students_from_run results" grep -q "students' ensemble" runs/tiny_kd/again/results.md
 run "students_from_run kd class weights recorded" grep -q '"road":' runs/tiny_kd/again/kd_class_weights.json
+run "students_from_run: a cycle the run does not have" sh -c "! \"$kdseg\" \"$top/experiments/students_from_run.lua\" run=runs/tiny_kd \
+    name=c5 cycle=5 > bad.log 2>&1 && grep -q 'has cycles 0 to 2, not 5' bad.log"
 run "students_from_run without a run" sh -c "! \"$kdseg\" \"$top/experiments/students_from_run.lua\" run=nowhere > bad.log 2>&1 \
     && grep -q 'nowhere/config.json is missing' bad.log"
 # the method's sweep as its spec runs it: teacher-only runs per seed (students.models=[]), then students per trial
