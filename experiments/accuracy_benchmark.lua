@@ -51,7 +51,8 @@ end
 -- ACCURACY_NOTES.md, "Tuning the baselines"). Their references' own
 -- settings are kd.baselines.common's (mean_teacher.weight=100 ... to run those).
 local tuned = {mean_teacher = {weight = 8.30768, ema_decay = 0.99, on = "both", rampup = 1000},
-               cps = {weight = 0.728502, on = "unlabeled", rampup = 0}}
+               cps = {weight = 0.728502, on = "unlabeled", rampup = 0},
+               unimatch = {weight = 0.178872, threshold = 0.8, unconfident = "zero", rampup = 1000}}
 for method, settings in pairs(tuned) do
   for key, value in pairs(settings) do cfg[method][key] = value end
 end
