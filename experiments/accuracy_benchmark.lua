@@ -38,13 +38,7 @@ local cfg = {name = "accuracy_benchmark", root = "data/accuracy_benchmark", clas
 -- which are the benchmark's student, iterations and lr): as tuned below,
 -- else their defaults, unless given.
 local common = require("kd.baselines.common")
-local own_keys = {mean_teacher = {"weight", "rampup", "on", "ema_decay", "perturb"}, cps = {"weight", "rampup", "on"},
-                  unimatch = {"weight", "rampup", "threshold", "unconfident", "strong"}}
-for method, keys in pairs(own_keys) do
-  local all = common.settings(method)
-  cfg[method] = {}
-  for _, key in ipairs(keys) do cfg[method][key] = all[key] end
-end
+for method in pairs(common.own_keys) do cfg[method] = common.own_settings(method) end
 -- The settings each baseline's sweep chose on the validation split
 -- (experiments/sweeps/baseline_*.yaml, 1000 iterations; a ramp-up found there
 -- is scaled to the default 4000: 250 of 1000 is 1000 of 4000; see
@@ -164,7 +158,9 @@ local function one_seed(seed)
               "data.labeled=" .. data.labeled, "data.unlabeled=" .. data.unlabeled, "data.classes=" .. cfg.classes,
               "methods=[cps,mean_teacher,unimatch,fine_coarse]", "quiet=" .. tostring(cfg.quiet)}
     for _, method in ipairs({"mean_teacher", "cps", "unimatch"}) do
-      for _, key in ipairs(own_keys[method]) do _G.arg[#_G.arg + 1] = method .. "." .. key .. "=" .. tostring(cfg[method][key]) end
+      for _, key in ipairs(common.own_keys[method]) do
+        _G.arg[#_G.arg + 1] = method .. "." .. key .. "=" .. tostring(cfg[method][key])
+      end
     end
     if flags.resume then _G.arg[#_G.arg + 1] = "--resume" end
     dofile(baselines_script)

@@ -20,18 +20,11 @@ local cjson = require("cjson")
 local semisup = require("kd.method.semisup")
 
 local common = require("kd.baselines.common")
--- a method's own settings and their defaults
-local function own(method, keys)
-  local all, out = common.settings(method), {}
-  for _, key in ipairs(keys) do out[key] = all[key] end
-  return out
-end
 local cfg = {name = "baselines_semisup", runs_dir = "runs", seed = 1, model = "bench_student", iterations = 2000,
              lr = 0.01, batch_size = 8, workers = 2, crop = {128, 256}, scale = {0.5, 2.0}, quiet = false, probe_images = 64,
              data = kd.config.copy(semisup.defaults.data), methods = {"fine_only", "fine_coarse", "mean_teacher", "cps", "unimatch"},
-             mean_teacher = own("mean_teacher", {"weight", "rampup", "on", "ema_decay", "perturb"}),
-             cps = own("cps", {"weight", "rampup", "on"}),
-             unimatch = own("unimatch", {"weight", "rampup", "threshold", "unconfident", "strong"})}
+             mean_teacher = common.own_settings("mean_teacher"), cps = common.own_settings("cps"),
+             unimatch = common.own_settings("unimatch")}
 local flags = kd.config.arguments(arg, cfg, {"check", "resume", "overwrite"})
 if flags.check then return end -- kdseg sweep checks overrides this way before running trials
 local classes = kd.data.classes.get(cfg.data.classes) -- data.classes: cityscapes or a YAML table

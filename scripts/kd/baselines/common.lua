@@ -37,6 +37,16 @@ common.method_defaults = {
 common.colours = {brightness = 0.5, contrast = 0.5, saturation = 0.5, hue = 0.25, jitter_p = 0.8, grayscale_p = 0.2,
                   blur_p = 0.5, blur_sigma = {0.1, 2.0}}
 
+-- The settings that are each method's own (a sweep tunes them; the scripts
+-- take them as <method>.<key>=), and their defaults.
+common.own_keys = {mean_teacher = {"weight", "rampup", "on", "ema_decay", "perturb"}, cps = {"weight", "rampup", "on"},
+                   unimatch = {"weight", "rampup", "threshold", "unconfident", "strong"}}
+function common.own_settings(method)
+  local all, out = common.settings(method), {}
+  for _, key in ipairs(common.own_keys[method]) do out[key] = all[key] end
+  return out
+end
+
 -- A method's settings: common.defaults <- its own defaults <- the given ones.
 function common.settings(method, given)
   local defaults = kd.config.merge(common.defaults, common.method_defaults[method] or {}, method)

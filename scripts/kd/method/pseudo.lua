@@ -118,7 +118,8 @@ function pseudo.decide(probs)
 end
 
 -- Statistics of refined labels: coverage, and where true labels exist, the
--- accuracy of the pseudo-labels per class (correct / pseudo-labelled as it).
+-- pixels labelled right (correct), their share (accuracy) and the accuracy
+-- per class (correct / pseudo-labelled as it).
 function pseudo.stats(labels, truth, classes)
   local l = labels:flat()
   local covered, correct_total = 0, 0
@@ -133,7 +134,7 @@ function pseudo.stats(labels, truth, classes)
       if t and t[i] == l[i] then pc.correct, correct_total = pc.correct + 1, correct_total + 1 end
     end
   end
-  return {pixels = #l, covered = covered, coverage = covered / math.max(#l, 1),
+  return {pixels = #l, covered = covered, coverage = covered / math.max(#l, 1), correct = t and correct_total or nil,
           accuracy = t and covered > 0 and correct_total / covered or nil, per_class = per_class}
 end
 

@@ -13,7 +13,6 @@
 --                              sources = {{name = "teacher", model = "teacher", threshold = 0}}})
 local kd = require("kd")
 local pseudo = require("kd.method.pseudo")
-local evaluate = require("kd.train.evaluate")
 
 local pseudo_probe = {}
 
@@ -58,7 +57,7 @@ function pseudo_probe.measure(model, dataset, classes, threshold, options)
       confusion:update(pred, batch.labels)
       local labels = kd._C.pseudo_fill(kd.full(pred.shape, IGNORE, "int32"), pred, conf, threshold, classes.count, IGNORE)
       local st = pseudo.stats(labels, batch.labels, classes.count)
-      covered, pixels, correct = covered + st.covered, pixels + st.pixels, correct + (st.accuracy or 0) * st.covered
+      covered, pixels, correct = covered + st.covered, pixels + st.pixels, correct + st.correct
     end
     loader:close()
   end

@@ -60,10 +60,9 @@ function report.svg_chart(title, series, y_label)
 end
 
 -- The curves of a metrics.jsonl: the total loss, each term (by its label,
--- "model.term" with several learning models), each evaluated model's mIoU
--- and each probed pseudo-label source's accuracy (kd.train.pseudo_probe).
+-- "model.term" with several learning models) and each evaluated model's mIoU.
 local function curves(path)
-  local c = {loss = {}, terms = {}, term_names = {}, miou = {}, models = {}, pseudo = {}, sources = {}}
+  local c = {loss = {}, terms = {}, term_names = {}, miou = {}, models = {}}
   if not files.exists(path) then return c, nil end
   local last_eval
   for line in io.lines(path) do
@@ -82,10 +81,6 @@ local function curves(path)
         if not c.miou[model] then c.miou[model] = {}; c.models[#c.models + 1] = model end
         table.insert(c.miou[model], {e.iteration, 100 * e.miou})
         last_eval = e
-      elseif e.type == "pseudo" and type(e.accuracy) == "number" then
-        local source = tostring(e.source)
-        if not c.pseudo[source] then c.pseudo[source] = {}; c.sources[#c.sources + 1] = source end
-        table.insert(c.pseudo[source], {e.iteration, 100 * e.accuracy})
       end
     end
   end
@@ -108,8 +103,14 @@ function report.write(dir, results)
   for _, model in ipairs(c.models) do
     html[#html + 1] = report.svg_chart(model == "" and "validation mIoU" or ("validation mIoU: " .. model), c.miou[model], "mIoU (%)")
   end
-  for _, source in ipairs(c.sources) do
-    html[#html + 1] = report.svg_chart("pseudo-label accuracy: " .. source, c.pseudo[source], "accuracy (%)")
+  -- each probed pseudo-label source's accuracy (kd.train.pseudo_probe)
+  local probes, sources = require("kd.train.pseudo_probe").history(dir), {}
+  for source in pairs(probes) do sources[#sources + 1] = source end
+  table.sort(sources)
+  for _, source in ipairs(sources) do
+    local points = {}
+    for k, p in ipairs(probes[source]) do points[k] = {p.iteration, 100 * p.accuracy} end
+    html[#html + 1] = report.svg_chart("pseudo-label accuracy: " .. source, points, "accuracy (%)")
   end
   if #c.term_names > 1 then
     html[#html + 1] = "<h2>Loss terms</h2>"
