@@ -30,6 +30,11 @@ run students_from_run "$kdseg" "$top/experiments/students_from_run.lua" run=runs
     students.iterations=2 students.kd_respect_labels=true students.kd_balance=0.5 seed=3
 run "students_from_run results" grep -q "students' ensemble" runs/tiny_kd/again/results.md
 run "students_from_run kd class weights recorded" grep -q '"road":' runs/tiny_kd/again/kd_class_weights.json
+run "baselines: a bad probe_images" sh -c "! \"$kdseg\" \"$top/experiments/baselines_semisup.lua\" data.root=data \
+    data.labeled=splits/1_4/labeled.txt data.unlabeled=splits/1_4/unlabeled.txt name=bad_probe probe_images=-1 \
+    > bad.log 2>&1 && grep -q 'probe_images must be a whole number >= 0, got -1' bad.log"
+run "ablation: teachers_from without {seed}" sh -c "! \"$kdseg\" \"$top/experiments/ablation.lua\" name=bad_abl \
+    teachers_from=runs/tiny_kd > bad.log 2>&1 && grep -q 'teachers_from must be a folder naming the seed as {seed}' bad.log"
 run "students_from_run: a cycle the run does not have" sh -c "! \"$kdseg\" \"$top/experiments/students_from_run.lua\" run=runs/tiny_kd \
     name=c5 cycle=5 > bad.log 2>&1 && grep -q 'has cycles 0 to 2, not 5' bad.log"
 run "students_from_run without a run" sh -c "! \"$kdseg\" \"$top/experiments/students_from_run.lua\" run=nowhere > bad.log 2>&1 \
