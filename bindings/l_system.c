@@ -44,6 +44,24 @@ static int l_set_conv_precision(lua_State *L) {
     return 1;
 }
 
+/* set_layout("blocked" | "nchw") -> the previous one: whether convolutions
+ * whose outputs need no gradient leave them in their kernels' blocked
+ * layout for the next op (core/engine/layout.c) */
+static int l_set_layout(lua_State *L) {
+    const char *name = luaL_checkstring(L, 1);
+    bool blocked = strcmp(name, "blocked") == 0;
+    if (!blocked && strcmp(name, "nchw") != 0)
+        return luaL_error(L, "kd.set_layout: 'blocked' or 'nchw', got '%s'", name);
+    lua_pushstring(L, kd_blocked_layout_use(blocked) ? "blocked" : "nchw");
+    return 1;
+}
+
+/* blocked(t) -> the block of t's channels when its data is blocked, else 0 (for tests) */
+static int l_blocked(lua_State *L) {
+    lua_pushinteger(L, kd_blocked(lkd_check_tensor(L, 1)));
+    return 1;
+}
+
 /* conv_precision() -> "bf16" or "float32": what oneDNN's convolutions compute in now */
 static int l_conv_precision(lua_State *L) {
     lua_pushstring(L, kd_conv_bf16() ? "bf16" : "float32");
@@ -280,7 +298,8 @@ static const luaL_Reg functions[] = {
     {"cwd", l_cwd},
     {"gemm_gflops", l_gemm_gflops}, {"sleep", l_sleep},
     {"set_conv_backend", l_set_conv_backend}, {"set_conv_precision", l_set_conv_precision},
-    {"conv_precision", l_conv_precision}, {"set_threads", l_set_threads}, {"get_threads", l_get_threads}, {"manual_seed", l_manual_seed},
+    {"conv_precision", l_conv_precision}, {"set_layout", l_set_layout}, {"blocked", l_blocked},
+    {"set_threads", l_set_threads}, {"get_threads", l_get_threads}, {"manual_seed", l_manual_seed},
     {"rng_state", l_rng_state}, {"set_rng_state", l_set_rng_state},
     {"grad_enabled", l_grad_enabled}, {"set_grad_enabled", l_set_grad_enabled}, {"memory", l_memory},
     {"reset_peak_memory", l_reset_peak}, {"empty_cache", l_empty_cache}, {"rss", l_rss}, {"rss_peak", l_rss_peak},

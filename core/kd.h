@@ -51,6 +51,13 @@ typedef struct kd_storage {
     size_t bytes;
     int refcount;
     unsigned version; /* bumped by every in-place change: see kd_modified */
+    /* 0: the data is NCHW. 8 or 16: a convolution wrote it in the blocked
+     * layout its kernels use (nChw16c: channels in blocks of 16 innermost)
+     * for the shape block_dims, so that the next convolution, batch norm or
+     * elementwise op reads it without a reorder; kd_data converts it back to
+     * NCHW in place at the first plain read (see kd_blocked). */
+    int block;
+    int block_dims[4];
 } kd_storage;
 
 typedef struct kd_node kd_node;
@@ -68,9 +75,29 @@ typedef struct kd_tensor {
     int grad_uses;           /* during backward: consumers of this leaf yet to run */
 } kd_tensor;
 
-static inline void *kd_data(const kd_tensor *t) {
+/* The data as stored, NCHW or blocked: for the ops that know both layouts
+ * and asked kd_blocked which it is. */
+static inline void *kd_data_as_stored(const kd_tensor *t) {
     return (char *)t->storage->data + t->offset * kd_dtype_size(t->dtype);
 }
+void kd_storage_make_plain(kd_storage *s);
+/* The data, NCHW: every op that does not ask for the layout reads this. */
+static inline void *kd_data(const kd_tensor *t) {
+    if (__atomic_load_n(&t->storage->block, __ATOMIC_ACQUIRE)) kd_storage_make_plain(t->storage);
+    return kd_data_as_stored(t);
+}
+/* The block of t's data when it is a whole blocked tensor (its storage's
+ * shape, from its start), else 0: an op that knows the blocked layout reads
+ * kd_data_as_stored then, and writes its output blocked the same way. */
+int kd_blocked(const kd_tensor *t);
+/* Marks t's storage as holding t's data in nChw<block>c (t 4-D and whole,
+ * its channels a multiple of block, so the sizes agree). */
+void kd_set_blocked(kd_tensor *t, int block);
+/* Whether convolutions whose outputs need no gradient leave them blocked
+ * (the default; KDSEG_LAYOUT=nchw in the environment starts with it off).
+ * Returns the previous setting. */
+bool kd_blocked_layout_use(bool use);
+bool kd_blocked_layout_on(void);
 static inline float *kd_f32(const kd_tensor *t) { return (float *)kd_data(t); }
 static inline int32_t *kd_i32(const kd_tensor *t) { return (int32_t *)kd_data(t); }
 static inline uint8_t *kd_u8(const kd_tensor *t) { return (uint8_t *)kd_data(t); }

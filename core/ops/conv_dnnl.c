@@ -4,9 +4,12 @@
  * variable ONEDNN_MAX_CPU_ISA=AVX2 caps it), chosen at run time, whatever
  * OPENBLAS_CORETYPE says.
  *
- * Tensors stay NCHW between ops: each call reorders its operands into the
- * blocked layouts the kernels want and its result back. Two reorders are
- * saved: the forward hands its blocked copy of the source back to be kept
+ * Activations are NCHW, or blocked where a convolution left them so
+ * (layout.c): an operand already in the layout the kernel wants is read as
+ * it is, the others are reordered into it, and an output no gradient will
+ * read stays in the kernel's layout when that is nChw16c or nChw8c over the
+ * same bytes (kd_conv_dnnl_forward's blocked_out), else it is reordered back
+ * to NCHW. Two more reorders are saved: the forward hands its blocked copy of the source back to be kept
  * for the weight gradient (kd_conv_dnnl_forward's keep_src; op_conv.c keeps
  * it instead of the NCHW input, so it costs no memory where the channels
  * fill the blocks), and one blocked copy of the output gradient serves both
@@ -149,15 +152,15 @@ static void *kept_data(const kd_tensor *kept) { return kd_u8(kept) + KEPT_HEADER
 
 /* Binds the source like operand_bind, its blocked copy in a new kept tensor (*kept). */
 static bool operand_bind_kept(operand *o, const dnnl_memory_desc_t *plain, const dnnl_memory_desc_t *wanted,
-                              const float *data, kd_tensor **kept) {
-    if (dnnl_memory_desc_equal(plain, wanted)) return operand_bind(o, plain, wanted, (void *)data, true);
+                              void *data, kd_tensor **kept) {
+    if (dnnl_memory_desc_equal(plain, wanted)) return operand_bind(o, plain, wanted, data, true);
     int bytes = (int)(KEPT_HEADER + dnnl_memory_desc_get_size(wanted));
     if (bytes <= 0 || kd_tensor_new(KD_U8, 1, &bytes, kept)) {
         *kept = NULL;
-        return operand_bind(o, plain, wanted, (void *)data, true); /* no room to keep it: this call alone */
+        return operand_bind(o, plain, wanted, data, true); /* no room to keep it: this call alone */
     }
     memcpy(kd_u8(*kept), wanted, sizeof *wanted);
-    return dnnl_memory_create(&o->plain, plain, engine, (void *)data) == dnnl_success &&
+    return dnnl_memory_create(&o->plain, plain, engine, data) == dnnl_success &&
            dnnl_memory_create(&o->used, wanted, engine, kept_data(*kept)) == dnnl_success &&
            reorder(o->plain, o->used, false);
 }
@@ -186,6 +189,32 @@ bool kd_conv_dnnl_kept_source(const kd_tensor *kept, float *x) {
     if (from) dnnl_memory_destroy(from);
     if (to) dnnl_memory_destroy(to);
     return ok;
+}
+
+static bool blocked_desc(dnnl_memory_desc_t *md, const dnnl_dims_t dims, int block) {
+    return dnnl_memory_desc_init_by_tag(md, 4, dims, dnnl_f32, block == 16 ? dnnl_nChw16c : dnnl_nChw8c) ==
+           dnnl_success;
+}
+
+/* The block of `md` where it is float32 nChw16c or nChw8c with the channels
+ * filling the blocks (the layouts kd_set_blocked can mark), else 0. */
+static int block_of(const dnnl_memory_desc_t *md) {
+    if (md->ndims != 4 || md->data_type != dnnl_f32) return 0;
+    for (int block = 16; block >= 8; block /= 2) {
+        dnnl_memory_desc_t b;
+        if (md->dims[1] % block == 0 && blocked_desc(&b, md->dims, block) && dnnl_memory_desc_equal(&b, md))
+            return block;
+    }
+    return 0;
+}
+
+/* x's data as it is stored and its layout (*have): the blocked one it was
+ * left in, else NCHW (`plain`). */
+static void *as_stored(const kd_tensor *x, const dnnl_memory_desc_t *plain, dnnl_memory_desc_t *have) {
+    int block = kd_blocked(x);
+    if (block && blocked_desc(have, plain->dims, block)) return kd_data_as_stored(x);
+    *have = *plain;
+    return kd_f32(x);
 }
 
 /* The descriptors of one convolution: the caller's plain float32 data, and
@@ -265,8 +294,15 @@ static const dnnl_memory_desc_t *query(dnnl_primitive_desc_t pd, dnnl_query_t wh
     return dnnl_primitive_desc_query_md(pd, what, 0);
 }
 
-bool kd_conv_dnnl_forward(const kd_conv_geometry *g, int N, int cout, int groups, const float *x, const float *w,
-                          float *y, kd_tensor **keep_src) {
+/* The output bound to y's own storage in the kernel's blocked layout `md`. */
+static bool bind_blocked_output(operand *o, const dnnl_memory_desc_t *md, kd_tensor *y) {
+    if (dnnl_memory_create(&o->plain, md, engine, kd_data_as_stored(y)) != dnnl_success) return false;
+    o->used = o->plain;
+    return true;
+}
+
+bool kd_conv_dnnl_forward(const kd_conv_geometry *g, int N, int cout, int groups, const kd_tensor *x,
+                          const float *w, kd_tensor *y, bool blocked_out, kd_tensor **keep_src) {
     if (keep_src) *keep_src = NULL;
     if (!ready()) return false;
     conv_desc d;
@@ -274,14 +310,18 @@ bool kd_conv_dnnl_forward(const kd_conv_geometry *g, int N, int cout, int groups
     dnnl_primitive_desc_t pd = forward_pd(&d);
     if (!pd) return false;
     operand src = {0}, weights = {0}, dst = {0};
-    const dnnl_memory_desc_t *src_md = query(pd, dnnl_query_src_md);
-    bool ok = (keep_src ? operand_bind_kept(&src, &d.src, src_md, x, keep_src)
-                        : operand_bind(&src, &d.src, src_md, (void *)x, true)) &&
+    const dnnl_memory_desc_t *src_md = query(pd, dnnl_query_src_md), *dst_md = query(pd, dnnl_query_dst_md);
+    dnnl_memory_desc_t src_have;
+    void *src_data = as_stored(x, &d.src, &src_have);
+    int out_block = blocked_out ? block_of(dst_md) : 0;
+    bool ok = (keep_src ? operand_bind_kept(&src, &src_have, src_md, src_data, keep_src)
+                        : operand_bind(&src, &src_have, src_md, src_data, true)) &&
               operand_bind(&weights, &d.weights, query(pd, dnnl_query_weights_md), (void *)w, true) &&
-              operand_bind(&dst, &d.dst, query(pd, dnnl_query_dst_md), y, false);
+              (out_block ? bind_blocked_output(&dst, dst_md, y) : operand_bind(&dst, &d.dst, dst_md, kd_f32(y), false));
     if (ok) {
         dnnl_exec_arg_t args[3] = {{DNNL_ARG_SRC, src.used}, {DNNL_ARG_WEIGHTS, weights.used}, {DNNL_ARG_DST, dst.used}};
         ok = execute(pd, 3, args) && (dst.used == dst.plain || reorder(dst.used, dst.plain, false));
+        if (ok && out_block) kd_set_blocked(y, out_block);
     }
     operand_release(&src), operand_release(&weights), operand_release(&dst);
     dnnl_primitive_desc_destroy(pd);
@@ -318,8 +358,8 @@ static bool accumulate_into(dnnl_primitive_desc_t pd, const dnnl_memory_desc_t *
 typedef struct {
     int arg;
     dnnl_query_t query;
-    const dnnl_memory_desc_t *plain;
-    const float *data;
+    const dnnl_memory_desc_t *plain; /* the layout data is in */
+    const void *data;
     const kd_tensor *kept; /* or the source kept from the forward */
 } gradient_input;
 
@@ -350,7 +390,7 @@ static const operand *diff_dst_for(dnnl_primitive_desc_t pd, const conv_desc *d,
     return operand_bind(own, &d->dst, wanted, (void *)grad_out, true) ? own : NULL;
 }
 
-unsigned kd_conv_dnnl_backward(const kd_conv_geometry *g, int N, int cout, int groups, const float *x,
+unsigned kd_conv_dnnl_backward(const kd_conv_geometry *g, int N, int cout, int groups, const kd_tensor *x,
                                const kd_tensor *kept_src, const float *w, const float *grad_out, float *grad_x,
                                float *grad_w) {
     if (!ready()) return 0;
@@ -379,8 +419,10 @@ unsigned kd_conv_dnnl_backward(const kd_conv_geometry *g, int N, int cout, int g
         run_gradient(data_pd, (gradient_input){DNNL_ARG_WEIGHTS, dnnl_query_weights_md, &d.weights, w, NULL}, dd,
                      DNNL_ARG_DIFF_SRC, dnnl_query_diff_src_md, &d.src, grad_x))
         ran |= KD_DNNL_INPUT_GRAD;
+    dnnl_memory_desc_t src_have = d.src;
+    const void *src_data = weights_pd && !kept_src ? as_stored(x, &d.src, &src_have) : NULL;
     if (weights_pd && (dd = diff_dst_for(weights_pd, &d, grad_out, &data_grad, &weights_grad)) &&
-        run_gradient(weights_pd, (gradient_input){DNNL_ARG_SRC, dnnl_query_src_md, &d.src, x, kept_src}, dd,
+        run_gradient(weights_pd, (gradient_input){DNNL_ARG_SRC, dnnl_query_src_md, &src_have, src_data, kept_src}, dd,
                      DNNL_ARG_DIFF_WEIGHTS, dnnl_query_diff_weights_md, &d.weights, grad_w))
         ran |= KD_DNNL_WEIGHT_GRAD;
     operand_release(&data_grad), operand_release(&weights_grad);

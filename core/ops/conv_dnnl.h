@@ -8,17 +8,19 @@
 #include "im2col.h"
 #include "kd.h"
 
-/* y (N x cout x OH x OW) = conv(x, w), without bias; y is overwritten.
+/* y (N x cout x OH x OW) = conv(x, w), without bias; y is overwritten,
+ * and with blocked_out (no gradient will read it) it may be left in the
+ * kernel's blocked layout (kd_blocked(y) says). x may be blocked.
  * With keep_src, *keep_src is x in the kernels' layout when it is not x's
  * own (a new tensor, to keep for the weight gradient instead of x), else NULL. */
-bool kd_conv_dnnl_forward(const kd_conv_geometry *g, int N, int cout, int groups, const float *x, const float *w,
-                          float *y, kd_tensor **keep_src);
+bool kd_conv_dnnl_forward(const kd_conv_geometry *g, int N, int cout, int groups, const kd_tensor *x,
+                          const float *w, kd_tensor *y, bool blocked_out, kd_tensor **keep_src);
 /* grad_x += the input gradient and grad_w += the weight gradient, each when
  * not NULL, sharing one description; the source is x or, when not NULL,
  * kept_src (the forward's keep_src). Returns which ran (KD_DNNL_INPUT_GRAD,
  * KD_DNNL_WEIGHT_GRAD), and the caller computes the others. */
 enum { KD_DNNL_INPUT_GRAD = 1, KD_DNNL_WEIGHT_GRAD = 2 };
-unsigned kd_conv_dnnl_backward(const kd_conv_geometry *g, int N, int cout, int groups, const float *x,
+unsigned kd_conv_dnnl_backward(const kd_conv_geometry *g, int N, int cout, int groups, const kd_tensor *x,
                                const kd_tensor *kept_src, const float *w, const float *grad_out, float *grad_x,
                                float *grad_w);
 /* A kept source back in NCHW float32 (x: N x C x H x W), for the portable

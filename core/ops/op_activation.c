@@ -27,8 +27,10 @@ kd_status kd_leaky_relu(kd_tensor *x, float slope, kd_tensor **out) {
     kd_status s = unary_begin(op, x, out);
     if (s) return s;
     size_t n = kd_numel(x);
-    const float *in = kd_f32(x);
+    int block = kd_blocked(x); /* elementwise: a blocked input (layout.c) gives a blocked output */
+    const float *in = block ? kd_data_as_stored(x) : kd_f32(x);
     float *y = kd_f32(*out);
+    if (block) kd_set_blocked(*out, block);
 #pragma omp parallel for schedule(static) if (n > KD_PARALLEL_MIN)
     for (size_t i = 0; i < n; i++) y[i] = in[i] > 0 ? in[i] : slope * in[i];
     kd_node *node;

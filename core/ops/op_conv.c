@@ -402,14 +402,15 @@ static kd_status conv2d_backward(kd_node *node, const kd_tensor *grad_output,
     kd_conv_geometry g;
     memcpy(&g, node->ints, sizeof g);
     const kd_tensor *kept = node->ints[14] ? node->saved[0] : NULL, *w = node->saved[1];
-    const float *x = kept ? NULL : kd_f32(node->saved[0]);
+    const kd_tensor *x_tensor = kept ? NULL : node->saved[0];
     int N = grad_output->shape[0], cout = grad_output->shape[1], groups = node->ints[13];
     const float *go = kd_f32(grad_output);
     kd_tensor *gx = grad_inputs[0], *gw = grad_inputs[1], *gb = grad_inputs[2];
     if (gb) bias_grad(go, N, cout, g.out_h * g.out_w, kd_f32(gb));
     kd_status s = KD_OK;
-    unsigned ran = kd_conv_dnnl_backward(&g, N, cout, groups, x, kept, kd_f32(w), go, gx ? kd_f32(gx) : NULL,
-                                         gw ? kd_f32(gw) : NULL);
+    unsigned ran = kd_conv_dnnl_backward(&g, N, cout, groups, x_tensor, kept, kd_f32(w), go,
+                                         gx ? kd_f32(gx) : NULL, gw ? kd_f32(gw) : NULL);
+    const float *x = x_tensor && gw && !(ran & KD_DNNL_WEIGHT_GRAD) ? kd_f32(x_tensor) : NULL;
     if (gw && !(ran & KD_DNNL_WEIGHT_GRAD))
         s = kept ? weight_grad_from_kept(&g, kept, go, N, cout, groups, kd_f32(gw))
                  : weight_grad(&g, x, go, N, cout, groups, kd_f32(gw));
@@ -430,6 +431,29 @@ static kd_status conv2d_backward(kd_node *node, const kd_tensor *grad_output,
     return KD_OK;
 }
 
+/* y += bias over every channel's plane, in y's layout (NCHW or blocked). */
+static void add_bias(kd_tensor *y, const float *bias) {
+    int N = y->shape[0], C = y->shape[1], block = kd_blocked(y);
+    size_t P = (size_t)y->shape[2] * y->shape[3];
+    float *d = kd_data_as_stored(y);
+    if (block) {
+#pragma omp parallel for schedule(static) if ((size_t)N * C * P > KD_PARALLEL_MIN)
+        for (int nb = 0; nb < N * (C / block); nb++) {
+            const float *v = bias + (size_t)(nb % (C / block)) * block;
+            float *at = d + (size_t)nb * P * block;
+            for (size_t i = 0; i < P; i++)
+                for (int lane = 0; lane < block; lane++) at[i * block + lane] += v[lane];
+        }
+        return;
+    }
+#pragma omp parallel for schedule(static) if ((size_t)N * C * P > KD_PARALLEL_MIN)
+    for (int plane = 0; plane < N * C; plane++) {
+        float v = bias[plane % C];
+        float *at = d + (size_t)plane * P;
+        for (size_t i = 0; i < P; i++) at[i] += v;
+    }
+}
+
 kd_status kd_conv2d(kd_tensor *x, kd_tensor *w, kd_tensor *b, const kd_conv_params *p,
                     kd_tensor **out) {
     kd_conv_geometry g;
@@ -443,28 +467,22 @@ kd_status kd_conv2d(kd_tensor *x, kd_tensor *w, kd_tensor *b, const kd_conv_para
     if ((s = kd_tensor_new(KD_F32, 4, shape, out))) return s;
     conv_plan c;
     plan_conv(&c, &g, N, cout, groups);
-    float *y = kd_f32(*out);
-    conv_args a = {.x = kd_f32(x), .w = kd_f32(w), .y = y};
     /* where the weight gradient will be wanted, oneDNN keeps its blocked copy of x for it */
     kd_tensor *kept = NULL;
     bool keep = kd_grad_enabled() && kd_needs_grad(w);
-    if (!kd_conv_dnnl_forward(&g, N, cout, groups, a.x, a.w, y, keep ? &kept : NULL) &&
-        !run_blocks(&c, forward_block, &a)) {
-        kd_tensor_release(*out);
-        *out = NULL;
-        return kd_fail(KD_ERR_MEMORY, "conv2d: cannot allocate the column buffer for input %s "
-                       "and weight %s", kd_shape_str(x), kd_shape_str(w));
-    }
-    int P = c.P;
-    if (b) {
-        const float *bias = kd_f32(b);
-#pragma omp parallel for schedule(static) if ((size_t)N * cout * P > KD_PARALLEL_MIN)
-        for (int plane = 0; plane < N * cout; plane++) {
-            float v = bias[plane % cout];
-            float *d = y + (size_t)plane * P;
-            for (int i = 0; i < P; i++) d[i] += v;
+    /* an output no gradient will read may stay in the kernels' layout (layout.c) */
+    bool recorded = kd_grad_enabled() && (kd_needs_grad(x) || kd_needs_grad(w) || (b && kd_needs_grad(b)));
+    if (!kd_conv_dnnl_forward(&g, N, cout, groups, x, kd_f32(w), *out, kd_blocked_layout_on() && !recorded,
+                              keep ? &kept : NULL)) {
+        conv_args a = {.x = kd_f32(x), .w = kd_f32(w), .y = kd_f32(*out)};
+        if (!run_blocks(&c, forward_block, &a)) {
+            kd_tensor_release(*out);
+            *out = NULL;
+            return kd_fail(KD_ERR_MEMORY, "conv2d: cannot allocate the column buffer for input %s "
+                           "and weight %s", kd_shape_str(x), kd_shape_str(w));
         }
     }
+    if (b) add_bias(*out, kd_f32(b));
     kd_tensor *inputs[3] = {x, w, b}, *saved[2] = {kept ? kept : x, w};
     kd_node *node;
     s = kd_finish_op("conv2d", conv2d_backward, out, 3, inputs, 2, saved, &node);

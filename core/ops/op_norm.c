@@ -200,6 +200,93 @@ static void scale_channel(const float *in, float *y, int N, int C, size_t HW, in
     }
 }
 
+/* Batch statistics of one block of channels of a blocked x (nChw<block>c,
+ * layout.c): each channel's sums in the same order, lane by lane, as the
+ * NCHW loops above (element i of a plane into lane i % LANES), so the
+ * results are the same bit for bit, with the loops along the memory.
+ * `block` is a constant at each call, so that they vectorise. */
+static inline __attribute__((always_inline)) void block_statistics(const float *restrict in, int N, int blocks,
+                                                                   int cb, size_t HW, const int block, float *rm,
+                                                                   float *rv, float momentum, float eps, float *mu,
+                                                                   float *is) {
+    size_t M = (size_t)N * HW;
+    lanes sum[16], sq[16];
+    memset(sum, 0, sizeof sum), memset(sq, 0, sizeof sq);
+    for (int n = 0; n < N; n++) {
+        const float *at = in + ((size_t)n * blocks + cb) * HW * block;
+        for (size_t i = 0; i < HW; i++)
+            for (int lane = 0; lane < block; lane++) sum[lane].a[i % LANES] += at[i * block + lane];
+    }
+    double m[16];
+    for (int lane = 0; lane < block; lane++) m[lane] = lanes_total(&sum[lane]) / (double)M;
+    for (int n = 0; n < N; n++) {
+        const float *at = in + ((size_t)n * blocks + cb) * HW * block;
+        for (size_t i = 0; i < HW; i++)
+            for (int lane = 0; lane < block; lane++) {
+                double d = at[i * block + lane] - m[lane];
+                sq[lane].a[i % LANES] += d * d;
+            }
+    }
+    for (int lane = 0; lane < block; lane++) {
+        int c = cb * block + lane;
+        double var = lanes_total(&sq[lane]) / (double)M;
+        mu[c] = (float)m[lane];
+        is[c] = (float)(1.0 / sqrt(var + eps));
+        if (rm) {
+            rm[c] = (float)((1 - momentum) * rm[c] + momentum * m[lane]);
+            rv[c] = (float)((1 - momentum) * rv[c] + momentum * var * (double)M / (double)(M - 1));
+        }
+    }
+}
+
+/* y = x * scale + shift (then the ReLU) over one block of channels of one image */
+static inline __attribute__((always_inline)) void block_normalise(const float *restrict in, float *restrict y,
+                                                                  size_t HW, const int block, const float *scale,
+                                                                  const float *shift, bool relu) {
+    for (size_t i = 0; i < HW * block; i += block)
+        for (int lane = 0; lane < block; lane++) {
+            float v = in[i + lane] * scale[lane] + shift[lane];
+            y[i + lane] = !relu || v > 0 ? v : 0.0f * v;
+        }
+}
+
+/* The batch norm of a blocked x into y, blocked alike, with the NCHW
+ * loops' arithmetic; sets mu and is as batch_norm does. */
+static void batch_norm_blocked(const float *in, float *y, int N, int C, size_t HW, int block, bool training,
+                               const float *weight, const float *bias, float *rm, float *rv, float momentum,
+                               float eps, bool relu, float *mu, float *is) {
+    int blocks = C / block;
+    bool parallel = (size_t)N * HW * C > KD_PARALLEL_MIN;
+    if (training) {
+#pragma omp parallel for schedule(static) if (parallel)
+        for (int cb = 0; cb < blocks; cb++) {
+            if (block == 16)
+                block_statistics(in, N, blocks, cb, HW, 16, rm, rv, momentum, eps, mu, is);
+            else
+                block_statistics(in, N, blocks, cb, HW, 8, rm, rv, momentum, eps, mu, is);
+        }
+    } else {
+        for (int c = 0; c < C; c++) {
+            mu[c] = rm[c];
+            is[c] = (float)(1.0 / sqrt((double)rv[c] + eps));
+        }
+    }
+    float scale[C], shift[C];
+    for (int c = 0; c < C; c++) {
+        scale[c] = (weight ? weight[c] : 1.0f) * is[c];
+        shift[c] = (bias ? bias[c] : 0.0f) - mu[c] * scale[c];
+    }
+#pragma omp parallel for schedule(static) if (parallel)
+    for (int unit = 0; unit < N * blocks; unit++) {
+        size_t first = (size_t)unit * HW * block;
+        int c0 = unit % blocks * block;
+        if (block == 16)
+            block_normalise(in + first, y + first, HW, 16, scale + c0, shift + c0, relu);
+        else
+            block_normalise(in + first, y + first, HW, 8, scale + c0, shift + c0, relu);
+    }
+}
+
 /* A batch norm, followed by a ReLU when relu (kd_batch_norm2d_relu). */
 static kd_status batch_norm(kd_tensor *x, kd_tensor *weight, kd_tensor *bias, kd_tensor *running_mean,
                             kd_tensor *running_var, bool training, float momentum, float eps, bool relu,
@@ -219,29 +306,39 @@ static kd_status batch_norm(kd_tensor *x, kd_tensor *weight, kd_tensor *bias, kd
         kd_tensor_release(invstd);
         return s;
     }
-    const float *in = kd_f32(x);
-    float *y = kd_f32(*out), *mu = kd_f32(mean), *is = kd_f32(invstd);
+    float *mu = kd_f32(mean), *is = kd_f32(invstd);
+    int block = kd_blocked(x);
+    if (block) {
+        batch_norm_blocked(kd_data_as_stored(x), kd_data_as_stored(*out), N, C, HW, block, training,
+                           weight ? kd_f32(weight) : NULL, bias ? kd_f32(bias) : NULL,
+                           running_mean ? kd_f32(running_mean) : NULL, running_var ? kd_f32(running_var) : NULL,
+                           momentum, eps, relu, mu, is);
+        kd_set_blocked(*out, block);
+    } else {
+        const float *in = kd_f32(x);
+        float *y = kd_f32(*out);
 #pragma omp parallel for schedule(static) if (M * C > KD_PARALLEL_MIN)
-    for (int c = 0; c < C; c++) {
-        if (training) { /* two passes: the one-pass formula loses digits */
-            lanes sum = {{0}}, sq = {{0}};
-            for (int n = 0; n < N; n++) add_sum(in + ((size_t)n * C + c) * HW, HW, &sum);
-            double m = lanes_total(&sum) / (double)M;
-            for (int n = 0; n < N; n++) add_centered_squares(in + ((size_t)n * C + c) * HW, HW, m, &sq);
-            double var = lanes_total(&sq) / (double)M;
-            mu[c] = (float)m;
-            is[c] = (float)(1.0 / sqrt(var + eps));
-            if (running_mean) {
-                float *rm = kd_f32(running_mean), *rv = kd_f32(running_var);
-                rm[c] = (float)((1 - momentum) * rm[c] + momentum * m);
-                rv[c] = (float)((1 - momentum) * rv[c] + momentum * var * (double)M / (double)(M - 1));
+        for (int c = 0; c < C; c++) {
+            if (training) { /* two passes: the one-pass formula loses digits */
+                lanes sum = {{0}}, sq = {{0}};
+                for (int n = 0; n < N; n++) add_sum(in + ((size_t)n * C + c) * HW, HW, &sum);
+                double m = lanes_total(&sum) / (double)M;
+                for (int n = 0; n < N; n++) add_centered_squares(in + ((size_t)n * C + c) * HW, HW, m, &sq);
+                double var = lanes_total(&sq) / (double)M;
+                mu[c] = (float)m;
+                is[c] = (float)(1.0 / sqrt(var + eps));
+                if (running_mean) {
+                    float *rm = kd_f32(running_mean), *rv = kd_f32(running_var);
+                    rm[c] = (float)((1 - momentum) * rm[c] + momentum * m);
+                    rv[c] = (float)((1 - momentum) * rv[c] + momentum * var * (double)M / (double)(M - 1));
+                }
+            } else {
+                mu[c] = kd_f32(running_mean)[c];
+                is[c] = (float)(1.0 / sqrt((double)kd_f32(running_var)[c] + eps));
             }
-        } else {
-            mu[c] = kd_f32(running_mean)[c];
-            is[c] = (float)(1.0 / sqrt((double)kd_f32(running_var)[c] + eps));
+            float scale = (weight ? kd_f32(weight)[c] : 1.0f) * is[c];
+            scale_channel(in, y, N, C, HW, c, scale, (bias ? kd_f32(bias)[c] : 0.0f) - mu[c] * scale, relu);
         }
-        float scale = (weight ? kd_f32(weight)[c] : 1.0f) * is[c];
-        scale_channel(in, y, N, C, HW, c, scale, (bias ? kd_f32(bias)[c] : 0.0f) - mu[c] * scale, relu);
     }
     if (training && running_mean) kd_modified(running_mean), kd_modified(running_var);
     /* fused, the node is the one a ReLU taking over the batch norm's backward

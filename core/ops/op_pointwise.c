@@ -86,8 +86,11 @@ static kd_status binary(arith kind, kd_tensor *a, kd_tensor *b, kd_tensor **out)
         (s = kd_check_same_shape(op, a, b)) || (s = kd_tensor_new_like(a, out)))
         return s;
     size_t n = kd_numel(a);
-    const float *x = kd_f32(a), *y = kd_f32(b);
+    /* elementwise, so operands blocked alike (layout.c) give an output blocked alike */
+    int block = kd_blocked(a) && kd_blocked(b) == kd_blocked(a) ? kd_blocked(a) : 0;
+    const float *x = block ? kd_data_as_stored(a) : kd_f32(a), *y = block ? kd_data_as_stored(b) : kd_f32(b);
     float *z = kd_f32(*out);
+    if (block) kd_set_blocked(*out, block);
 #pragma omp parallel for schedule(static) if (n > KD_PARALLEL_MIN)
     for (size_t i = 0; i < n; i++) {
         switch (kind) {

@@ -41,6 +41,11 @@ kd.set_conv_backend = C.set_conv_backend -- "onednn" (the default where it runs)
 -- "bf16": oneDNN's convolutions read inputs, weights and output gradients as
 -- bfloat16 (results and sums float32); "float32", the default
 kd.set_conv_precision, kd.conv_precision = C.set_conv_precision, C.conv_precision
+-- "blocked" (the default): a convolution whose output needs no gradient
+-- leaves it in its kernels' layout for the next convolution, batch norm or
+-- elementwise op, and any other reader sees NCHW; "nchw": always NCHW
+-- (KDSEG_LAYOUT=nchw in the environment). The results are the same.
+kd.set_layout = C.set_layout
 kd.manual_seed = C.manual_seed
 kd.memory, kd.rss, kd.rss_peak, kd.clock = C.memory, C.rss, C.rss_peak, C.clock
 kd.empty_cache = C.empty_cache

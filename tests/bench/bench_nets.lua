@@ -2,7 +2,9 @@
 -- ../shared/bench/NETS.md for bench_student and bench_teacher (batch 8,
 -- 3 x 128 x 256, 19 classes): training step = forward, cross-entropy,
 -- backward, SGD (momentum 0.9, weight decay 1e-4), median of 20 after 3
--- warm-ups; inference = forward in evaluation mode. Each beside the lower
+-- warm-ups; inference = forward in evaluation mode, median of 10 (and of 10
+-- alternated with them with the blocked layout off: inference_nchw_ms).
+-- Each beside the lower
 -- bound: the step's FLOPs (3 x forward) over the sgemm peak measured in the
 -- same run. The machine is shared and its speed drifts, so the sgemm peak is
 -- also measured between the timed steps: step_over_bound divides the median
@@ -53,14 +55,20 @@ for _, n in ipairs(threads) do
     local step_peak = median(peaks)
     local rss = C.rss()
     net:eval()
-    local infer = {}
-    for it = 1, 13 do
+    -- inference with convolutions' outputs left blocked (the default) and
+    -- with NCHW throughout (kd.set_layout), alternated
+    local infer, infer_nchw, layout = {}, {}, kd.set_layout("blocked")
+    for it = 1, 26 do
+      local nchw = it % 2 == 0
+      kd.set_layout(nchw and "nchw" or "blocked")
       local t0 = C.clock()
       kd.no_grad(function() return net(x) end)
-      if it > 3 then infer[#infer + 1] = C.clock() - t0 end
+      if it > 6 then table.insert(nchw and infer_nchw or infer, C.clock() - t0) end
     end
+    kd.set_layout(layout)
     local bound = 3 * forward_flops / (step_peak * 1e9)
     print(cjson.encode({bench = name, threads = n, train_step_ms = 1e3 * step, inference_ms = 1e3 * median(infer),
+                        inference_nchw_ms = 1e3 * median(infer_nchw),
                         train_step_gflop = 3 * forward_flops / 1e9, sgemm_peak_gflops = step_peak,
                         sgemm_best_gflops = best_peak, bound_ms = 1e3 * bound, step_over_bound = step / bound,
                         step_over_best_bound = step * best_peak * 1e9 / (3 * forward_flops),

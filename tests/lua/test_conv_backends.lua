@@ -67,6 +67,55 @@ function T.onednn_and_im2col_agree_on_the_zoo()
   kd.set_conv_backend(previous)
 end
 
+-- The blocked layout (kd.set_layout, core/engine/layout.c): every network of
+-- the zoo gives the same bits in evaluation mode without gradient, where
+-- convolutions leave their outputs blocked for the next op, as with NCHW
+-- throughout; in training mode without gradient too (batch norms on
+-- batch statistics, their running estimates updated alike), and in
+-- bfloat16. Where oneDNN runs, a convolution's output is blocked then.
+local function same_bits(a, b)
+  if a:numel() ~= b:numel() then return false end
+  for i = 1, a:numel() do if a:get(i) ~= b:get(i) then return false end end
+  return true
+end
+
+function T.blocked_layout_changes_no_bit()
+  local previous = kd.set_layout("blocked")
+  local precisions = {"float32"}
+  if pcall(kd.set_conv_precision, "bf16") then precisions[2] = "bf16" end
+  kd.set_conv_precision("float32")
+  local x = kd.randn({2, 3, 40, 56})
+  for _, precision in ipairs(precisions) do
+    for _, name in ipairs(kd.models.names()) do
+      for _, mode in ipairs({"eval", "train"}) do
+        local out, stats = {}, {}
+        for _, layout in ipairs({"nchw", "blocked"}) do
+          kd.set_layout(layout)
+          kd.set_conv_precision(precision)
+          kd.manual_seed(3)
+          local net = kd.models.create(name, narrow(name))
+          if mode == "eval" then net:eval() end
+          out[layout] = kd.no_grad(net, x)
+          stats[layout] = 0
+          for _, pair in ipairs(net:named_buffers()) do
+            if pair[1]:find("running_") then stats[layout] = stats[layout] + pair[2]:sum_squares() end
+          end
+          kd.set_conv_precision("float32")
+        end
+        local what = string.format("%s in %s mode, %s", name, mode, precision)
+        h.truthy(same_bits(out.nchw, out.blocked), what .. ": the logits differ between the layouts")
+        h.eq(stats.blocked, stats.nchw, what .. ": running statistics")
+      end
+    end
+  end
+  if pcall(kd.set_conv_backend, "onednn") then
+    local y = kd.no_grad(kd.conv2d, kd.randn({1, 16, 8, 8}), kd.randn({32, 16, 3, 3}), nil, {padding = 1})
+    h.truthy(kd._C.blocked(y) > 0, "a convolution's output without gradient is blocked")
+  end
+  h.raises(function() kd.set_layout("nhwc") end, "'blocked' or 'nchw', got 'nhwc'")
+  kd.set_layout(previous)
+end
+
 -- bfloat16 compute (kd.set_conv_precision): the convolutions of each
 -- geometry the zoo uses (3x3, strided, dilated, 1x1, depthwise, batch 1 and
 -- odd sizes) against float32, output and both gradients, within bfloat16's

@@ -1,0 +1,109 @@
+/* layout.c - the blocked layout a convolution can leave its output in.
+ *
+ * oneDNN's convolution kernels read and write activations as nChw16c (the
+ * channels in blocks of 16, innermost; nChw8c on AVX2-only CPUs). Between
+ * two convolutions, converting to NCHW and back costs two passes over the
+ * activation for nothing. So a convolution whose output needs no gradient
+ * (inference, a frozen teacher, an EMA model) writes it blocked and marks
+ * its storage (kd_set_blocked); the next convolution reads it as it is, and
+ * batch norm and the elementwise ops work on it in place of NCHW (they ask
+ * kd_blocked). Every other op reads through kd_data, which converts the
+ * storage back to NCHW in place, once: an op that does not know the layout
+ * still sees NCHW, so nothing but speed depends on which ops know it.
+ *
+ * Only whole tensors are blocked (a view at an offset or of another shape
+ * reads NCHW), and only where the channels fill the blocks, so the two
+ * layouts take the same bytes and the conversion needs no new storage. */
+#include <pthread.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "internal.h"
+
+static int enabled = -1; /* -1: the environment decides at the first call */
+
+bool kd_blocked_layout_on(void) {
+    if (enabled < 0) {
+        const char *choice = getenv("KDSEG_LAYOUT");
+        enabled = !(choice && strcmp(choice, "nchw") == 0);
+    }
+    return enabled;
+}
+
+bool kd_blocked_layout_use(bool use) {
+    bool was = kd_blocked_layout_on();
+    enabled = use;
+    return was;
+}
+
+int kd_blocked(const kd_tensor *t) {
+    const kd_storage *s = t->storage;
+    int block = __atomic_load_n(&s->block, __ATOMIC_ACQUIRE);
+    if (!block || t->offset != 0 || t->ndim != 4) return 0;
+    for (int i = 0; i < 4; i++)
+        if (t->shape[i] != s->block_dims[i]) return 0;
+    return block;
+}
+
+void kd_set_blocked(kd_tensor *t, int block) {
+    kd_storage *s = t->storage;
+    memcpy(s->block_dims, t->shape, sizeof s->block_dims);
+    __atomic_store_n(&s->block, block, __ATOMIC_RELEASE);
+}
+
+/* One image's C x HW values from nChw<block>c (from) to NCHW (to): for each
+ * block of channels, an HW x block matrix transposed, in tiles that stay in
+ * the cache. */
+static void image_to_plain(const float *from, float *to, int C, size_t HW, int block) {
+    enum { TILE = 64 };
+    for (int cb = 0; cb < C / block; cb++) {
+        const float *src = from + (size_t)cb * HW * block;
+        float *dst = to + (size_t)cb * block * HW;
+        for (size_t h0 = 0; h0 < HW; h0 += TILE) {
+            size_t h1 = h0 + TILE < HW ? h0 + TILE : HW;
+            for (int lane = 0; lane < block; lane++)
+                for (size_t h = h0; h < h1; h++) dst[(size_t)lane * HW + h] = src[h * block + lane];
+        }
+    }
+}
+
+/* Converts in place: into a buffer as large as the storage when one can be
+ * had (the usual case: the caching allocator has one), else image by image
+ * through a buffer of one image. Serialised, so that threads reading the same
+ * blocked tensor at once convert it once. */
+static pthread_mutex_t converting = PTHREAD_MUTEX_INITIALIZER;
+
+void kd_storage_make_plain(kd_storage *s) {
+    pthread_mutex_lock(&converting);
+    int block = __atomic_load_n(&s->block, __ATOMIC_ACQUIRE);
+    if (block) {
+        int N = s->block_dims[0], C = s->block_dims[1];
+        size_t HW = (size_t)s->block_dims[2] * s->block_dims[3], image = (size_t)C * HW;
+        size_t bytes;
+        float *whole = kd_cache_alloc(s->bytes, &bytes);
+        if (whole && bytes == s->bytes) {
+#pragma omp parallel for schedule(static) if ((size_t)N * image > KD_PARALLEL_MIN)
+            for (int n = 0; n < N; n++) image_to_plain((float *)s->data + n * image, whole + n * image, C, HW, block);
+            kd_cache_free(s->data, s->bytes);
+            s->data = whole;
+        } else {
+            kd_cache_free(whole, bytes);
+            float *one = malloc(image * sizeof(float));
+            if (!one) {
+                /* kd_data cannot fail: there is no way left to give NCHW */
+                fprintf(stderr, "kdseg: out of memory converting a %dx%dx%dx%d tensor from the blocked layout\n", N,
+                        C, s->block_dims[2], s->block_dims[3]);
+                abort();
+            }
+            for (int n = 0; n < N; n++) {
+                float *at = (float *)s->data + n * image;
+                image_to_plain(at, one, C, HW, block);
+                memcpy(at, one, image * sizeof(float));
+            }
+            free(one);
+        }
+        __atomic_store_n(&s->block, 0, __ATOMIC_RELEASE);
+    }
+    pthread_mutex_unlock(&converting);
+}

@@ -1,0 +1,161 @@
+/* test_layout.c - the blocked layout convolutions leave their outputs in
+ * (core/engine/layout.c) changes no result: every chain of ops gives the
+ * same bits with it on and off, a blocked tensor reads as NCHW through any
+ * view, also when no buffer can be had for the conversion, and a blocked
+ * input feeds a convolution that records gradients. */
+#include <math.h>
+#include <stdlib.h>
+
+#include "check.h"
+
+static kd_tensor *randn(int n, int c, int h, int w, uint64_t seed) {
+    int shape[4] = {n, c, h, w};
+    kd_tensor *t;
+    kd_rng rng;
+    kd_rng_seed(&rng, seed);
+    if (kd_tensor_new(KD_F32, 4, shape, &t) || kd_fill_normal(t, 0, 1, &rng)) abort();
+    return t;
+}
+
+static kd_tensor *vector(int c, float first, float step) {
+    kd_tensor *t;
+    if (kd_tensor_new(KD_F32, 1, &c, &t)) abort();
+    for (int i = 0; i < c; i++) kd_f32(t)[i] = first + step * i;
+    return t;
+}
+
+static bool same_bits(const kd_tensor *a, const kd_tensor *b) {
+    size_t n = kd_numel(a);
+    if (n != kd_numel(b)) return false;
+    return memcmp(kd_f32(a), kd_f32(b), n * sizeof(float)) == 0;
+}
+
+static const kd_conv_params same3 = {1, 1, 1, 1, 1, 1, 1}, dilated = {1, 1, 2, 2, 2, 2, 1},
+                            strided = {2, 2, 1, 1, 1, 1, 1};
+
+/* Parameters of the chain below, one set for both runs. */
+typedef struct {
+    kd_tensor *w1, *w2, *b2, *w3, *b3, *gamma, *beta, *mean, *var, *mean2, *var2;
+} chain_params;
+
+/* conv (stride 2) -> batch norm in training mode (running statistics
+ * updated) + ReLU -> dilated conv with bias -> add the first conv's output -> ReLU ->
+ * batch norm in evaluation mode -> conv with bias to 5 channels: every op
+ * that knows the blocked layout, and an output whose channels do not fill a
+ * block. *blocked_seen: how many of the intermediate outputs were blocked. */
+static kd_tensor *chain(kd_tensor *x, chain_params *p, int *blocked_seen) {
+    kd_tensor *a, *b, *c, *d, *e, *f, *g;
+    CHECK_OK(kd_conv2d(x, p->w1, NULL, &strided, &a));
+    CHECK_OK(kd_batch_norm2d_relu(a, p->gamma, p->beta, p->mean, p->var, true, 0.1f, 1e-5f, &b));
+    CHECK_OK(kd_conv2d(b, p->w2, p->b2, &dilated, &c));
+    CHECK_OK(kd_add(c, a, &d));
+    CHECK_OK(kd_relu(d, &e));
+    CHECK_OK(kd_batch_norm2d(e, p->gamma, p->beta, p->mean2, p->var2, false, 0.1f, 1e-5f, &f));
+    *blocked_seen = (kd_blocked(a) > 0) + (kd_blocked(b) > 0) + (kd_blocked(c) > 0) + (kd_blocked(d) > 0) +
+                    (kd_blocked(e) > 0) + (kd_blocked(f) > 0);
+    CHECK_OK(kd_conv2d(f, p->w3, p->b3, &same3, &g));
+    kd_tensor *all[] = {a, b, c, d, e, f};
+    for (int i = 0; i < 6; i++) kd_tensor_release(all[i]);
+    return g;
+}
+
+static void test_chain_same_bits(void) {
+    kd_tensor *x = randn(3, 3, 21, 30, 1);
+    chain_params p = {randn(32, 3, 3, 3, 2), randn(32, 32, 3, 3, 3), vector(32, 0.7f, -0.05f), randn(5, 32, 3, 3, 4), vector(5, -0.2f, 0.1f),
+                      vector(32, 0.5f, 0.03f), vector(32, -0.1f, 0.01f), vector(32, 0, 0), vector(32, 1, 0),
+                      vector(32, 0.3f, -0.02f), vector(32, 2.0f, 0.1f)};
+    bool grad = kd_set_grad_enabled(false);
+    kd_blocked_layout_use(false);
+    int seen_plain, seen_blocked;
+    kd_tensor *plain = chain(x, &p, &seen_plain);
+    kd_tensor *mean_after = vector(32, 0, 0), *var_after = vector(32, 0, 0);
+    CHECK_OK(kd_copy(mean_after, p.mean));
+    CHECK_OK(kd_copy(var_after, p.var));
+    CHECK_OK(kd_fill(p.mean, 0));
+    CHECK_OK(kd_fill(p.var, 1));
+    kd_blocked_layout_use(true);
+    kd_tensor *blocked = chain(x, &p, &seen_blocked);
+    CHECK(seen_plain == 0, "with the layout off, %d outputs were blocked", seen_plain);
+    if (kd_conv_dnnl_active())
+        CHECK(seen_blocked == 6, "with the layout on, %d of the 6 inner outputs were blocked", seen_blocked);
+    CHECK(kd_blocked(blocked) == 0, "5 channels fill no block: the last output is NCHW");
+    CHECK(same_bits(plain, blocked), "the chain's output differs between the layouts");
+    CHECK(same_bits(mean_after, p.mean) && same_bits(var_after, p.var),
+          "the running statistics a blocked batch norm updates differ");
+    kd_set_grad_enabled(grad);
+    kd_tensor *all[] = {x, plain, blocked, mean_after, var_after, p.w1, p.w2, p.b2, p.w3, p.b3, p.gamma, p.beta,
+                        p.mean, p.var, p.mean2, p.var2};
+    for (size_t i = 0; i < sizeof all / sizeof all[0]; i++) kd_tensor_release(all[i]);
+}
+
+/* A blocked output read through views, and converted image by image when
+ * the allocator can give no buffer as large as it. */
+static void test_views_and_conversion(void) {
+    kd_tensor *x = randn(4, 16, 7, 9, 5), *w = randn(16, 16, 3, 3, 6);
+    bool grad = kd_set_grad_enabled(false);
+    kd_blocked_layout_use(false);
+    kd_tensor *want, *got, *view, *batch;
+    CHECK_OK(kd_conv2d(x, w, NULL, &same3, &want));
+    kd_blocked_layout_use(true);
+    CHECK_OK(kd_conv2d(x, w, NULL, &same3, &got));
+    int block = kd_blocked(got);
+    if (kd_conv_dnnl_active()) CHECK(block == 16 || block == 8, "the output is blocked (block %d)", block);
+    int flat[2] = {4, 16 * 7 * 9};
+    CHECK_OK(kd_reshape(got, 2, flat, &view));
+    CHECK(kd_blocked(view) == 0, "a view of another shape reads NCHW");
+    CHECK(kd_blocked(got) == block, "asking a view leaves the storage as it was");
+    CHECK_OK(kd_narrow_batch(got, 2, 2, &batch));
+    CHECK(kd_get(batch, 5) == kd_get(want, 2 * 16 * 7 * 9 + 5), "a batch slice of a blocked tensor reads NCHW");
+    CHECK(kd_blocked(got) == 0, "reading converted the storage");
+    CHECK(same_bits(view, want), "the reshaped view reads the values in NCHW order");
+    kd_tensor_release(got);
+
+    /* no buffer for the conversion: it goes image by image in place */
+    CHECK_OK(kd_conv2d(x, w, NULL, &same3, &got));
+    kd_memory_set_limit(kd_memory().live_bytes + 64);
+    CHECK(same_bits(got, want), "converted image by image, the values are NCHW");
+    kd_memory_set_limit(0);
+    kd_set_grad_enabled(grad);
+    kd_tensor *all[] = {x, w, want, got, view, batch};
+    for (size_t i = 0; i < sizeof all / sizeof all[0]; i++) kd_tensor_release(all[i]);
+}
+
+/* A frozen part's blocked output into a convolution that learns: the
+ * gradients are those of the NCHW run. */
+static void test_blocked_input_with_gradients(void) {
+    kd_tensor *results[2][2];
+    for (int on = 0; on < 2; on++) {
+        kd_blocked_layout_use(on);
+        kd_tensor *x = randn(2, 3, 12, 10, 7), *frozen = randn(16, 3, 3, 3, 8), *w = randn(8, 16, 3, 3, 9);
+        w->requires_grad = true;
+        kd_tensor *features, *y, *sq, *loss;
+        bool grad = kd_set_grad_enabled(false);
+        CHECK_OK(kd_conv2d(x, frozen, NULL, &same3, &features));
+        kd_set_grad_enabled(grad);
+        if (on && kd_conv_dnnl_active()) CHECK(kd_blocked(features) > 0, "the frozen part's output is blocked");
+        features->requires_grad = true; /* its gradient too: the input gradient of the conv */
+        CHECK_OK(kd_conv2d(features, w, NULL, &same3, &y));
+        CHECK_OK(kd_mul(y, y, &sq));
+        CHECK_OK(kd_sum(sq, &loss));
+        CHECK_OK(kd_backward(loss, NULL));
+        results[on][0] = kd_tensor_retain(w->grad);
+        results[on][1] = kd_tensor_retain(features->grad);
+        kd_tensor *all[] = {x, frozen, w, features, y, sq, loss};
+        for (size_t i = 0; i < sizeof all / sizeof all[0]; i++) kd_tensor_release(all[i]);
+    }
+    CHECK(same_bits(results[0][0], results[1][0]), "the weight gradient differs with a blocked input");
+    CHECK(same_bits(results[0][1], results[1][1]), "the input gradient differs with a blocked input");
+    for (int i = 0; i < 4; i++) kd_tensor_release(results[i / 2][i % 2]);
+    kd_blocked_layout_use(true);
+}
+
+int main(void) {
+    kd_set_threads(2);
+    test_chain_same_bits();
+    test_views_and_conversion();
+    test_blocked_input_with_gradients();
+    kd_memory_stats m = kd_memory();
+    CHECK(m.live_bytes == 0 && m.live_tensors == 0, "leaked %zu bytes in %zu tensors", m.live_bytes,
+          m.live_tensors);
+    return check_done("test_layout");
+}
