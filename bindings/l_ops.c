@@ -150,6 +150,26 @@ static int l_conv2d(lua_State *L) { /* conv2d(x, weight[, bias][, {stride, paddi
     return lkd_result(L, "kd.conv2d", kd_conv2d(x, w, b, &p, &out), &out);
 }
 
+static const char *const conv_bn_options[] = {"stride", "padding", "dilation", "groups", "eps", "relu", NULL};
+
+/* conv2d_bn(x, weight, bias, bn_weight, bn_bias, running_mean, running_var[, residual]
+ *           [, {stride, padding, dilation, groups, eps = 1e-5, relu = false}]):
+ * inference's conv -> batch norm (running statistics) [-> + residual] [-> ReLU] as one convolution */
+static int l_conv2d_bn(lua_State *L) {
+    kd_tensor *x = lkd_check_tensor(L, 1), *w = lkd_check_tensor(L, 2), *b = lkd_opt_tensor(L, 3), *out;
+    kd_folded_bn bn = {lkd_opt_tensor(L, 4), lkd_opt_tensor(L, 5), lkd_opt_tensor(L, 6), lkd_opt_tensor(L, 7), 0};
+    kd_tensor *residual = lkd_opt_tensor(L, 8);
+    lkd_check_options(L, 9, "kd.conv2d_bn", conv_bn_options);
+    kd_conv_params p;
+    lkd_opt_pair(L, 9, "stride", 1, &p.stride_h, &p.stride_w);
+    lkd_opt_pair(L, 9, "padding", 0, &p.pad_h, &p.pad_w);
+    lkd_opt_pair(L, 9, "dilation", 1, &p.dilation_h, &p.dilation_w);
+    p.groups = lkd_opt_int(L, 9, "groups", 1);
+    bn.eps = (float)lkd_opt_number(L, 9, "eps", 1e-5);
+    bool relu = lkd_opt_bool(L, 9, "relu", false);
+    return lkd_result(L, "kd.conv2d_bn", kd_conv2d_bn(x, w, b, &bn, residual, relu, &p, &out), &out);
+}
+
 static int l_conv2d_reference(lua_State *L) {
     kd_tensor *x = lkd_check_tensor(L, 1), *w = lkd_check_tensor(L, 2), *b = lkd_opt_tensor(L, 3), *out;
     kd_conv_params p = conv_params(L, 4, "kd.conv2d_reference");
@@ -349,7 +369,7 @@ static const luaL_Reg ops[] = {
     {"channel_mul", l_channel_mul}, {"channel_div", l_channel_div}, {"exp", l_exp}, {"log", l_log},
     {"relu", l_relu}, {"relu6", l_relu6}, {"leaky_relu", l_leaky_relu}, {"sigmoid", l_sigmoid}, {"tanh", l_tanh},
     {"dropout2d", l_dropout2d}, {"sum", l_sum}, {"mean", l_mean}, {"max_channels", l_max_channels},
-    {"concat", l_concat}, {"slice_channels", l_slice_channels}, {"conv2d", l_conv2d},
+    {"concat", l_concat}, {"slice_channels", l_slice_channels}, {"conv2d", l_conv2d}, {"conv2d_bn", l_conv2d_bn},
     {"conv2d_reference", l_conv2d_reference}, {"batch_norm", l_batch_norm}, {"spectral_power", l_spectral_power},
     {"max_pool2d", l_max_pool2d}, {"avg_pool2d", l_avg_pool2d},
     {"adaptive_avg_pool2d", l_adaptive_avg_pool2d}, {"resize_bilinear", l_resize_bilinear},

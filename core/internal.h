@@ -207,6 +207,19 @@ bool kd_is_depthwise(const kd_conv_geometry *g, int groups, int out_channels);
 kd_status kd_conv2d_depthwise(kd_tensor *x, kd_tensor *w, kd_tensor *b, const kd_conv_geometry *g,
                               kd_tensor **out);
 
+/* What inference's fused convolution (op_conv_bn.c) runs after the
+ * convolution itself, in this order: + bias per output channel, + residual
+ * (the output's shape), max(0, .). */
+typedef struct {
+    const kd_tensor *bias;     /* Cout, or NULL */
+    const kd_tensor *residual; /* or NULL */
+    bool relu;
+} kd_conv_epilogue;
+/* kd_conv2d with an epilogue, recording no gradient (the caller checked
+ * that none is wanted). */
+kd_status kd_conv2d_with_epilogue(kd_tensor *x, kd_tensor *w, const kd_conv_params *p, const kd_conv_epilogue *e,
+                                  kd_tensor **out);
+
 /* Sum of a float array in double, in fixed blocks so that the result does not
  * depend on the thread count. */
 double kd_sum_f32(const float *x, size_t n);

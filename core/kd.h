@@ -262,6 +262,18 @@ typedef struct {
 /* x N x Cin x H x W, weight Cout x Cin/groups x kh x kw, bias Cout or NULL. */
 kd_status kd_conv2d(kd_tensor *x, kd_tensor *weight, kd_tensor *bias,
                     const kd_conv_params *p, kd_tensor **out);
+/* Inference's convolution + batch norm (on its running statistics) + an
+ * optional residual sum + an optional ReLU, as one convolution: the batch
+ * norm folded into the weights and bias, the sum and ReLU in the kernel's
+ * epilogue (op_conv_bn.c). The same values as the ops one by one, up to
+ * rounding. No gradient: an error if one is wanted. */
+typedef struct {
+    kd_tensor *weight, *bias;             /* the batch norm's affine parameters, or NULL */
+    kd_tensor *running_mean, *running_var;
+    float eps;
+} kd_folded_bn;
+kd_status kd_conv2d_bn(kd_tensor *x, kd_tensor *weight, kd_tensor *bias, const kd_folded_bn *bn,
+                       kd_tensor *residual, bool relu, const kd_conv_params *p, kd_tensor **out);
 /* The plain seven-loop convolution the fast one is tested against (no grad). */
 kd_status kd_conv2d_reference(const kd_tensor *x, const kd_tensor *weight,
                               const kd_tensor *bias, const kd_conv_params *p,

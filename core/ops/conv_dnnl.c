@@ -332,6 +332,66 @@ bool kd_conv_dnnl_forward(const kd_conv_geometry *g, int N, int cout, int groups
     return ok;
 }
 
+/* Inference's primitive: bias, then the residual (in the layout
+ * `residual`, or none) and the ReLU as post-ops. */
+static dnnl_primitive_desc_t inference_pd(conv_desc *d, int cout, bool with_bias, const dnnl_memory_desc_t *residual,
+                                          bool relu, dnnl_memory_desc_t *bias) {
+    dnnl_dims_t bias_dims = {cout};
+    dnnl_memory_desc_init_by_tag(bias, 1, bias_dims, dnnl_f32, dnnl_a);
+    dnnl_primitive_attr_t attr;
+    dnnl_post_ops_t ops;
+    if (dnnl_primitive_attr_create(&attr) != dnnl_success) return NULL;
+    dnnl_post_ops_create(&ops);
+    if (residual) dnnl_post_ops_append_binary(ops, dnnl_binary_add, residual);
+    if (relu) dnnl_post_ops_append_eltwise(ops, 1.0f, dnnl_eltwise_relu, 0.0f, 0.0f);
+    dnnl_primitive_attr_set_post_ops(attr, ops);
+    dnnl_post_ops_destroy(ops);
+    dnnl_convolution_desc_t cd;
+    dnnl_primitive_desc_t pd = NULL;
+    if (dnnl_dilated_convolution_forward_desc_init(&cd, dnnl_forward_inference, dnnl_convolution_direct, &d->src_in,
+                                                   &d->weights_in, with_bias ? bias : NULL, &d->dst_out,
+                                                   d->strides, d->dilates,
+                                                   d->pad_l, d->pad_r) != dnnl_success ||
+        dnnl_primitive_desc_create(&pd, &cd, attr, engine, NULL) != dnnl_success)
+        pd = NULL;
+    dnnl_primitive_attr_destroy(attr);
+    return pd;
+}
+
+bool kd_conv_dnnl_inference(const kd_conv_geometry *g, int N, int cout, int groups, const kd_tensor *x,
+                            const float *w, const kd_conv_epilogue *e, kd_tensor *y, bool blocked_out) {
+    if (!ready()) return false;
+    conv_desc d;
+    describe(g, N, cout, groups, &d);
+    dnnl_memory_desc_t residual_have, bias_md;
+    void *residual_data = e->residual ? as_stored(e->residual, &d.dst, &residual_have) : NULL;
+    dnnl_primitive_desc_t pd = inference_pd(&d, cout, e->bias != NULL, e->residual ? &residual_have : NULL, e->relu,
+                                            &bias_md);
+    if (!pd) return false;
+    operand src = {0}, weights = {0}, dst = {0}, bias = {0}, residual = {0};
+    const dnnl_memory_desc_t *dst_md = query(pd, dnnl_query_dst_md);
+    dnnl_memory_desc_t src_have;
+    void *src_data = as_stored(x, &d.src, &src_have);
+    int out_block = blocked_out ? block_of(dst_md) : 0;
+    bool ok = operand_bind(&src, &src_have, query(pd, dnnl_query_src_md), src_data, true) &&
+              operand_bind(&weights, &d.weights, query(pd, dnnl_query_weights_md), (void *)w, true) &&
+              (!e->bias || operand_bind(&bias, &bias_md, &bias_md, kd_f32(e->bias), true)) &&
+              (!e->residual || operand_bind(&residual, &residual_have, &residual_have, residual_data, true)) &&
+              (out_block ? bind_blocked_output(&dst, dst_md, y) : operand_bind(&dst, &d.dst, dst_md, kd_f32(y), false));
+    if (ok) {
+        dnnl_exec_arg_t args[5] = {{DNNL_ARG_SRC, src.used}, {DNNL_ARG_WEIGHTS, weights.used}, {DNNL_ARG_DST, dst.used}};
+        int n = 3;
+        if (e->bias) args[n++] = (dnnl_exec_arg_t){DNNL_ARG_BIAS, bias.used};
+        if (e->residual) args[n++] = (dnnl_exec_arg_t){DNNL_ARG_ATTR_MULTIPLE_POST_OP(0) | DNNL_ARG_SRC_1, residual.used};
+        ok = execute(pd, n, args) && (dst.used == dst.plain || reorder(dst.used, dst.plain, false));
+        if (ok && out_block) kd_set_blocked(y, out_block);
+    }
+    operand_release(&src), operand_release(&weights), operand_release(&dst);
+    operand_release(&bias), operand_release(&residual);
+    dnnl_primitive_desc_destroy(pd);
+    return ok;
+}
+
 /* The gradient's result, in the primitive's layout, added into the caller's
  * plain buffer. */
 static bool accumulate_into(dnnl_primitive_desc_t pd, const dnnl_memory_desc_t *plain, dnnl_query_t what, float *into,

@@ -6,7 +6,7 @@
 #include <stdbool.h>
 
 #include "im2col.h"
-#include "kd.h"
+#include "internal.h"
 
 /* y (N x cout x OH x OW) = conv(x, w), without bias; y is overwritten,
  * and with blocked_out (no gradient will read it) it may be left in the
@@ -15,6 +15,10 @@
  * own (a new tensor, to keep for the weight gradient instead of x), else NULL. */
 bool kd_conv_dnnl_forward(const kd_conv_geometry *g, int N, int cout, int groups, const kd_tensor *x,
                           const float *w, kd_tensor *y, bool blocked_out, kd_tensor **keep_src);
+/* The same for inference, with the epilogue e (bias, residual sum, ReLU) in
+ * the kernel (oneDNN's post-ops); false when it did not run. */
+bool kd_conv_dnnl_inference(const kd_conv_geometry *g, int N, int cout, int groups, const kd_tensor *x,
+                            const float *w, const kd_conv_epilogue *e, kd_tensor *y, bool blocked_out);
 /* grad_x += the input gradient and grad_w += the weight gradient, each when
  * not NULL, sharing one description; the source is x or, when not NULL,
  * kept_src (the forward's keep_src). Returns which ran (KD_DNNL_INPUT_GRAD,

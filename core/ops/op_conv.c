@@ -454,26 +454,52 @@ static void add_bias(kd_tensor *y, const float *bias) {
     }
 }
 
-kd_status kd_conv2d(kd_tensor *x, kd_tensor *w, kd_tensor *b, const kd_conv_params *p,
-                    kd_tensor **out) {
+/* The epilogue after the convolution and its bias, on the portable path:
+ * + residual, then the ReLU, in y's layout (a residual in another layout is
+ * read as NCHW, and so is y then). */
+static void residual_and_relu(kd_tensor *y, const kd_conv_epilogue *e) {
+    size_t n = kd_numel(y);
+    int block = kd_blocked(y);
+    if (e->residual && kd_blocked(e->residual) != block) block = 0;
+    float *d = block ? kd_data_as_stored(y) : kd_f32(y);
+    const float *r = !e->residual ? NULL : block ? kd_data_as_stored(e->residual) : kd_f32(e->residual);
+#pragma omp parallel for schedule(static) if (n > KD_PARALLEL_MIN)
+    for (size_t i = 0; i < n; i++) {
+        float v = r ? d[i] + r[i] : d[i];
+        d[i] = !e->relu || v > 0 ? v : 0.0f;
+    }
+}
+
+/* A convolution, with an epilogue (inference: no gradient) or without. */
+static kd_status conv2d(kd_tensor *x, kd_tensor *w, kd_tensor *b, const kd_conv_params *p, const kd_conv_epilogue *e,
+                        kd_tensor **out) {
     kd_conv_geometry g;
     kd_status s = check_conv(x, w, b, p, &g);
     if (s) return s;
     int N = x->shape[0], cout = w->shape[0], groups = p->groups;
+    int shape[4] = {N, cout, g.out_h, g.out_w};
+    if (e && e->residual && (e->residual->ndim != 4 || memcmp(e->residual->shape, shape, sizeof shape)))
+        return kd_fail(KD_ERR_SHAPE, "conv2d: residual %s does not match the output %dx%dx%dx%d",
+                       kd_shape_str(e->residual), shape[0], shape[1], shape[2], shape[3]);
+    if (e && e->residual && (s = kd_check_f32("conv2d", "residual", e->residual))) return s;
     /* depthwise: oneDNN's kernels where they run (1.6x kdseg's own on
      * mobilenetv2's step), else kdseg's direct loops, not im2col */
-    if (kd_is_depthwise(&g, groups, cout) && !kd_conv_dnnl_active()) return kd_conv2d_depthwise(x, w, b, &g, out);
-    int shape[4] = {N, cout, g.out_h, g.out_w};
+    if (kd_is_depthwise(&g, groups, cout) && !kd_conv_dnnl_active()) {
+        if ((s = kd_conv2d_depthwise(x, w, b, &g, out)) || !e) return s;
+        residual_and_relu(*out, e);
+        return KD_OK;
+    }
     if ((s = kd_tensor_new(KD_F32, 4, shape, out))) return s;
-    conv_plan c;
-    plan_conv(&c, &g, N, cout, groups);
+    /* an output no gradient will read may stay in the kernels' layout (layout.c) */
+    bool recorded = !e && kd_grad_enabled() && (kd_needs_grad(x) || kd_needs_grad(w) || (b && kd_needs_grad(b)));
+    bool blocked_out = kd_blocked_layout_on() && !recorded;
+    if (e && kd_conv_dnnl_inference(&g, N, cout, groups, x, kd_f32(w), e, *out, blocked_out)) return KD_OK;
     /* where the weight gradient will be wanted, oneDNN keeps its blocked copy of x for it */
     kd_tensor *kept = NULL;
-    bool keep = kd_grad_enabled() && kd_needs_grad(w);
-    /* an output no gradient will read may stay in the kernels' layout (layout.c) */
-    bool recorded = kd_grad_enabled() && (kd_needs_grad(x) || kd_needs_grad(w) || (b && kd_needs_grad(b)));
-    if (!kd_conv_dnnl_forward(&g, N, cout, groups, x, kd_f32(w), *out, kd_blocked_layout_on() && !recorded,
-                              keep ? &kept : NULL)) {
+    bool keep = recorded && kd_needs_grad(w);
+    if (!kd_conv_dnnl_forward(&g, N, cout, groups, x, kd_f32(w), *out, blocked_out, keep ? &kept : NULL)) {
+        conv_plan c;
+        plan_conv(&c, &g, N, cout, groups);
         conv_args a = {.x = kd_f32(x), .w = kd_f32(w), .y = kd_f32(*out)};
         if (!run_blocks(&c, forward_block, &a)) {
             kd_tensor_release(*out);
@@ -483,6 +509,10 @@ kd_status kd_conv2d(kd_tensor *x, kd_tensor *w, kd_tensor *b, const kd_conv_para
         }
     }
     if (b) add_bias(*out, kd_f32(b));
+    if (e) {
+        residual_and_relu(*out, e);
+        return KD_OK;
+    }
     kd_tensor *inputs[3] = {x, w, b}, *saved[2] = {kept ? kept : x, w};
     kd_node *node;
     s = kd_finish_op("conv2d", conv2d_backward, out, 3, inputs, 2, saved, &node);
@@ -493,6 +523,15 @@ kd_status kd_conv2d(kd_tensor *x, kd_tensor *w, kd_tensor *b, const kd_conv_para
     }
     if (kept) kd_tensor_release(kept); /* the node holds it now, if one was made */
     return s;
+}
+
+kd_status kd_conv2d(kd_tensor *x, kd_tensor *w, kd_tensor *b, const kd_conv_params *p, kd_tensor **out) {
+    return conv2d(x, w, b, p, NULL, out);
+}
+
+kd_status kd_conv2d_with_epilogue(kd_tensor *x, kd_tensor *w, const kd_conv_params *p, const kd_conv_epilogue *e,
+                                  kd_tensor **out) {
+    return conv2d(x, w, (kd_tensor *)e->bias, p, e, out);
 }
 
 kd_status kd_conv2d_reference(const kd_tensor *x, const kd_tensor *w, const kd_tensor *b,

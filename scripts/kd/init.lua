@@ -17,7 +17,7 @@ function kd.ones_like(t) return C.full(t.shape, 1, t.dtype) end
 for _, name in ipairs({"add", "sub", "mul", "div", "affine", "rdiv", "channel_add", "channel_sub",
                        "channel_mul", "channel_div", "exp", "log", "relu", "relu6", "leaky_relu", "sigmoid",
                        "tanh", "dropout2d", "sum", "mean", "concat", "slice_channels", "conv2d",
-                       "conv2d_reference", "batch_norm", "max_pool2d", "avg_pool2d",
+                       "conv2d_reference", "conv2d_bn", "batch_norm", "max_pool2d", "avg_pool2d",
                        "adaptive_avg_pool2d", "resize_bilinear", "resize_nearest", "softmax",
                        "log_softmax", "crop2d", "add_window"}) do
   kd[name] = C[name]

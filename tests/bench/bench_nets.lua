@@ -3,7 +3,7 @@
 -- 3 x 128 x 256, 19 classes): training step = forward, cross-entropy,
 -- backward, SGD (momentum 0.9, weight decay 1e-4), median of 20 after 3
 -- warm-ups; inference = forward in evaluation mode, median of 10 (and of 10
--- alternated with them with the blocked layout off: inference_nchw_ms).
+-- alternated with them with the ops one by one in NCHW: inference_unfused_ms).
 -- Each beside the lower
 -- bound: the step's FLOPs (3 x forward) over the sgemm peak measured in the
 -- same run. The machine is shared and its speed drifts, so the sgemm peak is
@@ -55,20 +55,24 @@ for _, n in ipairs(threads) do
     local step_peak = median(peaks)
     local rss = C.rss()
     net:eval()
-    -- inference with convolutions' outputs left blocked (the default) and
-    -- with NCHW throughout (kd.set_layout), alternated
-    local infer, infer_nchw, layout = {}, {}, kd.set_layout("blocked")
+    -- inference as it runs by default (outputs left in the blocked layout,
+    -- batch norms folded into the convolutions), alternated with the ops one
+    -- by one in NCHW (kd.set_layout("nchw"), kd.nn.set_folding(false))
+    local infer, infer_unfused = {}, {}
+    local layout, folding = kd.set_layout("blocked"), kd.nn.set_folding(true)
     for it = 1, 26 do
-      local nchw = it % 2 == 0
-      kd.set_layout(nchw and "nchw" or "blocked")
+      local unfused = it % 2 == 0
+      kd.set_layout(unfused and "nchw" or "blocked")
+      kd.nn.set_folding(not unfused)
       local t0 = C.clock()
       kd.no_grad(function() return net(x) end)
-      if it > 6 then table.insert(nchw and infer_nchw or infer, C.clock() - t0) end
+      if it > 6 then table.insert(unfused and infer_unfused or infer, C.clock() - t0) end
     end
     kd.set_layout(layout)
+    kd.nn.set_folding(folding)
     local bound = 3 * forward_flops / (step_peak * 1e9)
     print(cjson.encode({bench = name, threads = n, train_step_ms = 1e3 * step, inference_ms = 1e3 * median(infer),
-                        inference_nchw_ms = 1e3 * median(infer_nchw),
+                        inference_unfused_ms = 1e3 * median(infer_unfused),
                         train_step_gflop = 3 * forward_flops / 1e9, sgemm_peak_gflops = step_peak,
                         sgemm_best_gflops = best_peak, bound_ms = 1e3 * bound, step_over_bound = step / bound,
                         step_over_best_bound = step * best_peak * 1e9 / (3 * forward_flops),

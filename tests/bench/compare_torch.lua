@@ -13,7 +13,7 @@
 -- bf16_inference_ratio are kdseg's bfloat16 against PyTorch's float32,
 -- bf16_step_ratio_vs_torch_bf16 and bf16_inference_ratio_vs_torch_bf16
 -- against PyTorch's bfloat16. kdseg's inference is with its blocked layout
--- (the default); inference_nchw_ratio with NCHW throughout (kd.set_layout).
+-- (the default); inference_unfused_ratio with NCHW throughout (kd.set_layout).
 -- Without python3-torch at /usr/bin/python3 the comparison is skipped, saying so.
 --   kdseg tests/bench/compare_torch.lua [rounds]
 local cjson = require("cjson")
@@ -58,14 +58,14 @@ end
 local malloc = "GLIBC_TUNABLES=glibc.malloc.mmap_threshold=33554432:glibc.malloc.trim_threshold=4294967296 "
 for _, threads in ipairs({2, 1}) do
   for _, net in ipairs({"student", "teacher"}) do
-    local k = {step = {}, infer = {}, infer_nchw = {}, rss = {}, gflop = nil}
+    local k = {step = {}, infer = {}, infer_unfused = {}, rss = {}, gflop = nil}
     local b = {step = {}, infer = {}}
     local tb = {step = {}, infer = {}}
     local t = {step = {}, infer = {}, rss = {}}
     for _ = 1, rounds do
       for _, v in ipairs(lines_of(string.format("%s %s/bench_nets.lua %d bench_%s", kdseg, here, threads, net))) do
         k.step[#k.step + 1], k.infer[#k.infer + 1], k.rss[#k.rss + 1] = v.train_step_ms, v.inference_ms, v.rss_mib
-        k.infer_nchw[#k.infer_nchw + 1] = v.inference_nchw_ms
+        k.infer_unfused[#k.infer_unfused + 1] = v.inference_unfused_ms
         k.gflop = v.train_step_gflop
       end
       for _, v in ipairs(lines_of(string.format("KDSEG_CONV_PRECISION=bf16 %s %s/bench_nets.lua %d bench_%s", kdseg, here,
@@ -91,13 +91,13 @@ for _, threads in ipairs({2, 1}) do
     end
     local ks, ki = median(k.step), median(k.infer)
     local row = {bench = "compare_torch", net = net, threads = threads, rounds = rounds, kdseg_step_ms = ks,
-                 kdseg_inference_ms = ki, kdseg_inference_nchw_ms = median(k.infer_nchw), kdseg_rss_mib = median(k.rss)}
+                 kdseg_inference_ms = ki, kdseg_inference_unfused_ms = median(k.infer_unfused), kdseg_rss_mib = median(k.rss)}
     if ks and k.gflop and peak[threads] then row.step_fraction_of_fma_peak = k.gflop / (ks / 1e3) / peak[threads] end
     if has_torch and #t.step > 0 then
       row.torch_step_ms, row.torch_inference_ms, row.torch_peak_rss_mib = median(t.step), median(t.infer), median(t.rss)
       row.step_ratio = ks and ks / row.torch_step_ms
       row.inference_ratio = ki and row.torch_inference_ms and ki / row.torch_inference_ms
-      row.inference_nchw_ratio = row.kdseg_inference_nchw_ms and row.kdseg_inference_nchw_ms / row.torch_inference_ms
+      row.inference_unfused_ratio = row.kdseg_inference_unfused_ms and row.kdseg_inference_unfused_ms / row.torch_inference_ms
       if #b.step > 0 then
         row.kdseg_bf16_step_ms, row.kdseg_bf16_inference_ms = median(b.step), median(b.infer)
         row.bf16_step_ratio = row.kdseg_bf16_step_ms / row.torch_step_ms

@@ -116,6 +116,62 @@ function T.blocked_layout_changes_no_bit()
   kd.set_layout(previous)
 end
 
+-- Inference's folded convolution + batch norm (+ residual) (+ ReLU)
+-- (kd.conv2d_bn, Conv2d:forward_bn): a case worked by hand, then every
+-- network of the zoo in evaluation mode against the ops one by one
+-- (kd.nn.set_folding(false)), on oneDNN and on the portable path; it records
+-- no gradient, and refuses where one is wanted.
+function T.conv2d_bn_folds_the_batch_norm()
+  -- 1x1 conv of one channel into two: w = {2, -1}, bias {0.5, 0};
+  -- bn: gamma {1, 3}, beta {0, 1}, mean {1, 0}, var {3, 8} (eps 1: sqrt 2, 3)
+  local x = kd.tensor({{{{1, -2}}}})
+  local w, b = kd.tensor({{{{2}}}, {{{-1}}}}), kd.tensor({0.5, 0})
+  local g, beta, m, v = kd.tensor({1, 3}), kd.tensor({0, 1}), kd.tensor({1, 0}), kd.tensor({3, 8})
+  local r = kd.tensor({{{{0, 0}}, {{-2, 0}}}})
+  for _, backend in ipairs({"onednn", "im2col"}) do
+    if pcall(kd.set_conv_backend, backend) then
+      local y = kd.no_grad(kd.conv2d_bn, x, w, b, g, beta, m, v, r, {eps = 1, relu = true})
+      -- channel 0: (2x + 0.5 - 1) / 2 = {0.75, -2.25}; channel 1: 3(-x)/3 + 1 = {0, 3}, + r = {-2, 3}; ReLU
+      local want = {0.75, 0, 0, 3}
+      for i = 1, 4 do h.near(y:get(i), want[i], 1e-6, backend .. ": element " .. i) end
+    end
+  end
+  kd.set_conv_backend("onednn")
+  local wg = kd.tensor({{{{2}}}, {{{-1}}}})
+  wg.requires_grad = true
+  h.raises(function() kd.conv2d_bn(x, wg, nil, g, beta, m, v) end, "inference only")
+  h.raises(function() kd.no_grad(kd.conv2d_bn, x, w, nil, g, beta, m, v, kd.zeros({1, 3, 1, 2})) end,
+           "residual 1x3x1x2 does not match the output 1x2x1x2")
+  h.raises(function() kd.no_grad(kd.conv2d_bn, x, w, nil, g, beta, kd.zeros({3}), v) end, "running_mean 3")
+  h.raises(function() kd.no_grad(kd.conv2d_bn, x, w, nil, g, beta, nil, nil) end, "running statistics")
+
+  local input = kd.randn({2, 3, 40, 56})
+  for _, backend in ipairs({"onednn", "im2col"}) do
+    if pcall(kd.set_conv_backend, backend) then
+      -- (the portable path on a residual network, a factorised one and a depthwise one: the rest is slow there)
+      for _, name in ipairs(backend == "onednn" and kd.models.names() or {"bench_student", "erfnet", "mobilenetv2"}) do
+        local out = {}
+        for _, fold in ipairs({false, true}) do
+          local was = kd.nn.set_folding(fold)
+          kd.manual_seed(3)
+          local net = kd.models.create(name, narrow(name))
+          -- running statistics off their initial 0 and 1, so the folding has something to fold
+          for _, pair in ipairs(net:named_buffers()) do
+            if pair[1]:find("running_mean") then pair[2]:copy_(kd.randn(pair[2].shape) * 0.1) end
+            if pair[1]:find("running_var") then pair[2]:copy_(kd.rand(pair[2].shape) + 0.5) end
+          end
+          net:eval()
+          out[fold] = kd.no_grad(net, input)
+          kd.nn.set_folding(was)
+        end
+        local r = math.sqrt((out[true] - out[false]):sum_squares() / out[false]:sum_squares())
+        h.truthy(r < 1e-5, string.format("%s on %s: folded logits differ by %g", name, backend, r))
+      end
+    end
+  end
+  kd.set_conv_backend("onednn")
+end
+
 -- bfloat16 compute (kd.set_conv_precision): the convolutions of each
 -- geometry the zoo uses (3x3, strided, dilated, 1x1, depthwise, batch 1 and
 -- odd sizes) against float32, output and both gradients, within bfloat16's

@@ -30,8 +30,8 @@ function ResBlock:__init(c, d)
 end
 
 function ResBlock:forward(x)
-  local y = self.bn1:forward_relu(self.conv1(x))
-  return kd.relu(self.bn2(self.conv2(y)) + x)
+  local y = self.conv1:forward_bn(x, self.bn1, {relu = true})
+  return self.conv2:forward_bn(y, self.bn2, {residual = x, relu = true})
 end
 
 -- ASPP: parallel branches on one input, concatenated on channels:

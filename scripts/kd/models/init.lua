@@ -68,7 +68,9 @@ function models.flops(net, shape)
   end
   local was_training = net.training
   net:eval()
+  local folding = kd.nn.set_folding(false) -- every convolution through kd.conv2d, where it is counted
   local ok, err = pcall(kd.no_grad, function() return net(kd.zeros(shape)) end)
+  kd.nn.set_folding(folding)
   kd.conv2d = conv
   net:train(was_training)
   if not ok then error(err, 2) end

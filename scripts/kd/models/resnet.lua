@@ -42,9 +42,8 @@ function BasicBlock:__init(cin, planes, stride, dilation, downsample)
 end
 
 function BasicBlock:forward(x)
-  local y = self.bn1:forward_relu(self.conv1(x))
-  y = self.bn2(self.conv2(y))
-  return kd.relu(y + (self.downsample and self.downsample(x) or x))
+  local y = self.conv1:forward_bn(x, self.bn1, {relu = true})
+  return self.conv2:forward_bn(y, self.bn2, {residual = self.downsample and self.downsample(x) or x, relu = true})
 end
 
 -- 1x1 reduce, 3x3 (carrying the stride, as torchvision's "ResNet V1.5"),
@@ -64,10 +63,9 @@ function Bottleneck:__init(cin, planes, stride, dilation, downsample)
 end
 
 function Bottleneck:forward(x)
-  local y = self.bn1:forward_relu(self.conv1(x))
-  y = self.bn2:forward_relu(self.conv2(y))
-  y = self.bn3(self.conv3(y))
-  return kd.relu(y + (self.downsample and self.downsample(x) or x))
+  local y = self.conv1:forward_bn(x, self.bn1, {relu = true})
+  y = self.conv2:forward_bn(y, self.bn2, {relu = true})
+  return self.conv3:forward_bn(y, self.bn3, {residual = self.downsample and self.downsample(x) or x, relu = true})
 end
 
 resnet.depths = {[18] = {BasicBlock, {2, 2, 2, 2}}, [34] = {BasicBlock, {3, 4, 6, 3}},
@@ -121,10 +119,10 @@ function ResNet:__init(depth, options)
 end
 
 function ResNet:forward(x)
-  local y = self.bn1:forward_relu(self.conv1(x))
+  local y = self.conv1:forward_bn(x, self.bn1, {relu = true})
   if self.deep_stem then
-    y = self.bn2:forward_relu(self.conv2(y))
-    y = self.bn3:forward_relu(self.conv3(y))
+    y = self.conv2:forward_bn(y, self.bn2, {relu = true})
+    y = self.conv3:forward_bn(y, self.bn3, {relu = true})
   end
   y = kd.max_pool2d(y, {kernel = 3, stride = 2, padding = 1})
   local c1 = self.layer1(y)

@@ -5,7 +5,7 @@
 -- as Lua does.
 local class = require("kd.infra.class")
 local Module = require("kd.nn.module")
-local BatchNorm2d = require("kd.nn.layers").BatchNorm2d
+local BatchNorm2d, Conv2d = require("kd.nn.layers").BatchNorm2d, require("kd.nn.layers").Conv2d
 local ReLU = require("kd.nn.activations").ReLU
 
 local Sequential = class("nn.Sequential", Module)
@@ -29,18 +29,27 @@ function Sequential:size() return #self._module_names end
 function Sequential:get(i) return self[tostring(i - 1)] end
 
 -- A BatchNorm2d followed by a ReLU runs as one op (BatchNorm2d:forward_relu:
--- the same values and gradients, one pass and one tensor fewer).
+-- the same values and gradients, one pass and one tensor fewer), and a
+-- Conv2d followed by them as Conv2d:forward_bn (at inference, one
+-- convolution with the batch norm folded in; else the same ops).
 function Sequential:forward(x)
   local names, i = self._module_names, 1
+  local function is(k, cls) return names[k] and getmetatable(self[names[k]]) == cls end
   while i <= #names do
-    local m, fused = self[names[i]], false
-    local next_module = names[i + 1] and self[names[i + 1]]
-    if getmetatable(m) == BatchNorm2d and next_module and getmetatable(next_module) == ReLU then fused = true end
-    local ok, result = pcall(fused and m.forward_relu or m.forward, m, x)
+    local m, ok, result, taken = self[names[i]], nil, nil, 1
+    if is(i, Conv2d) and is(i + 1, BatchNorm2d) then
+      taken = is(i + 2, ReLU) and 3 or 2
+      ok, result = pcall(m.forward_bn, m, x, self[names[i + 1]], {relu = taken == 3})
+    elseif is(i, BatchNorm2d) and is(i + 1, ReLU) then
+      taken = 2
+      ok, result = pcall(m.forward_relu, m, x)
+    else
+      ok, result = pcall(m.forward, m, x)
+    end
     if not ok then
       error(string.format("In %d module of nn.Sequential (%s): %s", i, m.__name, tostring(result)), 0)
     end
-    x, i = result, i + (fused and 2 or 1)
+    x, i = result, i + taken
   end
   return x
 end

@@ -47,6 +47,49 @@ function Conv2d:forward(x)
   return kd.conv2d(x, self.weight, self.bias, self.options)
 end
 
+-- Inference folds a batch norm into the convolution before it
+-- (kd.conv2d_bn: the batch norm's pass gone, a residual sum and a ReLU in the
+-- convolution's epilogue) where the batch norm is in evaluation mode and no
+-- gradient is wanted; set_folding(false) runs the ops one by one.
+local folding = true
+local function set_folding(on)
+  local was = folding
+  folding = on and true or false
+  return was
+end
+
+local function wants_gradient(...)
+  if not kd.grad_enabled() then return false end
+  for i = 1, select("#", ...) do
+    local t = select(i, ...)
+    if t and t.requires_grad then return true end
+  end
+  return false
+end
+
+-- bn(self(x)) [+ options.residual] [then a ReLU when options.relu]: what
+-- the zoo's blocks run. Folded where it can be (above); else the ops one by
+-- one, a batch norm and its ReLU in one pass (BatchNorm2d:forward_relu).
+function Conv2d:forward_bn(x, bn, options)
+  options = options or {}
+  local residual, relu = options.residual, options.relu
+  if folding and not bn.training and bn.running_mean and
+     not wants_gradient(x, self.weight, self.bias, bn.weight, bn.bias, residual) then
+    local o = self.options
+    return kd.conv2d_bn(x, self.weight, self.bias, bn.weight, bn.bias, bn.running_mean, bn.running_var, residual,
+                        {stride = o.stride, padding = o.padding, dilation = o.dilation, groups = o.groups,
+                         eps = bn.eps, relu = relu})
+  end
+  local y = self(x)
+  if residual then
+    y = bn(y) + residual
+    if relu then return kd.relu(y) end
+    return y
+  end
+  if relu then return bn:forward_relu(y) end
+  return bn(y)
+end
+
 function Conv2d:extra_repr()
   local o = self.options
   local function show(v) return type(v) == "table" and (v[1] .. "x" .. v[2]) or tostring(v) end
@@ -105,4 +148,4 @@ function BatchNorm2d:extra_repr()
   return string.format("%d, eps %g, momentum %g", self.channels, self.eps, self.momentum)
 end
 
-return {Conv2d = Conv2d, BatchNorm2d = BatchNorm2d}
+return {Conv2d = Conv2d, BatchNorm2d = BatchNorm2d, set_folding = set_folding}
