@@ -74,7 +74,7 @@ for _, seed in ipairs(seeds) do
   seed_cfg.seed = seed
   local run
   if teachers_from then
-    run = teachers_from:gsub("{seed}", function() return tostring(seed) end)
+    run = semisup.seed_folder(teachers_from, seed)
     local path = run .. "/config.json"
     if not files.exists(path) then error("ablation: " .. path .. " is missing (teachers_from: not a kd.semisup run?)", 0) end
     local theirs = kd.config.merge(semisup.defaults, kd.config.load(path), "semisup")

@@ -30,7 +30,7 @@ end
 if not run then error("students_from_run: run=<folder of a kd.semisup run> is required", 0) end
 if run:find("{seed}", 1, true) then
   if not seed then error("students_from_run: run=" .. run .. " names the seed's folder: give seed=N", 0) end
-  run = run:gsub("{seed}", function() return seed end)
+  run = semisup.seed_folder(run, seed)
 end
 local config_path = run .. "/config.json"
 if not files.exists(config_path) then error("students_from_run: " .. config_path .. " is missing (not a kd.semisup run?)", 0) end

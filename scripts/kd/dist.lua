@@ -96,6 +96,16 @@ function dist.shard(list)
   return out
 end
 
+-- A view of a dataset (kd.data.Dataset) holding this rank's share of its
+-- items, for loaders that each rank runs over its part (evaluation, probes);
+-- the dataset itself on one rank.
+function dist.shard_dataset(dataset)
+  if info.size == 1 then return dataset end
+  local view = setmetatable({}, {__index = dataset})
+  view.items = dist.shard(dataset.items)
+  return view
+end
+
 -- Averages the gradients of `params` over the ranks in buckets sent while
 -- backward runs: local r = dist.GradAverager(params, {bucket_mb = 1});
 -- r:backward(loss) -> seconds spent communicating.

@@ -202,6 +202,11 @@ function semisup.train_students(cfg, name, teacher, labeled, pseudo_items, pseud
   })
 end
 
+-- A run folder named per seed ("runs/teachers/seed{seed}") for one seed.
+function semisup.seed_folder(pattern, seed)
+  return (pattern:gsub("{seed}", function() return tostring(seed) end))
+end
+
 -- The students of cfg.students trained again from the finished run in
 -- folder `run` (cfg: its settings, with the students' own) after `cycle`:
 -- that cycle's teacher and pseudo-labels, or for cycle 0 the first teacher

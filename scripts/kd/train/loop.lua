@@ -541,11 +541,7 @@ function Loop:evaluate(again)
   local mean, std = self:normalization()
   -- data-parallel: each rank evaluates its share of the images; the
   -- confusion matrices are added up (a rank with no image adds zeros)
-  local dataset = e.dataset
-  if self.ranks > 1 then
-    dataset = setmetatable({}, {__index = e.dataset})
-    dataset.items = kd.dist.shard(e.dataset.items)
-  end
+  local dataset = kd.dist.shard_dataset(e.dataset)
   local function loader()
     if #dataset.items == 0 then return {epoch = function() return function() end end, close = function() end} end
     return kd.data.Loader(dataset, {batch_size = e.batch_size or 4, workers = e.workers or 2, augment = {mean = mean, std = std}})

@@ -44,11 +44,10 @@ end
 -- One source's figures over the dataset: {coverage, accuracy, miou}.
 function pseudo_probe.measure(model, dataset, classes, threshold, options)
   options = options or {}
-  local items = kd.dist.shard(dataset.items)
+  local shard = kd.dist.shard_dataset(dataset)
   local covered, pixels, correct = 0, 0, 0
   local confusion = kd.data.Confusion(classes)
-  if #items > 0 then
-    local shard = setmetatable({items = items}, {__index = dataset})
+  if #shard.items > 0 then
     local loader = kd.data.Loader(shard, {batch_size = options.batch_size or 4, workers = options.workers or 2,
                                           augment = {mean = options.mean, std = options.std}})
     for batch in loader:epoch() do
