@@ -298,7 +298,7 @@ static kd_status batch_norm(kd_tensor *x, kd_tensor *weight, kd_tensor *bias, kd
     if (training && M < 2)
         return kd_fail(KD_ERR_SHAPE, "batch_norm2d: training needs more than one value per "
                        "channel, input is %s", kd_shape_str(x));
-    kd_tensor *mean, *invstd;
+    kd_tensor *mean, *invstd = NULL; /* NULL: released safely if its allocation fails */
     int cshape[1] = {C};
     if ((s = kd_tensor_new(KD_F32, 1, cshape, &mean))) return s;
     if ((s = kd_tensor_new(KD_F32, 1, cshape, &invstd)) || (s = kd_tensor_new_like(x, out))) {
@@ -468,7 +468,7 @@ kd_status kd_batch_norm2d_synced(kd_tensor *x, kd_tensor *weight, kd_tensor *bia
         free(sums);
         return s;
     }
-    kd_tensor *mean, *invstd;
+    kd_tensor *mean, *invstd = NULL; /* NULL: released safely if its allocation fails */
     int cshape[1] = {C};
     if ((s = kd_tensor_new(KD_F32, 1, cshape, &mean))) {
         free(sums);
