@@ -52,6 +52,13 @@ for method, settings in pairs(tuned) do
 end
 cfg.students = kd.config.copy(semisup.defaults.students)
 cfg.students.models, cfg.students.iterations, cfg.students.lr = nil, nil, nil
+-- The students' distillation settings the method's sweep chose with the
+-- baselines' budget (experiments/sweeps/kd_weights.yaml; ACCURACY_NOTES.md,
+-- "Tuning the method"); kd.semisup's own defaults otherwise.
+local tuned_students = {weights = {pixel_kd = 2, pairwise = 0.198055, mutual = 0.613839}, temperature = 1,
+                        pairwise_pooling = "max"}
+for key, value in pairs(tuned_students.weights) do cfg.students.weights[key] = value end
+cfg.students.temperature, cfg.students.pairwise_pooling = tuned_students.temperature, tuned_students.pairwise_pooling
 local flags = kd.config.arguments(arg, cfg, {"resume", "overwrite"})
 local root, dir = cfg.root, kd.train.rundir.path("runs", cfg.name, "accuracy_benchmark")
 if type(cfg.seeds) ~= "table" or #cfg.seeds == 0 then error("accuracy_benchmark: seeds must be a non-empty list", 0) end

@@ -333,11 +333,13 @@ bool kd_conv_dnnl_forward(const kd_conv_geometry *g, int N, int cout, int groups
 }
 
 /* Inference's primitive: bias, then the residual (in the layout
- * `residual`, or none) and the ReLU as post-ops. */
-static dnnl_primitive_desc_t inference_pd(conv_desc *d, int cout, bool with_bias, const dnnl_memory_desc_t *residual,
-                                          bool relu, dnnl_memory_desc_t *bias) {
-    dnnl_dims_t bias_dims = {cout};
-    dnnl_memory_desc_init_by_tag(bias, 1, bias_dims, dnnl_f32, dnnl_a);
+ * `residual`, or none) and the ReLU as post-ops; its output in the layout
+ * `dst` (or the kernel's choice: NULL). The training kind, whose kernels
+ * take the blocked layout the other convolutions leave (the inference kind
+ * picks channels-last kernels here, which would reorder every activation). */
+static dnnl_primitive_desc_t inference_pd(conv_desc *d, const dnnl_memory_desc_t *bias,
+                                          const dnnl_memory_desc_t *residual, bool relu,
+                                          const dnnl_memory_desc_t *dst) {
     dnnl_primitive_attr_t attr;
     dnnl_post_ops_t ops;
     if (dnnl_primitive_attr_create(&attr) != dnnl_success) return NULL;
@@ -348,10 +350,9 @@ static dnnl_primitive_desc_t inference_pd(conv_desc *d, int cout, bool with_bias
     dnnl_post_ops_destroy(ops);
     dnnl_convolution_desc_t cd;
     dnnl_primitive_desc_t pd = NULL;
-    if (dnnl_dilated_convolution_forward_desc_init(&cd, dnnl_forward_inference, dnnl_convolution_direct, &d->src_in,
-                                                   &d->weights_in, with_bias ? bias : NULL, &d->dst_out,
-                                                   d->strides, d->dilates,
-                                                   d->pad_l, d->pad_r) != dnnl_success ||
+    if (dnnl_dilated_convolution_forward_desc_init(&cd, dnnl_forward_training, dnnl_convolution_direct, &d->src_in,
+                                                   &d->weights_in, bias, dst ? dst : &d->dst_out, d->strides,
+                                                   d->dilates, d->pad_l, d->pad_r) != dnnl_success ||
         dnnl_primitive_desc_create(&pd, &cd, attr, engine, NULL) != dnnl_success)
         pd = NULL;
     dnnl_primitive_attr_destroy(attr);
@@ -363,21 +364,31 @@ bool kd_conv_dnnl_inference(const kd_conv_geometry *g, int N, int cout, int grou
     if (!ready()) return false;
     conv_desc d;
     describe(g, N, cout, groups, &d);
-    dnnl_memory_desc_t residual_have, bias_md;
-    void *residual_data = e->residual ? as_stored(e->residual, &d.dst, &residual_have) : NULL;
-    dnnl_primitive_desc_t pd = inference_pd(&d, cout, e->bias != NULL, e->residual ? &residual_have : NULL, e->relu,
-                                            &bias_md);
+    dnnl_memory_desc_t bias_md;
+    dnnl_dims_t bias_dims = {cout};
+    dnnl_memory_desc_init_by_tag(&bias_md, 1, bias_dims, dnnl_f32, dnnl_a);
+    const dnnl_memory_desc_t *bias_arg = e->bias ? &bias_md : NULL;
+    /* the kernel's output layout, chosen without the residual; then the
+     * residual is read in that layout (reordered into it if stored
+     * otherwise): a residual in another layout makes oneDNN fall back to a
+     * slow kernel */
+    dnnl_primitive_desc_t pd = inference_pd(&d, bias_arg, NULL, e->relu, NULL);
     if (!pd) return false;
+    dnnl_memory_desc_t dst_md = *query(pd, dnnl_query_dst_md);
+    if (e->residual) {
+        dnnl_primitive_desc_destroy(pd);
+        if (!(pd = inference_pd(&d, bias_arg, &dst_md, e->relu, &dst_md))) return false;
+    }
     operand src = {0}, weights = {0}, dst = {0}, bias = {0}, residual = {0};
-    const dnnl_memory_desc_t *dst_md = query(pd, dnnl_query_dst_md);
-    dnnl_memory_desc_t src_have;
+    dnnl_memory_desc_t src_have, residual_have;
     void *src_data = as_stored(x, &d.src, &src_have);
-    int out_block = blocked_out ? block_of(dst_md) : 0;
+    void *residual_data = e->residual ? as_stored(e->residual, &d.dst, &residual_have) : NULL;
+    int out_block = blocked_out ? block_of(&dst_md) : 0;
     bool ok = operand_bind(&src, &src_have, query(pd, dnnl_query_src_md), src_data, true) &&
               operand_bind(&weights, &d.weights, query(pd, dnnl_query_weights_md), (void *)w, true) &&
               (!e->bias || operand_bind(&bias, &bias_md, &bias_md, kd_f32(e->bias), true)) &&
-              (!e->residual || operand_bind(&residual, &residual_have, &residual_have, residual_data, true)) &&
-              (out_block ? bind_blocked_output(&dst, dst_md, y) : operand_bind(&dst, &d.dst, dst_md, kd_f32(y), false));
+              (!e->residual || operand_bind(&residual, &residual_have, &dst_md, residual_data, true)) &&
+              (out_block ? bind_blocked_output(&dst, &dst_md, y) : operand_bind(&dst, &d.dst, &dst_md, kd_f32(y), false));
     if (ok) {
         dnnl_exec_arg_t args[5] = {{DNNL_ARG_SRC, src.used}, {DNNL_ARG_WEIGHTS, weights.used}, {DNNL_ARG_DST, dst.used}};
         int n = 3;
