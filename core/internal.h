@@ -3,6 +3,8 @@
 #ifndef KD_INTERNAL_H
 #define KD_INTERNAL_H
 
+#include <math.h>
+
 #include "kd.h"
 
 #define KD_MAX_INPUTS 8 /* concat of up to 8 branches (ASPP has 4) */
@@ -206,6 +208,16 @@ bool kd_take_add_inputs(kd_node *relu, float slope);
 bool kd_is_depthwise(const kd_conv_geometry *g, int groups, int out_channels);
 kd_status kd_conv2d_depthwise(kd_tensor *x, kd_tensor *w, kd_tensor *b, const kd_conv_geometry *g,
                               kd_tensor **out);
+
+/* A batch norm's per-channel map y = x * scale + shift, from its mean and
+ * 1 / std (kd_bn_invstd of the variance): every batch-norm path (plain,
+ * blocked, synchronised) and the folded convolution compute them this way,
+ * so they agree bit for bit. */
+static inline float kd_bn_invstd(double var, float eps) { return (float)(1.0 / sqrt(var + eps)); }
+static inline float kd_bn_scale(const float *gamma, int c, float invstd) { return (gamma ? gamma[c] : 1.0f) * invstd; }
+static inline float kd_bn_shift(const float *beta, int c, float mean, float scale) {
+    return (beta ? beta[c] : 0.0f) - mean * scale;
+}
 
 /* What inference's fused convolution (op_conv_bn.c) runs after the
  * convolution itself, in this order: + bias per output channel, + residual

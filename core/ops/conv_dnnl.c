@@ -224,6 +224,7 @@ typedef struct {
     dnnl_memory_desc_t src, weights, dst;           /* plain */
     dnnl_memory_desc_t src_in, weights_in, grad_in; /* the kernels' inputs (grad_in: the output's gradient) */
     dnnl_memory_desc_t dst_out, src_grad_out, weights_grad_out; /* their results */
+    dnnl_memory_desc_t bias;                                    /* Cout, for inference's fused convolution */
     dnnl_dims_t strides, dilates, pad_l, pad_r;
 } conv_desc;
 
@@ -260,6 +261,8 @@ static void describe(const kd_conv_geometry *g, int N, int cout, int groups, con
     dnnl_memory_desc_init_by_tag(&d->src_grad_out, 4, src, dnnl_f32, dnnl_format_tag_any);
     dnnl_memory_desc_init_by_tag(&d->dst_out, 4, dst, dnnl_f32, dnnl_format_tag_any);
     dnnl_memory_desc_init_by_tag(&d->grad_in, 4, dst, in, dnnl_format_tag_any);
+    dnnl_dims_t bias = {cout};
+    dnnl_memory_desc_init_by_tag(&d->bias, 1, bias, dnnl_f32, dnnl_a);
     if (groups == 1) {
         dnnl_dims_t w = {cout, g->channels, g->kernel_h, g->kernel_w};
         dnnl_memory_desc_init_by_tag(&d->weights, 4, w, dnnl_f32, dnnl_oihw);
@@ -279,67 +282,15 @@ static void describe(const kd_conv_geometry *g, int N, int cout, int groups, con
     d->pad_r[1] = (g->out_w - 1) * g->stride_w + g->dilation_w * (g->kernel_w - 1) + 1 - g->width - g->pad_w;
 }
 
-static dnnl_primitive_desc_t forward_pd(conv_desc *d) {
-    dnnl_convolution_desc_t cd;
-    dnnl_primitive_desc_t pd = NULL;
-    if (dnnl_dilated_convolution_forward_desc_init(&cd, dnnl_forward_training, dnnl_convolution_direct, &d->src_in,
-                                                   &d->weights_in, NULL, &d->dst_out, d->strides, d->dilates,
-                                                   d->pad_l, d->pad_r) != dnnl_success ||
-        dnnl_primitive_desc_create(&pd, &cd, NULL, engine, NULL) != dnnl_success)
-        return NULL;
-    return pd;
-}
-
-static const dnnl_memory_desc_t *query(dnnl_primitive_desc_t pd, dnnl_query_t what) {
-    return dnnl_primitive_desc_query_md(pd, what, 0);
-}
-
-/* The output bound to y's own storage in the kernel's blocked layout `md`. */
-static bool bind_blocked_output(operand *o, const dnnl_memory_desc_t *md, kd_tensor *y) {
-    if (dnnl_memory_create(&o->plain, md, engine, kd_data_as_stored(y)) != dnnl_success) return false;
-    o->used = o->plain;
-    return true;
-}
-
-bool kd_conv_dnnl_forward(const kd_conv_geometry *g, int N, int cout, int groups, const kd_tensor *x,
-                          const float *w, kd_tensor *y, bool blocked_out, kd_tensor **keep_src) {
-    if (keep_src) *keep_src = NULL;
-    if (!ready()) return false;
-    conv_desc d;
-    describe(g, N, cout, groups, &d);
-    dnnl_primitive_desc_t pd = forward_pd(&d);
-    if (!pd) return false;
-    operand src = {0}, weights = {0}, dst = {0};
-    const dnnl_memory_desc_t *src_md = query(pd, dnnl_query_src_md), *dst_md = query(pd, dnnl_query_dst_md);
-    dnnl_memory_desc_t src_have;
-    void *src_data = as_stored(x, &d.src, &src_have);
-    int out_block = blocked_out ? block_of(dst_md) : 0;
-    bool ok = (keep_src ? operand_bind_kept(&src, &src_have, src_md, src_data, keep_src)
-                        : operand_bind(&src, &src_have, src_md, src_data, true)) &&
-              operand_bind(&weights, &d.weights, query(pd, dnnl_query_weights_md), (void *)w, true) &&
-              (out_block ? bind_blocked_output(&dst, dst_md, y) : operand_bind(&dst, &d.dst, dst_md, kd_f32(y), false));
-    if (ok) {
-        dnnl_exec_arg_t args[3] = {{DNNL_ARG_SRC, src.used}, {DNNL_ARG_WEIGHTS, weights.used}, {DNNL_ARG_DST, dst.used}};
-        ok = execute(pd, 3, args) && (dst.used == dst.plain || reorder(dst.used, dst.plain, false));
-        if (ok && out_block) kd_set_blocked(y, out_block);
-    }
-    operand_release(&src), operand_release(&weights), operand_release(&dst);
-    dnnl_primitive_desc_destroy(pd);
-    if (!ok && keep_src && *keep_src) {
-        kd_tensor_release(*keep_src);
-        *keep_src = NULL;
-    }
-    return ok;
-}
-
-/* Inference's primitive: bias, then the residual (in the layout
- * `residual`, or none) and the ReLU as post-ops; its output in the layout
- * `dst` (or the kernel's choice: NULL). The training kind, whose kernels
- * take the blocked layout the other convolutions leave (the inference kind
- * picks channels-last kernels here, which would reorder every activation). */
-static dnnl_primitive_desc_t inference_pd(conv_desc *d, const dnnl_memory_desc_t *bias,
-                                          const dnnl_memory_desc_t *residual, bool relu,
-                                          const dnnl_memory_desc_t *dst) {
+/* A forward primitive (the training kind: its kernels take the blocked
+ * layout; the inference kind picks channels-last kernels here, which would
+ * reorder every activation). For inference's fused convolution, a bias
+ * (`bias`) and as post-ops the residual sum (in the layout `residual`) and
+ * the ReLU, with the output in the layout `dst`; NULL and false for none,
+ * and the kernel's choice of output layout. */
+static dnnl_primitive_desc_t forward_pd(const conv_desc *d, const dnnl_memory_desc_t *bias,
+                                        const dnnl_memory_desc_t *residual, bool relu,
+                                        const dnnl_memory_desc_t *dst) {
     dnnl_primitive_attr_t attr;
     dnnl_post_ops_t ops;
     if (dnnl_primitive_attr_create(&attr) != dnnl_success) return NULL;
@@ -359,46 +310,84 @@ static dnnl_primitive_desc_t inference_pd(conv_desc *d, const dnnl_memory_desc_t
     return pd;
 }
 
-bool kd_conv_dnnl_inference(const kd_conv_geometry *g, int N, int cout, int groups, const kd_tensor *x,
-                            const float *w, const kd_conv_epilogue *e, kd_tensor *y, bool blocked_out) {
-    if (!ready()) return false;
-    conv_desc d;
-    describe(g, N, cout, groups, &d);
-    dnnl_memory_desc_t bias_md;
-    dnnl_dims_t bias_dims = {cout};
-    dnnl_memory_desc_init_by_tag(&bias_md, 1, bias_dims, dnnl_f32, dnnl_a);
-    const dnnl_memory_desc_t *bias_arg = e->bias ? &bias_md : NULL;
-    /* the kernel's output layout, chosen without the residual; then the
-     * residual is read in that layout (reordered into it if stored
-     * otherwise): a residual in another layout makes oneDNN fall back to a
-     * slow kernel */
-    dnnl_primitive_desc_t pd = inference_pd(&d, bias_arg, NULL, e->relu, NULL);
-    if (!pd) return false;
-    dnnl_memory_desc_t dst_md = *query(pd, dnnl_query_dst_md);
-    if (e->residual) {
-        dnnl_primitive_desc_destroy(pd);
-        if (!(pd = inference_pd(&d, bias_arg, &dst_md, e->relu, &dst_md))) return false;
-    }
+static const dnnl_memory_desc_t *query(dnnl_primitive_desc_t pd, dnnl_query_t what) {
+    return dnnl_primitive_desc_query_md(pd, what, 0);
+}
+
+/* The output bound to y's own storage in the kernel's blocked layout `md`. */
+static bool bind_blocked_output(operand *o, const dnnl_memory_desc_t *md, kd_tensor *y) {
+    if (dnnl_memory_create(&o->plain, md, engine, kd_data_as_stored(y)) != dnnl_success) return false;
+    o->used = o->plain;
+    return true;
+}
+
+/* Runs the forward primitive pd: x (read as it is stored) and w in, with
+ * an epilogue e its bias and its residual (read in the output's layout),
+ * and the output left in its blocked layout when blocked_out allows, else
+ * reordered to y's NCHW. keep_src: as kd_conv_dnnl_forward's. */
+static bool run_forward(dnnl_primitive_desc_t pd, const conv_desc *d, const kd_tensor *x, const float *w,
+                        const kd_conv_epilogue *e, kd_tensor *y, bool blocked_out, kd_tensor **keep_src) {
+    const dnnl_memory_desc_t *src_md = query(pd, dnnl_query_src_md), *dst_md = query(pd, dnnl_query_dst_md);
     operand src = {0}, weights = {0}, dst = {0}, bias = {0}, residual = {0};
+    const kd_tensor *res = e ? e->residual : NULL, *b = e ? e->bias : NULL;
     dnnl_memory_desc_t src_have, residual_have;
-    void *src_data = as_stored(x, &d.src, &src_have);
-    void *residual_data = e->residual ? as_stored(e->residual, &d.dst, &residual_have) : NULL;
-    int out_block = blocked_out ? block_of(&dst_md) : 0;
-    bool ok = operand_bind(&src, &src_have, query(pd, dnnl_query_src_md), src_data, true) &&
-              operand_bind(&weights, &d.weights, query(pd, dnnl_query_weights_md), (void *)w, true) &&
-              (!e->bias || operand_bind(&bias, &bias_md, &bias_md, kd_f32(e->bias), true)) &&
-              (!e->residual || operand_bind(&residual, &residual_have, &dst_md, residual_data, true)) &&
-              (out_block ? bind_blocked_output(&dst, &dst_md, y) : operand_bind(&dst, &d.dst, &dst_md, kd_f32(y), false));
+    void *src_data = as_stored(x, &d->src, &src_have);
+    void *residual_data = res ? as_stored(res, &d->dst, &residual_have) : NULL;
+    int out_block = blocked_out ? block_of(dst_md) : 0;
+    bool ok = (keep_src ? operand_bind_kept(&src, &src_have, src_md, src_data, keep_src)
+                        : operand_bind(&src, &src_have, src_md, src_data, true)) &&
+              operand_bind(&weights, &d->weights, query(pd, dnnl_query_weights_md), (void *)w, true) &&
+              (!b || operand_bind(&bias, &d->bias, &d->bias, kd_f32(b), true)) &&
+              (!res || operand_bind(&residual, &residual_have, dst_md, residual_data, true)) &&
+              (out_block ? bind_blocked_output(&dst, dst_md, y) : operand_bind(&dst, &d->dst, dst_md, kd_f32(y), false));
     if (ok) {
         dnnl_exec_arg_t args[5] = {{DNNL_ARG_SRC, src.used}, {DNNL_ARG_WEIGHTS, weights.used}, {DNNL_ARG_DST, dst.used}};
         int n = 3;
-        if (e->bias) args[n++] = (dnnl_exec_arg_t){DNNL_ARG_BIAS, bias.used};
-        if (e->residual) args[n++] = (dnnl_exec_arg_t){DNNL_ARG_ATTR_MULTIPLE_POST_OP(0) | DNNL_ARG_SRC_1, residual.used};
+        if (b) args[n++] = (dnnl_exec_arg_t){DNNL_ARG_BIAS, bias.used};
+        if (res) args[n++] = (dnnl_exec_arg_t){DNNL_ARG_ATTR_MULTIPLE_POST_OP(0) | DNNL_ARG_SRC_1, residual.used};
         ok = execute(pd, n, args) && (dst.used == dst.plain || reorder(dst.used, dst.plain, false));
         if (ok && out_block) kd_set_blocked(y, out_block);
     }
     operand_release(&src), operand_release(&weights), operand_release(&dst);
     operand_release(&bias), operand_release(&residual);
+    return ok;
+}
+
+bool kd_conv_dnnl_forward(const kd_conv_geometry *g, int N, int cout, int groups, const kd_tensor *x,
+                          const float *w, kd_tensor *y, bool blocked_out, kd_tensor **keep_src) {
+    if (keep_src) *keep_src = NULL;
+    if (!ready()) return false;
+    conv_desc d;
+    describe(g, N, cout, groups, &d);
+    dnnl_primitive_desc_t pd = forward_pd(&d, NULL, NULL, false, NULL);
+    if (!pd) return false;
+    bool ok = run_forward(pd, &d, x, w, NULL, y, blocked_out, keep_src);
+    dnnl_primitive_desc_destroy(pd);
+    if (!ok && keep_src && *keep_src) {
+        kd_tensor_release(*keep_src);
+        *keep_src = NULL;
+    }
+    return ok;
+}
+
+bool kd_conv_dnnl_inference(const kd_conv_geometry *g, int N, int cout, int groups, const kd_tensor *x,
+                            const float *w, const kd_conv_epilogue *e, kd_tensor *y, bool blocked_out) {
+    if (!ready()) return false;
+    conv_desc d;
+    describe(g, N, cout, groups, &d);
+    const dnnl_memory_desc_t *bias = e->bias ? &d.bias : NULL;
+    /* the kernel's output layout, chosen without the residual; then the
+     * residual is read in that layout (reordered into it if stored
+     * otherwise): a residual in another layout makes oneDNN fall back to a
+     * slow kernel */
+    dnnl_primitive_desc_t pd = forward_pd(&d, bias, NULL, e->relu, NULL);
+    if (pd && e->residual) {
+        dnnl_memory_desc_t dst_md = *query(pd, dnnl_query_dst_md);
+        dnnl_primitive_desc_destroy(pd);
+        pd = forward_pd(&d, bias, &dst_md, e->relu, &dst_md);
+    }
+    if (!pd) return false;
+    bool ok = run_forward(pd, &d, x, w, e, y, blocked_out, NULL);
     dnnl_primitive_desc_destroy(pd);
     return ok;
 }
@@ -467,7 +456,7 @@ unsigned kd_conv_dnnl_backward(const kd_conv_geometry *g, int N, int cout, int g
     if (!ready()) return 0;
     conv_desc d;
     describe(g, N, cout, groups, &d);
-    dnnl_primitive_desc_t hint = forward_pd(&d); /* one for both gradients */
+    dnnl_primitive_desc_t hint = forward_pd(&d, NULL, NULL, false, NULL); /* one for both gradients */
     if (!hint) return 0;
     dnnl_primitive_desc_t data_pd = NULL, weights_pd = NULL;
     dnnl_convolution_desc_t cd;

@@ -9,8 +9,6 @@
  * after it). Folding rounds the weights once more, so the values are those
  * of the ops one by one up to float rounding, not bit for bit. No gradient
  * goes through it: training runs the ops one by one. */
-#include <math.h>
-
 #include "internal.h"
 
 static kd_status check_vector(const char *what, const kd_tensor *v, int channels) {
@@ -61,9 +59,8 @@ kd_status kd_conv2d_bn(kd_tensor *x, kd_tensor *w, kd_tensor *b, const kd_folded
     const float *bi = b ? kd_f32(b) : NULL;
     float *wo = kd_f32(folded_w), *bo = kd_f32(folded_b);
     for (int c = 0; c < cout; c++) {
-        /* scale and shift as kd_batch_norm2d computes them */
-        float scale = (gamma ? gamma[c] : 1.0f) * (float)(1.0 / sqrt((double)var[c] + bn->eps));
-        float shift = (beta ? beta[c] : 0.0f) - mean[c] * scale;
+        float scale = kd_bn_scale(gamma, c, kd_bn_invstd(var[c], bn->eps));
+        float shift = kd_bn_shift(beta, c, mean[c], scale);
         for (size_t i = 0; i < per_channel; i++) wo[c * per_channel + i] = wi[c * per_channel + i] * scale;
         bo[c] = (bi ? bi[c] * scale : 0.0f) + shift;
     }

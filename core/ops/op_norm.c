@@ -231,7 +231,7 @@ static inline __attribute__((always_inline)) void block_statistics(const float *
         int c = cb * block + lane;
         double var = lanes_total(&sq[lane]) / (double)M;
         mu[c] = (float)m[lane];
-        is[c] = (float)(1.0 / sqrt(var + eps));
+        is[c] = kd_bn_invstd(var, eps);
         if (rm) {
             rm[c] = (float)((1 - momentum) * rm[c] + momentum * m[lane]);
             rv[c] = (float)((1 - momentum) * rv[c] + momentum * var * (double)M / (double)(M - 1));
@@ -268,13 +268,13 @@ static void batch_norm_blocked(const float *in, float *y, int N, int C, size_t H
     } else {
         for (int c = 0; c < C; c++) {
             mu[c] = rm[c];
-            is[c] = (float)(1.0 / sqrt((double)rv[c] + eps));
+            is[c] = kd_bn_invstd(rv[c], eps);
         }
     }
     float scale[C], shift[C];
     for (int c = 0; c < C; c++) {
-        scale[c] = (weight ? weight[c] : 1.0f) * is[c];
-        shift[c] = (bias ? bias[c] : 0.0f) - mu[c] * scale[c];
+        scale[c] = kd_bn_scale(weight, c, is[c]);
+        shift[c] = kd_bn_shift(bias, c, mu[c], scale[c]);
     }
 #pragma omp parallel for schedule(static) if (parallel)
     for (int unit = 0; unit < N * blocks; unit++) {
@@ -326,7 +326,7 @@ static kd_status batch_norm(kd_tensor *x, kd_tensor *weight, kd_tensor *bias, kd
                 for (int n = 0; n < N; n++) add_centered_squares(in + ((size_t)n * C + c) * HW, HW, m, &sq);
                 double var = lanes_total(&sq) / (double)M;
                 mu[c] = (float)m;
-                is[c] = (float)(1.0 / sqrt(var + eps));
+                is[c] = kd_bn_invstd(var, eps);
                 if (running_mean) {
                     float *rm = kd_f32(running_mean), *rv = kd_f32(running_var);
                     rm[c] = (float)((1 - momentum) * rm[c] + momentum * m);
@@ -334,10 +334,10 @@ static kd_status batch_norm(kd_tensor *x, kd_tensor *weight, kd_tensor *bias, kd
                 }
             } else {
                 mu[c] = kd_f32(running_mean)[c];
-                is[c] = (float)(1.0 / sqrt((double)kd_f32(running_var)[c] + eps));
+                is[c] = kd_bn_invstd(kd_f32(running_var)[c], eps);
             }
-            float scale = (weight ? kd_f32(weight)[c] : 1.0f) * is[c];
-            scale_channel(in, y, N, C, HW, c, scale, (bias ? kd_f32(bias)[c] : 0.0f) - mu[c] * scale, relu);
+            float scale = kd_bn_scale(weight ? kd_f32(weight) : NULL, c, is[c]);
+            scale_channel(in, y, N, C, HW, c, scale, kd_bn_shift(bias ? kd_f32(bias) : NULL, c, mu[c], scale), relu);
         }
     }
     if (training && running_mean) kd_modified(running_mean), kd_modified(running_var);
@@ -484,7 +484,7 @@ kd_status kd_batch_norm2d_synced(kd_tensor *x, kd_tensor *weight, kd_tensor *bia
     for (int c = 0; c < C; c++) {
         double m = sums[c] / M, var = sq[c] / M;
         mu[c] = (float)m;
-        is[c] = (float)(1.0 / sqrt(var + eps));
+        is[c] = kd_bn_invstd(var, eps);
         if (running_mean) {
             float *rm = kd_f32(running_mean), *rv = kd_f32(running_var);
             rm[c] = (float)((1 - momentum) * rm[c] + momentum * m);
@@ -494,8 +494,8 @@ kd_status kd_batch_norm2d_synced(kd_tensor *x, kd_tensor *weight, kd_tensor *bia
     free(sums);
 #pragma omp parallel for schedule(static) if ((size_t)N * HW * C > KD_PARALLEL_MIN)
     for (int c = 0; c < C; c++) {
-        float scale = (weight ? kd_f32(weight)[c] : 1.0f) * is[c];
-        scale_channel(in, y, N, C, HW, c, scale, (bias ? kd_f32(bias)[c] : 0.0f) - mu[c] * scale, false);
+        float scale = kd_bn_scale(weight ? kd_f32(weight) : NULL, c, is[c]);
+        scale_channel(in, y, N, C, HW, c, scale, kd_bn_shift(bias ? kd_f32(bias) : NULL, c, mu[c], scale), false);
     }
     if (running_mean) kd_modified(running_mean), kd_modified(running_var);
     kd_tensor *inputs[3] = {x, weight, bias}, *saved[4] = {x, weight, mean, invstd};

@@ -87,7 +87,8 @@ static kd_status binary(arith kind, kd_tensor *a, kd_tensor *b, kd_tensor **out)
         return s;
     size_t n = kd_numel(a);
     /* elementwise, so operands blocked alike (layout.c) give an output blocked alike */
-    int block = kd_blocked(a) && kd_blocked(b) == kd_blocked(a) ? kd_blocked(a) : 0;
+    int block = kd_blocked(a);
+    if (kd_blocked(b) != block) block = 0;
     const float *x = block ? kd_data_as_stored(a) : kd_f32(a), *y = block ? kd_data_as_stored(b) : kd_f32(b);
     float *z = kd_f32(*out);
     if (block) kd_set_blocked(*out, block);
