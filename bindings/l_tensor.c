@@ -316,7 +316,10 @@ static int m_bytes(lua_State *L) {
 
 static int m_backward(lua_State *L) {
     kd_tensor *t = self(L), *grad = lkd_opt_tensor(L, 2);
-    if (kd_backward(t, grad)) return lkd_raise(L, "backward");
+    lkd_collect_before_backward(L);
+    kd_status s = kd_backward(t, grad);
+    lkd_backward_done();
+    if (s) return lkd_raise(L, "backward");
     return 0;
 }
 

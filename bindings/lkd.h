@@ -20,6 +20,10 @@ kd_tensor *lkd_to_tensor(lua_State *L, int index);  /* NULL if not a tensor */
 /* Pushes t, taking over the caller's reference; may run a GC cycle first when
  * tensor memory has grown (Lua cannot see it otherwise). */
 void lkd_push_tensor(lua_State *L, kd_tensor *t);
+/* Around kd_backward: collect the forward's garbage first (if tensor memory
+ * has grown), and count later growth from what the backward leaves. */
+void lkd_collect_before_backward(lua_State *L);
+void lkd_backward_done(void);
 /* Raises "fn: <the core's message>". */
 int lkd_raise(lua_State *L, const char *fn);
 /* Raises if status is an error, otherwise pushes *out and returns 1. */

@@ -53,7 +53,7 @@ for _, n in ipairs(threads) do
     local step = median(times)
     local best_peak = math.max(unpack(peaks))
     local step_peak = median(peaks)
-    local rss = C.rss()
+    local rss = C.rss_peak() -- the process's peak over the steps (ru_maxrss), as torch_ref.py reports
     net:eval()
     -- inference as it runs by default (outputs left in the blocked layout,
     -- batch norms folded into the convolutions), alternated with the ops one
@@ -76,7 +76,7 @@ for _, n in ipairs(threads) do
                         train_step_gflop = 3 * forward_flops / 1e9, sgemm_peak_gflops = step_peak,
                         sgemm_best_gflops = best_peak, bound_ms = 1e3 * bound, step_over_bound = step / bound,
                         step_over_best_bound = step * best_peak * 1e9 / (3 * forward_flops),
-                        peak_tensor_mib = C.memory().peak_bytes / 2 ^ 20, rss_mib = rss / 2 ^ 20,
+                        peak_tensor_mib = C.memory().peak_bytes / 2 ^ 20, peak_rss_mib = rss / 2 ^ 20,
                         conv_precision = kd.conv_precision()}))
     io.stdout:flush()
   end

@@ -64,7 +64,7 @@ for _, threads in ipairs({2, 1}) do
     local t = {step = {}, infer = {}, rss = {}}
     for _ = 1, rounds do
       for _, v in ipairs(lines_of(string.format("%s %s/bench_nets.lua %d bench_%s", kdseg, here, threads, net))) do
-        k.step[#k.step + 1], k.infer[#k.infer + 1], k.rss[#k.rss + 1] = v.train_step_ms, v.inference_ms, v.rss_mib
+        k.step[#k.step + 1], k.infer[#k.infer + 1], k.rss[#k.rss + 1] = v.train_step_ms, v.inference_ms, v.peak_rss_mib
         k.infer_unfused[#k.infer_unfused + 1] = v.inference_unfused_ms
         k.gflop = v.train_step_gflop
       end
@@ -91,11 +91,12 @@ for _, threads in ipairs({2, 1}) do
     end
     local ks, ki = median(k.step), median(k.infer)
     local row = {bench = "compare_torch", net = net, threads = threads, rounds = rounds, kdseg_step_ms = ks,
-                 kdseg_inference_ms = ki, kdseg_inference_unfused_ms = median(k.infer_unfused), kdseg_rss_mib = median(k.rss)}
+                 kdseg_inference_ms = ki, kdseg_inference_unfused_ms = median(k.infer_unfused), kdseg_peak_rss_mib = median(k.rss)}
     if ks and k.gflop and peak[threads] then row.step_fraction_of_fma_peak = k.gflop / (ks / 1e3) / peak[threads] end
     if has_torch and #t.step > 0 then
       row.torch_step_ms, row.torch_inference_ms, row.torch_peak_rss_mib = median(t.step), median(t.infer), median(t.rss)
       row.step_ratio = ks and ks / row.torch_step_ms
+      row.peak_rss_ratio = row.kdseg_peak_rss_mib and row.torch_peak_rss_mib and row.kdseg_peak_rss_mib / row.torch_peak_rss_mib
       row.inference_ratio = ki and row.torch_inference_ms and ki / row.torch_inference_ms
       row.inference_unfused_ratio = row.kdseg_inference_unfused_ms and row.kdseg_inference_unfused_ms / row.torch_inference_ms
       if #b.step > 0 then
