@@ -44,6 +44,26 @@ static int l_set_conv_precision(lua_State *L) {
     return 1;
 }
 
+/* set_conv_algorithm("winograd" | "direct") -> the previous one: Winograd
+ * F(4x4, 3x3) for oneDNN's 3x3 stride-1 undilated convolutions where it has
+ * the kernels, direct convolution for the rest */
+static int l_set_conv_algorithm(lua_State *L) {
+    const char *name = luaL_checkstring(L, 1);
+    bool winograd = strcmp(name, "winograd") == 0;
+    if (!winograd && strcmp(name, "direct") != 0)
+        return luaL_error(L, "kd.set_conv_algorithm: 'winograd' or 'direct', got '%s'", name);
+    lua_pushstring(L, kd_conv_set_winograd(winograd) ? "winograd" : "direct");
+    return 1;
+}
+
+/* conv_algorithm() -> "winograd" or "direct": what is asked for now, and
+ * whether oneDNN has Winograd kernels here (calls without one run direct) */
+static int l_conv_algorithm(lua_State *L) {
+    lua_pushstring(L, kd_conv_winograd() ? "winograd" : "direct");
+    lua_pushboolean(L, kd_conv_winograd_available());
+    return 2;
+}
+
 /* set_layout("blocked" | "nchw") -> the previous one: whether convolutions
  * whose outputs need no gradient leave them in their kernels' blocked
  * layout for the next op (core/engine/layout.c) */
@@ -298,7 +318,8 @@ static const luaL_Reg functions[] = {
     {"cwd", l_cwd},
     {"gemm_gflops", l_gemm_gflops}, {"sleep", l_sleep},
     {"set_conv_backend", l_set_conv_backend}, {"set_conv_precision", l_set_conv_precision},
-    {"conv_precision", l_conv_precision}, {"set_layout", l_set_layout}, {"blocked", l_blocked},
+    {"conv_precision", l_conv_precision}, {"set_conv_algorithm", l_set_conv_algorithm},
+    {"conv_algorithm", l_conv_algorithm}, {"set_layout", l_set_layout}, {"blocked", l_blocked},
     {"set_threads", l_set_threads}, {"get_threads", l_get_threads}, {"manual_seed", l_manual_seed},
     {"rng_state", l_rng_state}, {"set_rng_state", l_set_rng_state},
     {"grad_enabled", l_grad_enabled}, {"set_grad_enabled", l_set_grad_enabled}, {"memory", l_memory},

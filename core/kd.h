@@ -291,6 +291,13 @@ bool kd_conv_dnnl_active(void);
 bool kd_conv_set_bf16(bool on);
 bool kd_conv_bf16(void);           /* asked for and available */
 bool kd_conv_bf16_available(void); /* oneDNN has bfloat16 kernels for this CPU */
+/* Winograd F(4x4, 3x3) for oneDNN's 3x3 stride-1 undilated convolutions
+ * where it has the kernels (AVX-512, float32): off by default,
+ * KDSEG_CONV_ALGORITHM=winograd turns it on; returns the previous setting.
+ * Other convolutions, and calls it has no kernel for, run direct. */
+bool kd_conv_set_winograd(bool on);
+bool kd_conv_winograd(void);           /* asked for */
+bool kd_conv_winograd_available(void); /* oneDNN has Winograd kernels for this CPU */
 
 /* Training: normalises with batch statistics and updates the running ones
  * (running = (1-momentum) running + momentum batch, unbiased variance).

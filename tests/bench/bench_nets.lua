@@ -77,7 +77,7 @@ for _, n in ipairs(threads) do
                         sgemm_best_gflops = best_peak, bound_ms = 1e3 * bound, step_over_bound = step / bound,
                         step_over_best_bound = step * best_peak * 1e9 / (3 * forward_flops),
                         peak_tensor_mib = C.memory().peak_bytes / 2 ^ 20, peak_rss_mib = rss / 2 ^ 20,
-                        conv_precision = kd.conv_precision()}))
+                        conv_precision = kd.conv_precision(), conv_algorithm = kd.conv_algorithm()}))
     io.stdout:flush()
   end
 end

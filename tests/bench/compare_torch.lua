@@ -12,7 +12,10 @@
 -- bfloat16 autocast (torch_ref.py --bf16): bf16_step_ratio and
 -- bf16_inference_ratio are kdseg's bfloat16 against PyTorch's float32,
 -- bf16_step_ratio_vs_torch_bf16 and bf16_inference_ratio_vs_torch_bf16
--- against PyTorch's bfloat16. kdseg's inference is with its blocked layout
+-- against PyTorch's bfloat16. Where oneDNN has Winograd kernels, kdseg also
+-- runs in float32 with them (KDSEG_CONV_ALGORITHM=winograd) in the same
+-- rounds: winograd_step_ratio and winograd_inference_ratio, against
+-- PyTorch's float32 (which runs direct). kdseg's inference is with its blocked layout
 -- (the default); inference_unfused_ratio with NCHW throughout (kd.set_layout).
 -- Without python3-torch at /usr/bin/python3 the comparison is skipped, saying so.
 --   kdseg tests/bench/compare_torch.lua [rounds]
@@ -60,6 +63,7 @@ for _, threads in ipairs({2, 1}) do
   for _, net in ipairs({"student", "teacher"}) do
     local k = {step = {}, infer = {}, infer_unfused = {}, rss = {}, gflop = nil}
     local b = {step = {}, infer = {}}
+    local wg = {step = {}, infer = {}}
     local tb = {step = {}, infer = {}}
     local t = {step = {}, infer = {}, rss = {}}
     for _ = 1, rounds do
@@ -71,6 +75,10 @@ for _, threads in ipairs({2, 1}) do
       for _, v in ipairs(lines_of(string.format("KDSEG_CONV_PRECISION=bf16 %s %s/bench_nets.lua %d bench_%s", kdseg, here,
                                                 threads, net))) do
         if v.conv_precision == "bf16" then b.step[#b.step + 1], b.infer[#b.infer + 1] = v.train_step_ms, v.inference_ms end
+      end
+      for _, v in ipairs(lines_of(string.format("KDSEG_CONV_ALGORITHM=winograd %s %s/bench_nets.lua %d bench_%s", kdseg,
+                                                here, threads, net))) do
+        if v.conv_algorithm == "winograd" then wg.step[#wg.step + 1], wg.infer[#wg.infer + 1] = v.train_step_ms, v.inference_ms end
       end
       if has_torch then
         for _, mode in ipairs({"train", "infer"}) do
@@ -99,6 +107,11 @@ for _, threads in ipairs({2, 1}) do
       row.peak_rss_ratio = row.kdseg_peak_rss_mib and row.torch_peak_rss_mib and row.kdseg_peak_rss_mib / row.torch_peak_rss_mib
       row.inference_ratio = ki and row.torch_inference_ms and ki / row.torch_inference_ms
       row.inference_unfused_ratio = row.kdseg_inference_unfused_ms and row.kdseg_inference_unfused_ms / row.torch_inference_ms
+      if #wg.step > 0 then
+        row.kdseg_winograd_step_ms, row.kdseg_winograd_inference_ms = median(wg.step), median(wg.infer)
+        row.winograd_step_ratio = row.kdseg_winograd_step_ms / row.torch_step_ms
+        row.winograd_inference_ratio = row.kdseg_winograd_inference_ms / row.torch_inference_ms
+      end
       if #b.step > 0 then
         row.kdseg_bf16_step_ms, row.kdseg_bf16_inference_ms = median(b.step), median(b.infer)
         row.bf16_step_ratio = row.kdseg_bf16_step_ms / row.torch_step_ms

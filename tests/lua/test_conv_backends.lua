@@ -217,6 +217,75 @@ function T.bf16_convolutions()
   h.eq(kd.conv_precision(), "float32", "the default")
 end
 
+-- Winograd F(4x4, 3x3) (kd.set_conv_algorithm, KDSEG_CONV_ALGORITHM): on
+-- 3x3 stride-1 convolutions like the zoo's (odd sizes, batch 1, 3 to 128
+-- channels, maps smaller than one 4x4 tile, a bias), the output and both
+-- gradients within 1e-5 of direct convolution (relative to the largest
+-- value), and other bits than direct where oneDNN has the kernels (so they
+-- ran); the same bits where it has none, and for strided, dilated and
+-- grouped convolutions, which always run direct. Every network of the zoo
+-- gives logits within 1e-4 of direct. (Gradients through a whole network
+-- are not compared: where direct convolution gives an exact 0 before a
+-- ReLU, Winograd's transforms leave a rounding error of either sign there,
+-- and the ReLU's gradient flips between 0 and 1; on bench_teacher at batch
+-- 1 that moves a weight gradient by 4%.)
+function T.winograd_convolutions()
+  local previous_backend = kd.set_conv_backend("onednn")
+  local _, available = kd.conv_algorithm()
+  local geometries = {
+    {x = {1, 3, 33, 47}, w = {16, 3, 3, 3}, o = {padding = 1}},
+    {x = {2, 16, 20, 28}, w = {32, 16, 3, 3}, o = {padding = 1}, bias = true},
+    {x = {1, 64, 9, 12}, w = {64, 64, 3, 3}, o = {padding = 1}},
+    {x = {1, 128, 3, 2}, w = {128, 128, 3, 3}, o = {padding = 1}},
+    {x = {2, 32, 11, 13}, w = {16, 32, 3, 3}, o = {}},
+    {x = {2, 16, 20, 21}, w = {16, 16, 3, 3}, o = {padding = 1, stride = 2}, direct = true},
+    {x = {2, 16, 12, 12}, w = {16, 16, 3, 3}, o = {padding = 2, dilation = 2}, direct = true},
+    {x = {2, 16, 14, 14}, w = {16, 4, 3, 3}, o = {padding = 1, groups = 4}, direct = true},
+  }
+  for k, geo in ipairs(geometries) do
+    local function run(algorithm)
+      kd.set_conv_algorithm(algorithm)
+      kd.manual_seed(k)
+      local x, w = kd.randn(geo.x), kd.randn(geo.w) * 0.2
+      local b = geo.bias and kd.randn({geo.w[1]}) or nil
+      x.requires_grad, w.requires_grad = true, true
+      local y = kd.conv2d(x, w, b, geo.o)
+      local loss = (y * kd.randn(y.shape)):sum()
+      loss:backward()
+      kd.set_conv_algorithm("direct")
+      return {y, x.grad, w.grad}
+    end
+    local direct, winograd = run("direct"), run("winograd")
+    for i, what in ipairs({"output", "input gradient", "weight gradient"}) do
+      local where = string.format("geometry %d, %s", k, what)
+      local r = relative(winograd[i], direct[i])
+      h.truthy(r < 1e-5, where .. ": Winograd off direct by " .. r)
+      if available and not geo.direct then
+        h.truthy(r > 0, where .. ": Winograd gave direct's bits (did its kernels run?)")
+      else
+        h.truthy(same_bits(winograd[i], direct[i]), where .. ": not Winograd's geometry or CPU, yet not direct's bits")
+      end
+    end
+  end
+  local x = kd.randn({2, 3, 40, 56})
+  for _, name in ipairs(kd.models.names()) do
+    local logits = {}
+    for _, algorithm in ipairs({"direct", "winograd"}) do
+      kd.set_conv_algorithm(algorithm)
+      kd.manual_seed(3)
+      local net = kd.models.create(name, narrow(name))
+      net:eval()
+      logits[algorithm] = kd.no_grad(net, x)
+    end
+    kd.set_conv_algorithm("direct")
+    local r = relative(logits.winograd, logits.direct)
+    h.truthy(r < 1e-4, string.format("%s: Winograd's logits off direct's by %g", name, r))
+  end
+  h.raises(function() kd.set_conv_algorithm("fft") end, "'winograd' or 'direct', got 'fft'")
+  h.eq(kd.conv_algorithm(), "direct", "the default")
+  kd.set_conv_backend(previous_backend)
+end
+
 -- oneDNN keeps its blocked copy of a convolution's input for the weight
 -- gradient; a backward that runs on the portable path (the backend switched
 -- between forward and backward) reads that copy back, in float32 exactly
