@@ -346,17 +346,19 @@ static int algorithms(const conv_desc *d, dnnl_alg_kind_t algorithm[2]) {
 /* A forward primitive (the training kind: its kernels take the blocked
  * layout; the inference kind picks channels-last kernels here, which would
  * reorder every activation). For inference's fused convolution, a bias
- * (`bias`) and as post-ops the residual sum (in the layout `residual`) and
- * the ReLU, with the output in the layout `dst`; NULL and false for none,
- * and the kernel's choice of output layout. */
+ * (`bias`) and as post-ops the residual sum (a second input in the layout
+ * `residual`, or with `sum` added to what the output holds before) and the
+ * ReLU, with the output in the layout `dst`; NULL and false for none, and
+ * the kernel's choice of output layout. */
 static dnnl_primitive_desc_t forward_pd(const conv_desc *d, const dnnl_memory_desc_t *bias,
-                                        const dnnl_memory_desc_t *residual, bool relu,
+                                        const dnnl_memory_desc_t *residual, bool sum, bool relu,
                                         const dnnl_memory_desc_t *dst) {
     dnnl_primitive_attr_t attr;
     dnnl_post_ops_t ops;
     if (dnnl_primitive_attr_create(&attr) != dnnl_success) return NULL;
     dnnl_post_ops_create(&ops);
     if (residual) dnnl_post_ops_append_binary(ops, dnnl_binary_add, residual);
+    if (sum) dnnl_post_ops_append_sum(ops, 1.0f);
     if (relu) dnnl_post_ops_append_eltwise(ops, 1.0f, dnnl_eltwise_relu, 0.0f, 0.0f);
     dnnl_primitive_attr_set_post_ops(attr, ops);
     dnnl_post_ops_destroy(ops);
@@ -387,11 +389,13 @@ static bool bind_blocked_output(operand *o, const dnnl_memory_desc_t *md, kd_ten
 }
 
 /* Runs the forward primitive pd: x (read as it is stored) and w in, with
- * an epilogue e its bias and its residual (read in the output's layout),
+ * an epilogue e its bias and its residual (read in the output's layout; or,
+ * residual_in_output, copied into the output first for pd's sum post-op),
  * and the output left in its blocked layout when blocked_out allows, else
  * reordered to y's NCHW. keep_src: as kd_conv_dnnl_forward's. */
 static bool run_forward(dnnl_primitive_desc_t pd, const conv_desc *d, const kd_tensor *x, const float *w,
-                        const kd_conv_epilogue *e, kd_tensor *y, bool blocked_out, kd_tensor **keep_src) {
+                        const kd_conv_epilogue *e, bool residual_in_output, kd_tensor *y, bool blocked_out,
+                        kd_tensor **keep_src) {
     const dnnl_memory_desc_t *src_md = query(pd, dnnl_query_src_md), *dst_md = query(pd, dnnl_query_dst_md);
     operand src = {0}, weights = {0}, dst = {0}, bias = {0}, residual = {0};
     const kd_tensor *res = e ? e->residual : NULL, *b = e ? e->bias : NULL;
@@ -403,13 +407,18 @@ static bool run_forward(dnnl_primitive_desc_t pd, const conv_desc *d, const kd_t
                         : operand_bind(&src, &src_have, src_md, src_data, true)) &&
               operand_bind(&weights, &d->weights, query(pd, dnnl_query_weights_md), (void *)w, true) &&
               (!b || operand_bind(&bias, &d->bias, &d->bias, kd_f32(b), true)) &&
-              (!res || operand_bind(&residual, &residual_have, dst_md, residual_data, true)) &&
+              (!res || residual_in_output || operand_bind(&residual, &residual_have, dst_md, residual_data, true)) &&
               (out_block ? bind_blocked_output(&dst, dst_md, y) : operand_bind(&dst, &d->dst, dst_md, kd_f32(y), false));
+    if (ok && res && residual_in_output) { /* the sum post-op adds the convolution to it */
+        ok = dnnl_memory_create(&residual.plain, &residual_have, engine, residual_data) == dnnl_success &&
+             reorder(residual.plain, dst.used, false);
+    }
     if (ok) {
         dnnl_exec_arg_t args[5] = {{DNNL_ARG_SRC, src.used}, {DNNL_ARG_WEIGHTS, weights.used}, {DNNL_ARG_DST, dst.used}};
         int n = 3;
         if (b) args[n++] = (dnnl_exec_arg_t){DNNL_ARG_BIAS, bias.used};
-        if (res) args[n++] = (dnnl_exec_arg_t){DNNL_ARG_ATTR_MULTIPLE_POST_OP(0) | DNNL_ARG_SRC_1, residual.used};
+        if (res && !residual_in_output)
+            args[n++] = (dnnl_exec_arg_t){DNNL_ARG_ATTR_MULTIPLE_POST_OP(0) | DNNL_ARG_SRC_1, residual.used};
         ok = execute(pd, n, args) && (dst.used == dst.plain || reorder(dst.used, dst.plain, false));
         if (ok && out_block) kd_set_blocked(y, out_block);
     }
@@ -424,9 +433,9 @@ bool kd_conv_dnnl_forward(const kd_conv_geometry *g, int N, int cout, int groups
     if (!ready()) return false;
     conv_desc d;
     describe(g, N, cout, groups, &d);
-    dnnl_primitive_desc_t pd = forward_pd(&d, NULL, NULL, false, NULL);
+    dnnl_primitive_desc_t pd = forward_pd(&d, NULL, NULL, false, false, NULL);
     if (!pd) return false;
-    bool ok = run_forward(pd, &d, x, w, NULL, y, blocked_out, keep_src);
+    bool ok = run_forward(pd, &d, x, w, NULL, false, y, blocked_out, keep_src);
     dnnl_primitive_desc_destroy(pd);
     if (!ok && keep_src && *keep_src) {
         kd_tensor_release(*keep_src);
@@ -445,14 +454,17 @@ bool kd_conv_dnnl_inference(const kd_conv_geometry *g, int N, int cout, int grou
      * residual is read in that layout (reordered into it if stored
      * otherwise): a residual in another layout makes oneDNN fall back to a
      * slow kernel */
-    dnnl_primitive_desc_t pd = forward_pd(&d, bias, NULL, e->relu, NULL);
-    if (pd && e->residual) {
+    /* Winograd's kernels take no binary post-op: with them the residual is
+     * put in the output first and the sum post-op adds the convolution */
+    bool by_sum = e->residual && d.winograd;
+    dnnl_primitive_desc_t pd = forward_pd(&d, bias, NULL, by_sum, e->relu, NULL);
+    if (pd && e->residual && !by_sum) {
         dnnl_memory_desc_t dst_md = *query(pd, dnnl_query_dst_md);
         dnnl_primitive_desc_destroy(pd);
-        pd = forward_pd(&d, bias, &dst_md, e->relu, &dst_md);
+        pd = forward_pd(&d, bias, &dst_md, false, e->relu, &dst_md);
     }
     if (!pd) return false;
-    bool ok = run_forward(pd, &d, x, w, e, y, blocked_out, NULL);
+    bool ok = run_forward(pd, &d, x, w, e, by_sum, y, blocked_out, NULL);
     dnnl_primitive_desc_destroy(pd);
     return ok;
 }
@@ -521,7 +533,7 @@ unsigned kd_conv_dnnl_backward(const kd_conv_geometry *g, int N, int cout, int g
     if (!ready()) return 0;
     conv_desc d;
     describe(g, N, cout, groups, &d);
-    dnnl_primitive_desc_t hint = forward_pd(&d, NULL, NULL, false, NULL); /* one for both gradients */
+    dnnl_primitive_desc_t hint = forward_pd(&d, NULL, NULL, false, false, NULL); /* one for both gradients */
     if (!hint) return 0;
     dnnl_primitive_desc_t data_pd = NULL, weights_pd = NULL;
     dnnl_alg_kind_t algorithm[2];
