@@ -255,50 +255,39 @@ typedef struct {
     bool winograd; /* try Winograd first (kd_conv_winograd and a 3x3 stride-1 undilated geometry) */
 } conv_desc;
 
-/* Whether oneDNN has bfloat16 convolution kernels for this CPU (asked once,
- * with a small convolution): elsewhere bfloat16 falls back to float32 on
- * oneDNN, not to the slower im2col path. */
-bool kd_conv_bf16_available(void) {
-    static int available = -1;
-    if (available >= 0) return available;
-    available = 0;
-    if (!ready()) return false;
-    dnnl_dims_t src = {1, 16, 8, 8}, w = {16, 16, 3, 3}, dst = {1, 16, 8, 8}, one = {1, 1}, zero = {0, 0};
-    dnnl_memory_desc_t s_md, w_md, d_md;
-    dnnl_memory_desc_init_by_tag(&s_md, 4, src, dnnl_bf16, dnnl_format_tag_any);
-    dnnl_memory_desc_init_by_tag(&w_md, 4, w, dnnl_bf16, dnnl_format_tag_any);
-    dnnl_memory_desc_init_by_tag(&d_md, 4, dst, dnnl_f32, dnnl_format_tag_any);
-    dnnl_convolution_desc_t cd;
-    dnnl_primitive_desc_t pd;
-    if (dnnl_dilated_convolution_forward_desc_init(&cd, dnnl_forward_training, dnnl_convolution_direct, &s_md, &w_md,
-                                                   NULL, &d_md, one, zero, one, one) == dnnl_success &&
-        dnnl_primitive_desc_create(&pd, &cd, NULL, engine, NULL) == dnnl_success) {
-        available = 1;
-        dnnl_primitive_desc_destroy(pd);
-    }
-    return available;
-}
-
-/* Whether oneDNN has Winograd kernels for this CPU (asked once, with the
- * forward of a small 3x3 convolution): AVX-512 only in this oneDNN. */
-bool kd_conv_winograd_available(void) {
-    static int available = -1;
-    if (available >= 0) return available;
-    available = 0;
+/* Whether oneDNN has a kernel here for the forward of a small 3x3
+ * convolution reading its inputs as `in`, by `algorithm`. */
+static bool has_kernel(dnnl_data_type_t in, dnnl_alg_kind_t algorithm) {
     if (!ready()) return false;
     dnnl_dims_t src = {1, 16, 8, 8}, w = {16, 16, 3, 3}, one = {1, 1}, zero = {0, 0};
     dnnl_memory_desc_t s_md, w_md, d_md;
-    dnnl_memory_desc_init_by_tag(&s_md, 4, src, dnnl_f32, dnnl_format_tag_any);
-    dnnl_memory_desc_init_by_tag(&w_md, 4, w, dnnl_f32, dnnl_format_tag_any);
+    dnnl_memory_desc_init_by_tag(&s_md, 4, src, in, dnnl_format_tag_any);
+    dnnl_memory_desc_init_by_tag(&w_md, 4, w, in, dnnl_format_tag_any);
     dnnl_memory_desc_init_by_tag(&d_md, 4, src, dnnl_f32, dnnl_format_tag_any);
     dnnl_convolution_desc_t cd;
     dnnl_primitive_desc_t pd;
-    if (dnnl_dilated_convolution_forward_desc_init(&cd, dnnl_forward_training, dnnl_convolution_winograd, &s_md,
-                                                   &w_md, NULL, &d_md, one, zero, one, one) == dnnl_success &&
-        dnnl_primitive_desc_create(&pd, &cd, NULL, engine, NULL) == dnnl_success) {
-        available = 1;
-        dnnl_primitive_desc_destroy(pd);
-    }
+    if (dnnl_dilated_convolution_forward_desc_init(&cd, dnnl_forward_training, algorithm, &s_md, &w_md, NULL, &d_md,
+                                                   one, zero, one, one) != dnnl_success ||
+        dnnl_primitive_desc_create(&pd, &cd, NULL, engine, NULL) != dnnl_success)
+        return false;
+    dnnl_primitive_desc_destroy(pd);
+    return true;
+}
+
+/* Whether oneDNN has bfloat16 convolution kernels for this CPU (asked
+ * once): elsewhere bfloat16 falls back to float32 on oneDNN, not to the
+ * slower im2col path. */
+bool kd_conv_bf16_available(void) {
+    static int available = -1;
+    if (available < 0) available = has_kernel(dnnl_bf16, dnnl_convolution_direct);
+    return available;
+}
+
+/* Whether oneDNN has Winograd kernels for this CPU (asked once): AVX-512
+ * only in this oneDNN. */
+bool kd_conv_winograd_available(void) {
+    static int available = -1;
+    if (available < 0) available = has_kernel(dnnl_f32, dnnl_convolution_winograd);
     return available;
 }
 
