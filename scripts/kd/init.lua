@@ -46,6 +46,12 @@ kd.set_conv_precision, kd.conv_precision = C.set_conv_precision, C.conv_precisio
 -- results within about 1e-5 of direct; "direct", the default
 -- (KDSEG_CONV_ALGORITHM=winograd in the environment)
 kd.set_conv_algorithm, kd.conv_algorithm = C.set_conv_algorithm, C.conv_algorithm
+-- How this process computes now, as each run's results.json records it:
+-- the thread count fixes the bits, and the convolutions' precision and
+-- algorithm how they round.
+function kd.engine()
+  return {threads = C.get_threads(), conv_precision = C.conv_precision(), conv_algorithm = C.conv_algorithm()}
+end
 -- "blocked" (the default): a convolution whose output needs no gradient
 -- leaves it in its kernels' layout for the next convolution, batch norm or
 -- elementwise op, and any other reader sees NCHW; "nchw": always NCHW

@@ -4,6 +4,7 @@
 -- (an MSE between two students' features) trained without touching the
 -- library, and the loop's run folder.
 local h = require("harness")
+local cjson = require("cjson")
 local T = {}
 local Step = require("kd.train.step")
 local ln2, ln3 = math.log(2), math.log(3)
@@ -263,6 +264,10 @@ function T.a_term_of_ones_own()
   local results = loop:run()
   h.truthy(type(seen) == "number" and seen > 0, "the script's term is computed and logged: " .. tostring(seen))
   h.truthy(results.models.a.final_miou and results.models.b.final_miou and results.models.both.final_miou, "every model and the ensemble scored")
+  local written = cjson.decode(kd.data.files.read(tmp .. "/runs/loop/results.json"))
+  h.eq(written.engine.threads, kd.get_threads(), "results.json records the thread count")
+  h.eq(written.engine.conv_precision, kd.conv_precision(), "and the convolutions' precision")
+  h.eq(written.engine.conv_algorithm, kd.conv_algorithm(), "and their algorithm")
   for _, f in ipairs({"a/last.safetensors", "a/best.safetensors", "b/last.safetensors", "state.safetensors"}) do
     h.truthy(kd.data.files.exists(tmp .. "/runs/loop/checkpoints/" .. f), f .. " written")
   end

@@ -708,6 +708,7 @@ function Loop:run()
     if results.models[e.name] then results.models[e.name].members = e.member_names end
   end
   results.classes = self.classes.names
+  results.engine = require("kd").engine() -- the bits depend on it: threads, conv precision and algorithm
   local primary = self.eval_spec.primary or (#list == 1 and #ensembles == 0 and list[1].name)
   if primary then
     if not results.models[primary] then error("train.Loop eval: primary '" .. tostring(primary) .. "' was not evaluated", 0) end
