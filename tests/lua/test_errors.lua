@@ -6,7 +6,7 @@ local T = {}
 
 -- functions that are fine with no arguments
 local no_args_ok = {get_threads = true, memory = true, rss = true, rss_peak = true, clock = true, empty_cache = true,
-                    grad_enabled = true, help = true, is_tensor = true, conv_precision = true, conv_algorithm = true}
+                    grad_enabled = true, help = true, is_tensor = true, conv_precision = true, conv_algorithm = true, engine = true}
 
 local function bad_calls()
   local img = kd.randn({2, 3, 4, 4})
