@@ -36,8 +36,9 @@ kd_tensor *lkd_opt_tensor(lua_State *L, int index) {
 /* Tensor memory lives outside Lua's heap, so Lua's collector cannot see it
  * grow: a loop that drops tensors could pile up gigabytes before a cycle.
  * Collect when live tensor bytes have grown by half (at least 16 MiB) since
- * what the last collection left: memory then plateaus within a few steps of
- * a training loop, whatever Lua's own pace. */
+ * what the last collection left, or since the lowest point after it: memory
+ * then plateaus within a few steps of a training loop, whatever Lua's own
+ * pace. */
 static size_t live_after_collect;
 static const size_t min_allowance = (size_t)16 << 20;
 

@@ -68,8 +68,9 @@ bool kd_conv_set_bf16(bool on) {
  * weights and the output, each in float32), so results move by about
  * 1e-5 relative; still the same bits from run to run at a thread count.
  * Off by default (KDSEG_CONV_ALGORITHM=winograd turns it on); where oneDNN
- * has no Winograd kernel for a call (no AVX-512, bfloat16, a fused
- * residual), that call runs direct. */
+ * has no Winograd kernel for a call (no AVX-512, bfloat16), that call runs
+ * direct. A fused residual at inference goes in by the sum post-op, which
+ * the Winograd kernels take (kd_conv_dnnl_inference). */
 static int winograd = -1; /* -1: the environment decides */
 
 bool kd_conv_winograd(void) {

@@ -190,6 +190,20 @@ end
 -- rounding (8 bits of mantissa: about 0.4% per operand) and not equal to
 -- float32 (so the bfloat16 kernels did run). Where oneDNN has no bfloat16
 -- kernels, asking for them is an error that says so.
+-- One convolution of geometry geo ({x =, w =, o = options, bias = true or
+-- not}) on inputs drawn at seed k, and its output, input gradient and
+-- weight gradient after a backward of a random projection.
+local function conv_and_grads(geo, k)
+  kd.manual_seed(k)
+  local x, w = kd.randn(geo.x), kd.randn(geo.w) * 0.2
+  local b = geo.bias and kd.randn({geo.w[1]}) or nil
+  x.requires_grad, w.requires_grad = true, true
+  local y = kd.conv2d(x, w, b, geo.o)
+  local loss = (y * kd.randn(y.shape)):sum()
+  loss:backward()
+  return {y, x.grad, w.grad}
+end
+
 function T.bf16_convolutions()
   local available = pcall(kd.set_conv_precision, "bf16")
   kd.set_conv_precision("float32")
@@ -208,14 +222,9 @@ function T.bf16_convolutions()
   for k, geo in ipairs(geometries) do
     local function run(precision)
       kd.set_conv_precision(precision)
-      kd.manual_seed(k)
-      local x, w = kd.randn(geo.x), kd.randn(geo.w) * 0.2
-      x.requires_grad, w.requires_grad = true, true
-      local y = kd.conv2d(x, w, nil, geo.o)
-      local loss = (y * kd.randn(y.shape)):sum()
-      loss:backward()
+      local result = conv_and_grads(geo, k)
       kd.set_conv_precision("float32")
-      return {y, x.grad, w.grad}
+      return result
     end
     local f32, bf16 = run("float32"), run("bf16")
     for i, what in ipairs({"output", "input gradient", "weight gradient"}) do
@@ -257,15 +266,9 @@ function T.winograd_convolutions()
   for k, geo in ipairs(geometries) do
     local function run(algorithm)
       kd.set_conv_algorithm(algorithm)
-      kd.manual_seed(k)
-      local x, w = kd.randn(geo.x), kd.randn(geo.w) * 0.2
-      local b = geo.bias and kd.randn({geo.w[1]}) or nil
-      x.requires_grad, w.requires_grad = true, true
-      local y = kd.conv2d(x, w, b, geo.o)
-      local loss = (y * kd.randn(y.shape)):sum()
-      loss:backward()
+      local result = conv_and_grads(geo, k)
       kd.set_conv_algorithm("direct")
-      return {y, x.grad, w.grad}
+      return result
     end
     local direct, winograd = run("direct"), run("winograd")
     for i, what in ipairs({"output", "input gradient", "weight gradient"}) do
