@@ -32,12 +32,19 @@
  * (the reorders into the blocked layouts convert them, so it costs no pass
  * of its own) and write float32 outputs and gradients, accumulated in
  * float32; kdseg's tensors and master weights stay float32. Where oneDNN has
- * no bfloat16 kernel for the CPU, the call falls back as above, in float32. */
+ * no bfloat16 kernel for the CPU, the call falls back as above, in float32.
+ *
+ * Winograd (kd_conv_set_winograd, KDSEG_CONV_ALGORITHM=winograd): each
+ * primitive tries oneDNN's Winograd kernels first where the geometry is
+ * theirs (3x3, stride 1, undilated), then direct ones; dilated 3x3
+ * convolutions are handed to conv_subimages.c, which runs them undilated on
+ * sub-images so that Winograd takes them too. */
 #include <dnnl.h>
 #include <stdlib.h>
 #include <string.h>
 
 #include "conv_dnnl.h"
+#include "conv_subimages.h"
 #include "internal.h"
 
 static dnnl_engine_t engine;
@@ -205,16 +212,25 @@ static bool operand_bind_from_kept(operand *o, const kd_tensor *kept, const dnnl
            reorder(o->plain, o->used, false);
 }
 
-bool kd_conv_dnnl_kept_source(const kd_tensor *kept, float *x) {
+/* Whether a kept source holds the sub-images of a convolution of N images
+ * (conv_subimages.c) rather than the images. */
+static bool kept_subimages(const kd_tensor *kept, int N) { return kept_desc(kept)->dims[0] != N; }
+
+bool kd_conv_dnnl_kept_source(const kd_tensor *kept, const kd_conv_geometry *g, int N, float *x) {
     if (!engine_ok) return false; /* made by the forward that kept it, even if oneDNN is off now */
     const dnnl_memory_desc_t *have = kept_desc(kept);
     dnnl_memory_desc_t plain;
     if (dnnl_memory_desc_init_by_tag(&plain, have->ndims, have->dims, dnnl_f32, dnnl_nchw) != dnnl_success) return false;
+    bool subimages = kept_subimages(kept, N);
+    size_t bytes = 0;
+    float *to_data = subimages ? kd_cache_alloc(dnnl_memory_desc_get_size(&plain), &bytes) : x;
     dnnl_memory_t from = NULL, to = NULL;
-    bool ok = dnnl_memory_create(&from, have, engine, kept_data(kept)) == dnnl_success &&
-              dnnl_memory_create(&to, &plain, engine, x) == dnnl_success && reorder(from, to, false);
+    bool ok = to_data && dnnl_memory_create(&from, have, engine, kept_data(kept)) == dnnl_success &&
+              dnnl_memory_create(&to, &plain, engine, to_data) == dnnl_success && reorder(from, to, false);
+    if (ok && subimages) kd_conv_subimages_to_full(g, N, to_data, x);
     if (from) dnnl_memory_destroy(from);
     if (to) dnnl_memory_destroy(to);
+    if (subimages) kd_cache_free(to_data, bytes);
     return ok;
 }
 
@@ -421,6 +437,7 @@ bool kd_conv_dnnl_forward(const kd_conv_geometry *g, int N, int cout, int groups
                           const float *w, kd_tensor *y, bool blocked_out, kd_tensor **keep_src) {
     if (keep_src) *keep_src = NULL;
     if (!ready()) return false;
+    if (kd_conv_by_subimages(g, groups)) return kd_conv_subimages_forward(g, N, cout, x, w, y, blocked_out, keep_src);
     conv_desc d;
     describe(g, N, cout, groups, &d);
     dnnl_primitive_desc_t pd = forward_pd(&d, NULL, NULL, false, false, NULL);
@@ -437,6 +454,7 @@ bool kd_conv_dnnl_forward(const kd_conv_geometry *g, int N, int cout, int groups
 bool kd_conv_dnnl_inference(const kd_conv_geometry *g, int N, int cout, int groups, const kd_tensor *x,
                             const float *w, const kd_conv_epilogue *e, kd_tensor *y, bool blocked_out) {
     if (!ready()) return false;
+    if (kd_conv_by_subimages(g, groups)) return kd_conv_subimages_inference(g, N, cout, x, w, e, y, blocked_out);
     conv_desc d;
     describe(g, N, cout, groups, &d);
     const dnnl_memory_desc_t *bias = e->bias ? &d.bias : NULL;
@@ -521,6 +539,9 @@ unsigned kd_conv_dnnl_backward(const kd_conv_geometry *g, int N, int cout, int g
                                const kd_tensor *kept_src, const float *w, const float *grad_out, float *grad_x,
                                float *grad_w) {
     if (!ready()) return 0;
+    /* the way the forward ran, where it kept its source */
+    if (kept_src ? kept_subimages(kept_src, N) : kd_conv_by_subimages(g, groups))
+        return kd_conv_subimages_backward(g, N, cout, x, kept_src, w, grad_out, grad_x, grad_w);
     conv_desc d;
     describe(g, N, cout, groups, &d);
     dnnl_primitive_desc_t hint = forward_pd(&d, NULL, NULL, false, false, NULL); /* one for both gradients */

@@ -27,8 +27,9 @@ enum { KD_DNNL_INPUT_GRAD = 1, KD_DNNL_WEIGHT_GRAD = 2 };
 unsigned kd_conv_dnnl_backward(const kd_conv_geometry *g, int N, int cout, int groups, const kd_tensor *x,
                                const kd_tensor *kept_src, const float *w, const float *grad_out, float *grad_x,
                                float *grad_w);
-/* A kept source back in NCHW float32 (x: N x C x H x W), for the portable
- * weight gradient; false if it cannot be (bfloat16 sources come back rounded). */
-bool kd_conv_dnnl_kept_source(const kd_tensor *kept, float *x);
+/* The source a forward kept (of convolution g on N images) back in NCHW
+ * float32 (x: N x C x H x W), for the portable weight gradient; false if it
+ * cannot be (bfloat16 sources come back rounded). */
+bool kd_conv_dnnl_kept_source(const kd_tensor *kept, const kd_conv_geometry *g, int N, float *x);
 
 #endif

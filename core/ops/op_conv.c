@@ -388,7 +388,7 @@ static kd_status weight_grad_from_kept(const kd_conv_geometry *g, const kd_tenso
     size_t bytes, n = (size_t)N * g->channels * g->height * g->width;
     float *x = kd_cache_alloc(n * sizeof(float), &bytes);
     kd_status s = !x ? KD_ERR_MEMORY
-                     : kd_conv_dnnl_kept_source(kept, x) ? weight_grad(g, x, go, N, cout, groups, gw)
+                     : kd_conv_dnnl_kept_source(kept, g, N, x) ? weight_grad(g, x, go, N, cout, groups, gw)
                                                           : KD_ERR_STATE;
     kd_cache_free(x, bytes);
     return s;

@@ -240,11 +240,14 @@ end
 
 -- Winograd F(4x4, 3x3) (kd.set_conv_algorithm, KDSEG_CONV_ALGORITHM): on
 -- 3x3 stride-1 convolutions like the zoo's (odd sizes, batch 1, 3 to 128
--- channels, maps smaller than one 4x4 tile, a bias), the output and both
--- gradients within 1e-5 of direct convolution (relative to the largest
--- value), and other bits than direct where oneDNN has the kernels (so they
--- ran); the same bits where it has none, and for strided, dilated and
--- grouped convolutions, which always run direct. Every network of the zoo
+-- channels, maps smaller than one 4x4 tile, a bias), and dilated ones with
+-- the padding that keeps the size (run on sub-images, conv_subimages.c:
+-- sides that are multiples of the dilation and sides that are not, maps
+-- smaller than the dilation), the output and both gradients within 1e-5 of
+-- direct convolution (relative to the largest value), and other bits than
+-- direct where oneDNN has the kernels (so they ran); the same bits where it
+-- has none, and for strided, grouped and other dilated convolutions, which
+-- always run direct. Every network of the zoo
 -- gives logits and gradients within 1e-4 of direct (with the running means
 -- off 0, see evaluation_net: where direct convolution gives an exact 0
 -- before a ReLU, Winograd's transforms leave a rounding error of either
@@ -260,8 +263,14 @@ function T.winograd_convolutions()
     {x = {1, 128, 3, 2}, w = {128, 128, 3, 3}, o = {padding = 1}},
     {x = {2, 32, 11, 13}, w = {16, 32, 3, 3}, o = {}},
     {x = {2, 16, 20, 21}, w = {16, 16, 3, 3}, o = {padding = 1, stride = 2}, direct = true},
-    {x = {2, 16, 12, 12}, w = {16, 16, 3, 3}, o = {padding = 2, dilation = 2}, direct = true},
+    {x = {2, 16, 12, 12}, w = {16, 16, 3, 3}, o = {padding = 2, dilation = 2}},
+    {x = {1, 32, 15, 17}, w = {16, 32, 3, 3}, o = {padding = 2, dilation = 2}, bias = true},
+    {x = {2, 16, 13, 10}, w = {32, 16, 3, 3}, o = {padding = 4, dilation = 4}},
+    {x = {1, 16, 3, 5}, w = {16, 16, 3, 3}, o = {padding = 4, dilation = 4}},
+    {x = {2, 3, 9, 7}, w = {8, 3, 3, 3}, o = {padding = 3, dilation = 3}},
+    {x = {2, 16, 12, 12}, w = {16, 16, 3, 3}, o = {padding = 1, dilation = 2}, direct = true},
     {x = {2, 16, 14, 14}, w = {16, 4, 3, 3}, o = {padding = 1, groups = 4}, direct = true},
+    {x = {2, 16, 14, 14}, w = {16, 4, 3, 3}, o = {padding = 2, dilation = 2, groups = 4}, direct = true},
   }
   for k, geo in ipairs(geometries) do
     local function run(algorithm)
@@ -304,14 +313,20 @@ end
 -- gradient; a backward that runs on the portable path (the backend switched
 -- between forward and backward) reads that copy back, in float32 exactly
 -- and in bfloat16 as rounded. Each gives the weight gradients of a backward
--- on oneDNN, for a plain, a strided and a grouped convolution.
+-- on oneDNN, for a plain, a strided, a grouped and a dilated convolution;
+-- and with Winograd, where the dilated one keeps its sub-images
+-- (conv_subimages.c), on a side no multiple of the dilation too.
 function T.kept_input_read_back_by_the_portable_path()
   local previous = kd.set_conv_backend("onednn")
-  local cases = {{16, 32, 3, {padding = 1}}, {16, 16, 3, {stride = 2, padding = 1}}, {32, 32, 3, {padding = 2, dilation = 2, groups = 4}}}
+  local cases = {{16, 32, 3, {padding = 1}}, {16, 16, 3, {stride = 2, padding = 1}},
+                 {32, 32, 3, {padding = 2, dilation = 2, groups = 4}}, {16, 16, 3, {padding = 2, dilation = 2}},
+                 {16, 16, 3, {padding = 3, dilation = 3}}}
   local precisions = {"float32"}
   if pcall(kd.set_conv_precision, "bf16") then precisions[2] = "bf16" end
+  if select(2, kd.conv_algorithm()) then precisions[#precisions + 1] = "winograd" end
   for _, precision in ipairs(precisions) do
-    kd.set_conv_precision(precision)
+    kd.set_conv_precision(precision == "bf16" and "bf16" or "float32")
+    kd.set_conv_algorithm(precision == "winograd" and "winograd" or "direct")
     for k, c in ipairs(cases) do
       local function weight_grad(switch)
         kd.set_conv_backend("onednn")
@@ -329,6 +344,7 @@ function T.kept_input_read_back_by_the_portable_path()
     end
   end
   kd.set_conv_precision("float32")
+  kd.set_conv_algorithm("direct")
   kd.set_conv_backend(previous)
 end
 

@@ -1,0 +1,188 @@
+/* conv_subimages.c - a dilated 3x3 convolution run as an undilated one on
+ * sub-images, so that Winograd's kernels take it.
+ *
+ * With dilation d, stride 1 and padding d, output pixel (y, x) reads the
+ * input rows y - d, y, y + d and columns x - d, x, x + d: only pixels
+ * congruent to (y, x) modulo d. So the d x d sub-images made of every d-th
+ * pixel (rows p, p + d, ...; columns q, q + d, ...) convolve independently,
+ * each with the same 3x3 kernel undilated and padding 1, and their outputs
+ * interleave back into the output ("space to batch", as atrous convolution
+ * is often run). oneDNN's Winograd kernels take only undilated 3x3
+ * convolutions; on bench_student's 64-channel 16 x 32 layers they run the
+ * sub-images of dilation 2 and 4 in about half the time its direct kernels
+ * take for the dilated convolution. Where a side is no multiple of d, the
+ * sub-images are padded with zeros to ceil(side / d): those are positions
+ * past the edge, which the dilated convolution's own padding reads as zeros.
+ *
+ * All three passes are linear in what they read, so each goes through the
+ * sub-images: the forward on the gathered input; the input gradient from the
+ * gathered output gradient, scattered back; the weight gradient from the
+ * gathered input (the copy the forward kept) and output gradient. Sub-image
+ * (p, q) of image n is batch entry (p * d + q) * N + n. Data keeps the layout
+ * it is stored in (NCHW, or nChw16c where a convolution left it so: a pixel's
+ * `lanes` channels of one block move together), so the layout machinery of
+ * conv_dnnl.c sees ordinary convolutions. Only copies: the same bits at any
+ * thread count. */
+#include <string.h>
+
+#include "conv_dnnl.h"
+#include "conv_subimages.h"
+
+bool kd_conv_by_subimages(const kd_conv_geometry *g, int groups) {
+    int d = g->dilation_h;
+    return d > 1 && g->dilation_w == d && g->kernel_h == 3 && g->kernel_w == 3 && g->stride_h == 1 &&
+           g->stride_w == 1 && g->pad_h == d && g->pad_w == d && groups == 1 && kd_conv_winograd() &&
+           !kd_conv_bf16() && kd_conv_winograd_available(); /* else nothing would run faster for it */
+}
+
+/* The undilated convolution of one sub-image; returns d. */
+static int subimage_geometry(const kd_conv_geometry *g, kd_conv_geometry *sub) {
+    int d = g->dilation_h;
+    *sub = *g;
+    sub->height = sub->out_h = (g->height + d - 1) / d;
+    sub->width = sub->out_w = (g->width + d - 1) / d;
+    sub->pad_h = sub->pad_w = 1;
+    sub->dilation_h = sub->dilation_w = 1;
+    return d;
+}
+
+/* The sizes of one gather or scatter: N images of CB x H x W pixels of
+ * `lanes` floats (CB = C, lanes 1 in NCHW; CB = C / 16, lanes 16 in
+ * nChw16c), their d * d * N sub-images of CB x h x w pixels. */
+typedef struct {
+    int N, CB, H, W, lanes, d, h, w;
+} subimages;
+
+typedef enum { GATHER, SCATTER, SCATTER_ADD } direction;
+
+/* One row of a sub-image (`sub`: w pixels) and the full row it is every d-th
+ * pixel of (`full`: W pixels, from column q), one way or the other. Inlined
+ * with `lanes` a constant, so that a pixel moves as one vector. */
+static inline __attribute__((always_inline)) void move_row(float *full, float *sub, int w, int W, int d, int q,
+                                                           int lanes, direction dir) {
+    int inside = W > q ? (W - q + d - 1) / d : 0; /* the pixels before the edge */
+    if (inside > w) inside = w;
+    for (int j = 0; j < inside; j++) {
+        float *at = full + (size_t)(j * d + q) * lanes, *sub_at = sub + (size_t)j * lanes;
+        for (int l = 0; l < lanes; l++) {
+            if (dir == GATHER) sub_at[l] = at[l];
+            else if (dir == SCATTER) at[l] = sub_at[l];
+            else at[l] += sub_at[l];
+        }
+    }
+    if (dir == GATHER) memset(sub + (size_t)inside * lanes, 0, (size_t)(w - inside) * lanes * sizeof(float));
+}
+
+/* Between full images (`full`) and their sub-images (`sub`), one way or
+ * the other: a gather zero-fills the sub-images' pixels past the edge, a
+ * scatter drops them. */
+static void move(const subimages *s, float *full, float *sub, direction dir) {
+    int rows = s->d * s->d * s->N * s->CB;
+    size_t row = (size_t)s->w * s->lanes, lanes = (size_t)s->lanes;
+#pragma omp parallel for schedule(static) if ((size_t)rows * s->h * row > KD_PARALLEL_MIN)
+    for (int r = 0; r < rows; r++) {
+        int cb = r % s->CB, n = r / s->CB % s->N, part = r / s->CB / s->N, p = part / s->d, q = part % s->d;
+        float *image = full + (((size_t)n * s->CB + cb) * s->H) * s->W * lanes;
+        float *subimage = sub + (size_t)r * s->h * row;
+        for (int i = 0; i < s->h; i++) {
+            int y = i * s->d + p;
+            float *to = subimage + (size_t)i * row, *from = image + (size_t)y * s->W * lanes;
+            if (y >= s->H) {
+                if (dir == GATHER) memset(to, 0, row * sizeof(float));
+            } else if (s->lanes == 16) {
+                move_row(from, to, s->w, s->W, s->d, q, 16, dir);
+            } else if (s->lanes == 8) {
+                move_row(from, to, s->w, s->W, s->d, q, 8, dir);
+            } else {
+                move_row(from, to, s->w, s->W, s->d, q, 1, dir);
+            }
+        }
+    }
+}
+
+static subimages sizes_of(int N, int C, int H, int W, int block, const kd_conv_geometry *sub, int d) {
+    return (subimages){N, block ? C / block : C, H, W, block ? block : 1, d, sub->height, sub->width};
+}
+
+/* t's sub-images as a new tensor in t's layout, or NULL where there is no
+ * memory for it. */
+static kd_tensor *gathered(const kd_tensor *t, const kd_conv_geometry *sub, int d) {
+    int block = kd_blocked(t), shape[4] = {d * d * t->shape[0], t->shape[1], sub->height, sub->width};
+    kd_tensor *out;
+    if (kd_tensor_new(KD_F32, 4, shape, &out)) return NULL;
+    subimages s = sizes_of(t->shape[0], t->shape[1], t->shape[2], t->shape[3], block, sub, d);
+    move(&s, block ? kd_data_as_stored(t) : kd_f32(t), kd_data_as_stored(out), GATHER);
+    if (block) kd_set_blocked(out, block);
+    return out;
+}
+
+/* The sub-images' outputs (ys) interleaved into y, in ys's layout. */
+static void scatter(const kd_tensor *ys, int d, const kd_conv_geometry *sub, kd_tensor *y) {
+    int block = kd_blocked(ys);
+    subimages s = sizes_of(y->shape[0], y->shape[1], y->shape[2], y->shape[3], block, sub, d);
+    move(&s, block ? kd_data_as_stored(y) : kd_f32(y), kd_data_as_stored(ys), SCATTER);
+    if (block) kd_set_blocked(y, block);
+}
+
+/* The forward (e NULL) or inference's fused convolution (e its epilogue,
+ * the residual gathered like the input). */
+static bool forward(const kd_conv_geometry *g, int N, int cout, const kd_tensor *x, const float *w,
+                    const kd_conv_epilogue *e, kd_tensor *y, bool blocked_out, kd_tensor **keep_src) {
+    kd_conv_geometry sub;
+    int d = subimage_geometry(g, &sub), shape[4] = {d * d * N, cout, sub.out_h, sub.out_w};
+    kd_tensor *xs = gathered(x, &sub, d), *ys = NULL, *residual = NULL;
+    bool ok = xs && !kd_tensor_new(KD_F32, 4, shape, &ys);
+    if (ok && e && e->residual) ok = (residual = gathered(e->residual, &sub, d)) != NULL;
+    if (ok && e) {
+        kd_conv_epilogue on_subimages = {e->bias, residual, e->relu};
+        ok = kd_conv_dnnl_inference(&sub, d * d * N, cout, 1, xs, w, &on_subimages, ys, blocked_out);
+    } else if (ok) {
+        ok = kd_conv_dnnl_forward(&sub, d * d * N, cout, 1, xs, w, ys, blocked_out, keep_src);
+    }
+    if (ok) scatter(ys, d, &sub, y);
+    if (residual) kd_tensor_release(residual);
+    if (xs) kd_tensor_release(xs);
+    if (ys) kd_tensor_release(ys);
+    return ok;
+}
+
+bool kd_conv_subimages_forward(const kd_conv_geometry *g, int N, int cout, const kd_tensor *x, const float *w,
+                               kd_tensor *y, bool blocked_out, kd_tensor **keep_src) {
+    return forward(g, N, cout, x, w, NULL, y, blocked_out, keep_src);
+}
+
+bool kd_conv_subimages_inference(const kd_conv_geometry *g, int N, int cout, const kd_tensor *x, const float *w,
+                                 const kd_conv_epilogue *e, kd_tensor *y, bool blocked_out) {
+    return forward(g, N, cout, x, w, e, y, blocked_out, NULL);
+}
+
+unsigned kd_conv_subimages_backward(const kd_conv_geometry *g, int N, int cout, const kd_tensor *x,
+                                    const kd_tensor *kept_src, const float *w, const float *grad_out, float *grad_x,
+                                    float *grad_w) {
+    kd_conv_geometry sub;
+    int d = subimage_geometry(g, &sub);
+    subimages out = sizes_of(N, cout, g->out_h, g->out_w, 0, &sub, d);
+    subimages in = sizes_of(N, g->channels, g->height, g->width, 0, &sub, d);
+    size_t out_bytes, in_bytes = 0, in_floats = (size_t)d * d * N * g->channels * sub.height * sub.width;
+    float *gos = kd_cache_alloc((size_t)d * d * N * cout * sub.out_h * sub.out_w * sizeof(float), &out_bytes);
+    float *gxs = grad_x ? kd_cache_alloc(in_floats * sizeof(float), &in_bytes) : NULL;
+    kd_tensor *xs = grad_w && !kept_src ? gathered(x, &sub, d) : NULL;
+    unsigned ran = 0;
+    if (gos && (gxs || !grad_x) && (xs || !grad_w || kept_src)) {
+        move(&out, (float *)grad_out, gos, GATHER);
+        if (gxs) memset(gxs, 0, in_floats * sizeof(float)); /* the gradient is added into it */
+        ran = kd_conv_dnnl_backward(&sub, d * d * N, cout, 1, xs, kept_src, w, gos, gxs, grad_w);
+        if (ran & KD_DNNL_INPUT_GRAD) move(&in, grad_x, gxs, SCATTER_ADD);
+    }
+    if (xs) kd_tensor_release(xs);
+    kd_cache_free(gos, out_bytes);
+    kd_cache_free(gxs, in_bytes);
+    return ran;
+}
+
+void kd_conv_subimages_to_full(const kd_conv_geometry *g, int N, const float *sub_x, float *x) {
+    kd_conv_geometry sub;
+    int d = subimage_geometry(g, &sub);
+    subimages s = sizes_of(N, g->channels, g->height, g->width, 0, &sub, d);
+    move(&s, x, (float *)sub_x, SCATTER);
+}
