@@ -63,11 +63,13 @@ static inline __attribute__((always_inline)) void move_row(float *full, float *s
     int inside = W > q ? (W - q + d - 1) / d : 0; /* the pixels before the edge */
     if (inside > w) inside = w;
     for (int j = 0; j < inside; j++) {
-        float *at = full + (size_t)(j * d + q) * lanes, *sub_at = sub + (size_t)j * lanes;
-        for (int l = 0; l < lanes; l++) {
-            if (dir == GATHER) sub_at[l] = at[l];
-            else if (dir == SCATTER) at[l] = sub_at[l];
-            else at[l] += sub_at[l];
+        float *restrict at = full + (size_t)(j * d + q) * lanes, *restrict sub_at = sub + (size_t)j * lanes;
+        if (dir == GATHER) {
+            memcpy(sub_at, at, (size_t)lanes * sizeof(float)); /* a constant size: vector moves */
+        } else if (dir == SCATTER) {
+            memcpy(at, sub_at, (size_t)lanes * sizeof(float));
+        } else {
+            for (int l = 0; l < lanes; l++) at[l] += sub_at[l];
         }
     }
     if (dir == GATHER) memset(sub + (size_t)inside * lanes, 0, (size_t)(w - inside) * lanes * sizeof(float));
