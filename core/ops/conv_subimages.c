@@ -8,11 +8,14 @@
  * each with the same 3x3 kernel undilated and padding 1, and their outputs
  * interleave back into the output ("space to batch", as atrous convolution
  * is often run). oneDNN's Winograd kernels take only undilated 3x3
- * convolutions; on bench_student's 64-channel 16 x 32 layers they run the
- * sub-images of dilation 2 and 4 in about half the time its direct kernels
- * take for the dilated convolution. Where a side is no multiple of d, the
- * sub-images are padded with zeros to ceil(side / d): those are positions
- * past the edge, which the dilated convolution's own padding reads as zeros.
+ * convolutions; on the benchmark networks' 16 x 32 layers of dilation 2 and
+ * 4 (tests/bench/bench_dilated.lua, 1 thread) the sub-images take 0.55-0.67
+ * of the direct kernels' time at inference and 0.58-0.78 for a forward and
+ * backward; on 2 threads the 64-channel layers' step gained nothing, since
+ * the gathers and scatters scale worse than the kernels. Where a side is
+ * no multiple of d, the sub-images are padded with zeros to ceil(side / d):
+ * those are positions past the edge, which the dilated convolution's own
+ * padding reads as zeros.
  *
  * All three passes are linear in what they read, so each goes through the
  * sub-images: the forward on the gathered input; the input gradient from the
@@ -106,6 +109,11 @@ static subimages sizes_of(int N, int C, int H, int W, int block, const kd_conv_g
     return (subimages){N, block ? C / block : C, H, W, block ? block : 1, d, sub->height, sub->width};
 }
 
+/* The floats the sub-images of s take. */
+static size_t subimage_floats(const subimages *s) {
+    return (size_t)s->d * s->d * s->N * s->CB * s->h * s->w * s->lanes;
+}
+
 /* t's sub-images as a new tensor in t's layout, or NULL where there is no
  * memory for it. */
 static kd_tensor *gathered(const kd_tensor *t, const kd_conv_geometry *sub, int d) {
@@ -165,8 +173,8 @@ unsigned kd_conv_subimages_backward(const kd_conv_geometry *g, int N, int cout, 
     int d = subimage_geometry(g, &sub);
     subimages out = sizes_of(N, cout, g->out_h, g->out_w, 0, &sub, d);
     subimages in = sizes_of(N, g->channels, g->height, g->width, 0, &sub, d);
-    size_t out_bytes, in_bytes = 0, in_floats = (size_t)d * d * N * g->channels * sub.height * sub.width;
-    float *gos = kd_cache_alloc((size_t)d * d * N * cout * sub.out_h * sub.out_w * sizeof(float), &out_bytes);
+    size_t out_bytes, in_bytes = 0, in_floats = subimage_floats(&in);
+    float *gos = kd_cache_alloc(subimage_floats(&out) * sizeof(float), &out_bytes);
     float *gxs = grad_x ? kd_cache_alloc(in_floats * sizeof(float), &in_bytes) : NULL;
     kd_tensor *xs = grad_w && !kept_src ? gathered(x, &sub, d) : NULL;
     unsigned ran = 0;
