@@ -28,8 +28,30 @@ function harness.raises(fn, ...)
   return err
 end
 
+-- The engine's process-wide settings. Every test starts from the suite's
+-- (those of the environment: KDSEG_CONV_ALGORITHM, KDSEG_LAYOUT, the thread
+-- count), so a test that fails midway, before it puts back what it changed,
+-- does not run the tests after it under its settings, and a test that puts
+-- back a default ("direct") does not undo the environment's choice.
+local function engine_settings()
+  local backend = kd.set_conv_backend("im2col") -- the setter is the only reader
+  kd.set_conv_backend(backend)
+  return {backend = backend, algorithm = kd.conv_algorithm(), precision = kd.conv_precision(),
+          layout = kd.set_layout("blocked"), threads = kd.get_threads()}
+end
+
+local function restore(settings)
+  kd.set_conv_backend(settings.backend)
+  kd.set_conv_algorithm(settings.algorithm)
+  kd.set_conv_precision(settings.precision)
+  kd.set_layout(settings.layout)
+  kd.set_threads(settings.threads)
+end
+
 function harness.run(files)
   local passed, failed = 0, 0
+  local suite = engine_settings()
+  restore(suite)
   for _, file in ipairs(files) do
     local chunk, err = loadfile(file)
     local tests = chunk and chunk() or nil
@@ -48,6 +70,7 @@ function harness.run(files)
           failed = failed + 1
           print("FAIL " .. file .. " " .. name .. ": " .. tostring(e))
         end
+        restore(suite)
         collectgarbage()
       end
     end
