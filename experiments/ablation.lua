@@ -1,10 +1,15 @@
 -- Ablation of the method: fine labels only / + pseudo-labels (one cycle) /
 -- + self-correction (K cycles) / + pixel KD / + pair-wise KD / + holistic
--- KD (weight 0.1, the structured-distillation paper's) / + mutual learning,
--- each over several seeds; writes runs/<name>/ablation.md (and .json) with
--- the students' mIoU as mean and spread (sample standard deviation), on the
--- validation images and, where the dataset has one, on its test split.
+-- KD / + mutual learning, each over several seeds; writes
+-- runs/<name>/ablation.md (and .json) with the students' mIoU as mean and
+-- spread (sample standard deviation), on the validation images and, where
+-- the dataset has one, on its test split.
 --   kdseg experiments/ablation.lua [seeds=[1,2,3]] [key=value ...] [--resume | --overwrite]   (keys: kd.semisup.defaults)
+-- Each distillation term enters with the weight students.weights gives it
+-- (kd.semisup's defaults, or, as below, the tuned ones the accuracy
+-- benchmark's students use, so that the rows build up to the benchmarked
+-- method); holistic KD, which the method leaves at 0, with the
+-- structured-distillation paper's 0.1 unless given.
 -- The variants differ only in the students, so each seed's teacher and its
 -- K cycles are made once (runs/<name>/seed<k>/teacher, a kd.semisup run
 -- without students) and every variant's students learn from it
@@ -14,10 +19,13 @@
 -- from earlier runs instead (the accuracy benchmark's:
 -- teachers_from=runs/accuracy_benchmark/seed{seed}/method), which must have
 -- been made with the same settings. --resume goes on where a killed ablation stopped.
--- At the accuracy benchmark's size, from its teachers (README, "The ablation"):
+-- At the accuracy benchmark's size, from its teachers, with its students'
+-- tuned settings (README, "The ablation"):
 --   kdseg experiments/ablation.lua name=ablation_benchmark teachers_from=runs/accuracy_benchmark/seed{seed}/method \
 --     data.root=data/accuracy_benchmark augment.crop=[64,128] teacher.model=deeplabv3plus teacher.iterations=2000 \
---     teacher.lr=0.02 teacher.retrain_iterations=1000 teacher.retrain_lr=0.01 students.iterations=4000 students.lr=0.02
+--     teacher.lr=0.02 teacher.retrain_iterations=1000 teacher.retrain_lr=0.01 students.iterations=4000 students.lr=0.02 \
+--     students.weights.pixel_kd=2 students.weights.pairwise=0.198055 students.weights.mutual=0.613839 \
+--     students.temperature=1 students.pairwise_pooling=max
 local cjson = require("cjson")
 local semisup = require("kd.method.semisup")
 local evaluate = require("kd.train.evaluate")
@@ -37,21 +45,33 @@ base.seeds, base.teachers_from = nil, nil
 base.baselines = {fine_only = false, all_labels = false}
 local K = math.max(2, base.cycles.count)
 base.cycles.count = K
+local given = base.students.weights
+for _, term in ipairs({"pixel_kd", "pairwise", "mutual"}) do
+  if type(given[term]) ~= "number" or given[term] <= 0 then
+    error(string.format("ablation: the ablation adds %s; give it a weight above 0 (students.weights.%s), got %s",
+                        term, term, tostring(given[term])), 0)
+  end
+end
+local holistic = (type(given.holistic) == "number" and given.holistic > 0) and given.holistic or 0.1
 local none = {ce = 1, pseudo = 0, pixel_kd = 0, pairwise = 0, mutual = 0, strong = 0, holistic = 0}
-local function weights(extra)
+local added = {} -- the terms of the variants so far, with their weights
+local function weights(term, weight)
+  if term then added[term] = weight end
   local w = kd.config.copy(none)
-  for k, v in pairs(extra) do w[k] = v end
+  for k, v in pairs(added) do w[k] = v end
   return w
 end
--- title, the cycle whose teacher and pseudo-labels the students learn from, their loss weights
+local function title(text, weight) return string.format("%s (weight %g)", text, weight) end
+-- title, the cycle whose teacher and pseudo-labels the students learn from,
+-- their loss weights (each row adds one term to the row before)
 local variants = {
-  {"fine labels only", 0, weights({})},
-  {"+ pseudo-labels (1 cycle)", 1, weights({pseudo = 1})},
-  {"+ self-correction (" .. K .. " cycles)", K, weights({pseudo = 1})},
-  {"+ pixel KD", K, weights({pseudo = 1, pixel_kd = 1})},
-  {"+ pair-wise KD", K, weights({pseudo = 1, pixel_kd = 1, pairwise = 1})},
-  {"+ holistic KD", K, weights({pseudo = 1, pixel_kd = 1, pairwise = 1, holistic = 0.1})},
-  {"+ mutual learning", K, weights({pseudo = 1, pixel_kd = 1, pairwise = 1, holistic = 0.1, mutual = 1})},
+  {"fine labels only", 0, weights()},
+  {"+ pseudo-labels (1 cycle)", 1, weights("pseudo", 1)},
+  {"+ self-correction (" .. K .. " cycles)", K, weights()},
+  {title("+ pixel KD", given.pixel_kd), K, weights("pixel_kd", given.pixel_kd)},
+  {title("+ pair-wise KD", given.pairwise), K, weights("pairwise", given.pairwise)},
+  {title("+ holistic KD", holistic), K, weights("holistic", holistic)},
+  {title("+ mutual learning", given.mutual), K, weights("mutual", given.mutual)},
 }
 
 -- What the teacher and its cycles depend on: a run given by teachers_from

@@ -57,7 +57,10 @@ run "students_from_run: {seed} without a seed" sh -c "! \"$kdseg\" \"$top/experi
     'run=runs/kd_teachers/seed{seed}' > bad.log 2>&1 && grep -q 'give seed=N' bad.log"
 # shellcheck disable=SC2086
 run ablation "$kdseg" "$top/experiments/ablation.lua" seeds=[1] $tiny
-run "ablation table" grep -q "^| + mutual learning | - | [0-9.]* |$" runs/ablation/ablation.md
+run "ablation table" grep -q "^| + mutual learning (weight 1) | - | [0-9.]* |$" runs/ablation/ablation.md
+run "ablation: holistic KD at the paper's weight when the method leaves it off" grep -q "^| + holistic KD (weight 0.1) |" runs/ablation/ablation.md
+run "ablation: a term it adds at weight 0 refused" sh -c "! \"$kdseg\" \"$top/experiments/ablation.lua\" name=bad_abl_w \
+    students.weights.pairwise=0 > bad.log 2>&1 && grep -q 'the ablation adds pairwise; give it a weight above 0' bad.log"
 run "ablation: one teacher run for every variant" test -f runs/ablation/seed1/teacher/pseudo/cycle_2/stats.json
 run baselines_semisup "$kdseg" "$top/experiments/baselines_semisup.lua" data.root=data data.labeled=splits/1_4/labeled.txt \
     data.unlabeled=splits/1_4/unlabeled.txt iterations=3 crop=[32,64] batch_size=4 workers=1 quiet=true
@@ -91,8 +94,10 @@ bench_teachers="data.root=bench_data augment.crop=[32,64] teacher.model=bench_te
     teacher.retrain_lr=0.01 batch_size=4 workers=1 students.iterations=3 quiet=true"
 # shellcheck disable=SC2086
 run "ablation from the benchmark's teachers" "$kdseg" "$top/experiments/ablation.lua" name=ablation_bench seeds=[1,2] \
-    'teachers_from=runs/accuracy_benchmark/seed{seed}/method' teacher.iterations=4 $bench_teachers
-run "ablation on the test split" grep -q "^| + mutual learning | [0-9.]* ± [0-9.]* | [0-9.]* ± [0-9.]* |$" runs/ablation_bench/ablation.md
+    'teachers_from=runs/accuracy_benchmark/seed{seed}/method' teacher.iterations=4 $bench_teachers \
+    students.weights.pixel_kd=2 students.weights.mutual=0.5
+run "ablation on the test split" grep -q "^| + mutual learning (weight 0.5) | [0-9.]* ± [0-9.]* | [0-9.]* ± [0-9.]* |$" runs/ablation_bench/ablation.md
+run "ablation: the given weights in the students' runs" grep -q '"pixel_kd":2' runs/ablation_bench/seed1/v7/config.json
 run "ablation reused the teachers" test ! -e runs/ablation_bench/seed1/teacher
 # shellcheck disable=SC2086
 run "ablation from teachers of other settings refused" sh -c "! \"$kdseg\" \"$top/experiments/ablation.lua\" name=ablation_bad seeds=[1] \
