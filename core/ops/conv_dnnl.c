@@ -13,10 +13,8 @@
  * for the weight gradient (kd_conv_dnnl_forward's keep_src; op_conv.c keeps
  * it instead of the NCHW input, so it costs no memory where the channels
  * fill the blocks), and one blocked copy of the output gradient serves both
- * gradients. Primitives are
- * built per call from descriptors; oneDNN's own primitive cache keeps the
- * compiled kernels, so a geometry is compiled once. Blocked copies live in
- * kdseg's caching allocator.
+ * gradients. Primitives are made once per geometry and settings and kept
+ * (dnnl_cache.c). Blocked copies live in kdseg's caching allocator.
  *
  * Each entry point returns false when it did not run (oneDNN refused the
  * geometry, a buffer could not be had, or KDSEG_CONV=im2col asks for the
@@ -45,6 +43,7 @@
 
 #include "conv_dnnl.h"
 #include "conv_subimages.h"
+#include "dnnl_cache.h"
 #include "internal.h"
 
 static dnnl_engine_t engine;
@@ -131,35 +130,18 @@ static void operand_release(operand *o) {
     memset(o, 0, sizeof *o);
 }
 
-static bool execute(dnnl_primitive_desc_t pd, int n, const dnnl_exec_arg_t *args) {
-    dnnl_primitive_t p;
-    if (dnnl_primitive_create(&p, pd) != dnnl_success) return false;
-    bool ok = dnnl_primitive_execute(p, stream, n, args) == dnnl_success && dnnl_stream_wait(stream) == dnnl_success;
-    dnnl_primitive_destroy(p);
-    return ok;
+static bool execute(const kd_dnnl_made *m, int n, const dnnl_exec_arg_t *args) {
+    return dnnl_primitive_execute(m->primitive, stream, n, args) == dnnl_success &&
+           dnnl_stream_wait(stream) == dnnl_success;
 }
 
 static bool reorder(dnnl_memory_t from, dnnl_memory_t to, bool accumulate) {
     const dnnl_memory_desc_t *a, *b;
     dnnl_memory_get_memory_desc(from, &a);
     dnnl_memory_get_memory_desc(to, &b);
-    dnnl_primitive_attr_t attr = NULL;
-    if (accumulate) {
-        dnnl_post_ops_t ops;
-        if (dnnl_primitive_attr_create(&attr) != dnnl_success) return false;
-        dnnl_post_ops_create(&ops);
-        dnnl_post_ops_append_sum(ops, 1.0f);
-        dnnl_primitive_attr_set_post_ops(attr, ops);
-        dnnl_post_ops_destroy(ops);
-    }
-    dnnl_primitive_desc_t pd;
-    bool ok = dnnl_reorder_primitive_desc_create(&pd, a, engine, b, engine, attr) == dnnl_success;
-    if (attr) dnnl_primitive_attr_destroy(attr);
-    if (!ok) return false;
+    const kd_dnnl_made *m = kd_dnnl_reorder(engine, a, b, accumulate);
     dnnl_exec_arg_t args[2] = {{DNNL_ARG_FROM, from}, {DNNL_ARG_TO, to}};
-    ok = execute(pd, 2, args);
-    dnnl_primitive_desc_destroy(pd);
-    return ok;
+    return m && execute(m, 2, args);
 }
 
 /* Binds data (laid out as plain) to the layout `wanted`: a blocked copy when
@@ -218,6 +200,7 @@ static bool kept_subimages(const kd_tensor *kept, int N) { return kept_desc(kept
 
 bool kd_conv_dnnl_kept_source(const kd_tensor *kept, const kd_conv_geometry *g, int N, float *x) {
     if (!engine_ok) return false; /* made by the forward that kept it, even if oneDNN is off now */
+    kd_dnnl_cache_trim();
     const dnnl_memory_desc_t *have = kept_desc(kept);
     dnnl_memory_desc_t plain;
     if (dnnl_memory_desc_init_by_tag(&plain, have->ndims, have->dims, dnnl_f32, dnnl_nchw) != dnnl_success) return false;
@@ -260,6 +243,17 @@ static void *as_stored(const kd_tensor *x, const dnnl_memory_desc_t *plain, dnnl
     return kd_f32(x);
 }
 
+/* What a convolution's primitives are made from: its geometry and settings
+ * (describe), then per primitive which one it is and, for inference's
+ * forward, which fusions. All ints, zeroed first: it compares by its bytes
+ * (dnnl_cache.c). */
+enum { FORWARD = 1, BACKWARD_DATA, BACKWARD_WEIGHTS };
+typedef struct {
+    kd_conv_geometry g;
+    int N, cout, groups, bf16, winograd;
+    int purpose, bias, residual, sum, relu;
+} conv_key;
+
 /* The descriptors of one convolution: the caller's plain float32 data, and
  * what the primitives take ("any" layout) as inputs, in the compute type,
  * and give as results, in float32. */
@@ -270,6 +264,7 @@ typedef struct {
     dnnl_memory_desc_t bias;                                    /* Cout, for inference's fused convolution */
     dnnl_dims_t strides, dilates, pad_l, pad_r;
     bool winograd; /* try Winograd first (kd_conv_winograd and a 3x3 stride-1 undilated geometry) */
+    conv_key key;
 } conv_desc;
 
 /* Whether oneDNN has a kernel here for the forward of a small 3x3
@@ -338,6 +333,10 @@ static void describe(const kd_conv_geometry *g, int N, int cout, int groups, con
     /* the right padding that makes the output size kdseg's (floor) */
     d->pad_r[0] = (g->out_h - 1) * g->stride_h + g->dilation_h * (g->kernel_h - 1) + 1 - g->height - g->pad_h;
     d->pad_r[1] = (g->out_w - 1) * g->stride_w + g->dilation_w * (g->kernel_w - 1) + 1 - g->width - g->pad_w;
+    memset(&d->key, 0, sizeof d->key);
+    d->key.g = *g;
+    d->key.N = N, d->key.cout = cout, d->key.groups = groups;
+    d->key.bf16 = in == dnnl_bf16, d->key.winograd = d->winograd;
 }
 
 /* The algorithms to try for d, the preferred first: Winograd where asked
@@ -387,6 +386,52 @@ static const dnnl_memory_desc_t *query(dnnl_primitive_desc_t pd, dnnl_query_t wh
     return dnnl_primitive_desc_query_md(pd, what, 0);
 }
 
+/* forward_pd's primitive for d, made once: with a bias (d->bias), the
+ * residual (read in the output layout the kernel picks without it: a
+ * residual in another layout makes oneDNN fall back to a slow kernel), the
+ * sum and the ReLU as asked. */
+static const kd_dnnl_made *forward_made(const conv_desc *d, bool bias, bool residual, bool sum, bool relu) {
+    conv_key key = d->key;
+    key.purpose = FORWARD, key.bias = bias, key.residual = residual, key.sum = sum, key.relu = relu;
+    const kd_dnnl_made *m = kd_dnnl_cache_find(&key, sizeof key);
+    if (m) return m;
+    dnnl_memory_desc_t dst_md;
+    if (residual) {
+        const kd_dnnl_made *without = forward_made(d, bias, false, sum, relu);
+        if (!without) return NULL;
+        dst_md = *query(without->pd, dnnl_query_dst_md);
+    }
+    dnnl_primitive_desc_t pd = forward_pd(d, bias ? &d->bias : NULL, residual ? &dst_md : NULL, sum, relu,
+                                          residual ? &dst_md : NULL);
+    return pd ? kd_dnnl_cache_keep(&key, sizeof key, pd) : NULL;
+}
+
+/* A gradient's primitive for d (purpose BACKWARD_DATA or BACKWARD_WEIGHTS),
+ * made once, with the forward's as oneDNN's hint. */
+static const kd_dnnl_made *backward_made(const conv_desc *d, int purpose, const kd_dnnl_made *hint) {
+    conv_key key = d->key;
+    key.purpose = purpose;
+    const kd_dnnl_made *m = kd_dnnl_cache_find(&key, sizeof key);
+    if (m) return m;
+    dnnl_alg_kind_t algorithm[2];
+    int n = algorithms(d, algorithm);
+    dnnl_primitive_desc_t pd = NULL;
+    for (int i = 0; !pd && i < n; i++) {
+        dnnl_convolution_desc_t cd;
+        dnnl_status_t made =
+            purpose == BACKWARD_DATA
+                ? dnnl_dilated_convolution_backward_data_desc_init(&cd, algorithm[i], &d->src_grad_out,
+                                                                   &d->weights_in, &d->grad_in, d->strides,
+                                                                   d->dilates, d->pad_l, d->pad_r)
+                : dnnl_dilated_convolution_backward_weights_desc_init(&cd, algorithm[i], &d->src_in,
+                                                                      &d->weights_grad_out, NULL, &d->grad_in,
+                                                                      d->strides, d->dilates, d->pad_l, d->pad_r);
+        if (made != dnnl_success || dnnl_primitive_desc_create(&pd, &cd, NULL, engine, hint->pd) != dnnl_success)
+            pd = NULL;
+    }
+    return pd ? kd_dnnl_cache_keep(&key, sizeof key, pd) : NULL;
+}
+
 /* The output bound to y's own storage in the kernel's blocked layout `md`. */
 static bool bind_blocked_output(operand *o, const dnnl_memory_desc_t *md, kd_tensor *y) {
     if (dnnl_memory_create(&o->plain, md, engine, kd_data_as_stored(y)) != dnnl_success) return false;
@@ -399,9 +444,10 @@ static bool bind_blocked_output(operand *o, const dnnl_memory_desc_t *md, kd_ten
  * residual_in_output, copied into the output first for pd's sum post-op),
  * and the output left in its blocked layout when blocked_out allows, else
  * reordered to y's NCHW. keep_src: as kd_conv_dnnl_forward's. */
-static bool run_forward(dnnl_primitive_desc_t pd, const conv_desc *d, const kd_tensor *x, const float *w,
+static bool run_forward(const kd_dnnl_made *m, const conv_desc *d, const kd_tensor *x, const float *w,
                         const kd_conv_epilogue *e, bool residual_in_output, kd_tensor *y, bool blocked_out,
                         kd_tensor **keep_src) {
+    dnnl_primitive_desc_t pd = m->pd;
     const dnnl_memory_desc_t *src_md = query(pd, dnnl_query_src_md), *dst_md = query(pd, dnnl_query_dst_md);
     operand src = {0}, weights = {0}, dst = {0}, bias = {0}, residual = {0};
     const kd_tensor *res = e ? e->residual : NULL, *b = e ? e->bias : NULL;
@@ -425,7 +471,7 @@ static bool run_forward(dnnl_primitive_desc_t pd, const conv_desc *d, const kd_t
         if (b) args[n++] = (dnnl_exec_arg_t){DNNL_ARG_BIAS, bias.used};
         if (res && !residual_in_output)
             args[n++] = (dnnl_exec_arg_t){DNNL_ARG_ATTR_MULTIPLE_POST_OP(0) | DNNL_ARG_SRC_1, residual.used};
-        ok = execute(pd, n, args) && (dst.used == dst.plain || reorder(dst.used, dst.plain, false));
+        ok = execute(m, n, args) && (dst.used == dst.plain || reorder(dst.used, dst.plain, false));
         if (ok && out_block) kd_set_blocked(y, out_block);
     }
     operand_release(&src), operand_release(&weights), operand_release(&dst);
@@ -438,12 +484,12 @@ bool kd_conv_dnnl_forward(const kd_conv_geometry *g, int N, int cout, int groups
     if (keep_src) *keep_src = NULL;
     if (!ready()) return false;
     if (kd_conv_by_subimages(g, groups)) return kd_conv_subimages_forward(g, N, cout, x, w, y, blocked_out, keep_src);
+    kd_dnnl_cache_trim();
     conv_desc d;
     describe(g, N, cout, groups, &d);
-    dnnl_primitive_desc_t pd = forward_pd(&d, NULL, NULL, false, false, NULL);
-    if (!pd) return false;
-    bool ok = run_forward(pd, &d, x, w, NULL, false, y, blocked_out, keep_src);
-    dnnl_primitive_desc_destroy(pd);
+    const kd_dnnl_made *m = forward_made(&d, false, false, false, false);
+    if (!m) return false;
+    bool ok = run_forward(m, &d, x, w, NULL, false, y, blocked_out, keep_src);
     if (!ok && keep_src && *keep_src) {
         kd_tensor_release(*keep_src);
         *keep_src = NULL;
@@ -455,33 +501,23 @@ bool kd_conv_dnnl_inference(const kd_conv_geometry *g, int N, int cout, int grou
                             const float *w, const kd_conv_epilogue *e, kd_tensor *y, bool blocked_out) {
     if (!ready()) return false;
     if (kd_conv_by_subimages(g, groups)) return kd_conv_subimages_inference(g, N, cout, x, w, e, y, blocked_out);
+    kd_dnnl_cache_trim();
     conv_desc d;
     describe(g, N, cout, groups, &d);
-    const dnnl_memory_desc_t *bias = e->bias ? &d.bias : NULL;
-    /* the kernel's output layout, chosen without the residual; then the
-     * residual is read in that layout (reordered into it if stored
-     * otherwise): a residual in another layout makes oneDNN fall back to a
-     * slow kernel */
-    /* Winograd's kernels take no binary post-op: with them the residual is
-     * put in the output first and the sum post-op adds the convolution */
+    /* the residual is read in the output's layout (reordered into it if
+     * stored otherwise); Winograd's kernels take no binary post-op: with
+     * them the residual is put in the output first and the sum post-op
+     * adds the convolution */
     bool by_sum = e->residual && d.winograd;
-    dnnl_primitive_desc_t pd = forward_pd(&d, bias, NULL, by_sum, e->relu, NULL);
-    if (pd && e->residual && !by_sum) {
-        dnnl_memory_desc_t dst_md = *query(pd, dnnl_query_dst_md);
-        dnnl_primitive_desc_destroy(pd);
-        pd = forward_pd(&d, bias, &dst_md, false, e->relu, &dst_md);
-    }
-    if (!pd) return false;
-    bool ok = run_forward(pd, &d, x, w, e, by_sum, y, blocked_out, NULL);
-    dnnl_primitive_desc_destroy(pd);
-    return ok;
+    const kd_dnnl_made *m = forward_made(&d, e->bias != NULL, e->residual && !by_sum, by_sum, e->relu);
+    return m && run_forward(m, &d, x, w, e, by_sum, y, blocked_out, NULL);
 }
 
 /* The gradient's result, in the primitive's layout, added into the caller's
  * plain buffer. */
-static bool accumulate_into(dnnl_primitive_desc_t pd, const dnnl_memory_desc_t *plain, dnnl_query_t what, float *into,
+static bool accumulate_into(const kd_dnnl_made *m, const dnnl_memory_desc_t *plain, dnnl_query_t what, float *into,
                             int n, dnnl_exec_arg_t *args, int result_arg) {
-    const dnnl_memory_desc_t *wanted = query(pd, what);
+    const dnnl_memory_desc_t *wanted = query(m->pd, what);
     size_t bytes;
     void *buffer = kd_cache_alloc(dnnl_memory_desc_get_size(wanted), &bytes);
     dnnl_memory_t result = NULL, target = NULL;
@@ -489,7 +525,7 @@ static bool accumulate_into(dnnl_primitive_desc_t pd, const dnnl_memory_desc_t *
               dnnl_memory_create(&target, plain, engine, into) == dnnl_success;
     if (ok) {
         args[n] = (dnnl_exec_arg_t){result_arg, result};
-        ok = execute(pd, n + 1, args) && reorder(result, target, true);
+        ok = execute(m, n + 1, args) && reorder(result, target, true);
     }
     if (result) dnnl_memory_destroy(result);
     if (target) dnnl_memory_destroy(target);
@@ -508,14 +544,14 @@ typedef struct {
     const kd_tensor *kept; /* or the source kept from the forward */
 } gradient_input;
 
-static bool run_gradient(dnnl_primitive_desc_t pd, gradient_input in, const operand *diff_dst, int result_arg,
+static bool run_gradient(const kd_dnnl_made *m, gradient_input in, const operand *diff_dst, int result_arg,
                          dnnl_query_t result_query, const dnnl_memory_desc_t *result_plain, float *into) {
     operand input = {0};
-    bool ok = in.kept ? operand_bind_from_kept(&input, in.kept, query(pd, in.query))
-                      : operand_bind(&input, in.plain, query(pd, in.query), (void *)in.data, true);
+    bool ok = in.kept ? operand_bind_from_kept(&input, in.kept, query(m->pd, in.query))
+                      : operand_bind(&input, in.plain, query(m->pd, in.query), (void *)in.data, true);
     if (ok) {
         dnnl_exec_arg_t args[3] = {{in.arg, input.used}, {DNNL_ARG_DIFF_DST, diff_dst->used}};
-        ok = accumulate_into(pd, result_plain, result_query, into, 2, args, result_arg);
+        ok = accumulate_into(m, result_plain, result_query, into, 2, args, result_arg);
     }
     operand_release(&input);
     return ok;
@@ -524,9 +560,9 @@ static bool run_gradient(dnnl_primitive_desc_t pd, gradient_input in, const oper
 /* The output gradient in the layout a gradient's primitive takes: the one
  * bound for the other gradient when it is the same (the usual case, so one
  * reorder serves both), else its own copy in `own`. */
-static const operand *diff_dst_for(dnnl_primitive_desc_t pd, const conv_desc *d, const float *grad_out,
+static const operand *diff_dst_for(const kd_dnnl_made *m, const conv_desc *d, const float *grad_out,
                                    const operand *shared, operand *own) {
-    const dnnl_memory_desc_t *wanted = query(pd, dnnl_query_diff_dst_md);
+    const dnnl_memory_desc_t *wanted = query(m->pd, dnnl_query_diff_dst_md);
     if (shared && shared->used) {
         const dnnl_memory_desc_t *have;
         dnnl_memory_get_memory_desc(shared->used, &have);
@@ -542,45 +578,26 @@ unsigned kd_conv_dnnl_backward(const kd_conv_geometry *g, int N, int cout, int g
     /* the way the forward ran, where it kept its source */
     if (kept_src ? kept_subimages(kept_src, N) : kd_conv_by_subimages(g, groups))
         return kd_conv_subimages_backward(g, N, cout, x, kept_src, w, grad_out, grad_x, grad_w);
+    kd_dnnl_cache_trim();
     conv_desc d;
     describe(g, N, cout, groups, &d);
-    dnnl_primitive_desc_t hint = forward_pd(&d, NULL, NULL, false, false, NULL); /* one for both gradients */
+    const kd_dnnl_made *hint = forward_made(&d, false, false, false, false); /* one for both gradients */
     if (!hint) return 0;
-    dnnl_primitive_desc_t data_pd = NULL, weights_pd = NULL;
-    dnnl_alg_kind_t algorithm[2];
-    int n = algorithms(&d, algorithm);
-    for (int i = 0; grad_x && !data_pd && i < n; i++) {
-        dnnl_convolution_desc_t cd;
-        if (dnnl_dilated_convolution_backward_data_desc_init(&cd, algorithm[i], &d.src_grad_out, &d.weights_in,
-                                                             &d.grad_in, d.strides, d.dilates, d.pad_l,
-                                                             d.pad_r) != dnnl_success ||
-            dnnl_primitive_desc_create(&data_pd, &cd, NULL, engine, hint) != dnnl_success)
-            data_pd = NULL;
-    }
-    for (int i = 0; grad_w && !weights_pd && i < n; i++) {
-        dnnl_convolution_desc_t cd;
-        if (dnnl_dilated_convolution_backward_weights_desc_init(&cd, algorithm[i], &d.src_in, &d.weights_grad_out,
-                                                                NULL, &d.grad_in, d.strides, d.dilates, d.pad_l,
-                                                                d.pad_r) != dnnl_success ||
-            dnnl_primitive_desc_create(&weights_pd, &cd, NULL, engine, hint) != dnnl_success)
-            weights_pd = NULL;
-    }
+    const kd_dnnl_made *data_primitive = grad_x ? backward_made(&d, BACKWARD_DATA, hint) : NULL;
+    const kd_dnnl_made *weights_primitive = grad_w ? backward_made(&d, BACKWARD_WEIGHTS, hint) : NULL;
     unsigned ran = 0;
     operand data_grad = {0}, weights_grad = {0};
     const operand *dd = NULL;
-    if (data_pd && (dd = diff_dst_for(data_pd, &d, grad_out, NULL, &data_grad)) &&
-        run_gradient(data_pd, (gradient_input){DNNL_ARG_WEIGHTS, dnnl_query_weights_md, &d.weights, w, NULL}, dd,
+    if (data_primitive && (dd = diff_dst_for(data_primitive, &d, grad_out, NULL, &data_grad)) &&
+        run_gradient(data_primitive, (gradient_input){DNNL_ARG_WEIGHTS, dnnl_query_weights_md, &d.weights, w, NULL}, dd,
                      DNNL_ARG_DIFF_SRC, dnnl_query_diff_src_md, &d.src, grad_x))
         ran |= KD_DNNL_INPUT_GRAD;
     dnnl_memory_desc_t src_have = d.src;
-    const void *src_data = weights_pd && !kept_src ? as_stored(x, &d.src, &src_have) : NULL;
-    if (weights_pd && (dd = diff_dst_for(weights_pd, &d, grad_out, &data_grad, &weights_grad)) &&
-        run_gradient(weights_pd, (gradient_input){DNNL_ARG_SRC, dnnl_query_src_md, &src_have, src_data, kept_src}, dd,
+    const void *src_data = weights_primitive && !kept_src ? as_stored(x, &d.src, &src_have) : NULL;
+    if (weights_primitive && (dd = diff_dst_for(weights_primitive, &d, grad_out, &data_grad, &weights_grad)) &&
+        run_gradient(weights_primitive, (gradient_input){DNNL_ARG_SRC, dnnl_query_src_md, &src_have, src_data, kept_src}, dd,
                      DNNL_ARG_DIFF_WEIGHTS, dnnl_query_diff_weights_md, &d.weights, grad_w))
         ran |= KD_DNNL_WEIGHT_GRAD;
     operand_release(&data_grad), operand_release(&weights_grad);
-    if (data_pd) dnnl_primitive_desc_destroy(data_pd);
-    if (weights_pd) dnnl_primitive_desc_destroy(weights_pd);
-    dnnl_primitive_desc_destroy(hint);
     return ran;
 }
