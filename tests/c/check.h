@@ -5,6 +5,7 @@
 #define KD_CHECK_H
 
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 
 #include "kd.h"
@@ -41,6 +42,23 @@ static int check_passed, check_failed;
         CHECK(ok_, "%s -> %s \"%s\", expected %s with the given fragments", #call,        \
               kd_status_name(s_), kd_error_message(), kd_status_name(code));              \
     } while (0)
+
+/* A float32 N x C x H x W tensor of standard normal values drawn from seed
+ * (aborts where it cannot be had: the tests' inputs, not what they test). */
+static inline kd_tensor *check_randn4(int n, int c, int h, int w, uint64_t seed) {
+    int shape[4] = {n, c, h, w};
+    kd_tensor *t;
+    kd_rng rng;
+    kd_rng_seed(&rng, seed);
+    if (kd_tensor_new(KD_F32, 4, shape, &t) || kd_fill_normal(t, 0, 1, &rng)) abort();
+    return t;
+}
+
+/* Whether two float32 tensors hold the same bits. */
+static inline bool check_same_bits(const kd_tensor *a, const kd_tensor *b) {
+    size_t n = kd_numel(a);
+    return n == kd_numel(b) && memcmp(kd_f32(a), kd_f32(b), n * sizeof(float)) == 0;
+}
 
 static inline int check_done(const char *name) {
     printf("%s: %d passed, %d failed\n", name, check_passed, check_failed);

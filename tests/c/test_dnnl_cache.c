@@ -8,26 +8,12 @@
 #include "check.h"
 #include "dnnl_cache.h"
 
-static kd_tensor *randn(int n, int c, int h, int w, uint64_t seed) {
-    int shape[4] = {n, c, h, w};
-    kd_tensor *t;
-    kd_rng rng;
-    kd_rng_seed(&rng, seed);
-    if (kd_tensor_new(KD_F32, 4, shape, &t) || kd_fill_normal(t, 0, 1, &rng)) abort();
-    return t;
-}
-
-static bool same_bits(const kd_tensor *a, const kd_tensor *b) {
-    size_t n = kd_numel(a);
-    return n == kd_numel(b) && memcmp(kd_f32(a), kd_f32(b), n * sizeof(float)) == 0;
-}
-
 static const kd_conv_params same3 = {1, 1, 1, 1, 1, 1, 1};
 
 /* One training step of a convolution on a c-channel h x w input: its
  * output, input gradient and weight gradient (retained, in out[3]). */
 static void conv_step(int c, int h, int w, kd_tensor *out[3]) {
-    kd_tensor *x = randn(2, c, h, w, 1), *weights = randn(16, c, 3, 3, 2), *y, *sq, *loss;
+    kd_tensor *x = check_randn4(2, c, h, w, 1), *weights = check_randn4(16, c, 3, 3, 2), *y, *sq, *loss;
     x->requires_grad = weights->requires_grad = true;
     CHECK_OK(kd_conv2d(x, weights, NULL, &same3, &y));
     CHECK_OK(kd_mul(y, y, &sq));
@@ -44,7 +30,7 @@ static void release3(kd_tensor *t[3]) {
 
 static void check_same(kd_tensor *a[3], kd_tensor *b[3], const char *what) {
     const char *names[3] = {"output", "input gradient", "weight gradient"};
-    for (int i = 0; i < 3; i++) CHECK(same_bits(a[i], b[i]), "%s: the %s differs", what, names[i]);
+    for (int i = 0; i < 3; i++) CHECK(check_same_bits(a[i], b[i]), "%s: the %s differs", what, names[i]);
 }
 
 static void test_made_once(void) {
@@ -63,7 +49,7 @@ static void test_made_once(void) {
         kd_tensor *winograd[3];
         conv_step(16, 9, 11, winograd);
         CHECK(kd_dnnl_cache_made() > made, "Winograd makes its own primitives");
-        CHECK(!same_bits(winograd[0], first[0]), "Winograd ran (its output has other bits than direct's)");
+        CHECK(!check_same_bits(winograd[0], first[0]), "Winograd ran (its output has other bits than direct's)");
         kd_conv_set_winograd(was);
         release3(winograd);
     }

@@ -8,26 +8,11 @@
 
 #include "check.h"
 
-static kd_tensor *randn(int n, int c, int h, int w, uint64_t seed) {
-    int shape[4] = {n, c, h, w};
-    kd_tensor *t;
-    kd_rng rng;
-    kd_rng_seed(&rng, seed);
-    if (kd_tensor_new(KD_F32, 4, shape, &t) || kd_fill_normal(t, 0, 1, &rng)) abort();
-    return t;
-}
-
 static kd_tensor *vector(int c, float first, float step) {
     kd_tensor *t;
     if (kd_tensor_new(KD_F32, 1, &c, &t)) abort();
     for (int i = 0; i < c; i++) kd_f32(t)[i] = first + step * i;
     return t;
-}
-
-static bool same_bits(const kd_tensor *a, const kd_tensor *b) {
-    size_t n = kd_numel(a);
-    if (n != kd_numel(b)) return false;
-    return memcmp(kd_f32(a), kd_f32(b), n * sizeof(float)) == 0;
 }
 
 static const kd_conv_params same3 = {1, 1, 1, 1, 1, 1, 1}, dilated = {1, 1, 2, 2, 2, 2, 1},
@@ -59,9 +44,9 @@ static kd_tensor *chain(kd_tensor *x, chain_params *p, int *blocked_seen) {
     return g;
 }
 
-static void test_chain_same_bits(void) {
-    kd_tensor *x = randn(3, 3, 21, 30, 1);
-    chain_params p = {randn(32, 3, 3, 3, 2), randn(32, 32, 3, 3, 3), vector(32, 0.7f, -0.05f), randn(5, 32, 3, 3, 4), vector(5, -0.2f, 0.1f),
+static void test_chain_check_same_bits(void) {
+    kd_tensor *x = check_randn4(3, 3, 21, 30, 1);
+    chain_params p = {check_randn4(32, 3, 3, 3, 2), check_randn4(32, 32, 3, 3, 3), vector(32, 0.7f, -0.05f), check_randn4(5, 32, 3, 3, 4), vector(5, -0.2f, 0.1f),
                       vector(32, 0.5f, 0.03f), vector(32, -0.1f, 0.01f), vector(32, 0, 0), vector(32, 1, 0),
                       vector(32, 0.3f, -0.02f), vector(32, 2.0f, 0.1f)};
     bool grad = kd_set_grad_enabled(false);
@@ -79,8 +64,8 @@ static void test_chain_same_bits(void) {
     if (kd_conv_dnnl_active())
         CHECK(seen_blocked == 6, "with the layout on, %d of the 6 inner outputs were blocked", seen_blocked);
     CHECK(kd_blocked(blocked) == 0, "5 channels fill no block: the last output is NCHW");
-    CHECK(same_bits(plain, blocked), "the chain's output differs between the layouts");
-    CHECK(same_bits(mean_after, p.mean) && same_bits(var_after, p.var),
+    CHECK(check_same_bits(plain, blocked), "the chain's output differs between the layouts");
+    CHECK(check_same_bits(mean_after, p.mean) && check_same_bits(var_after, p.var),
           "the running statistics a blocked batch norm updates differ");
     kd_set_grad_enabled(grad);
     kd_tensor *all[] = {x, plain, blocked, mean_after, var_after, p.w1, p.w2, p.b2, p.w3, p.b3, p.gamma, p.beta,
@@ -91,7 +76,7 @@ static void test_chain_same_bits(void) {
 /* A blocked output read through views, and converted image by image when
  * the allocator can give no buffer as large as it. */
 static void test_views_and_conversion(void) {
-    kd_tensor *x = randn(4, 16, 7, 9, 5), *w = randn(16, 16, 3, 3, 6);
+    kd_tensor *x = check_randn4(4, 16, 7, 9, 5), *w = check_randn4(16, 16, 3, 3, 6);
     bool grad = kd_set_grad_enabled(false);
     kd_blocked_layout_use(false);
     kd_tensor *want, *got, *view, *batch;
@@ -107,13 +92,13 @@ static void test_views_and_conversion(void) {
     CHECK_OK(kd_narrow_batch(got, 2, 2, &batch));
     CHECK(kd_get(batch, 5) == kd_get(want, 2 * 16 * 7 * 9 + 5), "a batch slice of a blocked tensor reads NCHW");
     CHECK(kd_blocked(got) == 0, "reading converted the storage");
-    CHECK(same_bits(view, want), "the reshaped view reads the values in NCHW order");
+    CHECK(check_same_bits(view, want), "the reshaped view reads the values in NCHW order");
     kd_tensor_release(got);
 
     /* no buffer for the conversion: it goes image by image in place */
     CHECK_OK(kd_conv2d(x, w, NULL, &same3, &got));
     kd_memory_set_limit(kd_memory().live_bytes + 64);
-    CHECK(same_bits(got, want), "converted image by image, the values are NCHW");
+    CHECK(check_same_bits(got, want), "converted image by image, the values are NCHW");
     kd_memory_set_limit(0);
     kd_set_grad_enabled(grad);
     kd_tensor *all[] = {x, w, want, got, view, batch};
@@ -126,7 +111,7 @@ static void test_blocked_input_with_gradients(void) {
     kd_tensor *results[2][2];
     for (int on = 0; on < 2; on++) {
         kd_blocked_layout_use(on);
-        kd_tensor *x = randn(2, 3, 12, 10, 7), *frozen = randn(16, 3, 3, 3, 8), *w = randn(8, 16, 3, 3, 9);
+        kd_tensor *x = check_randn4(2, 3, 12, 10, 7), *frozen = check_randn4(16, 3, 3, 3, 8), *w = check_randn4(8, 16, 3, 3, 9);
         w->requires_grad = true;
         kd_tensor *features, *y, *sq, *loss;
         bool grad = kd_set_grad_enabled(false);
@@ -143,15 +128,15 @@ static void test_blocked_input_with_gradients(void) {
         kd_tensor *all[] = {x, frozen, w, features, y, sq, loss};
         for (size_t i = 0; i < sizeof all / sizeof all[0]; i++) kd_tensor_release(all[i]);
     }
-    CHECK(same_bits(results[0][0], results[1][0]), "the weight gradient differs with a blocked input");
-    CHECK(same_bits(results[0][1], results[1][1]), "the input gradient differs with a blocked input");
+    CHECK(check_same_bits(results[0][0], results[1][0]), "the weight gradient differs with a blocked input");
+    CHECK(check_same_bits(results[0][1], results[1][1]), "the input gradient differs with a blocked input");
     for (int i = 0; i < 4; i++) kd_tensor_release(results[i / 2][i % 2]);
     kd_blocked_layout_use(true);
 }
 
 int main(void) {
     kd_set_threads(2);
-    test_chain_same_bits();
+    test_chain_check_same_bits();
     test_views_and_conversion();
     test_blocked_input_with_gradients();
     kd_memory_stats m = kd_memory();
