@@ -352,12 +352,11 @@ static int algorithms(const conv_desc *d, dnnl_alg_kind_t algorithm[2]) {
  * layout; the inference kind picks channels-last kernels here, which would
  * reorder every activation). For inference's fused convolution, a bias
  * (`bias`) and as post-ops the residual sum (a second input in the layout
- * `residual`, or with `sum` added to what the output holds before) and the
- * ReLU, with the output in the layout `dst`; NULL and false for none, and
- * the kernel's choice of output layout. */
+ * `residual`, which is also the output's, or with `sum` added to what the
+ * output holds before) and the ReLU; NULL and false for none, and then the
+ * kernel's choice of output layout. */
 static dnnl_primitive_desc_t forward_pd(const conv_desc *d, const dnnl_memory_desc_t *bias,
-                                        const dnnl_memory_desc_t *residual, bool sum, bool relu,
-                                        const dnnl_memory_desc_t *dst) {
+                                        const dnnl_memory_desc_t *residual, bool sum, bool relu) {
     dnnl_primitive_attr_t attr;
     dnnl_post_ops_t ops;
     if (dnnl_primitive_attr_create(&attr) != dnnl_success) return NULL;
@@ -373,7 +372,7 @@ static dnnl_primitive_desc_t forward_pd(const conv_desc *d, const dnnl_memory_de
     for (int i = 0; !pd && i < n; i++) {
         dnnl_convolution_desc_t cd;
         if (dnnl_dilated_convolution_forward_desc_init(&cd, dnnl_forward_training, algorithm[i], &d->src_in,
-                                                       &d->weights_in, bias, dst ? dst : &d->dst_out, d->strides,
+                                                       &d->weights_in, bias, residual ? residual : &d->dst_out, d->strides,
                                                        d->dilates, d->pad_l, d->pad_r) != dnnl_success ||
             dnnl_primitive_desc_create(&pd, &cd, attr, engine, NULL) != dnnl_success)
             pd = NULL;
@@ -401,8 +400,7 @@ static const kd_dnnl_made *forward_made(const conv_desc *d, bool bias, bool resi
         if (!without) return NULL;
         dst_md = *query(without->pd, dnnl_query_dst_md);
     }
-    dnnl_primitive_desc_t pd = forward_pd(d, bias ? &d->bias : NULL, residual ? &dst_md : NULL, sum, relu,
-                                          residual ? &dst_md : NULL);
+    dnnl_primitive_desc_t pd = forward_pd(d, bias ? &d->bias : NULL, residual ? &dst_md : NULL, sum, relu);
     return pd ? kd_dnnl_cache_keep(&key, sizeof key, pd) : NULL;
 }
 
