@@ -437,6 +437,22 @@ static bool bind_blocked_output(operand *o, const dnnl_memory_desc_t *md, kd_ten
     return true;
 }
 
+/* Puts the data (in layout `have`) into the memory `to`: a plain copy
+ * where the layouts are the same (oneDNN's reorder between equal layouts
+ * runs its generic loop, at a third of memcpy's speed), else a reorder. */
+static bool copy_into(operand *from, const dnnl_memory_desc_t *have, void *data, dnnl_memory_t to) {
+    const dnnl_memory_desc_t *wanted;
+    void *to_data;
+    if (dnnl_memory_get_memory_desc(to, &wanted) != dnnl_success ||
+        dnnl_memory_get_data_handle(to, &to_data) != dnnl_success)
+        return false;
+    if (dnnl_memory_desc_equal(have, wanted)) {
+        memcpy(to_data, data, dnnl_memory_desc_get_size(wanted));
+        return true;
+    }
+    return dnnl_memory_create(&from->plain, have, engine, data) == dnnl_success && reorder(from->plain, to, false);
+}
+
 /* Runs the forward primitive pd: x (read as it is stored) and w in, with
  * an epilogue e its bias and its residual (read in the output's layout; or,
  * residual_in_output, copied into the output first for pd's sum post-op),
@@ -459,10 +475,8 @@ static bool run_forward(const kd_dnnl_made *m, const conv_desc *d, const kd_tens
               (!b || operand_bind(&bias, &d->bias, &d->bias, kd_f32(b), true)) &&
               (!res || residual_in_output || operand_bind(&residual, &residual_have, dst_md, residual_data, true)) &&
               (out_block ? bind_blocked_output(&dst, dst_md, y) : operand_bind(&dst, &d->dst, dst_md, kd_f32(y), false));
-    if (ok && res && residual_in_output) { /* the sum post-op adds the convolution to it */
-        ok = dnnl_memory_create(&residual.plain, &residual_have, engine, residual_data) == dnnl_success &&
-             reorder(residual.plain, dst.used, false);
-    }
+    if (ok && res && residual_in_output) /* the sum post-op adds the convolution to it */
+        ok = copy_into(&residual, &residual_have, residual_data, dst.used);
     if (ok) {
         dnnl_exec_arg_t args[5] = {{DNNL_ARG_SRC, src.used}, {DNNL_ARG_WEIGHTS, weights.used}, {DNNL_ARG_DST, dst.used}};
         int n = 3;
@@ -511,19 +525,33 @@ bool kd_conv_dnnl_inference(const kd_conv_geometry *g, int N, int cout, int grou
     return m && run_forward(m, &d, x, w, e, by_sum, y, blocked_out, NULL);
 }
 
+/* Whether a and b have the same dimensions. */
+static bool same_dims(const dnnl_memory_desc_t *a, const dnnl_memory_desc_t *b) {
+    return a->ndims == b->ndims && memcmp(a->dims, b->dims, sizeof(a->dims[0]) * (size_t)a->ndims) == 0;
+}
+
 /* The gradient's result, in the primitive's layout, added into the caller's
- * plain buffer. */
+ * plain buffer: an activation's gradient in a blocked layout by
+ * kd_blocked_add_to_plain (oneDNN's reorder with a sum post-op runs its
+ * generic kernel, at a third of the speed of its plain one; the sums are
+ * the same), any other by that reorder. */
 static bool accumulate_into(const kd_dnnl_made *m, const dnnl_memory_desc_t *plain, dnnl_query_t what, float *into,
                             int n, dnnl_exec_arg_t *args, int result_arg) {
     const dnnl_memory_desc_t *wanted = query(m->pd, what);
+    int block = plain->ndims == 4 && same_dims(plain, wanted) ? block_of(wanted) : 0;
     size_t bytes;
     void *buffer = kd_cache_alloc(dnnl_memory_desc_get_size(wanted), &bytes);
     dnnl_memory_t result = NULL, target = NULL;
     bool ok = buffer && dnnl_memory_create(&result, wanted, engine, buffer) == dnnl_success &&
-              dnnl_memory_create(&target, plain, engine, into) == dnnl_success;
+              (block || dnnl_memory_create(&target, plain, engine, into) == dnnl_success);
     if (ok) {
         args[n] = (dnnl_exec_arg_t){result_arg, result};
-        ok = execute(m, n + 1, args) && reorder(result, target, true);
+        ok = execute(m, n + 1, args);
+        if (ok && block)
+            kd_blocked_add_to_plain(buffer, into, (int)plain->dims[0], (int)plain->dims[1],
+                                    (size_t)plain->dims[2] * (size_t)plain->dims[3], block);
+        else if (ok)
+            ok = reorder(result, target, true);
     }
     if (result) dnnl_memory_destroy(result);
     if (target) dnnl_memory_destroy(target);

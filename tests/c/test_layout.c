@@ -2,9 +2,11 @@
  * (core/engine/layout.c) changes no result: every chain of ops gives the
  * same bits with it on and off, a blocked tensor reads as NCHW through any
  * view, also when no buffer can be had for the conversion, and a blocked
- * input feeds a convolution that records gradients. */
+ * input feeds a convolution that records gradients; a gradient computed
+ * blocked adds into an NCHW one as its naive twin does. */
 #include <math.h>
 #include <stdlib.h>
+#include <string.h>
 
 #include "check.h"
 
@@ -105,6 +107,31 @@ static void test_views_and_conversion(void) {
     for (size_t i = 0; i < sizeof all / sizeof all[0]; i++) kd_tensor_release(all[i]);
 }
 
+/* kd_blocked_add_to_plain against its naive twin, for both blocks and
+ * plane sizes with and without a tail past the last 8 positions. */
+static void test_blocked_add_to_plain(void) {
+    const int blocks[2] = {8, 16}, planes[5] = {1, 7, 8, 63, 70};
+    for (int b = 0; b < 2; b++)
+        for (int p = 0; p < 5; p++) {
+            int N = 2, block = blocks[b], C = 2 * block;
+            size_t HW = (size_t)planes[p], n_all = (size_t)N * C * HW;
+            float *blocked = malloc(n_all * sizeof(float)), *got = malloc(n_all * sizeof(float));
+            float *want = malloc(n_all * sizeof(float));
+            for (size_t i = 0; i < n_all; i++) {
+                blocked[i] = (float)((i * 7919) % 1000) / 7.0f;
+                got[i] = want[i] = (float)((i * 104729) % 997) / 3.0f;
+            }
+            for (int n = 0; n < N; n++)
+                for (int c = 0; c < C; c++)
+                    for (size_t h = 0; h < HW; h++)
+                        want[((size_t)n * C + c) * HW + h] +=
+                            blocked[(((size_t)n * (C / block) + c / block) * HW + h) * block + c % block];
+            kd_blocked_add_to_plain(blocked, got, N, C, HW, block);
+            CHECK(memcmp(got, want, n_all * sizeof(float)) == 0, "nChw%dc added to NCHW, planes of %zu", block, HW);
+            free(blocked), free(got), free(want);
+        }
+}
+
 /* A frozen part's blocked output into a convolution that learns: the
  * gradients are those of the NCHW run. */
 static void test_blocked_input_with_gradients(void) {
@@ -138,6 +165,7 @@ int main(void) {
     kd_set_threads(2);
     test_chain_check_same_bits();
     test_views_and_conversion();
+    test_blocked_add_to_plain();
     test_blocked_input_with_gradients();
     kd_memory_stats m = kd_memory();
     CHECK(m.live_bytes == 0 && m.live_tensors == 0, "leaked %zu bytes in %zu tensors", m.live_bytes,
