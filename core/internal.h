@@ -13,6 +13,22 @@
 /* Loops shorter than this run on one thread: forking costs more than it saves. */
 #define KD_PARALLEL_MIN 32768
 
+/* ---- zeros written lazily ----------------------------------------------
+ * The backward's gradient accumulators start as zeros and are most often
+ * written whole by their first op (a convolution's or batch norm's input
+ * gradient): zeroing them first costs a pass over memory for nothing, and
+ * adding into them another read. So they are made with the zeros pending
+ * (kd_storage.block); any read through kd_data zeroes them then, and an op
+ * that writes every element takes them instead (kd_take_zeros) and writes
+ * 0.0f + its value, the same bits as adding its value into zeros. */
+#define KD_ZEROS_PENDING (-1)
+kd_status kd_tensor_zeros_pending(int ndim, const int *shape, kd_tensor **out); /* float32 */
+/* Whether t (whole, from its storage's start) still had its zeros pending;
+ * if so they no longer are, and the caller must write all of t. */
+bool kd_take_zeros(kd_tensor *t);
+/* Zeroes bytes [0, n) of p, on every thread where it is large. */
+void kd_zero_bytes(void *p, size_t n);
+
 /* At most this many threads keep buffers of their own in one op. */
 #define KD_MAX_THREADS 64
 

@@ -55,9 +55,14 @@ typedef struct kd_storage {
      * layout its kernels use (nChw16c: channels in blocks of 16 innermost)
      * for the shape block_dims, so that the next convolution, batch norm or
      * elementwise op reads it without a reorder; kd_data converts it back to
-     * NCHW in place at the first plain read (see kd_blocked). */
+     * NCHW in place at the first plain read (see kd_blocked).
+     * KD_ZEROS_PENDING (-1): the first pending_bytes read as zeros but were
+     * not written yet (a gradient accumulator, internal.h): kd_data zeroes
+     * them at the first read, an op that writes them all takes them as they
+     * are. */
     int block;
     int block_dims[4];
+    size_t pending_bytes;
 } kd_storage;
 
 typedef struct kd_node kd_node;
@@ -94,8 +99,9 @@ int kd_blocked(const kd_tensor *t);
  * its channels a multiple of block, so the sizes agree). */
 void kd_set_blocked(kd_tensor *t, int block);
 /* Adds N x C x HW values stored nChw<block>c (from) into NCHW ones (to), C
- * a multiple of block: a gradient computed blocked into its accumulator. */
-void kd_blocked_add_to_plain(const float *from, float *to, int N, int C, size_t HW, int block);
+ * a multiple of block: a gradient computed blocked into its accumulator;
+ * onto_zeros: `to` is taken pending zeros (internal.h), not read. */
+void kd_blocked_add_to_plain(const float *from, float *to, int N, int C, size_t HW, int block, bool onto_zeros);
 /* Whether convolutions whose outputs need no gradient leave them blocked
  * (the default; KDSEG_LAYOUT=nchw in the environment starts with it off).
  * Returns the previous setting. */

@@ -187,7 +187,7 @@ static void leaf_uses(const node_list *seen, bool count) {
 }
 
 static kd_status zeros_for_edge(const kd_edge *e, kd_tensor **out) {
-    return kd_tensor_zeros(KD_F32, e->ndim, e->shape, out);
+    return kd_tensor_zeros_pending(e->ndim, e->shape, out);
 }
 
 static kd_status accumulate_leaf(kd_tensor *leaf, const kd_tensor *grad) {
@@ -272,7 +272,7 @@ kd_status kd_backward(kd_tensor *root, const kd_tensor *grad) {
         }
         if (!s) {
             if (!n->grad_accumulator)
-                s = kd_tensor_zeros(KD_F32, n->out_ndim, n->out_shape, &n->grad_accumulator);
+                s = kd_tensor_zeros_pending(n->out_ndim, n->out_shape, &n->grad_accumulator);
             if (!s) s = check_saved_versions(n);
             if (!s) s = n->backward(n, n->grad_accumulator, grads);
         }

@@ -40,7 +40,7 @@ bool kd_blocked_layout_use(bool use) {
 int kd_blocked(const kd_tensor *t) {
     const kd_storage *s = t->storage;
     int block = __atomic_load_n(&s->block, __ATOMIC_ACQUIRE);
-    if (!block || t->offset != 0 || t->ndim != 4) return 0;
+    if (block <= 0 || t->offset != 0 || t->ndim != 4) return 0; /* < 0: zeros pending (internal.h) */
     for (int i = 0; i < 4; i++)
         if (t->shape[i] != s->block_dims[i]) return 0;
     return block;
@@ -77,12 +77,17 @@ static inline __attribute__((always_inline)) void transpose8(const float *from, 
 }
 #endif
 
-/* One image's C x HW values from nChw<block>c (from) to NCHW (to), copied
- * or, when add, added to what is there: for each block of channels, an
- * HW x block matrix transposed, 8 x 8 at a time in AVX registers, the
- * last HW % 8 positions (all, without AVX) one by one. Inlined with `add` a constant. */
+/* How image_into_plain writes each value: as it is, added to what is
+ * there, or added to zeros that are pending (internal.h): `to` not read,
+ * 0.0f + v written, which turns -0 into 0 as adding into zeros does. */
+typedef enum { COPY, ADD, ONTO_ZEROS } into_mode;
+
+/* One image's C x HW values from nChw<block>c (from) to NCHW (to): for each
+ * block of channels, an HW x block matrix transposed, 8 x 8 at a time in
+ * AVX registers, the last HW % 8 positions (all, without AVX) one by one.
+ * Inlined with `mode` a constant. */
 static inline __attribute__((always_inline)) void image_into_plain(const float *from, float *to, int C, size_t HW,
-                                                                   int block, bool add) {
+                                                                   int block, into_mode mode) {
 #ifdef __AVX__
     size_t whole = HW / 8 * 8;
 #else
@@ -98,38 +103,48 @@ static inline __attribute__((always_inline)) void image_into_plain(const float *
                 transpose8(src + h * block + l0, (size_t)block, t);
                 for (int j = 0; j < 8; j++) {
                     float *at = dst + (size_t)(l0 + j) * HW + h;
-                    _mm256_storeu_ps(at, add ? _mm256_add_ps(_mm256_loadu_ps(at), t[j]) : t[j]);
+                    __m256 base = mode == ADD ? _mm256_loadu_ps(at) : _mm256_setzero_ps();
+                    _mm256_storeu_ps(at, mode == COPY ? t[j] : _mm256_add_ps(base, t[j]));
                 }
             }
 #endif
         for (size_t h = whole; h < HW; h++)
             for (int lane = 0; lane < block; lane++) {
-                float v = src[h * block + lane];
-                dst[(size_t)lane * HW + h] = add ? dst[(size_t)lane * HW + h] + v : v;
+                float v = src[h * block + lane], *at = dst + (size_t)lane * HW + h;
+                *at = mode == COPY ? v : (mode == ADD ? *at : 0.0f) + v;
             }
     }
 }
 
 static void image_to_plain(const float *from, float *to, int C, size_t HW, int block) {
-    image_into_plain(from, to, C, HW, block, false);
+    image_into_plain(from, to, C, HW, block, COPY);
 }
 
-void kd_blocked_add_to_plain(const float *from, float *to, int N, int C, size_t HW, int block) {
+void kd_blocked_add_to_plain(const float *from, float *to, int N, int C, size_t HW, int block, bool onto_zeros) {
     size_t image = (size_t)C * HW;
 #pragma omp parallel for schedule(static) if ((size_t)N * image > KD_PARALLEL_MIN)
-    for (int n = 0; n < N; n++) image_into_plain(from + n * image, to + n * image, C, HW, block, true);
+    for (int n = 0; n < N; n++) {
+        if (onto_zeros)
+            image_into_plain(from + n * image, to + n * image, C, HW, block, ONTO_ZEROS);
+        else
+            image_into_plain(from + n * image, to + n * image, C, HW, block, ADD);
+    }
 }
 
-/* Converts in place: into a buffer as large as the storage when one can be
- * had (the usual case: the caching allocator has one), else image by image
- * through a buffer of one image. Serialised, so that threads reading the same
- * blocked tensor at once convert it once. */
+/* Zeroes pending zeros (internal.h). Converts blocked data in place: into
+ * a buffer as large as the storage when one can be had (the usual case: the
+ * caching allocator has one), else image by image through a buffer of one
+ * image. Serialised, so that threads reading the same tensor at once
+ * convert it once. */
 static pthread_mutex_t converting = PTHREAD_MUTEX_INITIALIZER;
 
 void kd_storage_make_plain(kd_storage *s) {
     pthread_mutex_lock(&converting);
     int block = __atomic_load_n(&s->block, __ATOMIC_ACQUIRE);
-    if (block) {
+    if (block == KD_ZEROS_PENDING) {
+        kd_zero_bytes(s->data, s->pending_bytes);
+        __atomic_store_n(&s->block, 0, __ATOMIC_RELEASE);
+    } else if (block) {
         int N = s->block_dims[0], C = s->block_dims[1];
         size_t HW = (size_t)s->block_dims[2] * s->block_dims[3], image = (size_t)C * HW;
         size_t bytes;

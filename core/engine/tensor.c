@@ -110,18 +110,34 @@ kd_status kd_tensor_new_like(const kd_tensor *t, kd_tensor **out) {
 /* Zeroes bytes [0, n) of p; large buffers (the backward's gradient
  * accumulators are as large as the activations) on every thread, so the
  * other threads do not wait for one. */
-static void zero_bytes(char *p, size_t n) {
+void kd_zero_bytes(void *p, size_t n) {
     enum { PIECE = 1 << 18 };
     size_t pieces = (n + PIECE - 1) / PIECE;
 #pragma omp parallel for schedule(static) if (pieces >= 8)
-    for (size_t i = 0; i < pieces; i++) memset(p + i * PIECE, 0, i + 1 < pieces ? PIECE : n - i * PIECE);
+    for (size_t i = 0; i < pieces; i++) memset((char *)p + i * PIECE, 0, i + 1 < pieces ? PIECE : n - i * PIECE);
 }
 
 kd_status kd_tensor_zeros(kd_dtype dtype, int ndim, const int *shape, kd_tensor **out) {
     kd_status s = kd_tensor_new(dtype, ndim, shape, out);
     if (s) return s;
-    zero_bytes(kd_data(*out), kd_numel(*out) * kd_dtype_size(dtype));
+    kd_zero_bytes(kd_data(*out), kd_numel(*out) * kd_dtype_size(dtype));
     return KD_OK;
+}
+
+kd_status kd_tensor_zeros_pending(int ndim, const int *shape, kd_tensor **out) {
+    kd_status s = kd_tensor_new(KD_F32, ndim, shape, out);
+    if (s) return s;
+    kd_storage *storage = (*out)->storage;
+    storage->pending_bytes = kd_numel(*out) * sizeof(float);
+    __atomic_store_n(&storage->block, KD_ZEROS_PENDING, __ATOMIC_RELEASE);
+    return KD_OK;
+}
+
+bool kd_take_zeros(kd_tensor *t) {
+    kd_storage *s = t->storage;
+    int pending = KD_ZEROS_PENDING;
+    return t->offset == 0 && kd_numel(t) * kd_dtype_size(t->dtype) == s->pending_bytes &&
+           __atomic_compare_exchange_n(&s->block, &pending, 0, false, __ATOMIC_ACQ_REL, __ATOMIC_ACQUIRE);
 }
 
 kd_status kd_tensor_zeros_like(const kd_tensor *t, kd_tensor **out) {

@@ -531,12 +531,13 @@ static bool same_dims(const dnnl_memory_desc_t *a, const dnnl_memory_desc_t *b) 
 }
 
 /* The gradient's result, in the primitive's layout, added into the caller's
- * plain buffer: an activation's gradient in a blocked layout by
- * kd_blocked_add_to_plain (oneDNN's reorder with a sum post-op runs its
- * generic kernel, at a third of the speed of its plain one; the sums are
- * the same), any other by that reorder. */
+ * plain buffer (or, into_zeros, onto pending zeros there: internal.h): an
+ * activation's gradient in a blocked layout by kd_blocked_add_to_plain
+ * (oneDNN's reorder with a sum post-op runs its generic kernel, at a third
+ * of the speed of its plain one; the sums are the same), any other by that
+ * reorder. */
 static bool accumulate_into(const kd_dnnl_made *m, const dnnl_memory_desc_t *plain, dnnl_query_t what, float *into,
-                            int n, dnnl_exec_arg_t *args, int result_arg) {
+                            bool into_zeros, int n, dnnl_exec_arg_t *args, int result_arg) {
     const dnnl_memory_desc_t *wanted = query(m->pd, what);
     int block = plain->ndims == 4 && same_dims(plain, wanted) ? block_of(wanted) : 0;
     size_t bytes;
@@ -547,11 +548,13 @@ static bool accumulate_into(const kd_dnnl_made *m, const dnnl_memory_desc_t *pla
     if (ok) {
         args[n] = (dnnl_exec_arg_t){result_arg, result};
         ok = execute(m, n + 1, args);
-        if (ok && block)
+        if (ok && block) {
             kd_blocked_add_to_plain(buffer, into, (int)plain->dims[0], (int)plain->dims[1],
-                                    (size_t)plain->dims[2] * (size_t)plain->dims[3], block);
-        else if (ok)
+                                    (size_t)plain->dims[2] * (size_t)plain->dims[3], block, into_zeros);
+        } else if (ok) {
+            if (into_zeros) kd_zero_bytes(into, dnnl_memory_desc_get_size(plain));
             ok = reorder(result, target, true);
+        }
     }
     if (result) dnnl_memory_destroy(result);
     if (target) dnnl_memory_destroy(target);
@@ -571,13 +574,14 @@ typedef struct {
 } gradient_input;
 
 static bool run_gradient(const kd_dnnl_made *m, gradient_input in, const operand *diff_dst, int result_arg,
-                         dnnl_query_t result_query, const dnnl_memory_desc_t *result_plain, float *into) {
+                         dnnl_query_t result_query, const dnnl_memory_desc_t *result_plain, float *into,
+                         bool into_zeros) {
     operand input = {0};
     bool ok = in.kept ? operand_bind_from_kept(&input, in.kept, query(m->pd, in.query))
                       : operand_bind(&input, in.plain, query(m->pd, in.query), (void *)in.data, true);
     if (ok) {
         dnnl_exec_arg_t args[3] = {{in.arg, input.used}, {DNNL_ARG_DIFF_DST, diff_dst->used}};
-        ok = accumulate_into(m, result_plain, result_query, into, 2, args, result_arg);
+        ok = accumulate_into(m, result_plain, result_query, into, into_zeros, 2, args, result_arg);
     }
     operand_release(&input);
     return ok;
@@ -599,11 +603,11 @@ static const operand *diff_dst_for(const kd_dnnl_made *m, const conv_desc *d, co
 
 unsigned kd_conv_dnnl_backward(const kd_conv_geometry *g, int N, int cout, int groups, const kd_tensor *x,
                                const kd_tensor *kept_src, const float *w, const float *grad_out, float *grad_x,
-                               float *grad_w) {
+                               bool grad_x_zeros, float *grad_w) {
     if (!ready()) return 0;
     /* the way the forward ran, where it kept its source */
     if (kept_src ? kept_subimages(kept_src, N) : kd_conv_by_subimages(g, groups))
-        return kd_conv_subimages_backward(g, N, cout, x, kept_src, w, grad_out, grad_x, grad_w);
+        return kd_conv_subimages_backward(g, N, cout, x, kept_src, w, grad_out, grad_x, grad_x_zeros, grad_w);
     kd_dnnl_cache_trim();
     conv_desc d;
     describe(g, N, cout, groups, &d);
@@ -616,13 +620,13 @@ unsigned kd_conv_dnnl_backward(const kd_conv_geometry *g, int N, int cout, int g
     const operand *dd = NULL;
     if (data_primitive && (dd = diff_dst_for(data_primitive, &d, grad_out, NULL, &data_grad)) &&
         run_gradient(data_primitive, (gradient_input){DNNL_ARG_WEIGHTS, dnnl_query_weights_md, &d.weights, w, NULL}, dd,
-                     DNNL_ARG_DIFF_SRC, dnnl_query_diff_src_md, &d.src, grad_x))
+                     DNNL_ARG_DIFF_SRC, dnnl_query_diff_src_md, &d.src, grad_x, grad_x_zeros))
         ran |= KD_DNNL_INPUT_GRAD;
     dnnl_memory_desc_t src_have = d.src;
     const void *src_data = weights_primitive && !kept_src ? as_stored(x, &d.src, &src_have) : NULL;
     if (weights_primitive && (dd = diff_dst_for(weights_primitive, &d, grad_out, &data_grad, &weights_grad)) &&
         run_gradient(weights_primitive, (gradient_input){DNNL_ARG_SRC, dnnl_query_src_md, &src_have, src_data, kept_src}, dd,
-                     DNNL_ARG_DIFF_WEIGHTS, dnnl_query_diff_weights_md, &d.weights, grad_w))
+                     DNNL_ARG_DIFF_WEIGHTS, dnnl_query_diff_weights_md, &d.weights, grad_w, false))
         ran |= KD_DNNL_WEIGHT_GRAD;
     operand_release(&data_grad), operand_release(&weights_grad);
     return ran;

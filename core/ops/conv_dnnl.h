@@ -21,12 +21,15 @@ bool kd_conv_dnnl_inference(const kd_conv_geometry *g, int N, int cout, int grou
                             const float *w, const kd_conv_epilogue *e, kd_tensor *y, bool blocked_out);
 /* grad_x += the input gradient and grad_w += the weight gradient, each when
  * not NULL, sharing one description; the source is x or, when not NULL,
- * kept_src (the forward's keep_src). Returns which ran (KD_DNNL_INPUT_GRAD,
- * KD_DNNL_WEIGHT_GRAD), and the caller computes the others. */
+ * kept_src (the forward's keep_src). grad_x_zeros: grad_x holds zeros taken
+ * pending (internal.h), not to be read: written whole where the input
+ * gradient runs, left as it was where not. Returns which ran
+ * (KD_DNNL_INPUT_GRAD, KD_DNNL_WEIGHT_GRAD), and the caller computes the
+ * others. */
 enum { KD_DNNL_INPUT_GRAD = 1, KD_DNNL_WEIGHT_GRAD = 2 };
 unsigned kd_conv_dnnl_backward(const kd_conv_geometry *g, int N, int cout, int groups, const kd_tensor *x,
                                const kd_tensor *kept_src, const float *w, const float *grad_out, float *grad_x,
-                               float *grad_w);
+                               bool grad_x_zeros, float *grad_w);
 /* The source a forward kept (of convolution g on N images) back in NCHW
  * float32 (x: N x C x H x W), for the portable weight gradient; false if it
  * cannot be (bfloat16 sources come back rounded). */

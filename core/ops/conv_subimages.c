@@ -168,7 +168,7 @@ bool kd_conv_subimages_inference(const kd_conv_geometry *g, int N, int cout, con
 
 unsigned kd_conv_subimages_backward(const kd_conv_geometry *g, int N, int cout, const kd_tensor *x,
                                     const kd_tensor *kept_src, const float *w, const float *grad_out, float *grad_x,
-                                    float *grad_w) {
+                                    bool grad_x_zeros, float *grad_w) {
     kd_conv_geometry sub;
     int d = subimage_geometry(g, &sub);
     subimages out = sizes_of(N, cout, g->out_h, g->out_w, 0, &sub, d);
@@ -180,9 +180,12 @@ unsigned kd_conv_subimages_backward(const kd_conv_geometry *g, int N, int cout, 
     unsigned ran = 0;
     if (gos && (gxs || !grad_x) && (xs || !grad_w || kept_src)) {
         move(&out, (float *)grad_out, gos, GATHER);
-        if (gxs) memset(gxs, 0, in_floats * sizeof(float)); /* the gradient is added into it */
-        ran = kd_conv_dnnl_backward(&sub, d * d * N, cout, 1, xs, kept_src, w, gos, gxs, grad_w);
-        if (ran & KD_DNNL_INPUT_GRAD) move(&in, grad_x, gxs, SCATTER_ADD);
+        /* gxs as pending zeros: written whole by the input gradient */
+        ran = kd_conv_dnnl_backward(&sub, d * d * N, cout, 1, xs, kept_src, w, gos, gxs, true, grad_w);
+        if (ran & KD_DNNL_INPUT_GRAD) {
+            if (grad_x_zeros) kd_zero_bytes(grad_x, (size_t)N * g->channels * g->height * g->width * sizeof(float));
+            move(&in, grad_x, gxs, SCATTER_ADD);
+        }
     }
     if (xs) kd_tensor_release(xs);
     kd_cache_free(gos, out_bytes);

@@ -22,7 +22,7 @@ bool kd_conv_subimages_inference(const kd_conv_geometry *g, int N, int cout, con
                                  const kd_conv_epilogue *e, kd_tensor *y, bool blocked_out);
 unsigned kd_conv_subimages_backward(const kd_conv_geometry *g, int N, int cout, const kd_tensor *x,
                                     const kd_tensor *kept_src, const float *w, const float *grad_out, float *grad_x,
-                                    float *grad_w);
+                                    bool grad_x_zeros, float *grad_w);
 /* The N images x (NCHW) of g's input from their sub-images sub_x (NCHW). */
 void kd_conv_subimages_to_full(const kd_conv_geometry *g, int N, const float *sub_x, float *x);
 

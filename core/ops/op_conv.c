@@ -408,8 +408,12 @@ static kd_status conv2d_backward(kd_node *node, const kd_tensor *grad_output,
     kd_tensor *gx = grad_inputs[0], *gw = grad_inputs[1], *gb = grad_inputs[2];
     if (gb) bias_grad(go, N, cout, g.out_h * g.out_w, kd_f32(gb));
     kd_status s = KD_OK;
+    /* the input gradient's accumulator taken as pending zeros where oneDNN
+     * writes it whole, zeroed where it does not run */
+    bool gx_zeros = gx && kd_take_zeros(gx);
     unsigned ran = kd_conv_dnnl_backward(&g, N, cout, groups, x_tensor, kept, kd_f32(w), go,
-                                         gx ? kd_f32(gx) : NULL, gw ? kd_f32(gw) : NULL);
+                                         gx ? kd_f32(gx) : NULL, gx_zeros, gw ? kd_f32(gw) : NULL);
+    if (gx_zeros && !(ran & KD_DNNL_INPUT_GRAD)) kd_zero_bytes(kd_f32(gx), kd_numel(gx) * sizeof(float));
     const float *x = x_tensor && gw && !(ran & KD_DNNL_WEIGHT_GRAD) ? kd_f32(x_tensor) : NULL;
     if (gw && !(ran & KD_DNNL_WEIGHT_GRAD))
         s = kept ? weight_grad_from_kept(&g, kept, go, N, cout, groups, kd_f32(gw))

@@ -95,6 +95,9 @@ static inline void batch_norm_grads(kd_tensor *const *saved, bool training, cons
     int N = x->shape[0], C = x->shape[1];
     size_t HW = (size_t)x->shape[2] * x->shape[3], M = (size_t)N * HW;
     const float *restrict in = kd_f32(x);
+    /* the input gradient, written whole: onto its zeros when they are still
+     * pending (internal.h), without reading them */
+    bool gx_zeros = grad_inputs[0] && kd_take_zeros(grad_inputs[0]);
     float *restrict gx = grad_inputs[0] ? kd_f32(grad_inputs[0]) : NULL;
     float *gw = grad_inputs[1] ? kd_f32(grad_inputs[1]) : NULL;
     float *gb = grad_inputs[2] ? kd_f32(grad_inputs[2]) : NULL;
@@ -113,9 +116,11 @@ static inline void batch_norm_grads(kd_tensor *const *saved, bool training, cons
             size_t base = ((size_t)n * C + c) * HW;
             if (training)
                 for (size_t i = base; i < base + HW; i++)
-                    gx[i] += scale * (grad_at(g, y, slope, relu, i) - mean_dy - (in[i] - mu) * is * mean_dy_xhat);
+                    gx[i] = (gx_zeros ? 0.0f : gx[i]) +
+                            scale * (grad_at(g, y, slope, relu, i) - mean_dy - (in[i] - mu) * is * mean_dy_xhat);
             else
-                for (size_t i = base; i < base + HW; i++) gx[i] += scale * grad_at(g, y, slope, relu, i);
+                for (size_t i = base; i < base + HW; i++)
+                    gx[i] = (gx_zeros ? 0.0f : gx[i]) + scale * grad_at(g, y, slope, relu, i);
         }
     }
 }

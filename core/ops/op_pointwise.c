@@ -58,13 +58,18 @@ static kd_status relu_add_backward(kd_node *node, const kd_tensor *grad_output,
     size_t n = kd_numel(grad_output);
     float slope = node->floats[0];
     const float *g = kd_f32(grad_output), *sum = kd_f32(node->saved[0]);
+    /* both gradients written whole: onto their zeros when still pending
+     * (internal.h); one accumulator for both (x + x) is taken once, and
+     * then gets d twice as before */
+    bool a_zeros = grad_inputs[0] && kd_take_zeros(grad_inputs[0]);
+    bool b_zeros = grad_inputs[1] && kd_take_zeros(grad_inputs[1]);
     float *ga = grad_inputs[0] ? kd_f32(grad_inputs[0]) : NULL;
     float *gb = grad_inputs[1] ? kd_f32(grad_inputs[1]) : NULL;
 #pragma omp parallel for schedule(static) if (n > KD_PARALLEL_MIN)
     for (size_t i = 0; i < n; i++) {
         float d = sum[i] > 0 ? g[i] : slope * g[i];
-        if (ga) ga[i] += d;
-        if (gb) gb[i] += d;
+        if (ga) ga[i] = (a_zeros ? 0.0f : ga[i]) + d;
+        if (gb) gb[i] = (b_zeros ? 0.0f : gb[i]) + d;
     }
     return KD_OK;
 }

@@ -2,10 +2,14 @@
  * no-grad records nothing, memory returns to its level before the forward,
  * a freed graph cannot be walked twice, a saved tensor changed in place
  * makes backward fail, long chains release without
- * recursion, and the same seed and thread count give bit-identical results. */
+ * recursion, and the same seed and thread count give bit-identical results;
+ * gradient accumulators whose zeros are pending read as zeros and are taken
+ * whole, once, with the bits of adding into zeros. */
+#include <math.h>
 #include <stdlib.h>
 
 #include "check.h"
+#include "internal.h"
 
 #define SEED 11u
 
@@ -260,8 +264,52 @@ static void test_grad_ready_hook(void) {
     kd_tensor_release(ab), kd_tensor_release(loss), kd_tensor_release(a), kd_tensor_release(b);
 }
 
+/* Zeros pending (internal.h): read, they are zeros whatever the memory held
+ * before; only a whole tensor is taken, once; an op that takes them writes
+ * 0.0f + its value, so a gradient of -0 lands as +0 as it did when added
+ * into zeros, and one accumulator for both operands (x + x) gets both. */
+static void test_pending_zeros(void) {
+    int shape[4] = {2, 16, 5, 7};
+    size_t n = 2 * 16 * 5 * 7;
+    kd_tensor *junk, *t, *view;
+    CHECK_OK(kd_tensor_full(KD_F32, 4, shape, 7.0, &junk));
+    kd_tensor_release(junk); /* the allocator keeps its buffer for the next tensor of this size */
+    CHECK_OK(kd_tensor_zeros_pending(4, shape, &t));
+    size_t nonzero = 0;
+    for (size_t i = 0; i < n; i++) nonzero += kd_f32(t)[i] != 0.0f || signbit(kd_f32(t)[i]);
+    CHECK(nonzero == 0, "pending zeros read as +0: %zu are not", nonzero);
+    CHECK(!kd_take_zeros(t), "zeros already read cannot be taken");
+    kd_tensor_release(t);
+    CHECK_OK(kd_tensor_zeros_pending(4, shape, &t));
+    CHECK_OK(kd_narrow_batch(t, 1, 1, &view));
+    CHECK(!kd_take_zeros(view), "a part of the tensor cannot take its zeros");
+    CHECK(kd_take_zeros(t), "the whole tensor takes its pending zeros");
+    CHECK(!kd_take_zeros(t), "and only once");
+    kd_tensor_release(view), kd_tensor_release(t);
+
+    /* relu(x + x), whose backward takes both operands' accumulators: the
+     * same one here. Gradients of +-0 and 1 over sums > 0. */
+    int flat[1] = {4};
+    kd_tensor *x, *sum, *y, *g;
+    CHECK_OK(kd_tensor_full(KD_F32, 1, flat, 1.0, &x));
+    x->requires_grad = true;
+    CHECK_OK(kd_add(x, x, &sum));
+    CHECK_OK(kd_relu(sum, &y));
+    CHECK_OK(kd_tensor_new(KD_F32, 1, flat, &g));
+    const float given[4] = {-0.0f, 0.0f, 1.0f, -0.0f};
+    for (int i = 0; i < 4; i++) kd_f32(g)[i] = given[i];
+    CHECK_OK(kd_backward(y, g));
+    const float *gx = kd_f32(x->grad);
+    CHECK(gx[0] == 0.0f && !signbit(gx[0]) && !signbit(gx[1]) && !signbit(gx[3]),
+          "a gradient of -0 lands as +0 (got %g %g %g)", gx[0], gx[1], gx[3]);
+    CHECK(gx[2] == 2.0f, "d relu(x + x) / dx = 2, got %g", gx[2]);
+    kd_tensor *all[] = {x, sum, y, g};
+    for (size_t i = 0; i < sizeof all / sizeof all[0]; i++) kd_tensor_release(all[i]);
+}
+
 int main(void) {
     kd_set_threads(2);
+    test_pending_zeros();
     test_grad_ready_hook();
     test_accumulation();
     test_changed_after_saving();

@@ -107,28 +107,37 @@ static void test_views_and_conversion(void) {
     for (size_t i = 0; i < sizeof all / sizeof all[0]; i++) kd_tensor_release(all[i]);
 }
 
-/* kd_blocked_add_to_plain against its naive twin, for both blocks and
- * plane sizes with and without a tail past the last 8 positions. */
+/* kd_blocked_add_to_plain against its naive twin on 2 images of 2 blocks
+ * of channels; onto pending zeros (internal.h), what `to` held is not read,
+ * and -0 lands as +0 as when added into zeros. */
+static void check_add_to_plain(int block, size_t HW, bool onto_zeros) {
+    int N = 2, C = 2 * block;
+    size_t n_all = (size_t)N * C * HW;
+    float *blocked = malloc(n_all * sizeof(float)), *got = malloc(n_all * sizeof(float));
+    float *want = malloc(n_all * sizeof(float));
+    for (size_t i = 0; i < n_all; i++) {
+        blocked[i] = i % 5 == 0 ? -0.0f : (float)((i * 7919) % 1000) / 7.0f;
+        got[i] = want[i] = (float)((i * 104729) % 997) / 3.0f;
+        if (onto_zeros) want[i] = 0.0f;
+    }
+    for (int n = 0; n < N; n++)
+        for (int c = 0; c < C; c++)
+            for (size_t h = 0; h < HW; h++)
+                want[((size_t)n * C + c) * HW + h] +=
+                    blocked[(((size_t)n * (C / block) + c / block) * HW + h) * block + c % block];
+    kd_blocked_add_to_plain(blocked, got, N, C, HW, block, onto_zeros);
+    CHECK(memcmp(got, want, n_all * sizeof(float)) == 0, "nChw%dc added to NCHW%s, planes of %zu", block,
+          onto_zeros ? " (onto pending zeros)" : "", HW);
+    free(blocked), free(got), free(want);
+}
+
+/* Both blocks, plane sizes with and without a tail past the last 8. */
 static void test_blocked_add_to_plain(void) {
     const int blocks[2] = {8, 16}, planes[5] = {1, 7, 8, 63, 70};
     for (int b = 0; b < 2; b++)
         for (int p = 0; p < 5; p++) {
-            int N = 2, block = blocks[b], C = 2 * block;
-            size_t HW = (size_t)planes[p], n_all = (size_t)N * C * HW;
-            float *blocked = malloc(n_all * sizeof(float)), *got = malloc(n_all * sizeof(float));
-            float *want = malloc(n_all * sizeof(float));
-            for (size_t i = 0; i < n_all; i++) {
-                blocked[i] = (float)((i * 7919) % 1000) / 7.0f;
-                got[i] = want[i] = (float)((i * 104729) % 997) / 3.0f;
-            }
-            for (int n = 0; n < N; n++)
-                for (int c = 0; c < C; c++)
-                    for (size_t h = 0; h < HW; h++)
-                        want[((size_t)n * C + c) * HW + h] +=
-                            blocked[(((size_t)n * (C / block) + c / block) * HW + h) * block + c % block];
-            kd_blocked_add_to_plain(blocked, got, N, C, HW, block);
-            CHECK(memcmp(got, want, n_all * sizeof(float)) == 0, "nChw%dc added to NCHW, planes of %zu", block, HW);
-            free(blocked), free(got), free(want);
+            check_add_to_plain(blocks[b], (size_t)planes[p], false);
+            check_add_to_plain(blocks[b], (size_t)planes[p], true);
         }
 }
 
