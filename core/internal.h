@@ -243,6 +243,10 @@ typedef struct {
     const kd_tensor *residual; /* or NULL */
     bool relu;
 } kd_conv_epilogue;
+/* The epilogue's residual and ReLU on y, which holds the convolution and
+ * its bias: in y's layout where the residual is stored alike, else both
+ * read as NCHW (op_conv.c). */
+void kd_conv_residual_relu(kd_tensor *y, const kd_conv_epilogue *e);
 /* kd_conv2d with an epilogue, recording no gradient (the caller checked
  * that none is wanted). */
 kd_status kd_conv2d_with_epilogue(kd_tensor *x, kd_tensor *w, const kd_conv_params *p, const kd_conv_epilogue *e,

@@ -140,17 +140,21 @@ static bool forward(const kd_conv_geometry *g, int N, int cout, const kd_tensor 
                     const kd_conv_epilogue *e, kd_tensor *y, bool blocked_out, kd_tensor **keep_src) {
     kd_conv_geometry sub;
     int d = subimage_geometry(g, &sub), shape[4] = {d * d * N, cout, sub.out_h, sub.out_w};
-    kd_tensor *xs = gathered(x, &sub, d), *ys = NULL, *residual = NULL;
+    kd_tensor *xs = gathered(x, &sub, d), *ys = NULL;
     bool ok = xs && !kd_tensor_new(KD_F32, 4, shape, &ys);
-    if (ok && e && e->residual) ok = (residual = gathered(e->residual, &sub, d)) != NULL;
+    /* a residual is added to the full output after the scatter, with the
+     * ReLU after it, rather than gathered into sub-images for the kernels:
+     * one pass instead of a gather and a pass (Winograd's kernels take no
+     * residual, kd_conv_dnnl_inference) */
+    bool after = e && e->residual;
     if (ok && e) {
-        kd_conv_epilogue on_subimages = {e->bias, residual, e->relu};
+        kd_conv_epilogue on_subimages = {e->bias, NULL, e->relu && !after};
         ok = kd_conv_dnnl_inference(&sub, d * d * N, cout, 1, xs, w, &on_subimages, ys, blocked_out);
     } else if (ok) {
         ok = kd_conv_dnnl_forward(&sub, d * d * N, cout, 1, xs, w, ys, blocked_out, keep_src);
     }
     if (ok) scatter(ys, d, &sub, y);
-    if (residual) kd_tensor_release(residual);
+    if (ok && after) kd_conv_residual_relu(y, e);
     if (xs) kd_tensor_release(xs);
     if (ys) kd_tensor_release(ys);
     return ok;

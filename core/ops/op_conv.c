@@ -458,10 +458,7 @@ static void add_bias(kd_tensor *y, const float *bias) {
     }
 }
 
-/* The epilogue after the convolution and its bias, on the portable path:
- * + residual, then the ReLU, in y's layout (a residual in another layout is
- * read as NCHW, and so is y then). */
-static void residual_and_relu(kd_tensor *y, const kd_conv_epilogue *e) {
+void kd_conv_residual_relu(kd_tensor *y, const kd_conv_epilogue *e) {
     size_t n = kd_numel(y);
     int block = kd_blocked(y);
     if (e->residual && kd_blocked(e->residual) != block) block = 0;
@@ -490,7 +487,7 @@ static kd_status conv2d(kd_tensor *x, kd_tensor *w, kd_tensor *b, const kd_conv_
      * mobilenetv2's step), else kdseg's direct loops, not im2col */
     if (kd_is_depthwise(&g, groups, cout) && !kd_conv_dnnl_active()) {
         if ((s = kd_conv2d_depthwise(x, w, b, &g, out)) || !e) return s;
-        residual_and_relu(*out, e);
+        kd_conv_residual_relu(*out, e);
         return KD_OK;
     }
     if ((s = kd_tensor_new(KD_F32, 4, shape, out))) return s;
@@ -514,7 +511,7 @@ static kd_status conv2d(kd_tensor *x, kd_tensor *w, kd_tensor *b, const kd_conv_
     }
     if (b) add_bias(*out, kd_f32(b));
     if (e) {
-        residual_and_relu(*out, e);
+        kd_conv_residual_relu(*out, e);
         return KD_OK;
     }
     kd_tensor *inputs[3] = {x, w, b}, *saved[2] = {kept ? kept : x, w};
