@@ -4,12 +4,48 @@
  *   align_corners true:  src = dst * (in - 1) / (out - 1)
  *   align_corners false: src = (dst + 0.5) * in / out - 0.5, clamped at 0
  *   nearest:             src = floor(dst * in / out) */
+#include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
+#ifdef __AVX__
+#include <immintrin.h>
+#endif
 
 #include "internal.h"
 
 typedef kd_bilinear_tap tap;
+
+/* d[i] = top[i] + (bottom[i] - top[i]) * frac, one output row of the
+ * upsampling. Its output is written once and read later by another op,
+ * and at the sizes that matter (logits to the image's size) is larger than
+ * the caches: with AVX it is streamed past them (non-temporal stores),
+ * which saves reading each line in before it is overwritten. The
+ * arithmetic is the compiler's for the plain loop: one FMA where the
+ * target has it. */
+static void blend_row(const float *top, const float *bottom, float frac, float *d, int n) {
+    int i = 0;
+#ifdef __AVX__
+    for (; i < n && ((uintptr_t)(d + i) & 31); i++) d[i] = top[i] + (bottom[i] - top[i]) * frac;
+    __m256 f = _mm256_set1_ps(frac);
+    for (; i + 8 <= n; i += 8) {
+        __m256 t = _mm256_loadu_ps(top + i), diff = _mm256_sub_ps(_mm256_loadu_ps(bottom + i), t);
+#ifdef __FMA__
+        _mm256_stream_ps(d + i, _mm256_fmadd_ps(diff, f, t));
+#else
+        _mm256_stream_ps(d + i, _mm256_add_ps(t, _mm256_mul_ps(diff, f)));
+#endif
+    }
+#endif
+    for (; i < n; i++) d[i] = top[i] + (bottom[i] - top[i]) * frac;
+}
+
+/* Orders blend_row's streamed stores before whatever this thread does
+ * next (they are weakly ordered), so that other threads see them. */
+static void streamed_rows_done(void) {
+#ifdef __AVX__
+    _mm_sfence();
+#endif
+}
 
 void kd_bilinear_taps(int in, int out, bool align_corners, kd_bilinear_tap *taps) {
     for (int d = 0; d < out; d++) {
@@ -217,10 +253,10 @@ kd_status kd_resize_bilinear(kd_tensor *x, int out_h, int out_w, bool align_corn
                 }
             for (int oh = 0; oh < out_h; oh++) {
                 tap a = th[oh];
-                const float *top = rows + (size_t)a.lo * out_w, *bottom = rows + (size_t)a.hi * out_w;
-                float *d = dst + (size_t)oh * out_w;
-                for (int ow = 0; ow < out_w; ow++) d[ow] = top[ow] + (bottom[ow] - top[ow]) * a.frac;
+                blend_row(rows + (size_t)a.lo * out_w, rows + (size_t)a.hi * out_w, a.frac, dst + (size_t)oh * out_w,
+                          out_w);
             }
+            streamed_rows_done();
             free(rows);
             continue;
         }

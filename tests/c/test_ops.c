@@ -6,6 +6,7 @@
 
 #include "check.h"
 #include "im2col.h"
+#include "internal.h"
 
 #define SEED 7u
 
@@ -209,6 +210,42 @@ static void test_softmax_and_max(void) {
     kd_tensor_release(vals), kd_tensor_release(idx), kd_tensor_release(x);
 }
 
+/* kd_resize_bilinear against its naive twin (each output pixel from its
+ * four source pixels) on sizes whose rows start unaligned and end in a
+ * tail, and on the logits' x8 upsampling, over several planes. */
+static void test_resize_against_naive(void) {
+    const int sizes[3][4] = {{5, 7, 37, 61}, {16, 32, 128, 256}, {3, 9, 10, 13}};
+    for (int k = 0; k < 3; k++)
+        for (int align = 0; align < 2; align++) {
+            int H = sizes[k][0], W = sizes[k][1], OH = sizes[k][2], OW = sizes[k][3];
+            int shape[4] = {2, 3, H, W};
+            kd_tensor *x, *y;
+            kd_rng rng;
+            kd_rng_seed(&rng, 5 + (uint64_t)k);
+            CHECK_OK(kd_tensor_new(KD_F32, 4, shape, &x));
+            kd_fill_normal(x, 0, 1, &rng);
+            CHECK_OK(kd_resize_bilinear(x, OH, OW, align, &y));
+            kd_bilinear_tap th[128], tw[256];
+            kd_bilinear_taps(H, OH, align, th);
+            kd_bilinear_taps(W, OW, align, tw);
+            double worst = 0;
+            for (int q = 0; q < 6; q++)
+                for (int oh = 0; oh < OH; oh++)
+                    for (int ow = 0; ow < OW; ow++) {
+                        const float *p = kd_f32(x) + (size_t)q * H * W;
+                        kd_bilinear_tap a = th[oh], b = tw[ow];
+                        double top = p[a.lo * W + b.lo] + ((double)p[a.lo * W + b.hi] - p[a.lo * W + b.lo]) * b.frac;
+                        double bottom = p[a.hi * W + b.lo] + ((double)p[a.hi * W + b.hi] - p[a.hi * W + b.lo]) * b.frac;
+                        double want = top + (bottom - top) * a.frac;
+                        double got = kd_f32(y)[((size_t)q * OH + oh) * OW + ow];
+                        if (fabs(got - want) > worst) worst = fabs(got - want);
+                    }
+            CHECK(worst < 1e-5, "bilinear %dx%d -> %dx%d (align_corners %d) is %g off its naive twin", H, W, OH, OW,
+                  align, worst);
+            kd_tensor_release(x), kd_tensor_release(y);
+        }
+}
+
 static void test_resize_by_hand(void) {
     int shape[4] = {1, 1, 2, 2};
     float v[4] = {0, 1, 2, 3};
@@ -392,6 +429,7 @@ int main(void) {
     test_kl_by_hand();
     test_softmax_and_max();
     test_resize_by_hand();
+    test_resize_against_naive();
     test_pool_norm_by_hand();
     test_distill_and_mse_by_hand();
     test_reductions_by_hand();
