@@ -18,10 +18,19 @@
 -- PyTorch's float32 (which runs direct). kdseg's inference is with its blocked layout
 -- (the default); inference_unfused_ratio with NCHW throughout (kd.set_layout).
 -- Without python3-torch at /usr/bin/python3 the comparison is skipped, saying so.
---   kdseg tests/bench/compare_torch.lua [rounds]
+-- The second argument picks kdseg's settings (all three by default): a
+-- shorter sitting for one of them.
+--   kdseg tests/bench/compare_torch.lua [rounds] [direct,winograd,bf16]
 local cjson = require("cjson")
 
 local rounds = tonumber(arg[1]) or 2
+local settings = {}
+for name in (arg[2] or "direct,winograd,bf16"):gmatch("[^,]+") do
+  if name ~= "direct" and name ~= "winograd" and name ~= "bf16" then
+    error("compare_torch: unknown setting '" .. name .. "' (direct, winograd or bf16, separated by commas)", 0)
+  end
+  settings[name] = true
+end
 local python = "/usr/bin/python3"
 local here = arg[0]:match("^(.*)/[^/]*$") or "."
 local kdseg = here .. "/../../build/kdseg"
@@ -67,17 +76,18 @@ for _, threads in ipairs({2, 1}) do
     local tb = {step = {}, infer = {}}
     local t = {step = {}, infer = {}, rss = {}}
     for _ = 1, rounds do
-      for _, v in ipairs(lines_of(string.format("%s %s/bench_nets.lua %d bench_%s", kdseg, here, threads, net))) do
+      for _, v in ipairs(settings.direct and lines_of(string.format("%s %s/bench_nets.lua %d bench_%s", kdseg, here,
+                                                                    threads, net)) or {}) do
         k.step[#k.step + 1], k.infer[#k.infer + 1], k.rss[#k.rss + 1] = v.train_step_ms, v.inference_ms, v.peak_rss_mib
         k.infer_unfused[#k.infer_unfused + 1] = v.inference_unfused_ms
         k.gflop = v.train_step_gflop
       end
-      for _, v in ipairs(lines_of(string.format("KDSEG_CONV_PRECISION=bf16 %s %s/bench_nets.lua %d bench_%s", kdseg, here,
-                                                threads, net))) do
+      for _, v in ipairs(settings.bf16 and lines_of(string.format("KDSEG_CONV_PRECISION=bf16 %s %s/bench_nets.lua %d bench_%s",
+                                                                  kdseg, here, threads, net)) or {}) do
         if v.conv_precision == "bf16" then b.step[#b.step + 1], b.infer[#b.infer + 1] = v.train_step_ms, v.inference_ms end
       end
-      for _, v in ipairs(lines_of(string.format("KDSEG_CONV_ALGORITHM=winograd %s %s/bench_nets.lua %d bench_%s", kdseg,
-                                                here, threads, net))) do
+      for _, v in ipairs(settings.winograd and lines_of(string.format("KDSEG_CONV_ALGORITHM=winograd %s %s/bench_nets.lua %d bench_%s",
+                                                                      kdseg, here, threads, net)) or {}) do
         if v.conv_algorithm == "winograd" then wg.step[#wg.step + 1], wg.infer[#wg.infer + 1] = v.train_step_ms, v.inference_ms end
       end
       if has_torch then
