@@ -116,17 +116,22 @@ static inline __attribute__((always_inline)) void interleave_row(float *restrict
     for (int x = groups * D; x < W; x++) move_pixel(full + x, row[x - groups * D] + groups, dir);
 }
 
+/* Row i of sub-image (p, q) of plane n * CB + c, in NCHW. */
+static float *subimage_row(const subimages *s, float *sub, int p, int q, size_t plane, int i) {
+    size_t image_rows = (size_t)s->N * s->CB * s->h; /* sub-image rows per (p, q) */
+    return sub + ((size_t)(p * s->d + q) * image_rows + plane * s->h + i) * s->w;
+}
+
 /* move() in NCHW (lanes 1): full row by full row, each with the d sub-image
  * rows it interleaves; a gather then zero-fills the sub-images' pixels past
  * the edge (columns, then whole rows). */
 static void move_plain(const subimages *s, float *full, float *sub, direction dir) {
     int d = s->d, units = s->N * s->CB * s->H;
-    size_t image_rows = (size_t)s->N * s->CB * s->h; /* sub-image rows per (p, q) */
 #pragma omp parallel for schedule(static) if ((size_t)units * s->W > KD_PARALLEL_MIN)
     for (int u = 0; u < units; u++) {
         int y = u % s->H, plane = u / s->H, p = y % d, i = y / d; /* plane: n * CB + c */
         float *row[d];
-        for (int q = 0; q < d; q++) row[q] = sub + (((size_t)(p * d + q) * image_rows) + (size_t)plane * s->h + i) * s->w;
+        for (int q = 0; q < d; q++) row[q] = subimage_row(s, sub, p, q, (size_t)plane, i);
         float *at = full + ((size_t)plane * s->H + y) * s->W;
         if (d == 2) interleave_row(at, row, s->W, 2, dir);
         else if (d == 4) interleave_row(at, row, s->W, 4, dir);
@@ -143,8 +148,7 @@ static void move_plain(const subimages *s, float *full, float *sub, direction di
         for (int i = (s->H - p + d - 1) / d; i < s->h; i++)
             for (int q = 0; q < d; q++)
                 for (size_t plane = 0; plane < (size_t)s->N * s->CB; plane++)
-                    memset(sub + (((size_t)(p * d + q) * image_rows) + plane * s->h + i) * s->w, 0,
-                           (size_t)s->w * sizeof(float));
+                    memset(subimage_row(s, sub, p, q, plane, i), 0, (size_t)s->w * sizeof(float));
 }
 
 /* Between full images (`full`) and their sub-images (`sub`), one way or

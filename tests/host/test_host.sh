@@ -3,7 +3,8 @@
 # a script error (message, traceback, non-zero exit), and the library found
 # from any working directory. Prints "N passed, N failed".
 set -u
-kdseg=${KDSEG:-$(cd "$(dirname "$0")/../.." && pwd)/build/kdseg} # KDSEG: another build (the sanitizer one)
+root=$(cd "$(dirname "$0")/../.." && pwd)
+kdseg=${KDSEG:-$root/build/kdseg} # KDSEG: another build (the sanitizer one)
 tmp=$(mktemp -d)
 trap 'rm -rf "$tmp"' EXIT
 passed=0; failed=0
@@ -153,5 +154,6 @@ check "models with an option" 0 "pspnet_resnet50            deep_stem=1,output_s
 check "models with a bad option value" 1 "output_stride must be one of 8, 16" "$kdseg" models --option output_stride=4
 check "models with a malformed option" 1 "--option must be key=integer, got 'output_stride'" "$kdseg" models --option output_stride
 check "train with a missing pretrained file" 1 "nothere.safetensors" "$kdseg" train tiny.lua name=t6 model.name=deeplabv3plus_resnet18 model.width=8 model.pretrained=nothere.safetensors
+check "compare_torch with an unknown setting" 1 "compare_torch: unknown setting 'fast' (direct, winograd or bf16" "$kdseg" "$root/tests/bench/compare_torch.lua" 1 fast
 echo "host tests: $passed passed, $failed failed"
 [ "$failed" = 0 ]
