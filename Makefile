@@ -48,17 +48,19 @@ HOST_LIBS := -lluajit-5.1 -ledit -lyaml
 
 all: deps $(BUILD)/libkdcore.a $(BUILD)/kdseg $(BUILD)/kdseg-mpi.so
 
+# Every compile waits for the packages (order-only: `make -j2` on a fresh
+# machine would otherwise compile before dnnl.h is there).
 deps:
 	@vendor/install-deps
 
-$(BUILD)/core/%.o: core/%.c $(CORE_HDR) Makefile
+$(BUILD)/core/%.o: core/%.c $(CORE_HDR) Makefile | deps
 	@mkdir -p $(dir $@)
 	$(CC) $(CPPFLAGS) $(CFLAGS) -c $< -o $@
 
 $(BUILD)/libkdcore.a: $(CORE_OBJ)
 	ar rcs $@ $^
 
-$(BUILD)/bindings/%.o: bindings/%.c bindings/lkd.h core/kd.h Makefile
+$(BUILD)/bindings/%.o: bindings/%.c bindings/lkd.h core/kd.h Makefile | deps
 	@mkdir -p $(dir $@)
 	$(CC) $(CPPFLAGS) -I$(LUA_INC) $(CFLAGS) -c $< -o $@
 
@@ -69,10 +71,10 @@ $(BUILD)/kdseg: $(BIND_OBJ) $(BUILD)/libkdcore.a
 # The MPI plugin that kdseg loads when mpirun or srun starts it (data-parallel
 # training, kd.dist); Open MPI's flags are asked at build time, since deps
 # may have just installed it.
-$(BUILD)/kdseg-mpi.so: bindings/mpi/kdseg_mpi.c bindings/dist_backend.h Makefile
+$(BUILD)/kdseg-mpi.so: bindings/mpi/kdseg_mpi.c bindings/dist_backend.h Makefile | deps
 	$(CC) -shared -fPIC -std=gnu11 -O2 -g $(WARN) $$(mpicc --showme:compile) $< $$(mpicc --showme:link) -o $@
 
-$(BUILD)/san/%.o: core/%.c $(CORE_HDR) Makefile
+$(BUILD)/san/%.o: core/%.c $(CORE_HDR) Makefile | deps
 	@mkdir -p $(dir $@)
 	$(CC) $(CPPFLAGS) $(SAN_FLAGS) -c $< -o $@
 
@@ -83,7 +85,7 @@ $(BUILD)/libkdcore-san.a: $(SAN_OBJ)
 # line and the tiny end-to-end runs with it too.
 SAN_BIND_OBJ := $(BIND_SRC:bindings/%.c=$(BUILD)/san/bindings/%.o)
 
-$(BUILD)/san/bindings/%.o: bindings/%.c bindings/lkd.h core/kd.h Makefile
+$(BUILD)/san/bindings/%.o: bindings/%.c bindings/lkd.h core/kd.h Makefile | deps
 	@mkdir -p $(dir $@)
 	$(CC) $(CPPFLAGS) -I$(LUA_INC) $(SAN_FLAGS) -c $< -o $@
 
@@ -121,11 +123,11 @@ FUZZ_LUA := $(FUZZ_LUA_TARGETS:%=$(BUILD)/fuzz/fuzz_%)
 FUZZERS  := $(FUZZ_C) $(FUZZ_LUA)
 FUZZ_SECONDS ?= 120
 
-$(BUILD)/fuzz/core/%.o: core/%.c $(CORE_HDR) Makefile
+$(BUILD)/fuzz/core/%.o: core/%.c $(CORE_HDR) Makefile | deps
 	@mkdir -p $(dir $@)
 	$(FUZZ_CC) $(CPPFLAGS) $(FUZZ_FLAGS) -c $< -o $@
 
-$(BUILD)/fuzz/bindings/%.o: bindings/%.c bindings/lkd.h core/kd.h Makefile
+$(BUILD)/fuzz/bindings/%.o: bindings/%.c bindings/lkd.h core/kd.h Makefile | deps
 	@mkdir -p $(dir $@)
 	$(FUZZ_CC) $(CPPFLAGS) -I$(LUA_INC) $(FUZZ_FLAGS) -c $< -o $@
 
