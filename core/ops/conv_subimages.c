@@ -89,30 +89,17 @@ static inline __attribute__((always_inline)) void move_pixel(float *at, float *r
  * (pixel j * D + q is pixel j of row[q]), one way or the other, whole
  * groups of D pixels at a time: the full row is read or written along the
  * memory, which the compiler turns into vector loads, stores and shuffles
- * for a constant D (the pixel-by-pixel loop ran scalar, and these moves
- * were 5% of bench_student's step on 1 thread, 9% on 2). The last W % D
- * pixels one by one. */
+ * where the caller makes D a constant (the pixel-by-pixel loop ran scalar,
+ * and these moves were 5% of bench_student's step on 1 thread, 9% on 2;
+ * hand-written loops for D = 2 and 4 with restrict rows ran no faster, and
+ * one loop per sub-image row, strided along the full row, ran 1.5-6x
+ * slower; measured alone, 1 thread, rows of 16-128 pixels). The last
+ * W % D pixels one by one. */
 static inline __attribute__((always_inline)) void interleave_row(float *restrict full, float *const *row, int W, int D,
                                                                  direction dir) {
     int groups = W / D;
-    if (D == 2) {
-        float *restrict a = row[0], *restrict b = row[1];
-        for (int j = 0; j < groups; j++) {
-            move_pixel(full + 2 * j, a + j, dir);
-            move_pixel(full + 2 * j + 1, b + j, dir);
-        }
-    } else if (D == 4) {
-        float *restrict a = row[0], *restrict b = row[1], *restrict c = row[2], *restrict e = row[3];
-        for (int j = 0; j < groups; j++) {
-            move_pixel(full + 4 * j, a + j, dir);
-            move_pixel(full + 4 * j + 1, b + j, dir);
-            move_pixel(full + 4 * j + 2, c + j, dir);
-            move_pixel(full + 4 * j + 3, e + j, dir);
-        }
-    } else {
-        for (int j = 0; j < groups; j++)
-            for (int q = 0; q < D; q++) move_pixel(full + j * D + q, row[q] + j, dir);
-    }
+    for (int j = 0; j < groups; j++)
+        for (int q = 0; q < D; q++) move_pixel(full + j * D + q, row[q] + j, dir);
     for (int x = groups * D; x < W; x++) move_pixel(full + x, row[x - groups * D] + groups, dir);
 }
 
