@@ -28,6 +28,11 @@ kd_status kd_tensor_zeros_pending(int ndim, const int *shape, kd_tensor **out); 
 bool kd_take_zeros(kd_tensor *t);
 /* Zeroes bytes [0, n) of p, on every thread where it is large. */
 void kd_zero_bytes(void *p, size_t n);
+/* Adds N x C x HW values stored nChw<block>c (from) into NCHW ones (to), C
+ * a multiple of block: a gradient computed blocked into its accumulator
+ * (core/engine/layout.c); onto_zeros: `to` was taken pending zeros, so it is
+ * written, not read. */
+void kd_blocked_add_to_plain(const float *from, float *to, int N, int C, size_t HW, int block, bool onto_zeros);
 
 /* At most this many threads keep buffers of their own in one op. */
 #define KD_MAX_THREADS 64

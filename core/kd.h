@@ -98,10 +98,6 @@ int kd_blocked(const kd_tensor *t);
 /* Marks t's storage as holding t's data in nChw<block>c (t 4-D and whole,
  * its channels a multiple of block, so the sizes agree). */
 void kd_set_blocked(kd_tensor *t, int block);
-/* Adds N x C x HW values stored nChw<block>c (from) into NCHW ones (to), C
- * a multiple of block: a gradient computed blocked into its accumulator;
- * onto_zeros: `to` is taken pending zeros (internal.h), not read. */
-void kd_blocked_add_to_plain(const float *from, float *to, int N, int C, size_t HW, int block, bool onto_zeros);
 /* Whether convolutions whose outputs need no gradient leave them blocked
  * (the default; KDSEG_LAYOUT=nchw in the environment starts with it off).
  * Returns the previous setting. */

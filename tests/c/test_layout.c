@@ -9,6 +9,7 @@
 #include <string.h>
 
 #include "check.h"
+#include "internal.h"
 
 static kd_tensor *vector(int c, float first, float step) {
     kd_tensor *t;
