@@ -12,11 +12,14 @@
 -- from its last weights; the validation figures are given beside.
 -- Writes runs/<name>/results.md and .json, each seed in runs/<name>/seed<k>/.
 --   kdseg experiments/accuracy_benchmark.lua [seeds=[1,2,3]] [iterations=N] [teacher_iterations=N] [name=...]
---         [mean_teacher.weight=W ...] [students.weights.mutual=W ...] [--resume | --overwrite]
+--         [mean_teacher.weight=W ...] [students.weights.mutual=W ...] [baselines=false] [--resume | --overwrite]
 -- iterations: every student's and baseline's budget (4000: at 2000 the
 -- supervised baselines were still far from converged, fine only 36.9 against
 -- 41.5 at 4000); teacher_iterations: the teacher's first training (each of the
--- 2 retraining cycles takes half).
+-- 2 retraining cycles takes half). baselines=false: the method's rows only
+-- (teacher, students, fine only, all labels), about two thirds of the time:
+-- for comparing settings of the engine on the method, such as
+-- KDSEG_CONV_ALGORITHM=winograd, against a full run's rows.
 -- About 45 minutes per seed on 2 cores with the defaults below (the
 -- documented size; `size` and `root` are there for the tests' tiny run).
 local cjson = require("cjson")
@@ -30,6 +33,7 @@ local cfg = {name = "accuracy_benchmark", root = "data/accuracy_benchmark", clas
              batch_size = 8, workers = 2, crop = {64, 128}, scale = {0.5, 2.0}, teacher = "deeplabv3plus",
              student = "bench_student", quiet = false, teacher_with_coarse = false,
              baselines_from = false, -- an earlier benchmark's folder whose seed<k>/baselines (same data and budget) are reused
+             baselines = true, -- false: the method's rows only
              teacher_checkpoint = false, -- the weights of a teacher an earlier run trained (same data and budget), every seed
              size = {train = 200, coarse = 600, val = 100, test = 100, height = 128, width = 256}}
 -- Each semi-supervised baseline's own settings (mean_teacher.weight=...,
@@ -62,6 +66,10 @@ cfg.students.temperature, cfg.students.pairwise_pooling = tuned_students.tempera
 local flags = kd.config.arguments(arg, cfg, {"resume", "overwrite"})
 local root, dir = cfg.root, kd.train.rundir.path("runs", cfg.name, "accuracy_benchmark")
 if type(cfg.seeds) ~= "table" or #cfg.seeds == 0 then error("accuracy_benchmark: seeds must be a non-empty list", 0) end
+if type(cfg.baselines) ~= "boolean" then error("accuracy_benchmark: baselines must be true or false, got " .. tostring(cfg.baselines), 0) end
+if not cfg.baselines and cfg.baselines_from then
+  error("accuracy_benchmark: baselines=false runs no baselines; baselines_from has none to reuse then", 0)
+end
 kd.train.rundir.claim(dir, flags) -- --resume: the method and the baselines go on where they stopped
 
 -- The documented size and seed: 200 training images (25 finely labeled),
@@ -119,6 +127,10 @@ local pseudo_rows = {
   {"the method: refined pseudo-labels, cycle 1", cycle = 1},
   {"the method: refined pseudo-labels, cycle 2", cycle = 2},
 }
+-- whether a row of the table (a run folder under baselines/) or of the
+-- pseudo-label table (a baseline's) is left out by baselines=false
+local function left_out(row) return not cfg.baselines and row[2] and row[2]:find("^baselines/") ~= nil end
+local function pseudo_left_out(row) return not cfg.baselines and not row.cycle end
 local function pseudo_figures(seed_dir, baselines_dir)
   local out = {}
   for i, row in ipairs(pseudo_rows) do
@@ -126,7 +138,7 @@ local function pseudo_figures(seed_dir, baselines_dir)
       local path = string.format("%s/method/pseudo/cycle_%d/stats.json", seed_dir, row.cycle)
       local st = kd.data.files.exists(path) and kd.config.load(path) or {}
       if type(st.accuracy) == "number" then out[i] = {final = {accuracy = st.accuracy, coverage = st.coverage}} end
-    else
+    elseif not pseudo_left_out(row) then
       local list = pseudo_probe.history(baselines_dir .. "/baselines/" .. row[2])[row[3]]
       if list and #list > 0 then
         out[i] = {first = list[1], middle = list[math.ceil(#list / 2)], final = list[#list]}
@@ -157,7 +169,7 @@ local function one_seed(seed)
   local baselines_dir = seed_dir
   if cfg.baselines_from then
     baselines_dir = cfg.baselines_from .. "/seed" .. seed
-  else
+  elseif cfg.baselines then
     _G.arg = {"name=baselines", "runs_dir=" .. seed_dir, "seed=" .. seed, "model=" .. cfg.student,
               "iterations=" .. cfg.iterations, "lr=" .. cfg.lr, "batch_size=" .. cfg.batch_size,
               "workers=" .. cfg.workers, string.format("crop=[%d,%d]", cfg.crop[1], cfg.crop[2]),
@@ -175,6 +187,7 @@ local function one_seed(seed)
   local tested = {} -- run folder -> its models' test scores, and its results.json
   local out = {}
   for i, row in ipairs(rows) do
+    if left_out(row) then goto next_row end
     local folder = row[2]:gsub("^baselines/", "") ~= row[2] and (baselines_dir .. "/" .. row[2]) or (seed_dir .. "/" .. row[2])
     if not tested[folder] then
       tested[folder] = {scores = evaluate.run_folder(folder, test_set, classes, {workers = cfg.workers}),
@@ -186,6 +199,7 @@ local function one_seed(seed)
     local test = t.scores[model] and t.scores[model].miou
     if not val or not test then error(string.format("accuracy_benchmark: %s has no model %s", folder, tostring(model)), 0) end
     out[i] = {val = val, test = test}
+    ::next_row::
   end
   out.pseudo = pseudo_figures(seed_dir, baselines_dir)
   return out
@@ -216,13 +230,16 @@ local lines = {string.format("SynthCity %s: %d train (1/8 finely labeled) + %d c
                string.format("| model | test mIoU | val mIoU |"), "|---|---|---|"}
 local json_rows = {}
 for i, row in ipairs(rows) do
+  if left_out(row) then goto next_row end
   lines[#lines + 1] = string.format("| %s | %s | %s |", row[1], cell(i, "test"), cell(i, "val"))
   local test_mean, test_sd, test_values = spread(i, "test")
   local val_mean, val_sd, val_values = spread(i, "val")
-  json_rows[i] = {name = row[1], test = {mean = test_mean, sd = test_sd, seeds = test_values},
-                  val = {mean = val_mean, sd = val_sd, seeds = val_values}}
+  json_rows[#json_rows + 1] = {name = row[1], test = {mean = test_mean, sd = test_sd, seeds = test_values},
+                               val = {mean = val_mean, sd = val_sd, seeds = val_values}}
+  ::next_row::
 end
 if cfg.baselines_from then lines[#lines + 1] = "\nbaselines reused from " .. cfg.baselines_from end
+if not cfg.baselines then lines[#lines + 1] = "\nthe method's rows only (baselines=false)" end
 local fine, best, all = spread(1, "test"), math.max((spread(6, "test")), (spread(7, "test"))), spread(10, "test")
 lines[#lines + 1] = ""
 lines[#lines + 1] = string.format("on the test split, best distilled student - fine only: %+.2f mIoU (means over the seeds); "
@@ -247,11 +264,14 @@ lines[#lines + 1] = "| pseudo-labels | accuracy, 1/10 | accuracy, 1/2 | accuracy
 lines[#lines + 1] = "|---|---|---|---|---|---|"
 local pseudo_json = {}
 for i, row in ipairs(pseudo_rows) do
-  pseudo_json[i] = {name = row[1], seeds = {}}
-  for k = 1, #per_seed do pseudo_json[i].seeds[k] = per_seed[k].pseudo[i] or cjson.null end
+  if pseudo_left_out(row) then goto next_pseudo end
+  local entry = {name = row[1], seeds = {}}
+  for k = 1, #per_seed do entry.seeds[k] = per_seed[k].pseudo[i] or cjson.null end
+  pseudo_json[#pseudo_json + 1] = entry
   lines[#lines + 1] = string.format("| %s | %s | %s | %s | %s | %s |", row[1], pseudo_cell(i, "first", "accuracy"),
                                     pseudo_cell(i, "middle", "accuracy"), pseudo_cell(i, "final", "accuracy"),
                                     pseudo_cell(i, "final", "coverage"), pseudo_cell(i, "final", "miou"))
+  ::next_pseudo::
 end
 local md = table.concat(lines, "\n")
 if kd.dist.is_main() then

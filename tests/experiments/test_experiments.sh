@@ -89,6 +89,17 @@ run accuracy_benchmark "$kdseg" "$top/experiments/accuracy_benchmark.lua" root=b
     mean_teacher.weight=7 students.weights.mutual=0.25
 run "accuracy benchmark: a baseline's setting reaches it" grep -q '"weight":7[,}]' runs/accuracy_benchmark/seed2/baselines/mean_teacher/config.json
 run "accuracy benchmark: a students' setting reaches them" grep -q '"mutual":0.25[,}]' runs/accuracy_benchmark/seed2/method/students/config.json
+# the method's rows only (baselines=false), on the same data
+run "accuracy benchmark, the method's rows only" "$kdseg" "$top/experiments/accuracy_benchmark.lua" name=accuracy_method \
+    root=bench_data iterations=4 teacher_iterations=4 crop=[32,64] batch_size=4 workers=1 teacher=bench_teacher quiet=true \
+    size.train=16 size.coarse=8 size.val=4 size.test=4 size.height=32 size.width=64 seeds=[1] baselines=false
+run "method's rows only: no baseline trained" test ! -e runs/accuracy_method/seed1/baselines
+run "method's rows only: the students' ensemble" grep -q "^| the method: students' ensemble | [0-9.]* | [0-9.]* |$" runs/accuracy_method/results.md
+run "method's rows only: the cycle's pseudo-labels" grep -q "^| the method: refined pseudo-labels, cycle 2 | - | - | [0-9.]* |" runs/accuracy_method/results.md
+run "method's rows only: no baseline's row" sh -c "! grep -q 'Mean Teacher\|CPS\|UniMatch' runs/accuracy_method/results.md"
+run "method's rows only, with baselines to reuse, refused" sh -c "! \"$kdseg\" \"$top/experiments/accuracy_benchmark.lua\" \
+    name=bad_method_only baselines=false baselines_from=runs/accuracy_benchmark > bad.log 2>&1 \
+    && grep -q 'baselines=false runs no baselines; baselines_from has none to reuse' bad.log"
 # the ablation from the benchmark's teachers (teachers_from), read on its test split
 bench_teachers="data.root=bench_data augment.crop=[32,64] teacher.model=bench_teacher teacher.lr=0.02 teacher.retrain_iterations=2 \
     teacher.retrain_lr=0.01 batch_size=4 workers=1 students.iterations=3 quiet=true"
