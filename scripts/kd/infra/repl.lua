@@ -111,16 +111,31 @@ function repl.run()
       end
     end
   end
-  while true do
+  -- One prompt and what it reads; false at end of input (Ctrl-D).
+  local function one_line()
     local line, why = C.readline(buffer and ">> " or "kd> ")
     if line then take(line)
     elseif why == "interrupted" then -- Ctrl-C at the prompt: drop what was typed, go on
       print()
       buffer = nil
-    else -- end of input (Ctrl-D)
+    else
       print()
-      break
+      return false
     end
+    return true
+  end
+  while true do
+    -- Ctrl-C between a statement's end and the next prompt (a value being
+    -- printed; on a busy machine that moment grows) raises "interrupted"
+    -- here, outside the statement's own xpcall: it ended the session. It
+    -- now drops the line, as at the prompt.
+    local ok, going_on = pcall(one_line)
+    if not ok then
+      if not tostring(going_on):match("interrupted$") then error(going_on, 0) end
+      print()
+      buffer, going_on = nil, true
+    end
+    if not going_on then break end
   end
   if history then C.write_history(history) end
 end
