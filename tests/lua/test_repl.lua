@@ -1,8 +1,9 @@
 -- The REPL's loop (kd.infra.repl) with its terminal replaced: lines come
 -- from a list instead of libedit, printed lines are collected, and the
--- history file is left alone. (tests/repl/test_repl.sh drives the real one
--- through a pseudo-terminal; the case here depends on when a signal lands,
--- which a terminal cannot make happen on purpose.)
+-- history file is left alone, so the interrupt lands exactly where the test
+-- puts it. (tests/repl/test_repl.sh drives the real one through a
+-- pseudo-terminal, where a slow __tostring holds the REPL in its own code
+-- long enough for a Ctrl-C.)
 local h = require("harness")
 local T = {}
 

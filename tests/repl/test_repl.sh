@@ -1,7 +1,8 @@
 #!/bin/sh
 # Drives the kdseg REPL through a pseudo-terminal (tmux): completion of a kd.
 # prefix, a printed value, an error followed by a working line, a silenced
-# value, help, Ctrl-C interrupting a running loop, history saved on exit.
+# value, help, Ctrl-C interrupting a running loop or a value being printed,
+# history saved on exit.
 # Prints "N passed, N failed"; exits non-zero on any failure.
 set -u
 kdseg=${KDSEG:-$(cd "$(dirname "$0")/../.." && pwd)/build/kdseg} # KDSEG: another build (the sanitizer one)
@@ -59,6 +60,16 @@ line "'alive ' .. 'after Ctrl-C'"
 expect "Ctrl-C at the prompt does not end the session" "alive after Ctrl-C"
 if screen | grep -q "error: .*half typed"; then failed=$((failed + 1)); echo "FAIL repl: a line dropped by Ctrl-C ran"
 else passed=$((passed + 1)); fi
+# Ctrl-C while a value is being printed (a slow __tostring: the REPL's own
+# code, after the statement's end) drops it and the session goes on; it
+# used to end the session
+line "slow = setmetatable({}, {__tostring = function() local t = os.clock() while os.clock() - t < 3 do end return 'slow' end})"
+line "slow"
+wait_for "kd> slow"
+sleep 0.5
+tmux send-keys -t "$session" C-c
+line "'alive ' .. 'after printing'"
+expect "Ctrl-C while a value is printed does not end the session" "alive after printing"
 line "help('kd')"
 expect "help('kd') lists the API" "kd holds:"
 tmux send-keys -t "$session" C-d
