@@ -66,7 +66,6 @@ cfg.students.temperature, cfg.students.pairwise_pooling = tuned_students.tempera
 local flags = kd.config.arguments(arg, cfg, {"resume", "overwrite"})
 local root, dir = cfg.root, kd.train.rundir.path("runs", cfg.name, "accuracy_benchmark")
 if type(cfg.seeds) ~= "table" or #cfg.seeds == 0 then error("accuracy_benchmark: seeds must be a non-empty list", 0) end
-if type(cfg.baselines) ~= "boolean" then error("accuracy_benchmark: baselines must be true or false, got " .. tostring(cfg.baselines), 0) end
 if not cfg.baselines and cfg.baselines_from then
   error("accuracy_benchmark: baselines=false runs no baselines; baselines_from has none to reuse then", 0)
 end

@@ -97,6 +97,8 @@ run "method's rows only: no baseline trained" test ! -e runs/accuracy_method/see
 run "method's rows only: the students' ensemble" grep -q "^| the method: students' ensemble | [0-9.]* | [0-9.]* |$" runs/accuracy_method/results.md
 run "method's rows only: the cycle's pseudo-labels" grep -q "^| the method: refined pseudo-labels, cycle 2 | - | - | [0-9.]* |" runs/accuracy_method/results.md
 run "method's rows only: no baseline's row" sh -c "! grep -q 'Mean Teacher\|CPS\|UniMatch' runs/accuracy_method/results.md"
+run "accuracy benchmark: baselines not a boolean refused" sh -c "! \"$kdseg\" \"$top/experiments/accuracy_benchmark.lua\" \
+    name=bad_baselines baselines=maybe > bad.log 2>&1 && grep -q \"'baselines' must be true or false, got 'maybe'\" bad.log"
 run "method's rows only, with baselines to reuse, refused" sh -c "! \"$kdseg\" \"$top/experiments/accuracy_benchmark.lua\" \
     name=bad_method_only baselines=false baselines_from=runs/accuracy_benchmark > bad.log 2>&1 \
     && grep -q 'baselines=false runs no baselines; baselines_from has none to reuse' bad.log"
