@@ -75,6 +75,25 @@ ln -s data later_data
 "$kdseg" sweep later.yaml --retry-failed --quiet > later.log 2>&1 && fail "--retry-failed without --resume" || ok
 grep -q "goes with --resume" later.log && ok || fail "--retry-failed without --resume is named"
 
+# oversubscribed (workers x threads over the cores, --oversubscribe), trials
+# run with OMP_WAIT_POLICY=passive, so that spinning OpenMP threads do not
+# hold the cores the other trials need; not otherwise, and a user's setting stays
+cat > policy.lua <<'LUA'
+local cfg = {x = 0, runs_dir = "runs", name = "t"}
+if kd.config.arguments(arg, cfg, {"check"}).check then return end
+local f = assert(io.open(cfg.runs_dir .. "/" .. cfg.name .. ".policy", "w"))
+f:write(os.getenv("OMP_WAIT_POLICY") or "unset", "\n")
+f:close()
+LUA
+printf 'program: policy.lua\nthreads: %s\nparameters:\n  x: {values: [1, 2]}\n' "$(nproc)" > policy.yaml
+policies() { cat "$1"/policy/*.policy 2>/dev/null | sort -u | tr '\n' ' '; }
+"$kdseg" sweep policy.yaml --workers 2 --oversubscribe --quiet --runs-dir over > policy.log 2>&1
+[ "$(policies over)" = "passive " ] && ok || { fail "oversubscribed trials run passive: got '$(policies over)'"; tail -3 policy.log; }
+"$kdseg" sweep policy.yaml --workers 2 --quiet --runs-dir fit > policy.log 2>&1
+[ "$(policies fit)" = "unset " ] && ok || fail "trials that fit the cores keep libgomp's default: got '$(policies fit)'"
+OMP_WAIT_POLICY=active "$kdseg" sweep policy.yaml --workers 2 --oversubscribe --quiet --runs-dir own > policy.log 2>&1
+[ "$(policies own)" = "active " ] && ok || fail "a user's OMP_WAIT_POLICY stays: got '$(policies own)'"
+
 # SIGKILL of the runner twenty times at random moments, each time resumed:
 # every trial finishes exactly once, with the uninterrupted sweep's metric,
 # and no trial of a killed runner runs on as an orphan
