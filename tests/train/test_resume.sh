@@ -38,5 +38,13 @@ print(n > 0 and worst == 0 and "identical" or ("differ " .. worst))')
 if [ "$same" = "identical" ]; then ok; else fail "weights after resume (killed at $killed_at): $same"; fi
 lines=$(grep -c '"type":"train"' runs/b/metrics.jsonl)
 if [ "$lines" = 6 ]; then ok; else fail "metrics.jsonl of the resumed run has $lines train lines, expected 6"; fi
+# engine.json keeps how the run began; a resume under another convolution
+# algorithm goes on and says so (its bits differ from an uninterrupted run's)
+if ! grep -q "warning" b2.log && grep -q '"conv_algorithm"' runs/b/engine.json; then ok; else fail "engine.json, and no warning on a resume as begun"; fi
+began=$(sed 's/.*"conv_algorithm":"\([a-z]*\)".*/\1/' runs/b/engine.json)
+other=$([ "$began" = direct ] && echo winograd || echo direct)
+KDSEG_CONV_ALGORITHM=$other "$kdseg" train config.lua name=b --resume > b3.log 2>&1 || { fail "resumed again"; tail -3 b3.log; }
+if grep -q "warning: runs/b: resumed with conv_algorithm $other, where it began with $began" b3.log; then ok
+else fail "a resume under another algorithm is named"; tail -3 b3.log; fi
 echo "killed at iteration $killed_at"
 finish

@@ -134,9 +134,33 @@ function Loop:__init(spec, options)
   for _, s in ipairs(self.streams) do s.loader = self:open_stream(s) end
   self.log = self.main and runlog.open(self.dir, self.resumed) or runlog.silent()
   self.log:write_json("config.json", self.record or self:describe())
+  self:note_engine()
   self.quiet = c.quiet or not self.main
   if self.resumed and not self.quiet then
     print(string.format("%s: resumed from iteration %d of %d", c.name, self.iteration, c.iterations))
+  end
+end
+
+-- engine.json: how the run began to compute (kd.engine()). A resume under
+-- another convolution algorithm or precision (a default changed since, or
+-- KDSEG_CONV_ALGORITHM / KDSEG_CONV_PRECISION) goes on, within rounding of
+-- the run it continues, and says so, since its bits then differ from an
+-- uninterrupted run's. results.json's engine is the one the run ended with.
+function Loop:note_engine()
+  if not self.main then return end
+  local path, now = self.dir .. "/engine.json", kd.engine()
+  local ok, began = false, nil
+  if self.resumed and kd.data.files.exists(path) then ok, began = pcall(config.load, path) end
+  if not (ok and type(began) == "table") then
+    self.log:write_json("engine.json", now)
+    return
+  end
+  for _, key in ipairs({"conv_algorithm", "conv_precision"}) do
+    if began[key] ~= nil and began[key] ~= now[key] then
+      io.stderr:write(string.format("warning: %s: resumed with %s %s, where it began with %s: the results stay within "
+                                    .. "rounding of an uninterrupted run's, not the same bits\n", self.dir, key,
+                                    tostring(now[key]), tostring(began[key])))
+    end
   end
 end
 
