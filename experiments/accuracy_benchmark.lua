@@ -19,9 +19,11 @@
 -- 2 retraining cycles takes half). baselines=false: the method's rows only
 -- (teacher, students, fine only, all labels), about two thirds of the time:
 -- for comparing settings of the engine on the method, such as
--- KDSEG_CONV_ALGORITHM=winograd, against a full run's rows.
--- About 45 minutes per seed on 2 cores with the defaults below (the
--- documented size; `size` and `root` are there for the tests' tiny run).
+-- KDSEG_CONV_PRECISION=bf16, against a full run's rows.
+-- About 45 minutes per seed on 2 cores with the defaults below and direct
+-- convolutions (the documented size; `size` and `root` are there for the
+-- tests' tiny run); with Winograd, the default since, baselines=false took
+-- 32 minutes a seed.
 local cjson = require("cjson")
 local semisup = require("kd.method.semisup")
 local evaluate = require("kd.train.evaluate")

@@ -32,7 +32,7 @@
  * float32; kdseg's tensors and master weights stay float32. Where oneDNN has
  * no bfloat16 kernel for the CPU, the call falls back as above, in float32.
  *
- * Winograd (kd_conv_set_winograd, KDSEG_CONV_ALGORITHM=winograd): each
+ * Winograd (the default; kd_conv_set_winograd, KDSEG_CONV_ALGORITHM): each
  * primitive tries oneDNN's Winograd kernels first where the geometry is
  * theirs (3x3, stride 1, undilated), then direct ones; dilated 3x3
  * convolutions are handed to conv_subimages.c, which runs them undilated on
@@ -73,16 +73,17 @@ bool kd_conv_set_bf16(bool on) {
  * differently from direct convolution (transforms of the input, the
  * weights and the output, each in float32), so results move by about
  * 1e-5 relative; still the same bits from run to run at a thread count.
- * Off by default (KDSEG_CONV_ALGORITHM=winograd turns it on); where oneDNN
- * has no Winograd kernel for a call (no AVX-512, bfloat16), that call runs
- * direct. Its kernels take no residual as a post-op: at inference the
+ * On by default (KDSEG_CONV_ALGORITHM=direct turns it off): on the accuracy
+ * benchmark its models read as direct convolution's within the seeds'
+ * spread (README, "Winograd, the default"). Where oneDNN has no Winograd
+ * kernel for a call (no AVX-512, bfloat16), that call runs direct. Its kernels take no residual as a post-op: at inference the
  * residual and the ReLU come after them (kd_conv_dnnl_inference). */
 static int winograd = -1; /* -1: the environment decides */
 
 bool kd_conv_winograd(void) {
     if (winograd < 0) {
         const char *choice = getenv("KDSEG_CONV_ALGORITHM");
-        winograd = choice && strcmp(choice, "winograd") == 0;
+        winograd = !(choice && strcmp(choice, "direct") == 0);
     }
     return winograd;
 }

@@ -43,8 +43,8 @@ kd.set_conv_backend = C.set_conv_backend -- "onednn" (the default where it runs)
 kd.set_conv_precision, kd.conv_precision = C.set_conv_precision, C.conv_precision
 -- "winograd": oneDNN's 3x3 stride-1 undilated convolutions by Winograd
 -- F(4x4, 3x3) where it has the kernels (AVX-512, float32), about 2x faster,
--- results within about 1e-5 of direct; "direct", the default
--- (KDSEG_CONV_ALGORITHM=winograd in the environment)
+-- results within about 1e-5 of direct: the default; "direct" for every
+-- convolution (KDSEG_CONV_ALGORITHM=direct in the environment)
 kd.set_conv_algorithm, kd.conv_algorithm = C.set_conv_algorithm, C.conv_algorithm
 -- How this process computes now, as each run's results.json records it:
 -- the thread count fixes the bits, and the convolutions' precision and

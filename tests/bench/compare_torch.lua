@@ -5,7 +5,9 @@
 -- of the shared reference, with glibc told to keep freed memory as NETS.md
 -- says) alternate ROUNDS times, so drift of this shared machine hits both
 -- alike; each figure is the median over rounds, printed as the ratio
--- kdseg / PyTorch (below 1: kdseg is faster). Also the measured FMA peak
+-- kdseg / PyTorch (below 1: kdseg is faster): step_ratio, inference_ratio
+-- and peak_rss_ratio for kdseg with direct convolutions only
+-- (KDSEG_CONV_ALGORITHM=direct), winograd_* for its default. Also the measured FMA peak
 -- (build/bench/bench_peak) and each step as a fraction of it. Where oneDNN
 -- has bfloat16 convolutions, kdseg also runs with them
 -- (KDSEG_CONV_PRECISION=bf16) in the same rounds, and PyTorch with its
@@ -13,8 +15,8 @@
 -- bf16_inference_ratio are kdseg's bfloat16 against PyTorch's float32,
 -- bf16_step_ratio_vs_torch_bf16 and bf16_inference_ratio_vs_torch_bf16
 -- against PyTorch's bfloat16. Where oneDNN has Winograd kernels, kdseg also
--- runs in float32 with them (KDSEG_CONV_ALGORITHM=winograd) in the same
--- rounds: winograd_step_ratio and winograd_inference_ratio, against
+-- runs in float32 with them (its default, KDSEG_CONV_ALGORITHM=winograd) in
+-- the same rounds: winograd_step_ratio and winograd_inference_ratio, against
 -- PyTorch's float32 (which runs direct). kdseg's inference is with its blocked layout
 -- (the default); inference_unfused_ratio with NCHW throughout (kd.set_layout).
 -- Without python3-torch at /usr/bin/python3 the comparison is skipped, saying so.
@@ -76,8 +78,8 @@ for _, threads in ipairs({2, 1}) do
     local tb = {step = {}, infer = {}}
     local t = {step = {}, infer = {}, rss = {}}
     for _ = 1, rounds do
-      for _, v in ipairs(settings.direct and lines_of(string.format("%s %s/bench_nets.lua %d bench_%s", kdseg, here,
-                                                                    threads, net)) or {}) do
+      for _, v in ipairs(settings.direct and lines_of(string.format("KDSEG_CONV_ALGORITHM=direct %s %s/bench_nets.lua %d bench_%s",
+                                                                    kdseg, here, threads, net)) or {}) do
         k.step[#k.step + 1], k.infer[#k.infer + 1], k.rss[#k.rss + 1] = v.train_step_ms, v.inference_ms, v.peak_rss_mib
         k.infer_unfused[#k.infer_unfused + 1] = v.inference_unfused_ms
         k.gflop = v.train_step_gflop

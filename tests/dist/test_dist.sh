@@ -30,16 +30,26 @@ return {name = "one", seed = 3, threads = 1,
         model = {name = "bench_student"}, optim = {lr = 0.002},
         train = {iterations = 12, log_every = 1, eval_every = 6, checkpoint_every = 6, grids = 1, sync_bn = true}}
 LUA
+# Direct convolutions for both: the runs then differ only in the order of
+# the gradients' sums, by about 1e-7. With Winograd (the default) this
+# seed's 1-process run leaves the others around step 6 (its loss at step 7
+# is 9e-7 off, where the 2-rank Winograd run and both direct runs agree to
+# 1e-7), and a batch norm's bias, still near 0, ends 1e-2 off relative to
+# its size. Per convolution, Winograd gives the same outputs on 4 images as
+# on 2 + 2 and weight gradients within 1e-6, so we read it as a value that
+# falls on the other side of a ReLU by rounding, not as the ranks' doing.
+export KDSEG_CONV_ALGORITHM=direct
 "$kdseg" train train.lua > one.log 2>&1 || fail "one process: $(tail -2 one.log)"
-$mpi "$kdseg" train train.lua name=two > two.log 2>&1 || fail "2 ranks: $(grep -m3 -i 'error\|rank' two.log)"
+$mpi -x KDSEG_CONV_ALGORITHM "$kdseg" train train.lua name=two > two.log 2>&1 || fail "2 ranks: $(grep -m3 -i 'error\|rank' two.log)"
 same=$("$kdseg" "$top/tests/dist/same_run.lua" runs/one runs/two 1e-5 2>&1)
 case "$same" in same*) ok; echo "2 ranks against 1 process: $same" ;; *) fail "2 ranks against 1 process: $same" ;; esac
 [ -f runs/two/results.json ] && [ -f runs/two/report.html ] && ok || fail "rank 0 wrote no results.json or report"
 grep -q '"ranks":2' runs/two/metrics.jsonl && grep -q '"communication":' runs/two/metrics.jsonl && ok ||
     fail "metrics.jsonl logs no ranks or communication time"
 # without sync_bn each rank normalises with its own statistics: it runs, and differs
-$mpi "$kdseg" train train.lua name=two_own train.sync_bn=false > own.log 2>&1 || fail "2 ranks without sync_bn: $(tail -2 own.log)"
+$mpi -x KDSEG_CONV_ALGORITHM "$kdseg" train train.lua name=two_own train.sync_bn=false > own.log 2>&1 || fail "2 ranks without sync_bn: $(tail -2 own.log)"
 "$kdseg" "$top/tests/dist/same_run.lua" runs/one runs/two_own 1e-5 > /dev/null 2>&1 && fail "per-rank batch norm equals one process's" || ok
+unset KDSEG_CONV_ALGORITHM
 
 # a pseudo-label cycle: the same files from 2 ranks as from 1 (the teacher from a checkpoint)
 "$kdseg" train train.lua name=teacher model.name=bench_teacher train.sync_bn=false train.iterations=20 > teacher.log 2>&1 ||
