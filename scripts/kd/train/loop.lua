@@ -149,12 +149,15 @@ end
 function Loop:note_engine()
   if not self.main then return end
   local path, now = self.dir .. "/engine.json", kd.engine()
-  local ok, began = false, nil
-  if self.resumed and kd.data.files.exists(path) then ok, began = pcall(config.load, path) end
-  if not (ok and type(began) == "table") then
+  if not self.resumed then
     self.log:write_json("engine.json", now)
     return
   end
+  -- (a run begun before engine.json was kept: how it began is unknown, and
+  -- the engine it resumes with is not written as if it were)
+  if not kd.data.files.exists(path) then return end
+  local ok, began = pcall(config.load, path)
+  if not (ok and type(began) == "table") then return end
   for _, key in ipairs({"conv_algorithm", "conv_precision"}) do
     if began[key] ~= nil and began[key] ~= now[key] then
       io.stderr:write(string.format("warning: %s: resumed with %s %s, where it began with %s: the results stay within "
