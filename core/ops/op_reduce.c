@@ -133,23 +133,32 @@ kd_status kd_max_channels(const kd_tensor *x, kd_tensor **values, kd_tensor **in
         kd_tensor_release(v);
         return s;
     }
-    size_t N = (size_t)x->shape[0], C = (size_t)x->shape[1];
+    size_t C = (size_t)x->shape[1];
     size_t HW = (size_t)x->shape[2] * (size_t)x->shape[3];
     const float *in = kd_f32(x);
     float *vd = v ? kd_f32(v) : NULL;
     int32_t *id = ix ? kd_i32(ix) : NULL;
-#pragma omp parallel for schedule(static) if (N * C * HW > KD_PARALLEL_MIN)
-    for (size_t n = 0; n < N; n++) {
+    /* A block of pixels at a time, the channels outside: the inner loop runs
+     * over adjacent pixels and vectorises (a channel's values sit HW apart).
+     * Each pixel still meets its channels in order, so the first largest
+     * wins as before. */
+    FOR_PIXEL_BLOCKS(x, n, p0, p1, {
         const float *plane = in + n * C * HW;
-        for (size_t p = 0; p < HW; p++) {
-            float best = plane[p];
-            int32_t arg = 0;
-            for (size_t c = 1; c < C; c++)
-                if (plane[c * HW + p] > best) best = plane[c * HW + p], arg = (int32_t)c;
-            if (vd) vd[n * HW + p] = best;
-            if (id) id[n * HW + p] = arg;
+        float best[KD_PIXEL_BLOCK];
+        int32_t arg[KD_PIXEL_BLOCK];
+        size_t m = p1 - p0;
+        for (size_t q = 0; q < m; q++) best[q] = plane[p0 + q], arg[q] = 0;
+        for (size_t c = 1; c < C; c++) {
+            const float *row = plane + c * HW + p0;
+            for (size_t q = 0; q < m; q++) {
+                bool larger = row[q] > best[q];
+                best[q] = larger ? row[q] : best[q];
+                arg[q] = larger ? (int32_t)c : arg[q];
+            }
         }
-    }
+        if (vd) memcpy(vd + n * HW + p0, best, m * sizeof(float));
+        if (id) memcpy(id + n * HW + p0, arg, m * sizeof(int32_t));
+    });
     if (values) *values = v;
     if (indices) *indices = ix;
     return KD_OK;

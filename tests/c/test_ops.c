@@ -246,6 +246,38 @@ static void test_resize_against_naive(void) {
         }
 }
 
+/* kd_max_channels against its naive twin (each pixel's channels in order,
+ * the first largest wins) on planes of several pixel blocks with a tail,
+ * values rounded to halves so that ties are common, and a NaN. */
+static void test_max_channels_against_naive(void) {
+    const int shapes[2][4] = {{3, 19, 33, 70}, {2, 2, 1, 257}};
+    for (int k = 0; k < 2; k++) {
+        kd_tensor *x, *vals, *idx;
+        kd_rng rng;
+        kd_rng_seed(&rng, 11 + (uint64_t)k);
+        CHECK_OK(kd_tensor_new(KD_F32, 4, shapes[k], &x));
+        kd_fill_normal(x, 0, 1, &rng);
+        float *d = kd_f32(x);
+        size_t n = kd_numel(x), HW = (size_t)shapes[k][2] * shapes[k][3], C = (size_t)shapes[k][1];
+        for (size_t i = 0; i < n; i++) d[i] = floorf(d[i] * 2) / 2;
+        d[5 * HW + 7] = NAN;
+        CHECK_OK(kd_max_channels(x, &vals, &idx));
+        size_t wrong = 0;
+        for (size_t p = 0; p < (size_t)shapes[k][0] * HW; p++) {
+            const float *at = d + p / HW * C * HW + p % HW;
+            float best = at[0];
+            int arg = 0;
+            for (size_t c = 1; c < C; c++)
+                if (at[c * HW] > best) best = at[c * HW], arg = (int)c;
+            bool same_value = kd_f32(vals)[p] == best || (isnan(best) && isnan(kd_f32(vals)[p]));
+            if (kd_i32(idx)[p] != arg || !same_value) wrong++;
+        }
+        CHECK(wrong == 0, "max_channels on %dx%dx%dx%d: %zu pixels differ from the naive twin", shapes[k][0],
+              shapes[k][1], shapes[k][2], shapes[k][3], wrong);
+        kd_tensor_release(x), kd_tensor_release(vals), kd_tensor_release(idx);
+    }
+}
+
 static void test_resize_by_hand(void) {
     int shape[4] = {1, 1, 2, 2};
     float v[4] = {0, 1, 2, 3};
@@ -430,6 +462,7 @@ int main(void) {
     test_softmax_and_max();
     test_resize_by_hand();
     test_resize_against_naive();
+    test_max_channels_against_naive();
     test_pool_norm_by_hand();
     test_distill_and_mse_by_hand();
     test_reductions_by_hand();
