@@ -410,6 +410,20 @@ static const kd_dnnl_made *forward_made(const conv_desc *d, bool bias, bool resi
     return pd ? kd_dnnl_cache_keep(&key, sizeof key, pd) : NULL;
 }
 
+/* Whether g's direct forward (groups 1) runs on oneDNN's GEMM-based
+ * fallback rather than a JIT convolution kernel: it does for some dilated
+ * geometries (conv_subimages.c asks). The primitive is made and kept, as
+ * the direct path would. */
+bool kd_conv_dnnl_direct_on_gemm(const kd_conv_geometry *g, int N, int cout) {
+    if (!ready()) return false;
+    conv_desc d;
+    describe(g, N, cout, 1, &d);
+    const kd_dnnl_made *m = forward_made(&d, false, false, false);
+    const char *impl = NULL;
+    return m && dnnl_primitive_desc_query(m->pd, dnnl_query_impl_info_str, 0, &impl) == dnnl_success && impl &&
+           strstr(impl, "gemm") != NULL;
+}
+
 /* A gradient's primitive for d (purpose BACKWARD_DATA or BACKWARD_WEIGHTS),
  * made once, with the forward's as oneDNN's hint. */
 static const kd_dnnl_made *backward_made(const conv_desc *d, int purpose, const kd_dnnl_made *hint) {
@@ -481,7 +495,7 @@ bool kd_conv_dnnl_forward(const kd_conv_geometry *g, int N, int cout, int groups
                           const float *w, kd_tensor *y, bool blocked_out, kd_tensor **keep_src) {
     if (keep_src) *keep_src = NULL;
     if (!ready()) return false;
-    if (kd_conv_by_subimages(g, groups)) return kd_conv_subimages_forward(g, N, cout, x, w, y, blocked_out, keep_src);
+    if (kd_conv_by_subimages(g, N, cout, groups)) return kd_conv_subimages_forward(g, N, cout, x, w, y, blocked_out, keep_src);
     kd_dnnl_cache_trim();
     conv_desc d;
     describe(g, N, cout, groups, &d);
@@ -498,7 +512,7 @@ bool kd_conv_dnnl_forward(const kd_conv_geometry *g, int N, int cout, int groups
 bool kd_conv_dnnl_inference(const kd_conv_geometry *g, int N, int cout, int groups, const kd_tensor *x,
                             const float *w, const kd_conv_epilogue *e, kd_tensor *y, bool blocked_out) {
     if (!ready()) return false;
-    if (kd_conv_by_subimages(g, groups)) return kd_conv_subimages_inference(g, N, cout, x, w, e, y, blocked_out);
+    if (kd_conv_by_subimages(g, N, cout, groups)) return kd_conv_subimages_inference(g, N, cout, x, w, e, y, blocked_out);
     kd_dnnl_cache_trim();
     conv_desc d;
     describe(g, N, cout, groups, &d);
@@ -601,7 +615,7 @@ unsigned kd_conv_dnnl_backward(const kd_conv_geometry *g, int N, int cout, int g
                                bool grad_x_zeros, float *grad_w) {
     if (!ready()) return 0;
     /* the way the forward ran, where it kept its source */
-    if (kept_src ? kept_subimages(kept_src, N) : kd_conv_by_subimages(g, groups))
+    if (kept_src ? kept_subimages(kept_src, N) : kd_conv_by_subimages(g, N, cout, groups))
         return kd_conv_subimages_backward(g, N, cout, x, kept_src, w, grad_out, grad_x, grad_x_zeros, grad_w);
     kd_dnnl_cache_trim();
     conv_desc d;

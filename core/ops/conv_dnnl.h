@@ -30,6 +30,10 @@ enum { KD_DNNL_INPUT_GRAD = 1, KD_DNNL_WEIGHT_GRAD = 2 };
 unsigned kd_conv_dnnl_backward(const kd_conv_geometry *g, int N, int cout, int groups, const kd_tensor *x,
                                const kd_tensor *kept_src, const float *w, const float *grad_out, float *grad_x,
                                bool grad_x_zeros, float *grad_w);
+/* Whether oneDNN runs g's direct forward (groups 1, N images, cout output
+ * channels) on its GEMM-based fallback instead of a JIT convolution kernel,
+ * as it does for some dilated geometries (conv_subimages.c asks). */
+bool kd_conv_dnnl_direct_on_gemm(const kd_conv_geometry *g, int N, int cout);
 /* The source a forward kept (of convolution g on N images) back in NCHW
  * float32 (x: N x C x H x W), for the portable weight gradient; false if it
  * cannot be (bfloat16 sources come back rounded). */

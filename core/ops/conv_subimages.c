@@ -31,11 +31,37 @@
 #include "conv_dnnl.h"
 #include "conv_subimages.h"
 
-bool kd_conv_by_subimages(const kd_conv_geometry *g, int groups) {
+/* The taps of a 3x3 kernel of dilation d that land inside a side of `size`
+ * pixels, summed over the output positions: oneDNN's direct kernels skip
+ * the others (a dilation as large as the side leaves only the centre). */
+static long taps_inside(int size, int d) { return size + 2L * (size > d ? size - d : 0); }
+
+/* Winograd on the sub-images against the direct kernel, in multiplications
+ * per input and output channel: F(4x4, 3x3) makes 36 per 4x4 tile, and a
+ * sub-image smaller than a tile pays for the whole tile; direct makes one
+ * per tap inside. Winograd's transforms cost about as much again (on 8 x 16
+ * and 16 x 32 maps, 64 and 128 channels, d 2 to 9, at inference, its time
+ * over direct's was 1.9-2.3x what the counts predict), hence the factor 2. On the accuracy benchmark's 64 x 128 crops
+ * (8 x 16 maps) the teacher's dilations of 4 and more made sub-images of
+ * 1 x 2 to 2 x 4 pixels, which ran 1.2-5.8x slower than direct in training
+ * and up to 22x at inference. */
+static bool winograd_pays(const kd_conv_geometry *g) {
     int d = g->dilation_h;
-    return d > 1 && g->dilation_w == d && g->kernel_h == 3 && g->kernel_w == 3 && g->stride_h == 1 &&
-           g->stride_w == 1 && g->pad_h == d && g->pad_w == d && groups == 1 && kd_conv_winograd() &&
-           !kd_conv_bf16() && kd_conv_winograd_available(); /* else nothing would run faster for it */
+    long sub_h = (g->height + d - 1) / d, sub_w = (g->width + d - 1) / d;
+    long winograd = (long)d * d * ((sub_h + 3) / 4) * ((sub_w + 3) / 4) * 36;
+    long direct = taps_inside(g->height, d) * taps_inside(g->width, d);
+    return 2 * winograd < direct;
+}
+
+bool kd_conv_by_subimages(const kd_conv_geometry *g, int N, int cout, int groups) {
+    int d = g->dilation_h;
+    bool possible = d > 1 && g->dilation_w == d && g->kernel_h == 3 && g->kernel_w == 3 && g->stride_h == 1 &&
+                    g->stride_w == 1 && g->pad_h == d && g->pad_w == d && groups == 1 && kd_conv_winograd() &&
+                    !kd_conv_bf16() && kd_conv_winograd_available(); /* else nothing would run faster for it */
+    /* where oneDNN has no direct JIT kernel for the dilated geometry (its
+     * GEMM fallback, 3-5x slower: 16 x 32, dilation 8), sub-images win
+     * whatever the counts say */
+    return possible && (winograd_pays(g) || kd_conv_dnnl_direct_on_gemm(g, N, cout));
 }
 
 /* The undilated convolution of one sub-image; returns d. */
