@@ -15,7 +15,8 @@
  * the gathers and scatters scale worse than the kernels. Where a side is
  * no multiple of d, the sub-images are padded with zeros to ceil(side / d):
  * those are positions past the edge, which the dilated convolution's own
- * padding reads as zeros.
+ * padding reads as zeros. Small maps with large dilations make sub-images
+ * smaller than Winograd's tiles: those layers stay direct (winograd_pays).
  *
  * All three passes are linear in what they read, so each goes through the
  * sub-images: the forward on the gathered input; the input gradient from the
@@ -41,10 +42,10 @@ static long taps_inside(int size, int d) { return size + 2L * (size > d ? size -
  * sub-image smaller than a tile pays for the whole tile; direct makes one
  * per tap inside. Winograd's transforms cost about as much again (on 8 x 16
  * and 16 x 32 maps, 64 and 128 channels, d 2 to 9, at inference, its time
- * over direct's was 1.9-2.3x what the counts predict), hence the factor 2. On the accuracy benchmark's 64 x 128 crops
- * (8 x 16 maps) the teacher's dilations of 4 and more made sub-images of
- * 1 x 2 to 2 x 4 pixels, which ran 1.2-5.8x slower than direct in training
- * and up to 22x at inference. */
+ * over direct's was 1.9-2.3x what the counts predict), hence the factor 2.
+ * On the accuracy benchmark's 64 x 128 crops (8 x 16 maps) the teacher's
+ * dilations of 4 and more made sub-images of 1 x 2 to 2 x 4 pixels, which
+ * ran 1.2-5.8x slower than direct in training and up to 22x at inference. */
 static bool winograd_pays(const kd_conv_geometry *g) {
     int d = g->dilation_h;
     long sub_h = (g->height + d - 1) / d, sub_w = (g->width + d - 1) / d;
