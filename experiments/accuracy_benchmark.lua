@@ -17,13 +17,12 @@
 -- supervised baselines were still far from converged, fine only 36.9 against
 -- 41.5 at 4000); teacher_iterations: the teacher's first training (each of the
 -- 2 retraining cycles takes half). baselines=false: the method's rows only
--- (teacher, students, fine only, all labels), about two thirds of the time:
+-- (teacher, students, fine only, all labels), a little over half the time:
 -- for comparing settings of the engine on the method, such as
 -- KDSEG_CONV_PRECISION=bf16, against a full run's rows.
--- About 45 minutes per seed on 2 cores with the defaults below and direct
--- convolutions (the documented size; `size` and `root` are there for the
--- tests' tiny run); with Winograd, the default since, baselines=false took
--- 32 minutes a seed.
+-- About 48 minutes per seed on 2 cores with the defaults below (the
+-- documented size; `size` and `root` are there for the tests' tiny run),
+-- the baselines 22 of them; README, "The accuracy benchmark".
 local cjson = require("cjson")
 local semisup = require("kd.method.semisup")
 local evaluate = require("kd.train.evaluate")
