@@ -15,5 +15,9 @@ typedef struct {
 
 void kd_sample_free(kd_sample *s);
 kd_status kd_augment_sample(kd_sample *s, const kd_augment_params *p, kd_rng *rng);
+/* Whether a rescale followed by a crop computes the crop's window alone (on
+ * by default) or rescales the whole sample first, then crops (the naive
+ * twin the tests compare it with); returns the previous setting. */
+bool kd_augment_fuse_rescale_crop(bool on);
 
 #endif

@@ -6,6 +6,7 @@
 #include <stdio.h>
 #include <jpeglib.h>
 #include <stdlib.h>
+#include <string.h>
 #include <unistd.h>
 
 #include "augment.h"
@@ -317,6 +318,58 @@ static void test_augment_alignment(void) {
         }
 }
 
+/* A random sample of h x w: noise in every plane (weights, and a valid
+ * mask with holes, as a sample padded earlier would have). */
+static kd_sample noise_sample(int h, int w, kd_rng *rng) {
+    size_t n = (size_t)h * w;
+    kd_sample s = {h, w, malloc(3 * n), malloc(n), malloc(sizeof(float) * n), malloc(n)};
+    for (size_t i = 0; i < 3 * n; i++) s.rgb[i] = (uint8_t)kd_rng_u32(rng);
+    for (size_t i = 0; i < n; i++) {
+        s.label[i] = (uint8_t)(kd_rng_u32(rng) % 20);
+        s.weight[i] = kd_rng_uniform(rng);
+        s.valid[i] = kd_rng_u32(rng) % 7 != 0;
+    }
+    return s;
+}
+
+static bool same_sample(const kd_sample *a, const kd_sample *b) {
+    size_t n = (size_t)a->h * a->w;
+    return a->h == b->h && a->w == b->w && !memcmp(a->rgb, b->rgb, 3 * n) && !memcmp(a->label, b->label, n) &&
+           !memcmp(a->weight, b->weight, n * sizeof(float)) && !memcmp(a->valid, b->valid, n);
+}
+
+/* A rescale and a crop computed for the window alone give the bytes of the
+ * naive twin (the whole sample rescaled, then cropped), drawing the same
+ * numbers: crops inside and larger than the rescaled image, scales up and
+ * down, a rescale that lands on the crop size, flips and colour jitter. */
+static void test_augment_fused_crop(void) {
+    struct { float smin, smax; int ch, cw; } cases[] = {
+        {0.5f, 2.0f, 64, 128}, {0.5f, 2.0f, 128, 256}, {1.5f, 2.0f, 200, 300}, {0.25f, 0.5f, 40, 60},
+        {1.0f, 1.0f, 64, 128}, {0.5f, 0.5f, 64, 128},
+    };
+    for (size_t k = 0; k < sizeof cases / sizeof cases[0]; k++)
+        for (int trial = 0; trial < 20; trial++) {
+            kd_rng data;
+            kd_rng_seed(&data, 1000 + 31 * k + (uint64_t)trial);
+            kd_sample one = noise_sample(128, 256, &data), two = noise_sample(128, 256, &data);
+            memcpy(two.rgb, one.rgb, 3 * (size_t)128 * 256), memcpy(two.label, one.label, (size_t)128 * 256);
+            memcpy(two.weight, one.weight, sizeof(float) * 128 * 256), memcpy(two.valid, one.valid, (size_t)128 * 256);
+            kd_augment_params p = {.crop_h = cases[k].ch, .crop_w = cases[k].cw, .scale_min = cases[k].smin,
+                                   .scale_max = cases[k].smax, .hflip = true, .brightness = 0.25f,
+                                   .contrast = 0.25f, .saturation = 0.25f, .jitter_p = 0.8f, .std = {1, 1, 1},
+                                   .mean = {0.4f, 0.5f, 0.6f}, .pad_label = 255};
+            kd_rng r1, r2;
+            kd_rng_seed(&r1, 7 + (uint64_t)trial), kd_rng_seed(&r2, 7 + (uint64_t)trial);
+            CHECK_OK(kd_augment_sample(&one, &p, &r1));
+            bool was = kd_augment_fuse_rescale_crop(false);
+            CHECK_OK(kd_augment_sample(&two, &p, &r2));
+            kd_augment_fuse_rescale_crop(was);
+            CHECK(same_sample(&one, &two) && kd_rng_u32(&r1) == kd_rng_u32(&r2),
+                  "case %zu trial %d: rescale and crop in one step differ from the two steps", k, trial);
+            kd_sample_free(&one), kd_sample_free(&two);
+        }
+}
+
 int main(void) {
     snprintf(dir, sizeof dir, "%s/kdseg-test-data-%d", getenv("TMPDIR") ? getenv("TMPDIR") : "/tmp", (int)getpid());
     char cmd[512];
@@ -328,6 +381,7 @@ int main(void) {
     test_jpeg();
     test_synth();
     test_augment_alignment();
+    test_augment_fused_crop();
     snprintf(cmd, sizeof cmd, "rm -rf %s", dir);
     if (system(cmd) != 0) printf("could not remove %s\n", dir);
     kd_memory_stats m = kd_memory();
