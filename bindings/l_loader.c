@@ -108,7 +108,7 @@ static int l_photometric(lua_State *L) {
 static int l_loader_new(lua_State *L) {
     static const char *const known[] = {"images", "labels", "weights", "label_map", "augment", "batch_size",
                                         "shuffle", "drop_last", "infinite", "seed", "workers", "prefetch", "start_batch",
-                                        "shard_index", "shard_count", NULL};
+                                        "shard_index", "shard_count", "cache_mb", NULL};
     luaL_checktype(L, 1, LUA_TTABLE);
     lkd_check_options(L, 1, "kd.data.Loader", known);
     int count = -1;
@@ -143,6 +143,10 @@ static int l_loader_new(lua_State *L) {
     c.start_batch = (long)lkd_opt_number(L, 1, "start_batch", 0);
     c.shard_index = lkd_opt_int(L, 1, "shard_index", 0);
     c.shard_count = lkd_opt_int(L, 1, "shard_count", 1);
+    lua_Number cache_mb = lkd_opt_number(L, 1, "cache_mb", 0);
+    if (!(cache_mb >= 0 && cache_mb <= 1 << 24))
+        return luaL_error(L, "kd.data.Loader: cache_mb %f must be 0 (none) to 16777216", (double)cache_mb);
+    c.cache_bytes = (size_t)(cache_mb * 1048576.0);
     loader_box *box = lua_newuserdata(L, sizeof *box);
     box->loader = NULL;
     luaL_getmetatable(L, LKD_LOADER);

@@ -479,6 +479,10 @@ typedef struct {
      * shards: the whole batch. Batch numbering, order and augmentation are
      * the unsharded loader's, so the shards of all ranks make its batches. */
     int shard_index, shard_count;
+    /* Decoded samples (image, label, weights) kept in memory, up to this
+     * many bytes, so that later epochs skip reading and decoding their
+     * files (which are then not read again); 0 keeps none. */
+    size_t cache_bytes;
 } kd_loader_config;
 
 typedef struct {

@@ -39,6 +39,11 @@ struct kd_loader {
     long next_to_make, next_to_take;
     slot *slots;
     bool stop;
+    /* decoded samples kept (config.cache_bytes), filled as they are first
+     * loaded until the budget is spent; never changed once set */
+    kd_sample **decoded;
+    size_t decoded_bytes;
+    pthread_mutex_t decoded_lock;
 };
 
 /* Per worker: the order of the epoch last used. */
@@ -73,8 +78,74 @@ static bool epoch_order(const kd_loader *l, order_cache *cache, int epoch) {
 
 /* ---- one sample -------------------------------------------------------------- */
 
-/* The sample is zeroed first: whatever fails after, the caller frees it. */
-static kd_status load_sample(const kd_loader *l, int index, kd_sample *s) {
+static size_t sample_bytes(const kd_sample *s) {
+    size_t n = (size_t)s->h * s->w;
+    return 3 * n + n + (s->label ? n : 0) + (s->weight ? n * sizeof(float) : 0);
+}
+
+/* A copy of `from` into `to` (zeroed first, freed by the caller). */
+static bool sample_copy(const kd_sample *from, kd_sample *to) {
+    size_t n = (size_t)from->h * from->w;
+    memset(to, 0, sizeof *to);
+    to->h = from->h, to->w = from->w;
+    to->rgb = malloc(3 * n), to->valid = malloc(n);
+    to->label = from->label ? malloc(n) : NULL;
+    to->weight = from->weight ? malloc(n * sizeof(float)) : NULL;
+    if (!to->rgb || !to->valid || (from->label && !to->label) || (from->weight && !to->weight)) return false;
+    memcpy(to->rgb, from->rgb, 3 * n), memcpy(to->valid, from->valid, n);
+    if (from->label) memcpy(to->label, from->label, n);
+    if (from->weight) memcpy(to->weight, from->weight, n * sizeof(float));
+    return true;
+}
+
+/* The decoded sample `index` kept by the loader, or NULL. */
+static const kd_sample *decoded_sample(kd_loader *l, int index) {
+    if (!l->decoded) return NULL;
+    pthread_mutex_lock(&l->decoded_lock);
+    const kd_sample *kept = l->decoded[index];
+    pthread_mutex_unlock(&l->decoded_lock);
+    return kept;
+}
+
+/* Keeps a copy of a freshly decoded sample while the budget lasts. */
+static void keep_decoded(kd_loader *l, int index, const kd_sample *s) {
+    if (!l->decoded) return;
+    size_t bytes = sample_bytes(s);
+    pthread_mutex_lock(&l->decoded_lock);
+    bool wanted = !l->decoded[index] && l->decoded_bytes + bytes <= l->config.cache_bytes;
+    if (wanted) l->decoded_bytes += bytes; /* reserved: another worker may be here too */
+    pthread_mutex_unlock(&l->decoded_lock);
+    if (!wanted) return;
+    kd_sample *copy = malloc(sizeof *copy);
+    bool ok = copy && sample_copy(s, copy);
+    pthread_mutex_lock(&l->decoded_lock);
+    if (ok && !l->decoded[index]) {
+        l->decoded[index] = copy;
+        copy = NULL;
+    } else {
+        l->decoded_bytes -= bytes;
+    }
+    pthread_mutex_unlock(&l->decoded_lock);
+    if (copy) kd_sample_free(copy), free(copy);
+}
+
+static kd_status decode_sample(const kd_loader *l, int index, kd_sample *s);
+
+/* Sample `index` as its files hold it (decoded once where the loader keeps
+ * decoded samples). The sample is zeroed first: whatever fails after, the
+ * caller frees it. */
+static kd_status load_sample(kd_loader *l, int index, kd_sample *s) {
+    const kd_sample *kept = decoded_sample(l, index);
+    if (kept) {
+        if (!sample_copy(kept, s)) return kd_sample_free(s), kd_fail(KD_ERR_MEMORY, "loader: cannot copy a sample");
+        return KD_OK;
+    }
+    kd_status st = decode_sample(l, index, s);
+    if (!st) keep_decoded(l, index, s);
+    return st;
+}
+
+static kd_status decode_sample(const kd_loader *l, int index, kd_sample *s) {
     memset(s, 0, sizeof *s);
     const char *path = l->images[index];
     kd_tensor *img = NULL, *lab = NULL, *wt = NULL;
@@ -161,7 +232,7 @@ static void store_sample(const kd_loader *l, const kd_sample *s, kd_batch *batch
 
 /* Loads, augments and stores the samples at positions [first, first+count)
  * of epoch `epoch` into a new batch. */
-static kd_status make_batch(const kd_loader *l, order_cache *cache, int epoch, int first, int count, kd_batch *batch) {
+static kd_status make_batch(kd_loader *l, order_cache *cache, int epoch, int first, int count, kd_batch *batch) {
     if (!epoch_order(l, cache, epoch)) return kd_fail(KD_ERR_MEMORY, "loader: cannot allocate the epoch order");
     memset(batch, 0, sizeof *batch);
     for (int i = 0; i < count; i++) {
@@ -279,6 +350,12 @@ void kd_loader_free(kd_loader *l) {
     free_paths(l->images, l->config.count);
     free_paths(l->labels, l->config.count);
     free_paths(l->weights, l->config.count);
+    if (l->decoded) {
+        for (int i = 0; i < l->config.count; i++)
+            if (l->decoded[i]) kd_sample_free(l->decoded[i]), free(l->decoded[i]);
+        free(l->decoded);
+        pthread_mutex_destroy(&l->decoded_lock);
+    }
     pthread_mutex_destroy(&l->lock);
     pthread_cond_destroy(&l->changed);
     free(l);
@@ -322,6 +399,13 @@ kd_status kd_loader_new(const kd_loader_config *c, kd_loader **out) {
     if (c->label_map) {
         memcpy(l->label_map, c->label_map, 256);
         l->has_map = true;
+    }
+    if (c->cache_bytes > 0) {
+        if (!(l->decoded = calloc((size_t)c->count, sizeof *l->decoded))) {
+            kd_loader_free(l);
+            return kd_fail(KD_ERR_MEMORY, "loader: cannot allocate the table of %d decoded samples", c->count);
+        }
+        pthread_mutex_init(&l->decoded_lock, NULL);
     }
     /* each worker's own copy of the config points at the loader's paths */
     l->config.images = (const char *const *)l->images;

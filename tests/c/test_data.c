@@ -241,6 +241,83 @@ static void test_loader_bad_images(void) {
     }
 }
 
+/* Batches of several epochs (shuffled, augmented, 2 workers). */
+static bool loader_batches(const kd_loader_config *c, int count, kd_batch *out) {
+    kd_loader *l = NULL;
+    CHECK_OK(kd_loader_new(c, &l));
+    if (!l) return false;
+    bool done = false, ok = true;
+    for (int i = 0; i < count && ok; i++) ok = !kd_loader_next(l, &out[i], &done);
+    kd_loader_free(l);
+    return ok;
+}
+
+static bool same_tensor(const kd_tensor *a, const kd_tensor *b) {
+    return kd_numel(a) == kd_numel(b) && a->dtype == b->dtype &&
+           !memcmp(kd_data((kd_tensor *)a), kd_data((kd_tensor *)b), kd_numel(a) * kd_dtype_size(a->dtype));
+}
+
+/* Decoded samples kept in memory (cache_bytes) give the batches of a loader
+ * that decodes every time, with a budget for all samples and for two; and
+ * the kept ones are not read again (their files deleted after the first
+ * epoch, the batches go on the same). */
+static void test_loader_cache(void) {
+    enum { N = 6, BATCHES = 6 };
+    char image_paths[N][512], label_paths[N][512];
+    const char *images[N], *labels[N];
+    for (int i = 0; i < N; i++) {
+        kd_tensor *img, *lab;
+        CHECK_OK(kd_synth_scene(48, 96, 9, (uint64_t)i, &img, &lab));
+        char name[64];
+        snprintf(name, sizeof name, "cache_%d.png", i);
+        snprintf(image_paths[i], sizeof image_paths[i], "%s", path_of(name));
+        snprintf(name, sizeof name, "cache_%d_label.png", i);
+        snprintf(label_paths[i], sizeof label_paths[i], "%s", path_of(name));
+        CHECK_OK(kd_png_write(image_paths[i], img, NULL, 0));
+        CHECK_OK(kd_png_write(label_paths[i], lab, NULL, 0));
+        images[i] = image_paths[i], labels[i] = label_paths[i];
+        kd_tensor_release(img), kd_tensor_release(lab);
+    }
+    kd_loader_config c = {.count = N, .images = images, .labels = labels, .batch_size = 3, .shuffle = true,
+                          .infinite = true, .seed = 5, .workers = 2, .prefetch = 2};
+    c.augment = (kd_augment_params){.crop_h = 24, .crop_w = 40, .scale_min = 0.5f, .scale_max = 2.0f, .hflip = true,
+                                    .brightness = 0.3f, .jitter_p = 0.8f, .std = {1, 1, 1}, .pad_label = 255};
+    size_t one_sample = (size_t)48 * 96 * 5;
+    size_t budgets[3] = {0, 64u << 20, 2 * one_sample};
+    kd_batch runs[3][BATCHES];
+    for (int r = 0; r < 3; r++) {
+        c.cache_bytes = budgets[r];
+        CHECK(loader_batches(&c, BATCHES, runs[r]), "loader with a budget of %zu bytes", budgets[r]);
+    }
+    for (int r = 1; r < 3; r++)
+        for (int b = 0; b < BATCHES; b++) {
+            kd_batch *x = &runs[0][b], *y = &runs[r][b];
+            CHECK(same_tensor(x->images, y->images) && same_tensor(x->labels, y->labels) &&
+                      same_tensor(x->weights, y->weights) && same_tensor(x->valid, y->valid) &&
+                      same_tensor(x->ids, y->ids),
+                  "batch %d with a budget of %zu bytes differs from decoding every time", b, budgets[r]);
+        }
+    /* every sample kept: the first epoch (2 batches) reads the files, the rest do not */
+    c.cache_bytes = 64u << 20;
+    kd_loader *l = NULL;
+    CHECK_OK(kd_loader_new(&c, &l));
+    kd_batch later[BATCHES];
+    bool done = false;
+    for (int b = 0; b < BATCHES && l; b++) {
+        if (b == 2) /* batches 0 and 1, the first epoch, decoded and kept every sample */
+            for (int i = 0; i < N; i++) remove(image_paths[i]), remove(label_paths[i]);
+        memset(&later[b], 0, sizeof later[b]);
+        kd_status st = kd_loader_next(l, &later[b], &done);
+        CHECK(st == KD_OK, "batch %d after the files were deleted: %s", b, kd_error_message());
+        if (st) break;
+        if (b >= 2) CHECK(same_tensor(later[b].images, runs[0][b].images), "batch %d from kept samples", b);
+        kd_batch_release(&later[b]);
+    }
+    kd_loader_free(l);
+    for (int r = 0; r < 3; r++)
+        for (int b = 0; b < BATCHES; b++) kd_batch_release(&runs[r][b]);
+}
+
 static void test_synth(void) {
     kd_tensor *a, *la, *b, *lb, *c, *lc, *coarse;
     CHECK_OK(kd_synth_scene(64, 128, 5, 17, &a, &la));
@@ -382,6 +459,7 @@ int main(void) {
     test_synth();
     test_augment_alignment();
     test_augment_fused_crop();
+    test_loader_cache();
     snprintf(cmd, sizeof cmd, "rm -rf %s", dir);
     if (system(cmd) != 0) printf("could not remove %s\n", dir);
     kd_memory_stats m = kd_memory();

@@ -11,7 +11,9 @@
 -- batch (epoch * length + k) without loading what comes before, for resuming.
 -- shard = {index, count} (1-based index) delivers only that part of every
 -- batch (data-parallel training: rank r loads shard r + 1 of the batches all
--- ranks share; kd.dist).
+-- ranks share; kd.dist). cache_mb (default 256): decoded samples are kept
+-- in memory up to this many MiB, so later epochs skip reading and decoding
+-- their files (a file changed during the run is not read again); 0 keeps none.
 local C = require("kd._C")
 local class = require("kd.infra.class")
 
@@ -31,13 +33,17 @@ function Loader:__init(dataset, options)
   options = options or {}
   local known = {batch_size = true, workers = true, shuffle = true, seed = true, infinite = true,
                  drop_last = true, augment = true, prefetch = true, weights = true, start_batch = true,
-                 shard = true}
+                 shard = true, cache_mb = true}
   for key in pairs(options) do
     if not known[key] then error("data.Loader: unknown option '" .. tostring(key) .. "'", 2) end
   end
   local shard = options.shard
   if shard ~= nil and (type(shard) ~= "table" or type(shard[1]) ~= "number" or type(shard[2]) ~= "number") then
     error("data.Loader: shard must be {index, count}, got " .. tostring(shard), 2)
+  end
+  local cache_mb = options.cache_mb or 256
+  if type(cache_mb) ~= "number" or cache_mb < 0 then
+    error("data.Loader: cache_mb must be a number of MiB >= 0, got " .. tostring(options.cache_mb), 2)
   end
   local images, labels, any_label = {}, {}, false
   for i, item in ipairs(dataset.items) do
@@ -55,7 +61,7 @@ function Loader:__init(dataset, options)
     batch_size = self.batch_size, shuffle = options.shuffle or false, drop_last = options.drop_last or false,
     infinite = options.infinite or false, seed = options.seed or 0, workers = options.workers or 0,
     prefetch = options.prefetch or 4, start_batch = options.start_batch or 0,
-    shard_index = shard and shard[1] - 1 or 0, shard_count = shard and shard[2] or 1,
+    shard_index = shard and shard[1] - 1 or 0, shard_count = shard and shard[2] or 1, cache_mb = cache_mb,
   })
 end
 
