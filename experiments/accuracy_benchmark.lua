@@ -20,9 +20,9 @@
 -- (teacher, students, fine only, all labels), a little over half the time:
 -- for comparing settings of the engine on the method, such as
 -- KDSEG_CONV_PRECISION=bf16, against a full run's rows.
--- About 48 minutes per seed on 2 cores with the defaults below (the
+-- About 35 minutes per seed on 2 cores with the defaults below (the
 -- documented size; `size` and `root` are there for the tests' tiny run),
--- the baselines 22 of them; README, "The accuracy benchmark".
+-- the baselines 17 of them; README, "The accuracy benchmark".
 local cjson = require("cjson")
 local semisup = require("kd.method.semisup")
 local evaluate = require("kd.train.evaluate")
