@@ -157,6 +157,16 @@ function T.loader_same_batches_for_any_worker_count()
   h.truthy(batches_of(kd.data.Loader(ds, other), 1)[1] ~= two[1], "another seed, other batches")
 end
 
+-- cache_mb: a number of MiB from 0 (none) up; anything else is refused by name.
+function T.loader_cache_option()
+  local ds = kd.data.Dataset({root = synthcity(), split = "train"})
+  local function load(cache_mb) return kd.data.Loader(ds, {batch_size = 2, cache_mb = cache_mb}):next() end
+  h.eq(load(0).images:sum():item(), load(nil).images:sum():item(), "0 keeps none: the same batch")
+  h.raises(function() load(-1) end, "cache_mb -1 must be 0 (none) to 16777216")
+  h.raises(function() load(1e9) end, "must be 0 (none) to 16777216")
+  h.raises(function() load("lots") end, "option 'cache_mb' must be a number, got string")
+end
+
 function T.loader_epochs_and_shapes()
   local ds = kd.data.Dataset({root = synthcity(), split = "train"})
   local loader = kd.data.Loader(ds, {batch_size = 4, workers = 2, augment = {crop = {32, 32}}})

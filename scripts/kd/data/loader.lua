@@ -41,10 +41,6 @@ function Loader:__init(dataset, options)
   if shard ~= nil and (type(shard) ~= "table" or type(shard[1]) ~= "number" or type(shard[2]) ~= "number") then
     error("data.Loader: shard must be {index, count}, got " .. tostring(shard), 2)
   end
-  local cache_mb = options.cache_mb or 256
-  if type(cache_mb) ~= "number" or cache_mb < 0 then
-    error("data.Loader: cache_mb must be a number of MiB >= 0, got " .. tostring(options.cache_mb), 2)
-  end
   local images, labels, any_label = {}, {}, false
   for i, item in ipairs(dataset.items) do
     images[i] = item.image
@@ -61,7 +57,8 @@ function Loader:__init(dataset, options)
     batch_size = self.batch_size, shuffle = options.shuffle or false, drop_last = options.drop_last or false,
     infinite = options.infinite or false, seed = options.seed or 0, workers = options.workers or 0,
     prefetch = options.prefetch or 4, start_batch = options.start_batch or 0,
-    shard_index = shard and shard[1] - 1 or 0, shard_count = shard and shard[2] or 1, cache_mb = cache_mb,
+    shard_index = shard and shard[1] - 1 or 0, shard_count = shard and shard[2] or 1,
+    cache_mb = options.cache_mb or 256, -- checked by the core's loader
   })
 end
 
