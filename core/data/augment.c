@@ -72,62 +72,47 @@ static void scaled_size(const kd_sample *s, float factor, int *oh, int *ow) {
     if (*ow < 1) *ow = 1;
 }
 
-static bool rescale(kd_sample *s, float factor) {
-    int oh, ow;
-    scaled_size(s, factor, &oh, &ow);
-    if (oh == s->h && ow == s->w) return true;
-    size_t n = (size_t)oh * ow;
-    uint8_t *rgb = malloc(3 * n), *label = s->label ? malloc(n) : NULL, *valid = malloc(n);
-    float *weight = s->weight ? malloc(sizeof(float) * n) : NULL;
-    if (!rgb || !valid || (s->label && !label) || (s->weight && !weight)) {
-        free(rgb), free(label), free(valid), free(weight);
+/* A ch x cw sample standing for a window of s, before its pixels are
+ * filled in: the image filled with fill_rgb, the label with pad_label, the
+ * weight and the valid mask with 0 (what lies outside the image). */
+static bool window_sample(const kd_sample *s, int ch, int cw, const uint8_t *fill_rgb, int pad_label, kd_sample *out) {
+    size_t n = (size_t)ch * cw;
+    *out = (kd_sample){ch, cw, malloc(3 * n), s->label ? malloc(n) : NULL, s->weight ? calloc(n, sizeof(float)) : NULL,
+                       calloc(n, 1)};
+    if (!out->rgb || !out->valid || (s->label && !out->label) || (s->weight && !out->weight)) {
+        kd_sample_free(out);
         return false;
     }
-    kd_bilinear_tap *th = malloc(sizeof *th * (size_t)oh), *tw = malloc(sizeof *tw * (size_t)ow);
-    if (!th || !tw) {
-        free(rgb), free(label), free(valid), free(weight), free(th), free(tw);
-        return false;
-    }
-    kd_bilinear_taps(s->h, oh, false, th);
-    kd_bilinear_taps(s->w, ow, false, tw);
-    window whole = {s->h, s->w, oh, ow, 0, oh, 0, ow, (size_t)ow};
-    for (int c = 0; c < 3; c++)
-        resize_bilinear_plane(s->rgb + (size_t)c * s->h * s->w, true, whole, rgb + (size_t)c * n, th, tw);
-    if (label) resize_nearest_u8(s->label, whole, label);
-    resize_nearest_u8(s->valid, whole, valid);
-    if (weight) resize_bilinear_plane(s->weight, false, whole, weight, th, tw);
-    free(th), free(tw);
-    free(s->rgb), free(s->label), free(s->valid), free(s->weight);
-    s->rgb = rgb, s->label = label, s->valid = valid, s->weight = weight, s->h = oh, s->w = ow;
+    for (int c = 0; c < 3; c++) memset(out->rgb + c * n, fill_rgb[c], n);
+    if (out->label) memset(out->label, pad_label, n);
     return true;
+}
+
+/* s becomes `by` (its buffers freed, by's taken). */
+static void replace_sample(kd_sample *s, kd_sample by) {
+    kd_sample_free(s);
+    *s = by;
 }
 
 /* A crop_h x crop_w window at (top, left), which may reach outside the image:
  * outside, the image is filled with fill_rgb, the label with pad_label, the
  * weight and the valid mask with 0. */
 static bool crop(kd_sample *s, int top, int left, int ch, int cw, const uint8_t *fill_rgb, int pad_label) {
+    kd_sample out;
+    if (!window_sample(s, ch, cw, fill_rgb, pad_label, &out)) return false;
     size_t n = (size_t)ch * cw;
-    uint8_t *rgb = malloc(3 * n), *label = s->label ? malloc(n) : NULL, *valid = calloc(n, 1);
-    float *weight = s->weight ? calloc(n, sizeof(float)) : NULL;
-    if (!rgb || !valid || (s->label && !label) || (s->weight && !weight)) {
-        free(rgb), free(label), free(valid), free(weight);
-        return false;
-    }
-    for (int c = 0; c < 3; c++) memset(rgb + c * n, fill_rgb[c], n);
-    if (label) memset(label, pad_label, n);
     for (int y = 0; y < ch; y++) {
         int sy = top + y;
         if (sy < 0 || sy >= s->h) continue;
         int x0 = left < 0 ? -left : 0, x1 = left + cw > s->w ? s->w - left : cw;
         if (x1 <= x0) continue;
         size_t d = (size_t)y * cw + x0, o = (size_t)sy * s->w + left + x0, len = (size_t)(x1 - x0);
-        for (int c = 0; c < 3; c++) memcpy(rgb + c * n + d, s->rgb + (size_t)c * s->h * s->w + o, len);
-        if (label) memcpy(label + d, s->label + o, len);
-        memcpy(valid + d, s->valid + o, len);
-        if (weight) memcpy(weight + d, s->weight + o, len * sizeof(float));
+        for (int c = 0; c < 3; c++) memcpy(out.rgb + c * n + d, s->rgb + (size_t)c * s->h * s->w + o, len);
+        if (out.label) memcpy(out.label + d, s->label + o, len);
+        memcpy(out.valid + d, s->valid + o, len);
+        if (out.weight) memcpy(out.weight + d, s->weight + o, len * sizeof(float));
     }
-    free(s->rgb), free(s->label), free(s->valid), free(s->weight);
-    s->rgb = rgb, s->label = label, s->valid = valid, s->weight = weight, s->h = ch, s->w = cw;
+    replace_sample(s, out);
     return true;
 }
 
@@ -137,16 +122,13 @@ static bool crop(kd_sample *s, int top, int left, int ch, int cw, const uint8_t 
  * benchmark: 128 x 256 images, 64 x 128 crops). */
 static bool rescaled_crop(kd_sample *s, int oh, int ow, int top, int left, int ch, int cw, const uint8_t *fill_rgb,
                           int pad_label) {
-    size_t n = (size_t)ch * cw;
-    uint8_t *rgb = malloc(3 * n), *label = s->label ? malloc(n) : NULL, *valid = calloc(n, 1);
-    float *weight = s->weight ? calloc(n, sizeof(float)) : NULL;
+    kd_sample out;
     kd_bilinear_tap *th = malloc(sizeof *th * (size_t)oh), *tw = malloc(sizeof *tw * (size_t)ow);
-    if (!rgb || !valid || (s->label && !label) || (s->weight && !weight) || !th || !tw) {
-        free(rgb), free(label), free(valid), free(weight), free(th), free(tw);
+    if (!th || !tw || !window_sample(s, ch, cw, fill_rgb, pad_label, &out)) {
+        free(th), free(tw);
         return false;
     }
-    for (int c = 0; c < 3; c++) memset(rgb + c * n, fill_rgb[c], n);
-    if (label) memset(label, pad_label, n);
+    size_t n = (size_t)ch * cw;
     /* the part of the window inside the rescaled image */
     window v = {s->h, s->w, oh, ow, top > 0 ? top : 0, top + ch < oh ? top + ch : oh,
                 left > 0 ? left : 0, left + cw < ow ? left + cw : ow, (size_t)cw};
@@ -155,15 +137,23 @@ static bool rescaled_crop(kd_sample *s, int oh, int ow, int top, int left, int c
         kd_bilinear_taps(s->w, ow, false, tw);
         size_t at = (size_t)(v.y0 - top) * cw + (size_t)(v.x0 - left);
         for (int c = 0; c < 3; c++)
-            resize_bilinear_plane(s->rgb + (size_t)c * s->h * s->w, true, v, rgb + c * n + at, th, tw);
-        if (label) resize_nearest_u8(s->label, v, label + at);
-        resize_nearest_u8(s->valid, v, valid + at);
-        if (weight) resize_bilinear_plane(s->weight, false, v, weight + at, th, tw);
+            resize_bilinear_plane(s->rgb + (size_t)c * s->h * s->w, true, v, out.rgb + c * n + at, th, tw);
+        if (out.label) resize_nearest_u8(s->label, v, out.label + at);
+        resize_nearest_u8(s->valid, v, out.valid + at);
+        if (out.weight) resize_bilinear_plane(s->weight, false, v, out.weight + at, th, tw);
     }
     free(th), free(tw);
-    free(s->rgb), free(s->label), free(s->valid), free(s->weight);
-    s->rgb = rgb, s->label = label, s->valid = valid, s->weight = weight, s->h = ch, s->w = cw;
+    replace_sample(s, out);
     return true;
+}
+
+/* s rescaled by factor: the window that is the whole rescaled image. */
+static bool rescale(kd_sample *s, float factor) {
+    int oh, ow;
+    scaled_size(s, factor, &oh, &ow);
+    if (oh == s->h && ow == s->w) return true;
+    const uint8_t no_fill[3] = {0, 0, 0}; /* nothing lies outside */
+    return rescaled_crop(s, oh, ow, 0, 0, oh, ow, no_fill, 0);
 }
 
 static void flip_rows_u8(uint8_t *p, int h, int w) {
