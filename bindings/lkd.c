@@ -47,10 +47,12 @@ static void collect(lua_State *L) {
     live_after_collect = kd_memory().live_bytes;
 }
 
+static bool collected_while_pushing; /* since the last backward */
+
 void lkd_push_tensor(lua_State *L, kd_tensor *t) {
     size_t live = kd_memory().live_bytes;
     size_t allowance = live_after_collect / 2 > min_allowance ? live_after_collect / 2 : min_allowance;
-    if (live > live_after_collect + allowance) collect(L);
+    if (live > live_after_collect + allowance) collect(L), collected_while_pushing = true;
     else if (live < live_after_collect) live_after_collect = live; /* growth counts from the lowest point */
     kd_tensor **box = lua_newuserdata(L, sizeof *box);
     *box = t;
@@ -66,7 +68,11 @@ void lkd_push_tensor(lua_State *L, kd_tensor *t) {
  * millisecond with a training script's Lua heap (0.15 ms with the zoo and a
  * dataset's index loaded). */
 void lkd_collect_before_backward(lua_State *L) {
-    if (kd_memory().live_bytes > live_after_collect + ((size_t)1 << 20)) collect(L); /* at most 1 MiB of garbage left */
+    /* at most 1 MiB of garbage left; and where a collection ran in the
+     * forward, inside an op's call, that op's arguments (the logits given to
+     * a loss, say) lived through it and may be garbage now */
+    if (collected_while_pushing || kd_memory().live_bytes > live_after_collect + ((size_t)1 << 20)) collect(L);
+    collected_while_pushing = false;
 }
 
 /* After it, live memory is back near the parameters and their gradients; the

@@ -34,6 +34,32 @@ void kd_zero_bytes(void *p, size_t n);
  * written, not read. */
 void kd_blocked_add_to_plain(const float *from, float *to, int N, int C, size_t HW, int block, bool onto_zeros);
 
+/* ---- gradients in the blocked layout (layout.c) --------------------------
+ * In training, a convolution's output stays blocked for the next op as at
+ * inference, and its gradient flows back blocked: an elementwise or batch
+ * norm backward works in the layout its operands share, and writes its
+ * gradients in it where their accumulators allow. */
+
+/* Whether a tensor of planes height x width may be written in nChw<block>c
+ * (kd_set_blocked): room is kept to convert it back to NCHW whatever
+ * memory is left then (layout.c). An op writing a new shape blocked asks
+ * first, and writes NCHW where this says no (no memory). */
+bool kd_blocked_layout_can_take(int height, int width, int block);
+/* The block every tensor of `reads` is stored in (kd_blocked), where each
+ * accumulator of `writes` (NULLs skipped) is stored in it too or still has
+ * its zeros pending (its first writer lays it out); else 0, and the op
+ * reads and writes NCHW. */
+int kd_shared_block(const kd_tensor *const *reads, int n_reads, kd_tensor *const *writes, int n_writes);
+/* Where an op reads t: as stored when block (from kd_shared_block), else
+ * NCHW (kd_f32 converts it). */
+static inline const float *kd_read_in(const kd_tensor *t, int block) {
+    return block ? (const float *)kd_data_as_stored(t) : kd_f32(t);
+}
+/* Where an op writes the accumulator t in `block` (0: NCHW): its zeros
+ * taken when pending (*zeros set: write 0.0f + value, not read), the
+ * storage marked blocked then. NULL for a NULL t. */
+float *kd_write_in(kd_tensor *t, int block, bool *zeros);
+
 /* At most this many threads keep buffers of their own in one op. */
 #define KD_MAX_THREADS 64
 

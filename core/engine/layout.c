@@ -46,10 +46,66 @@ int kd_blocked(const kd_tensor *t) {
     return block;
 }
 
+/* The conversion back to NCHW cannot fail (kd_data returns the data), so
+ * it has a buffer kept for when no other can be had: as large as one block
+ * of channels of one image of any tensor marked blocked, the part of the
+ * storage that holds those channels in both layouts (kd_storage_make_plain).
+ * It is grown before an op writes a new shape blocked
+ * (kd_blocked_layout_can_take), where a failure can still be answered by
+ * writing NCHW. */
+static pthread_mutex_t converting = PTHREAD_MUTEX_INITIALIZER;
+static float *reserve;
+static size_t reserve_floats;
+
+static bool reserve_grow(size_t floats) {
+    if (floats <= reserve_floats) return true;
+    float *grown = realloc(reserve, floats * sizeof(float));
+    if (!grown) return false;
+    reserve = grown, reserve_floats = floats;
+    return true;
+}
+
+bool kd_blocked_layout_can_take(int height, int width, int block) {
+    pthread_mutex_lock(&converting);
+    bool ok = reserve_grow((size_t)height * width * block);
+    pthread_mutex_unlock(&converting);
+    return ok;
+}
+
 void kd_set_blocked(kd_tensor *t, int block) {
     kd_storage *s = t->storage;
+    if (!kd_blocked_layout_can_take(t->shape[2], t->shape[3], block)) {
+        /* every op asks kd_blocked_layout_can_take before it writes a new
+         * shape blocked, so this is a bug in the op */
+        fprintf(stderr, "kdseg: %s marked blocked without room kept to convert it back\n", kd_shape_str(t));
+        abort();
+    }
     memcpy(s->block_dims, t->shape, sizeof s->block_dims);
     __atomic_store_n(&s->block, block, __ATOMIC_RELEASE);
+}
+
+int kd_shared_block(const kd_tensor *const *reads, int n_reads, kd_tensor *const *writes, int n_writes) {
+    if (!kd_blocked_layout_on()) return 0;
+    int block = kd_blocked(reads[0]);
+    for (int i = 1; block && i < n_reads; i++)
+        if (kd_blocked(reads[i]) != block) block = 0;
+    for (int i = 0; block && i < n_writes; i++) {
+        const kd_tensor *w = writes[i];
+        if (!w || kd_blocked(w) == block) continue;
+        bool pending = __atomic_load_n(&w->storage->block, __ATOMIC_ACQUIRE) == KD_ZEROS_PENDING && w->offset == 0 &&
+                       kd_same_shape(w, reads[0]) && kd_numel(w) * sizeof(float) == w->storage->pending_bytes;
+        if (!pending) block = 0;
+    }
+    return block;
+}
+
+float *kd_write_in(kd_tensor *t, int block, bool *zeros) {
+    *zeros = false;
+    if (!t) return NULL;
+    *zeros = kd_take_zeros(t);
+    if (!block) return kd_f32(t);
+    if (*zeros) kd_set_blocked(t, block);
+    return kd_data_as_stored(t);
 }
 
 #ifdef __AVX__
@@ -133,11 +189,10 @@ void kd_blocked_add_to_plain(const float *from, float *to, int N, int C, size_t 
 
 /* Zeroes pending zeros (internal.h). Converts blocked data in place: into
  * a buffer as large as the storage when one can be had (the usual case: the
- * caching allocator has one), else image by image through a buffer of one
- * image. Serialised, so that threads reading the same tensor at once
- * convert it once. */
-static pthread_mutex_t converting = PTHREAD_MUTEX_INITIALIZER;
-
+ * caching allocator has one), else a block of channels of an image at a
+ * time through the reserve above (those channels take the same bytes in
+ * both layouts). Serialised, so that threads reading the same tensor at
+ * once convert it once. */
 void kd_storage_make_plain(kd_storage *s) {
     pthread_mutex_lock(&converting);
     int block = __atomic_load_n(&s->block, __ATOMIC_ACQUIRE);
@@ -156,19 +211,11 @@ void kd_storage_make_plain(kd_storage *s) {
             s->data = whole;
         } else {
             kd_cache_free(whole, bytes);
-            float *one = malloc(image * sizeof(float));
-            if (!one) {
-                /* kd_data cannot fail: there is no way left to give NCHW */
-                fprintf(stderr, "kdseg: out of memory converting a %dx%dx%dx%d tensor from the blocked layout\n", N,
-                        C, s->block_dims[2], s->block_dims[3]);
-                abort();
+            size_t part = HW * (size_t)block; /* kd_set_blocked made sure the reserve holds it */
+            for (size_t at = 0; at < (size_t)N * image; at += part) {
+                memcpy(reserve, (float *)s->data + at, part * sizeof(float));
+                image_to_plain(reserve, (float *)s->data + at, block, HW, block);
             }
-            for (int n = 0; n < N; n++) {
-                float *at = (float *)s->data + n * image;
-                image_to_plain(at, one, C, HW, block);
-                memcpy(at, one, image * sizeof(float));
-            }
-            free(one);
         }
         __atomic_store_n(&s->block, 0, __ATOMIC_RELEASE);
     }

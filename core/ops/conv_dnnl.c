@@ -471,6 +471,7 @@ static bool run_forward(const kd_dnnl_made *m, const conv_desc *d, const kd_tens
     void *src_data = as_stored(x, &d->src, &src_have);
     void *residual_data = res ? as_stored(res, &d->dst, &residual_have) : NULL;
     int out_block = blocked_out ? block_of(dst_md) : 0;
+    if (out_block && !kd_blocked_layout_can_take(d->key.g.out_h, d->key.g.out_w, out_block)) out_block = 0;
     bool ok = (keep_src ? operand_bind_kept(&src, &src_have, src_md, src_data, keep_src)
                         : operand_bind(&src, &src_have, src_md, src_data, true)) &&
               operand_bind(&weights, &d->weights, query(pd, dnnl_query_weights_md), (void *)w, true) &&
@@ -539,35 +540,62 @@ static bool same_dims(const dnnl_memory_desc_t *a, const dnnl_memory_desc_t *b) 
     return a->ndims == b->ndims && memcmp(a->dims, b->dims, sizeof(a->dims[0]) * (size_t)a->ndims) == 0;
 }
 
-/* The gradient's result, in the primitive's layout, added into the caller's
- * plain buffer (or, into_zeros, onto pending zeros there: internal.h): an
- * activation's gradient in a blocked layout by kd_blocked_add_to_plain
- * (oneDNN's reorder with a sum post-op runs its generic kernel, at a third
- * of the speed of its plain one; the sums are the same), any other by that
- * reorder. */
-static bool accumulate_into(const kd_dnnl_made *m, const dnnl_memory_desc_t *plain, dnnl_query_t what, float *into,
-                            bool into_zeros, int n, dnnl_exec_arg_t *args, int result_arg) {
+/* Where a gradient goes: the caller's plain buffer, or (the input
+ * gradient, called with tensors) the accumulator tensor itself, whose
+ * layout this may choose; zeros: taken pending (internal.h), not read. */
+typedef struct {
+    float *plain;
+    kd_tensor *tensor;
+    bool zeros;
+} grad_target;
+
+/* to[i] += from[i]: a gradient added into one stored in the same layout */
+static void add_floats(const float *from, float *to, size_t n) {
+#pragma omp parallel for schedule(static) if (n > KD_PARALLEL_MIN)
+    for (size_t i = 0; i < n; i++) to[i] += from[i];
+}
+
+/* The gradient's result, in the primitive's layout, added into its target
+ * (or, where the target's zeros are pending, written onto them). An
+ * accumulator tensor is written straight in the kernel's blocked layout
+ * where its zeros are pending and the layout is on (layout.c: the next
+ * backward reads it so, no reorder at all), and added in that layout where
+ * it is stored so already. Else into NCHW: an activation's gradient in a
+ * blocked layout by kd_blocked_add_to_plain (oneDNN's reorder with a sum
+ * post-op runs its generic kernel, at a third of the speed of its plain
+ * one; the sums are the same), any other by that reorder. */
+static bool accumulate_into(const kd_dnnl_made *m, const dnnl_memory_desc_t *plain, dnnl_query_t what, grad_target to,
+                            int n, dnnl_exec_arg_t *args, int result_arg) {
     const dnnl_memory_desc_t *wanted = query(m->pd, what);
     int block = plain->ndims == 4 && same_dims(plain, wanted) ? block_of(wanted) : 0;
-    size_t bytes;
-    void *buffer = kd_cache_alloc(dnnl_memory_desc_get_size(wanted), &bytes);
+    kd_tensor *t = to.tensor;
+    bool straight = block && t && to.zeros && kd_blocked_layout_on() &&
+                    kd_blocked_layout_can_take((int)plain->dims[2], (int)plain->dims[3], block);
+    bool onto_blocked = block && t && !to.zeros && kd_blocked(t) == block;
+    float *into = !t ? to.plain : straight || onto_blocked ? kd_data_as_stored(t) : kd_f32(t);
+    size_t bytes = 0, size = dnnl_memory_desc_get_size(wanted);
+    void *buffer = straight ? into : kd_cache_alloc(size, &bytes);
     dnnl_memory_t result = NULL, target = NULL;
     bool ok = buffer && dnnl_memory_create(&result, wanted, engine, buffer) == dnnl_success &&
               (block || dnnl_memory_create(&target, plain, engine, into) == dnnl_success);
     if (ok) {
         args[n] = (dnnl_exec_arg_t){result_arg, result};
         ok = execute(m, n + 1, args);
-        if (ok && block) {
+        if (ok && straight) {
+            kd_set_blocked(t, block);
+        } else if (ok && onto_blocked) {
+            add_floats(buffer, into, size / sizeof(float));
+        } else if (ok && block) {
             kd_blocked_add_to_plain(buffer, into, (int)plain->dims[0], (int)plain->dims[1],
-                                    (size_t)plain->dims[2] * (size_t)plain->dims[3], block, into_zeros);
+                                    (size_t)plain->dims[2] * (size_t)plain->dims[3], block, to.zeros);
         } else if (ok) {
-            if (into_zeros) kd_zero_bytes(into, dnnl_memory_desc_get_size(plain));
+            if (to.zeros) kd_zero_bytes(into, dnnl_memory_desc_get_size(plain));
             ok = reorder(result, target, true);
         }
     }
     if (result) dnnl_memory_destroy(result);
     if (target) dnnl_memory_destroy(target);
-    kd_cache_free(buffer, bytes);
+    if (!straight) kd_cache_free(buffer, bytes);
     return ok;
 }
 
@@ -583,23 +611,23 @@ typedef struct {
 } gradient_input;
 
 static bool run_gradient(const kd_dnnl_made *m, gradient_input in, const operand *diff_dst, int result_arg,
-                         dnnl_query_t result_query, const dnnl_memory_desc_t *result_plain, float *into,
-                         bool into_zeros) {
+                         dnnl_query_t result_query, const dnnl_memory_desc_t *result_plain, grad_target to) {
     operand input = {0};
     bool ok = in.kept ? operand_bind_from_kept(&input, in.kept, query(m->pd, in.query))
                       : operand_bind(&input, in.plain, query(m->pd, in.query), (void *)in.data, true);
     if (ok) {
         dnnl_exec_arg_t args[3] = {{in.arg, input.used}, {DNNL_ARG_DIFF_DST, diff_dst->used}};
-        ok = accumulate_into(m, result_plain, result_query, into, into_zeros, 2, args, result_arg);
+        ok = accumulate_into(m, result_plain, result_query, to, 2, args, result_arg);
     }
     operand_release(&input);
     return ok;
 }
 
-/* The output gradient in the layout a gradient's primitive takes: the one
- * bound for the other gradient when it is the same (the usual case, so one
- * reorder serves both), else its own copy in `own`. */
-static const operand *diff_dst_for(const kd_dnnl_made *m, const conv_desc *d, const float *grad_out,
+/* The output gradient (stored in the layout `have`) in the layout a
+ * gradient's primitive takes: the one bound for the other gradient when it
+ * is the same (the usual case, so one reorder, or none where it is stored
+ * so, serves both), else its own copy in `own`. */
+static const operand *diff_dst_for(const kd_dnnl_made *m, const dnnl_memory_desc_t *have_out, const float *grad_out,
                                    const operand *shared, operand *own) {
     const dnnl_memory_desc_t *wanted = query(m->pd, dnnl_query_diff_dst_md);
     if (shared && shared->used) {
@@ -607,36 +635,61 @@ static const operand *diff_dst_for(const kd_dnnl_made *m, const conv_desc *d, co
         dnnl_memory_get_memory_desc(shared->used, &have);
         if (dnnl_memory_desc_equal(have, wanted)) return shared;
     }
-    return operand_bind(own, &d->dst, wanted, (void *)grad_out, true) ? own : NULL;
+    return operand_bind(own, have_out, wanted, (void *)grad_out, true) ? own : NULL;
 }
 
-unsigned kd_conv_dnnl_backward(const kd_conv_geometry *g, int N, int cout, int groups, const kd_tensor *x,
-                               const kd_tensor *kept_src, const float *w, const float *grad_out, float *grad_x,
-                               bool grad_x_zeros, float *grad_w) {
-    if (!ready()) return 0;
-    /* the way the forward ran, where it kept its source */
-    if (kept_src ? kept_subimages(kept_src, N) : kd_conv_by_subimages(g, N, cout, groups))
-        return kd_conv_subimages_backward(g, N, cout, x, kept_src, w, grad_out, grad_x, grad_x_zeros, grad_w);
+/* Both gradients, the output gradient stored in the layout have_out. */
+static unsigned backward(const kd_conv_geometry *g, int N, int cout, int groups, const kd_tensor *x,
+                         const kd_tensor *kept_src, const float *w, const dnnl_memory_desc_t *have_out,
+                         const float *grad_out, grad_target grad_x, float *grad_w) {
     kd_dnnl_cache_trim();
     conv_desc d;
     describe(g, N, cout, groups, &d);
     const kd_dnnl_made *hint = forward_made(&d, false, false, false); /* one for both gradients */
     if (!hint) return 0;
-    const kd_dnnl_made *data_primitive = grad_x ? backward_made(&d, BACKWARD_DATA, hint) : NULL;
+    bool want_x = grad_x.plain || grad_x.tensor;
+    const kd_dnnl_made *data_primitive = want_x ? backward_made(&d, BACKWARD_DATA, hint) : NULL;
     const kd_dnnl_made *weights_primitive = grad_w ? backward_made(&d, BACKWARD_WEIGHTS, hint) : NULL;
     unsigned ran = 0;
     operand data_grad = {0}, weights_grad = {0};
     const operand *dd = NULL;
-    if (data_primitive && (dd = diff_dst_for(data_primitive, &d, grad_out, NULL, &data_grad)) &&
+    if (data_primitive && (dd = diff_dst_for(data_primitive, have_out, grad_out, NULL, &data_grad)) &&
         run_gradient(data_primitive, (gradient_input){DNNL_ARG_WEIGHTS, dnnl_query_weights_md, &d.weights, w, NULL}, dd,
-                     DNNL_ARG_DIFF_SRC, dnnl_query_diff_src_md, &d.src, grad_x, grad_x_zeros))
+                     DNNL_ARG_DIFF_SRC, dnnl_query_diff_src_md, &d.src, grad_x))
         ran |= KD_DNNL_INPUT_GRAD;
     dnnl_memory_desc_t src_have = d.src;
     const void *src_data = weights_primitive && !kept_src ? as_stored(x, &d.src, &src_have) : NULL;
-    if (weights_primitive && (dd = diff_dst_for(weights_primitive, &d, grad_out, &data_grad, &weights_grad)) &&
+    if (weights_primitive && (dd = diff_dst_for(weights_primitive, have_out, grad_out, &data_grad, &weights_grad)) &&
         run_gradient(weights_primitive, (gradient_input){DNNL_ARG_SRC, dnnl_query_src_md, &src_have, src_data, kept_src}, dd,
-                     DNNL_ARG_DIFF_WEIGHTS, dnnl_query_diff_weights_md, &d.weights, grad_w, false))
+                     DNNL_ARG_DIFF_WEIGHTS, dnnl_query_diff_weights_md, &d.weights, (grad_target){grad_w, NULL, false}))
         ran |= KD_DNNL_WEIGHT_GRAD;
     operand_release(&data_grad), operand_release(&weights_grad);
     return ran;
+}
+
+unsigned kd_conv_dnnl_backward(const kd_conv_geometry *g, int N, int cout, int groups, const kd_tensor *x,
+                               const kd_tensor *kept_src, const float *w, const kd_tensor *grad_out,
+                               kd_tensor *grad_x, bool grad_x_zeros, float *grad_w) {
+    if (!ready()) return 0;
+    /* the way the forward ran, where it kept its source */
+    if (kept_src ? kept_subimages(kept_src, N) : kd_conv_by_subimages(g, N, cout, groups))
+        return kd_conv_subimages_backward(g, N, cout, x, kept_src, w, kd_f32(grad_out), grad_x ? kd_f32(grad_x) : NULL,
+                                          grad_x_zeros, grad_w);
+    dnnl_memory_desc_t plain_out, have_out;
+    dnnl_dims_t dims = {N, cout, g->out_h, g->out_w};
+    dnnl_memory_desc_init_by_tag(&plain_out, 4, dims, dnnl_f32, dnnl_nchw);
+    const float *go = as_stored(grad_out, &plain_out, &have_out);
+    return backward(g, N, cout, groups, x, kept_src, w, &have_out, go, (grad_target){NULL, grad_x, grad_x_zeros},
+                    grad_w);
+}
+
+unsigned kd_conv_dnnl_backward_plain(const kd_conv_geometry *g, int N, int cout, int groups, const kd_tensor *x,
+                                     const kd_tensor *kept_src, const float *w, const float *grad_out, float *grad_x,
+                                     bool grad_x_zeros, float *grad_w) {
+    if (!ready()) return 0;
+    dnnl_memory_desc_t plain_out;
+    dnnl_dims_t dims = {N, cout, g->out_h, g->out_w};
+    dnnl_memory_desc_init_by_tag(&plain_out, 4, dims, dnnl_f32, dnnl_nchw);
+    return backward(g, N, cout, groups, x, kept_src, w, &plain_out, grad_out,
+                    (grad_target){grad_x, NULL, grad_x_zeros}, grad_w);
 }

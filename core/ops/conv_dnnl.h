@@ -21,15 +21,21 @@ bool kd_conv_dnnl_inference(const kd_conv_geometry *g, int N, int cout, int grou
                             const float *w, const kd_conv_epilogue *e, kd_tensor *y, bool blocked_out);
 /* grad_x += the input gradient and grad_w += the weight gradient, each when
  * not NULL, sharing one description; the source is x or, when not NULL,
- * kept_src (the forward's keep_src). grad_x_zeros: grad_x holds zeros taken
- * pending (internal.h), not to be read: written whole where the input
- * gradient runs, left as it was where not. Returns which ran
+ * kept_src (the forward's keep_src). grad_out is read as it is stored (NCHW
+ * or blocked). grad_x_zeros: grad_x's zeros were taken pending
+ * (internal.h), not to be read: written whole where the input gradient
+ * runs (in the kernel's blocked layout where the layout is on, and then
+ * marked so), left as it was where not. Returns which ran
  * (KD_DNNL_INPUT_GRAD, KD_DNNL_WEIGHT_GRAD), and the caller computes the
  * others. */
 enum { KD_DNNL_INPUT_GRAD = 1, KD_DNNL_WEIGHT_GRAD = 2 };
 unsigned kd_conv_dnnl_backward(const kd_conv_geometry *g, int N, int cout, int groups, const kd_tensor *x,
-                               const kd_tensor *kept_src, const float *w, const float *grad_out, float *grad_x,
-                               bool grad_x_zeros, float *grad_w);
+                               const kd_tensor *kept_src, const float *w, const kd_tensor *grad_out,
+                               kd_tensor *grad_x, bool grad_x_zeros, float *grad_w);
+/* The same on plain NCHW buffers (conv_subimages.c's sub-images). */
+unsigned kd_conv_dnnl_backward_plain(const kd_conv_geometry *g, int N, int cout, int groups, const kd_tensor *x,
+                                     const kd_tensor *kept_src, const float *w, const float *grad_out, float *grad_x,
+                                     bool grad_x_zeros, float *grad_w);
 /* Whether oneDNN runs g's direct forward (groups 1, N images, cout output
  * channels) on its GEMM-based fallback instead of a JIT convolution kernel,
  * as it does for some dilated geometries (conv_subimages.c asks). */

@@ -231,6 +231,8 @@ static bool forward(const kd_conv_geometry *g, int N, int cout, const kd_tensor 
                     const kd_conv_epilogue *e, kd_tensor *y, bool blocked_out, kd_tensor **keep_src) {
     kd_conv_geometry sub;
     int d = subimage_geometry(g, &sub), shape[4] = {d * d * N, cout, sub.out_h, sub.out_w};
+    /* (the output, scattered from the sub-images' in their layout, is larger than they are) */
+    blocked_out = blocked_out && kd_blocked_layout_can_take(g->out_h, g->out_w, 16);
     kd_tensor *xs = gathered(x, &sub, d), *ys = NULL;
     bool ok = xs && !kd_tensor_new(KD_F32, 4, shape, &ys);
     /* a residual is added to the full output after the scatter, with the
@@ -276,7 +278,7 @@ unsigned kd_conv_subimages_backward(const kd_conv_geometry *g, int N, int cout, 
     if (gos && (gxs || !grad_x) && (xs || !grad_w || kept_src)) {
         move(&out, (float *)grad_out, gos, GATHER);
         /* gxs as pending zeros: written whole by the input gradient */
-        ran = kd_conv_dnnl_backward(&sub, d * d * N, cout, 1, xs, kept_src, w, gos, gxs, true, grad_w);
+        ran = kd_conv_dnnl_backward_plain(&sub, d * d * N, cout, 1, xs, kept_src, w, gos, gxs, true, grad_w);
         if (ran & KD_DNNL_INPUT_GRAD) {
             if (grad_x_zeros) kd_zero_bytes(grad_x, (size_t)N * g->channels * g->height * g->width * sizeof(float));
             move(&in, grad_x, gxs, SCATTER_ADD);

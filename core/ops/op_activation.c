@@ -11,14 +11,18 @@ static kd_status unary_begin(const char *op, const kd_tensor *x, kd_tensor **out
     return s ? s : kd_tensor_new_like(x, out);
 }
 
+/* Elementwise, so in the layout its operands share (kd_shared_block). */
 static kd_status relu_backward(kd_node *node, const kd_tensor *grad_output,
                                kd_tensor *const *grad_inputs) {
     size_t n = kd_numel(grad_output);
     float slope = node->floats[0];
-    const float *g = kd_f32(grad_output), *x = kd_f32(node->saved[0]);
-    float *gx = kd_f32(grad_inputs[0]);
+    const kd_tensor *reads[2] = {grad_output, node->saved[0]};
+    int block = kd_shared_block(reads, 2, grad_inputs, 1);
+    const float *g = kd_read_in(grad_output, block), *x = kd_read_in(node->saved[0], block);
+    bool zeros;
+    float *gx = kd_write_in(grad_inputs[0], block, &zeros);
 #pragma omp parallel for schedule(static) if (n > KD_PARALLEL_MIN)
-    for (size_t i = 0; i < n; i++) gx[i] += x[i] > 0 ? g[i] : slope * g[i];
+    for (size_t i = 0; i < n; i++) gx[i] = (zeros ? 0.0f : gx[i]) + (x[i] > 0 ? g[i] : slope * g[i]);
     return KD_OK;
 }
 

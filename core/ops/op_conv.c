@@ -245,13 +245,34 @@ static void from_wide(const float *wide, int channels, int P, int first, int cou
 /* The node keeps the geometry in ints[0..12] and the group count in ints[13]. */
 _Static_assert(sizeof(kd_conv_geometry) == 13 * sizeof(int), "geometry fits the node");
 
-static void bias_grad(const float *go, int N, int cout, int P, float *db) {
-#pragma omp parallel for schedule(static) if ((size_t)N * cout * P > KD_PARALLEL_MIN)
+/* db += the sum of the output gradient over each channel's planes, read as
+ * it is stored: in the blocked layout (layout.c) each channel's sum runs in
+ * the same order as in NCHW, so it gives the same bits. */
+static void bias_grad(const kd_tensor *grad_output, float *db) {
+    int N = grad_output->shape[0], cout = grad_output->shape[1], block = kd_blocked(grad_output);
+    size_t P = (size_t)grad_output->shape[2] * grad_output->shape[3];
+    bool parallel = (size_t)N * cout * P > KD_PARALLEL_MIN;
+    if (block) {
+        const float *go = kd_data_as_stored(grad_output);
+#pragma omp parallel for schedule(static) if (parallel)
+        for (int cb = 0; cb < cout / block; cb++) {
+            double acc[16] = {0};
+            for (int n = 0; n < N; n++) {
+                const float *at = go + ((size_t)n * (cout / block) + cb) * P * block;
+                for (size_t i = 0; i < P * block; i += block)
+                    for (int lane = 0; lane < block; lane++) acc[lane] += at[i + lane];
+            }
+            for (int lane = 0; lane < block; lane++) db[cb * block + lane] += (float)acc[lane];
+        }
+        return;
+    }
+    const float *go = kd_f32(grad_output);
+#pragma omp parallel for schedule(static) if (parallel)
     for (int ch = 0; ch < cout; ch++) {
         double acc = 0;
         for (int n = 0; n < N; n++) {
             const float *plane = go + ((size_t)n * cout + ch) * P;
-            for (int i = 0; i < P; i++) acc += plane[i];
+            for (size_t i = 0; i < P; i++) acc += plane[i];
         }
         db[ch] += (float)acc;
     }
@@ -404,16 +425,18 @@ static kd_status conv2d_backward(kd_node *node, const kd_tensor *grad_output,
     const kd_tensor *kept = node->ints[14] ? node->saved[0] : NULL, *w = node->saved[1];
     const kd_tensor *x_tensor = kept ? NULL : node->saved[0];
     int N = grad_output->shape[0], cout = grad_output->shape[1], groups = node->ints[13];
-    const float *go = kd_f32(grad_output);
     kd_tensor *gx = grad_inputs[0], *gw = grad_inputs[1], *gb = grad_inputs[2];
-    if (gb) bias_grad(go, N, cout, g.out_h * g.out_w, kd_f32(gb));
+    if (gb) bias_grad(grad_output, kd_f32(gb));
     kd_status s = KD_OK;
     /* the input gradient's accumulator taken as pending zeros where oneDNN
-     * writes it whole, zeroed where it does not run */
+     * writes it whole, zeroed where it does not run; oneDNN reads the output
+     * gradient as it is stored, and may leave the input's blocked */
     bool gx_zeros = gx && kd_take_zeros(gx);
-    unsigned ran = kd_conv_dnnl_backward(&g, N, cout, groups, x_tensor, kept, kd_f32(w), go,
-                                         gx ? kd_f32(gx) : NULL, gx_zeros, gw ? kd_f32(gw) : NULL);
+    unsigned ran = kd_conv_dnnl_backward(&g, N, cout, groups, x_tensor, kept, kd_f32(w), grad_output, gx, gx_zeros,
+                                         gw ? kd_f32(gw) : NULL);
     if (gx_zeros && !(ran & KD_DNNL_INPUT_GRAD)) kd_zero_bytes(kd_f32(gx), kd_numel(gx) * sizeof(float));
+    const float *go = (gw && !(ran & KD_DNNL_WEIGHT_GRAD)) || (gx && !(ran & KD_DNNL_INPUT_GRAD)) ? kd_f32(grad_output)
+                                                                                                : NULL;
     const float *x = x_tensor && gw && !(ran & KD_DNNL_WEIGHT_GRAD) ? kd_f32(x_tensor) : NULL;
     if (gw && !(ran & KD_DNNL_WEIGHT_GRAD))
         s = kept ? weight_grad_from_kept(&g, kept, go, N, cout, groups, kd_f32(gw))
@@ -491,9 +514,10 @@ static kd_status conv2d(kd_tensor *x, kd_tensor *w, kd_tensor *b, const kd_conv_
         return KD_OK;
     }
     if ((s = kd_tensor_new(KD_F32, 4, shape, out))) return s;
-    /* an output no gradient will read may stay in the kernels' layout (layout.c) */
+    /* the output may stay in the kernels' layout (layout.c), for the next
+     * op; in training its gradient comes back in it too */
     bool recorded = !e && kd_grad_enabled() && (kd_needs_grad(x) || kd_needs_grad(w) || (b && kd_needs_grad(b)));
-    bool blocked_out = kd_blocked_layout_on() && !recorded;
+    bool blocked_out = kd_blocked_layout_on();
     if (e && kd_conv_dnnl_inference(&g, N, cout, groups, x, kd_f32(w), e, *out, blocked_out)) return KD_OK;
     /* where the weight gradient will be wanted, oneDNN keeps its blocked copy of x for it */
     kd_tensor *kept = NULL;

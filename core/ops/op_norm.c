@@ -84,23 +84,140 @@ static inline void add_grad_sums(const float *restrict g, const float *restrict 
     }
 }
 
+/* The output gradient through the ReLU (when relu) over elements [i0, i0 +
+ * n) into d, or g itself there when no ReLU: a loop of its own, so that it
+ * and the loops reading d vectorise. */
+enum { SPAN = 128 }; /* positions of a plane at a time: a multiple of LANES */
+static inline const float *grads_through_relu(const float *restrict g, const float *restrict y, float slope,
+                                              bool relu, size_t i0, size_t n, float *restrict d) {
+    if (!relu) return g + i0;
+    for (size_t k = 0; k < n; k++) d[k] = grad_at(g, y, slope, true, i0 + k);
+    return d;
+}
+
+/* The input gradient over `count` elements of a span of one channel block
+ * (block_grads), onto zeros (written, not read) or added; `training`,
+ * `zeros` and `block` are constants at each call. */
+static inline __attribute__((always_inline)) void span_input_grad(float *restrict to, const float *restrict d,
+                                                                  const float *restrict x, size_t count,
+                                                                  const int block, const float *scale,
+                                                                  const float *mean_dy, const float *mu,
+                                                                  const float *is, const float *mean_dy_xhat,
+                                                                  const bool training, const bool zeros) {
+    for (size_t at = 0; at < count; at += block)
+        for (int lane = 0; lane < block; lane++) {
+            float v = training ? scale[lane] * (d[at + lane] - mean_dy[lane] -
+                                                (x[at + lane] - mu[lane]) * is[lane] * mean_dy_xhat[lane])
+                               : scale[lane] * d[at + lane];
+            to[at + lane] = (zeros ? 0.0f : to[at + lane]) + v;
+        }
+}
+
+/* The input gradient of one channel block of a blocked batch norm
+ * (nChw<block>c, layout.c), and the weight's and bias's: each channel's
+ * sums in the same order, lane by lane, as the NCHW loops of
+ * batch_norm_grads (element i of a plane into lane i % LANES), and the same
+ * arithmetic per element, so the results are the same bit for bit. A span
+ * of positions at a time (in cache), and in it the positions of each lane
+ * in turn, so that the lane's sums stay in registers; the loops run along
+ * the memory, across the block's channels, and `block` is a constant at
+ * each call, so they vectorise. */
+static inline __attribute__((always_inline)) void block_grads(const float *restrict g, const float *restrict y,
+                                                              float slope, bool relu, const float *restrict in,
+                                                              int N, int blocks, int cb, size_t HW, const int block,
+                                                              const float *mean, const float *invstd,
+                                                              const float *w, bool training, float *restrict gx,
+                                                              bool gx_zeros, float *gw, float *gb) {
+    double dy[LANES][16], dy_x[LANES][16];
+    memset(dy, 0, sizeof dy), memset(dy_x, 0, sizeof dy_x);
+    float mu[16], is[16], d_span[SPAN * 16];
+    for (int lane = 0; lane < block; lane++) mu[lane] = mean[cb * block + lane], is[lane] = invstd[cb * block + lane];
+    for (int n = 0; n < N; n++) {
+        size_t first = ((size_t)n * blocks + cb) * HW * block;
+        for (size_t s0 = 0; s0 < HW; s0 += SPAN) {
+            size_t s1 = s0 + SPAN < HW ? s0 + SPAN : HW;
+            const float *d = grads_through_relu(g, y, slope, relu, first + s0 * block, (s1 - s0) * block, d_span);
+            const float *x = in + first + s0 * block;
+            for (int l = 0; l < LANES; l++) {
+                double sum_dy[16], sum_dy_x[16];
+                for (int lane = 0; lane < block; lane++) sum_dy[lane] = dy[l][lane], sum_dy_x[lane] = dy_x[l][lane];
+                for (size_t at = (size_t)l * block; at < (s1 - s0) * block; at += LANES * block)
+                    for (int lane = 0; lane < block; lane++) {
+                        sum_dy[lane] += d[at + lane];
+                        sum_dy_x[lane] += (double)d[at + lane] * (x[at + lane] - mu[lane]);
+                    }
+                for (int lane = 0; lane < block; lane++) dy[l][lane] = sum_dy[lane], dy_x[l][lane] = sum_dy_x[lane];
+            }
+        }
+    }
+    double M = (double)N * (double)HW;
+    float scale[16], mean_dy[16], mean_dy_xhat[16];
+    for (int lane = 0; lane < block; lane++) {
+        int c = cb * block + lane;
+        double sum_dy = 0, sum_dy_x = 0;
+        for (int l = 0; l < LANES; l++) sum_dy += dy[l][lane], sum_dy_x += dy_x[l][lane]; /* as lanes_total */
+        double sum_dy_xhat = sum_dy_x * is[lane];
+        if (gw) gw[c] += (float)sum_dy_xhat;
+        if (gb) gb[c] += (float)sum_dy;
+        scale[lane] = (w ? w[c] : 1.0f) * is[lane];
+        mean_dy[lane] = (float)(sum_dy / M), mean_dy_xhat[lane] = (float)(sum_dy_xhat / M);
+    }
+    if (!gx) return;
+    for (int n = 0; n < N; n++) {
+        size_t first = ((size_t)n * blocks + cb) * HW * block;
+        for (size_t s0 = 0; s0 < HW; s0 += SPAN) {
+            size_t s1 = s0 + SPAN < HW ? s0 + SPAN : HW, base = first + s0 * block, count = (s1 - s0) * block;
+            const float *d = grads_through_relu(g, y, slope, relu, base, count, d_span), *x = in + base;
+            float *to = gx + base;
+            /* each case a loop of its own: with a select inside, they do not vectorise */
+            if (training && gx_zeros)
+                span_input_grad(to, d, x, count, block, scale, mean_dy, mu, is, mean_dy_xhat, true, true);
+            else if (training)
+                span_input_grad(to, d, x, count, block, scale, mean_dy, mu, is, mean_dy_xhat, true, false);
+            else if (gx_zeros)
+                span_input_grad(to, d, x, count, block, scale, mean_dy, mu, is, mean_dy_xhat, false, true);
+            else
+                span_input_grad(to, d, x, count, block, scale, mean_dy, mu, is, mean_dy_xhat, false, false);
+        }
+    }
+}
+
 /* Saved: x (N x C x H x W), weight (C) or NULL, mean (C), invstd (C).
  * training: batch statistics, so gradients flow through them.
  * Grads: x, weight, bias (each may be NULL). g: the output's gradient; with
- * relu, y (the ReLU's input) and its slope. */
-static inline void batch_norm_grads(kd_tensor *const *saved, bool training, const float *restrict g,
-                                    const float *restrict y, float slope, bool relu, kd_tensor *const *grad_inputs) {
+ * relu, y (the ReLU's input) and its slope. In the blocked layout where x,
+ * g (and y) are stored in it (kd_shared_block), else in NCHW. */
+static inline void batch_norm_grads(kd_tensor *const *saved, bool training, const kd_tensor *grad_output,
+                                    const kd_tensor *relu_input, float slope, bool relu,
+                                    kd_tensor *const *grad_inputs) {
     const kd_tensor *x = saved[0], *w = saved[1];
     const float *mean = kd_f32(saved[2]), *invstd = kd_f32(saved[3]);
     int N = x->shape[0], C = x->shape[1];
     size_t HW = (size_t)x->shape[2] * x->shape[3], M = (size_t)N * HW;
-    const float *restrict in = kd_f32(x);
+    const kd_tensor *reads[3] = {x, grad_output, relu_input};
+    int block = kd_shared_block(reads, relu ? 3 : 2, grad_inputs, 1);
+    const float *restrict in = kd_read_in(x, block), *restrict g = kd_read_in(grad_output, block);
+    const float *restrict y = relu ? kd_read_in(relu_input, block) : NULL;
     /* the input gradient, written whole: onto its zeros when they are still
      * pending (internal.h), without reading them */
-    bool gx_zeros = grad_inputs[0] && kd_take_zeros(grad_inputs[0]);
-    float *restrict gx = grad_inputs[0] ? kd_f32(grad_inputs[0]) : NULL;
+    bool gx_zeros;
+    float *restrict gx = kd_write_in(grad_inputs[0], block, &gx_zeros);
     float *gw = grad_inputs[1] ? kd_f32(grad_inputs[1]) : NULL;
     float *gb = grad_inputs[2] ? kd_f32(grad_inputs[2]) : NULL;
+    const float *weight = w ? kd_f32(w) : NULL;
+    if (block) {
+        int blocks = C / block;
+#pragma omp parallel for schedule(static) if (M * C > KD_PARALLEL_MIN)
+        for (int cb = 0; cb < blocks; cb++) {
+            if (block == 16)
+                block_grads(g, y, slope, relu, in, N, blocks, cb, HW, 16, mean, invstd, weight, training, gx,
+                            gx_zeros, gw, gb);
+            else
+                block_grads(g, y, slope, relu, in, N, blocks, cb, HW, 8, mean, invstd, weight, training, gx,
+                            gx_zeros, gw, gb);
+        }
+        return;
+    }
 #pragma omp parallel for schedule(static) if (M * C > KD_PARALLEL_MIN)
     for (int c = 0; c < C; c++) {
         float mu = mean[c], is = invstd[c];
@@ -110,7 +227,7 @@ static inline void batch_norm_grads(kd_tensor *const *saved, bool training, cons
         if (gw) gw[c] += (float)sum_dy_xhat;
         if (gb) gb[c] += (float)sum_dy;
         if (!gx) continue;
-        float scale = (w ? kd_f32(w)[c] : 1.0f) * is;
+        float scale = (weight ? weight[c] : 1.0f) * is;
         float mean_dy = (float)(sum_dy / (double)M), mean_dy_xhat = (float)(sum_dy_xhat / (double)M);
         for (int n = 0; n < N; n++) {
             size_t base = ((size_t)n * C + c) * HW;
@@ -127,7 +244,7 @@ static inline void batch_norm_grads(kd_tensor *const *saved, bool training, cons
 
 static kd_status batch_norm_backward(kd_node *node, const kd_tensor *grad_output,
                                      kd_tensor *const *grad_inputs) {
-    batch_norm_grads(node->saved, node->ints[0], kd_f32(grad_output), NULL, 0.0f, false, grad_inputs);
+    batch_norm_grads(node->saved, node->ints[0], grad_output, NULL, 0.0f, false, grad_inputs);
     return KD_OK;
 }
 
@@ -135,8 +252,7 @@ static kd_status batch_norm_backward(kd_node *node, const kd_tensor *grad_output
  * batch norm's, saved[4] the ReLU's input; ints[0] training, floats[0] slope. */
 static kd_status relu_batch_norm_backward(kd_node *node, const kd_tensor *grad_output,
                                           kd_tensor *const *grad_inputs) {
-    batch_norm_grads(node->saved, node->ints[0], kd_f32(grad_output), kd_f32(node->saved[4]), node->floats[0], true,
-                     grad_inputs);
+    batch_norm_grads(node->saved, node->ints[0], grad_output, node->saved[4], node->floats[0], true, grad_inputs);
     return KD_OK;
 }
 

@@ -16,34 +16,44 @@ static const char *arith_name(arith kind, bool channel) {
 
 /* ---- equal shapes ---------------------------------------------------------- */
 
+/* What an accumulator holds at i: 0.0f where its zeros were pending and
+ * taken (kd_write_in), so that they are not read. */
+static inline float onto(const float *at, bool zeros, size_t i) { return zeros ? 0.0f : at[i]; }
+
 /* a, b, out, grads: all the same shape, n elements. */
 static kd_status binary_backward(kd_node *node, const kd_tensor *grad_output,
                                  kd_tensor *const *grad_inputs) {
     arith kind = (arith)node->ints[0];
     size_t n = kd_numel(grad_output);
-    const float *g = kd_f32(grad_output);
-    const float *a = node->saved[0] ? kd_f32(node->saved[0]) : NULL;
-    const float *b = node->saved[1] ? kd_f32(node->saved[1]) : NULL;
-    float *ga = grad_inputs[0] ? kd_f32(grad_inputs[0]) : NULL;
-    float *gb = grad_inputs[1] ? kd_f32(grad_inputs[1]) : NULL;
+    /* in the layout the operands share (kd_shared_block): elementwise */
+    const kd_tensor *reads[3] = {grad_output, node->saved[0], node->saved[1]};
+    int block = kd_shared_block(reads, kind >= MUL ? 3 : 1, grad_inputs, 2);
+    const float *g = kd_read_in(grad_output, block);
+    const float *a = node->saved[0] ? kd_read_in(node->saved[0], block) : NULL;
+    const float *b = node->saved[1] ? kd_read_in(node->saved[1], block) : NULL;
+    /* onto pending zeros: 0.0f + d, and 0.0f - d for a difference, as into
+     * zeros; one accumulator for both (x + x) is taken once */
+    bool a_zeros, b_zeros;
+    float *ga = kd_write_in(grad_inputs[0], block, &a_zeros);
+    float *gb = kd_write_in(grad_inputs[1], block, &b_zeros);
 #pragma omp parallel for schedule(static) if (n > KD_PARALLEL_MIN)
     for (size_t i = 0; i < n; i++) {
-        switch (kind) {
+        switch (kind) { /* each `what was there op term`, so the compiler fuses as it did with += */
         case ADD:
-            if (ga) ga[i] += g[i];
-            if (gb) gb[i] += g[i];
+            if (ga) ga[i] = onto(ga, a_zeros, i) + g[i];
+            if (gb) gb[i] = onto(gb, b_zeros, i) + g[i];
             break;
         case SUB:
-            if (ga) ga[i] += g[i];
-            if (gb) gb[i] -= g[i];
+            if (ga) ga[i] = onto(ga, a_zeros, i) + g[i];
+            if (gb) gb[i] = onto(gb, b_zeros, i) - g[i];
             break;
         case MUL:
-            if (ga) ga[i] += g[i] * b[i];
-            if (gb) gb[i] += g[i] * a[i];
+            if (ga) ga[i] = onto(ga, a_zeros, i) + g[i] * b[i];
+            if (gb) gb[i] = onto(gb, b_zeros, i) + g[i] * a[i];
             break;
         case DIV:
-            if (ga) ga[i] += g[i] / b[i];
-            if (gb) gb[i] -= g[i] * a[i] / (b[i] * b[i]);
+            if (ga) ga[i] = onto(ga, a_zeros, i) + g[i] / b[i];
+            if (gb) gb[i] = onto(gb, b_zeros, i) - g[i] * a[i] / (b[i] * b[i]);
             break;
         }
     }
@@ -57,14 +67,16 @@ static kd_status relu_add_backward(kd_node *node, const kd_tensor *grad_output,
                                    kd_tensor *const *grad_inputs) {
     size_t n = kd_numel(grad_output);
     float slope = node->floats[0];
-    const float *g = kd_f32(grad_output), *sum = kd_f32(node->saved[0]);
-    /* both gradients written whole: onto their zeros when still pending
-     * (internal.h); one accumulator for both (x + x) is taken once, and
-     * then gets d twice as before */
-    bool a_zeros = grad_inputs[0] && kd_take_zeros(grad_inputs[0]);
-    bool b_zeros = grad_inputs[1] && kd_take_zeros(grad_inputs[1]);
-    float *ga = grad_inputs[0] ? kd_f32(grad_inputs[0]) : NULL;
-    float *gb = grad_inputs[1] ? kd_f32(grad_inputs[1]) : NULL;
+    /* in the layout they share (kd_shared_block); both gradients written
+     * whole: onto their zeros when still pending (internal.h); one
+     * accumulator for both (x + x) is taken once, and then gets d twice as
+     * before */
+    const kd_tensor *reads[2] = {grad_output, node->saved[0]};
+    int block = kd_shared_block(reads, 2, grad_inputs, 2);
+    const float *g = kd_read_in(grad_output, block), *sum = kd_read_in(node->saved[0], block);
+    bool a_zeros, b_zeros;
+    float *ga = kd_write_in(grad_inputs[0], block, &a_zeros);
+    float *gb = kd_write_in(grad_inputs[1], block, &b_zeros);
 #pragma omp parallel for schedule(static) if (n > KD_PARALLEL_MIN)
     for (size_t i = 0; i < n; i++) {
         float d = sum[i] > 0 ? g[i] : slope * g[i];

@@ -188,6 +188,43 @@ function T.blocked_layout_changes_no_bit()
   kd.set_layout(previous)
 end
 
+-- In training with gradients (batch norms on batch statistics), a
+-- convolution's output stays blocked for the next op and its gradient comes
+-- back blocked (core/engine/layout.c): every network of the zoo gives the
+-- same logits, loss, parameter gradients and running statistics as with
+-- NCHW throughout, value for value (a gradient written straight by oneDNN
+-- may hold -0 where NCHW's adding into zeros gives +0).
+function T.blocked_layout_in_training_changes_no_gradient()
+  local previous = kd.set_layout("blocked")
+  local x = kd.randn({2, 3, 40, 56})
+  for _, name in ipairs(kd.models.names()) do
+    local got = {}
+    for _, layout in ipairs({"nchw", "blocked"}) do
+      kd.set_layout(layout)
+      kd.manual_seed(3)
+      local net = kd.models.create(name, narrow(name))
+      local y = net(x)
+      local loss = (y * y):sum()
+      loss:backward()
+      local r = {y = y, loss = loss:item(), grads = {}, stats = 0}
+      for i, p in ipairs(net:parameters()) do r.grads[i] = p.grad end
+      for _, pair in ipairs(net:named_buffers()) do
+        if pair[1]:find("running_") then r.stats = r.stats + pair[2]:sum_squares() end
+      end
+      got[layout] = r
+    end
+    local a, b = got.nchw, got.blocked
+    h.truthy(same_bits(a.y, b.y), name .. ": the logits differ between the layouts in training")
+    h.eq(b.loss, a.loss, name .. ": loss")
+    h.eq(b.stats, a.stats, name .. ": running statistics")
+    h.eq(#b.grads, #a.grads, name .. ": gradients")
+    for i = 1, #a.grads do
+      h.truthy(same_bits(a.grads[i], b.grads[i]), string.format("%s: gradient of parameter %d differs between the layouts", name, i))
+    end
+  end
+  kd.set_layout(previous)
+end
+
 -- Inference's folded convolution + batch norm (+ residual) (+ ReLU)
 -- (kd.conv2d_bn, Conv2d:forward_bn): a case worked by hand, then every
 -- network of the zoo in evaluation mode against the ops one by one
