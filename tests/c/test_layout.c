@@ -3,7 +3,8 @@
  * same bits with it on and off, a blocked tensor reads as NCHW through any
  * view, also when no buffer can be had for the conversion, and a blocked
  * input feeds a convolution that records gradients; a gradient computed
- * blocked adds into an NCHW one as its naive twin does. */
+ * blocked adds into an NCHW one as its naive twin does; in training, the
+ * outputs stay blocked and the gradients are those of NCHW. */
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
@@ -171,12 +172,81 @@ static void test_blocked_input_with_gradients(void) {
     kd_blocked_layout_use(true);
 }
 
+/* The same values (== : a gradient oneDNN writes straight into its
+ * accumulator may hold -0 where adding into zeros gives +0). */
+static bool same_values(const kd_tensor *a, const kd_tensor *b) {
+    if (kd_numel(a) != kd_numel(b)) return false;
+    const float *x = kd_f32(a), *y = kd_f32(b);
+    for (size_t i = 0; i < kd_numel(a); i++)
+        if (!(x[i] == y[i])) return false;
+    return true;
+}
+
+/* Training with gradients: the chain of test_chain_check_same_bits with
+ * its batch norms on batch statistics, a loss, backward. With the layout
+ * on, every inner output stays blocked (the gradients flow back blocked:
+ * batch norm's, ReLU's and the sum's backward in it), and the loss and
+ * every gradient, the input's too, are those of the NCHW run. */
+enum { TRAINED = 8 };
+static void train_chain(kd_tensor *x, chain_params *p, kd_tensor *out[TRAINED + 1], int *blocked_seen) {
+    kd_tensor *a, *b, *c, *d, *e, *f, *sq, *loss;
+    CHECK_OK(kd_conv2d(x, p->w1, NULL, &strided, &a));
+    CHECK_OK(kd_batch_norm2d_relu(a, p->gamma, p->beta, p->mean, p->var, true, 0.1f, 1e-5f, &b));
+    CHECK_OK(kd_conv2d(b, p->w2, p->b2, &dilated, &c));
+    CHECK_OK(kd_add(c, a, &d));
+    CHECK_OK(kd_relu(d, &e));
+    CHECK_OK(kd_conv2d(e, p->w3, p->b3, &same3, &f));
+    *blocked_seen = (kd_blocked(a) > 0) + (kd_blocked(b) > 0) + (kd_blocked(c) > 0) + (kd_blocked(d) > 0) +
+                    (kd_blocked(e) > 0);
+    CHECK_OK(kd_mul(f, f, &sq));
+    CHECK_OK(kd_sum(sq, &loss));
+    CHECK_OK(kd_backward(loss, NULL));
+    kd_tensor *learnt[TRAINED] = {x, p->w1, p->w2, p->b2, p->w3, p->b3, p->gamma, p->beta};
+    for (int i = 0; i < TRAINED; i++) {
+        out[i] = learnt[i]->grad;
+        learnt[i]->grad = NULL;
+    }
+    out[TRAINED] = loss;
+    kd_tensor *all[] = {a, b, c, d, e, f, sq};
+    for (size_t i = 0; i < sizeof all / sizeof all[0]; i++) kd_tensor_release(all[i]);
+}
+
+static void test_training_with_gradients(void) {
+    kd_tensor *x = check_randn4(3, 3, 21, 30, 11);
+    chain_params p = {check_randn4(32, 3, 3, 3, 12), check_randn4(32, 32, 3, 3, 13), vector(32, 0.7f, -0.05f),
+                      check_randn4(5, 32, 3, 3, 14), vector(5, -0.2f, 0.1f), vector(32, 0.5f, 0.03f),
+                      vector(32, -0.1f, 0.01f), vector(32, 0, 0), vector(32, 1, 0), NULL, NULL};
+    kd_tensor *learnt[TRAINED] = {x, p.w1, p.w2, p.b2, p.w3, p.b3, p.gamma, p.beta};
+    for (int i = 0; i < TRAINED; i++) learnt[i]->requires_grad = true;
+    kd_tensor *got[2][TRAINED + 1];
+    int seen[2];
+    for (int on = 0; on < 2; on++) {
+        kd_blocked_layout_use(on);
+        CHECK_OK(kd_fill(p.mean, 0));
+        CHECK_OK(kd_fill(p.var, 1));
+        train_chain(x, &p, got[on], &seen[on]);
+    }
+    CHECK(seen[0] == 0, "with the layout off, %d outputs were blocked in training", seen[0]);
+    if (kd_conv_dnnl_active())
+        CHECK(seen[1] == 5, "with the layout on, %d of the 5 inner outputs were blocked in training", seen[1]);
+    const char *names[TRAINED + 1] = {"input", "w1", "w2", "b2", "w3", "b3", "gamma", "beta", "loss"};
+    for (int i = 0; i <= TRAINED; i++) {
+        CHECK(got[0][i] && got[1][i] && same_values(got[0][i], got[1][i]),
+              "training: the %s%s differs between the layouts", names[i], i < TRAINED ? "'s gradient" : "");
+        kd_tensor_release(got[0][i]), kd_tensor_release(got[1][i]);
+    }
+    kd_blocked_layout_use(true);
+    for (int i = 0; i < TRAINED; i++) kd_tensor_release(learnt[i]);
+    kd_tensor_release(p.mean), kd_tensor_release(p.var);
+}
+
 int main(void) {
     kd_set_threads(2);
     test_chain_check_same_bits();
     test_views_and_conversion();
     test_blocked_add_to_plain();
     test_blocked_input_with_gradients();
+    test_training_with_gradients();
     kd_memory_stats m = kd_memory();
     CHECK(m.live_bytes == 0 && m.live_tensors == 0, "leaked %zu bytes in %zu tensors", m.live_bytes,
           m.live_tensors);
