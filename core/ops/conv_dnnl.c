@@ -410,18 +410,23 @@ static const kd_dnnl_made *forward_made(const conv_desc *d, bool bias, bool resi
     return pd ? kd_dnnl_cache_keep(&key, sizeof key, pd) : NULL;
 }
 
-/* Whether g's direct forward (groups 1) runs on oneDNN's GEMM-based
- * fallback rather than a JIT convolution kernel: it does for some dilated
- * geometries (conv_subimages.c asks). The primitive is made and kept, as
- * the direct path would. */
+/* Whether m runs on oneDNN's GEMM-based fallback rather than a JIT
+ * convolution kernel (some dilated geometries, more of them on AVX2). */
+static bool runs_on_gemm(const kd_dnnl_made *m) {
+    const char *impl = NULL;
+    return dnnl_primitive_desc_query(m->pd, dnnl_query_impl_info_str, 0, &impl) == dnnl_success && impl &&
+           strstr(impl, "gemm") != NULL;
+}
+
+/* Whether g's direct forward (groups 1) runs on the GEMM-based fallback
+ * (conv_subimages.c asks). The primitive is made and kept, as the direct
+ * path would. */
 bool kd_conv_dnnl_direct_on_gemm(const kd_conv_geometry *g, int N, int cout) {
     if (!ready()) return false;
     conv_desc d;
     describe(g, N, cout, 1, &d);
     const kd_dnnl_made *m = forward_made(&d, false, false, false);
-    const char *impl = NULL;
-    return m && dnnl_primitive_desc_query(m->pd, dnnl_query_impl_info_str, 0, &impl) == dnnl_success && impl &&
-           strstr(impl, "gemm") != NULL;
+    return m && runs_on_gemm(m);
 }
 
 /* A gradient's primitive for d (purpose BACKWARD_DATA or BACKWARD_WEIGHTS),
@@ -520,10 +525,12 @@ bool kd_conv_dnnl_inference(const kd_conv_geometry *g, int N, int cout, int grou
     /* Winograd's kernels take no binary post-op: with them the convolution
      * and its bias run fused, and the residual and the ReLU after, in one
      * pass (their sum post-op, on the residual copied into the output
-     * first, made these layers of bench_student 0.3 ms slower). Where
-     * Winograd was asked for but a direct kernel runs, as direct. */
-    const kd_dnnl_made *conv_and_bias = e->residual && d.winograd ? forward_made(&d, e->bias != NULL, false, false) : NULL;
-    if (conv_and_bias && runs_winograd(conv_and_bias)) {
+     * first, made these layers of bench_student 0.3 ms slower). The same
+     * where the GEMM-based fallback runs: it takes the binary post-op, at a
+     * quarter of its speed without it (bench_student's dilation-4 layer on
+     * AVX2: 22.9 ms against 5.8). Elsewhere as direct. */
+    const kd_dnnl_made *conv_and_bias = e->residual ? forward_made(&d, e->bias != NULL, false, false) : NULL;
+    if (conv_and_bias && (runs_winograd(conv_and_bias) || runs_on_gemm(conv_and_bias))) {
         kd_conv_epilogue bias_only = {e->bias, NULL, false};
         if (!run_forward(conv_and_bias, &d, x, w, &bias_only, y, blocked_out, NULL)) return false;
         kd_conv_residual_relu(y, e);
