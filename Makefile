@@ -168,8 +168,8 @@ bench: all $(BUILD)/bench/bench_conv $(BUILD)/bench/bench_peak
 	tests/bench/bench_dist.sh
 
 # The accuracy benchmark of the method against every baseline on one
-# documented SynthCity, 3 seeds, reported on its test split (about 45 minutes
-# per seed on 2 cores; not a test).
+# documented SynthCity, 3 seeds, reported on its test split (about 35 minutes
+# per seed on 2 cores with AVX-512; not a test).
 bench-accuracy: all
 	$(BUILD)/kdseg experiments/accuracy_benchmark.lua
 
