@@ -17,6 +17,8 @@
  * those are positions past the edge, which the dilated convolution's own
  * padding reads as zeros. Small maps with large dilations make sub-images
  * smaller than Winograd's tiles: those layers stay direct (winograd_pays).
+ * Where the CPU has no Winograd kernels, the sub-images still serve the
+ * layers oneDNN would run on its slow GEMM fallback (kd_conv_by_subimages).
  *
  * All three passes are linear in what they read, so each goes through the
  * sub-images: the forward on the gathered input; the input gradient from the
@@ -57,12 +59,22 @@ static bool winograd_pays(const kd_conv_geometry *g) {
 bool kd_conv_by_subimages(const kd_conv_geometry *g, int N, int cout, int groups) {
     int d = g->dilation_h;
     bool possible = d > 1 && g->dilation_w == d && g->kernel_h == 3 && g->kernel_w == 3 && g->stride_h == 1 &&
-                    g->stride_w == 1 && g->pad_h == d && g->pad_w == d && groups == 1 && kd_conv_winograd() &&
-                    !kd_conv_bf16() && kd_conv_winograd_available(); /* else nothing would run faster for it */
-    /* where oneDNN has no direct JIT kernel for the dilated geometry (its
-     * GEMM fallback, 3-5x slower: 16 x 32, dilation 8), sub-images win
-     * whatever the counts say */
-    return possible && (winograd_pays(g) || kd_conv_dnnl_direct_on_gemm(g, N, cout));
+                    g->stride_w == 1 && g->pad_h == d && g->pad_w == d && groups == 1;
+    if (!possible) return false;
+    if (kd_conv_winograd() && !kd_conv_bf16() && kd_conv_winograd_available())
+        /* where oneDNN has no direct JIT kernel for the dilated geometry (its
+         * GEMM fallback, 3-5x slower: 16 x 32, dilation 8), sub-images win
+         * whatever the counts say */
+        return winograd_pays(g) || kd_conv_dnnl_direct_on_gemm(g, N, cout);
+    /* Without Winograd kernels (AVX2: oneDNN's are AVX-512 only) the
+     * sub-images run on the direct kernels, undilated: worth it only where
+     * the dilated layer would run on the GEMM fallback, as more of them do
+     * on AVX2 (bench_student's 16 x 32 layers of dilation 4 and the
+     * teacher's of 2 and 4). On this AVX2 machine (Zen 3, 1 thread, CPU time)
+     * inference took 0.82-0.90 of the time with them (student 40-41 -> 33-36
+     * ms, teacher 217-219 -> 195-200), a training step about the same
+     * (student 143-150 -> 135-157, teacher 718-728 -> 704-775). */
+    return !kd_conv_winograd_available() && kd_conv_dnnl_direct_on_gemm(g, N, cout);
 }
 
 /* The undilated convolution of one sub-image; returns d. */

@@ -5,6 +5,8 @@
 #include <stdlib.h>
 
 #include "check.h"
+#include "conv_dnnl.h"
+#include "conv_subimages.h"
 #include "im2col.h"
 #include "internal.h"
 
@@ -452,10 +454,52 @@ static void test_spectral_power(void) {
     kd_tensor_release(bad), kd_tensor_release(w), kd_tensor_release(u);
 }
 
+/* A dilated layer oneDNN runs on its GEMM fallback where it has no direct
+ * kernel for it (bench_student's 16 x 32 maps at dilation 4, on AVX2) goes
+ * to sub-images (conv_subimages.c) also without Winograd kernels, and its
+ * output and both gradients agree with the portable path. */
+static void test_gemm_fallback_dilated_on_subimages(void) {
+    int N = 8, C = 64, H = 16, W = 32, d = 4;
+    kd_conv_geometry g = {.channels = C, .height = H, .width = W, .kernel_h = 3, .kernel_w = 3, .stride_h = 1,
+                          .stride_w = 1, .dilation_h = d, .dilation_w = d, .pad_h = d, .pad_w = d, .out_h = H,
+                          .out_w = W};
+    if (kd_conv_dnnl_active() && kd_conv_dnnl_direct_on_gemm(&g, N, C))
+        CHECK(kd_conv_by_subimages(&g, N, C, 1), "a dilated layer on oneDNN's GEMM fallback does not go to sub-images");
+    kd_conv_params p = {1, 1, d, d, d, d, 1};
+    kd_tensor *grads[2][3];
+    for (int portable = 0; portable < 2; portable++) {
+        bool was = kd_conv_use_dnnl(!portable);
+        kd_tensor *x = check_randn4(N, C, H, W, 21), *w = check_randn4(C, C, 3, 3, 22), *y, *sq, *loss;
+        x->requires_grad = w->requires_grad = true;
+        CHECK_OK(kd_conv2d(x, w, NULL, &p, &y));
+        CHECK_OK(kd_mul(y, y, &sq));
+        CHECK_OK(kd_sum(sq, &loss));
+        CHECK_OK(kd_backward(loss, NULL));
+        grads[portable][0] = kd_tensor_retain(y), grads[portable][1] = kd_tensor_retain(x->grad);
+        grads[portable][2] = kd_tensor_retain(w->grad);
+        kd_tensor *all[] = {x, w, y, sq, loss};
+        for (size_t i = 0; i < sizeof all / sizeof all[0]; i++) kd_tensor_release(all[i]);
+        kd_conv_use_dnnl(was);
+    }
+    const char *what[3] = {"output", "input gradient", "weight gradient"};
+    for (int k = 0; k < 3; k++) {
+        const float *a = kd_f32(grads[0][k]), *b = kd_f32(grads[1][k]);
+        double largest = 0, worst = 0;
+        for (size_t i = 0; i < kd_numel(grads[0][k]); i++) {
+            largest = fmax(largest, fabs(b[i]));
+            worst = fmax(worst, fabs(a[i] - b[i]));
+        }
+        CHECK(worst <= 1e-5 * largest, "dilation %d on 16 x 32: the %s is off the portable path's by %g of %g", d,
+              what[k], worst, largest);
+        kd_tensor_release(grads[0][k]), kd_tensor_release(grads[1][k]);
+    }
+}
+
 int main(void) {
     kd_set_threads(2);
     test_spectral_power();
     test_conv_against_reference();
+    test_gemm_fallback_dilated_on_subimages();
     test_im2col_against_definition();
     test_cross_entropy_by_hand();
     test_kl_by_hand();
