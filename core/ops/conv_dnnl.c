@@ -455,6 +455,18 @@ static const kd_dnnl_made *backward_made(const conv_desc *d, int purpose, const 
     return pd ? kd_dnnl_cache_keep(&key, sizeof key, pd) : NULL;
 }
 
+/* The same for g's weight gradient, which runs on the fallback for more
+ * geometries than the forward does (on AVX2, the 16 x 32 layers of
+ * dilation 2, whose forward has a JIT kernel). */
+bool kd_conv_dnnl_weight_grad_on_gemm(const kd_conv_geometry *g, int N, int cout) {
+    if (!ready()) return false;
+    conv_desc d;
+    describe(g, N, cout, 1, &d);
+    const kd_dnnl_made *hint = forward_made(&d, false, false, false);
+    const kd_dnnl_made *m = hint ? backward_made(&d, BACKWARD_WEIGHTS, hint) : NULL;
+    return m && runs_on_gemm(m);
+}
+
 /* The output bound to y's own storage in the kernel's blocked layout `md`. */
 static bool bind_blocked_output(operand *o, const dnnl_memory_desc_t *md, kd_tensor *y) {
     if (dnnl_memory_create(&o->plain, md, engine, kd_data_as_stored(y)) != dnnl_success) return false;
@@ -501,7 +513,8 @@ bool kd_conv_dnnl_forward(const kd_conv_geometry *g, int N, int cout, int groups
                           const float *w, kd_tensor *y, bool blocked_out, kd_tensor **keep_src) {
     if (keep_src) *keep_src = NULL;
     if (!ready()) return false;
-    if (kd_conv_by_subimages(g, N, cout, groups)) return kd_conv_subimages_forward(g, N, cout, x, w, y, blocked_out, keep_src);
+    if (kd_conv_by_subimages(g, N, cout, groups, keep_src != NULL))
+        return kd_conv_subimages_forward(g, N, cout, x, w, y, blocked_out, keep_src);
     kd_dnnl_cache_trim();
     conv_desc d;
     describe(g, N, cout, groups, &d);
@@ -518,7 +531,8 @@ bool kd_conv_dnnl_forward(const kd_conv_geometry *g, int N, int cout, int groups
 bool kd_conv_dnnl_inference(const kd_conv_geometry *g, int N, int cout, int groups, const kd_tensor *x,
                             const float *w, const kd_conv_epilogue *e, kd_tensor *y, bool blocked_out) {
     if (!ready()) return false;
-    if (kd_conv_by_subimages(g, N, cout, groups)) return kd_conv_subimages_inference(g, N, cout, x, w, e, y, blocked_out);
+    if (kd_conv_by_subimages(g, N, cout, groups, false))
+        return kd_conv_subimages_inference(g, N, cout, x, w, e, y, blocked_out);
     kd_dnnl_cache_trim();
     conv_desc d;
     describe(g, N, cout, groups, &d);
@@ -679,7 +693,7 @@ unsigned kd_conv_dnnl_backward(const kd_conv_geometry *g, int N, int cout, int g
                                kd_tensor *grad_x, bool grad_x_zeros, float *grad_w) {
     if (!ready()) return 0;
     /* the way the forward ran, where it kept its source */
-    if (kept_src ? kept_subimages(kept_src, N) : kd_conv_by_subimages(g, N, cout, groups))
+    if (kept_src ? kept_subimages(kept_src, N) : kd_conv_by_subimages(g, N, cout, groups, grad_w != NULL))
         return kd_conv_subimages_backward(g, N, cout, x, kept_src, w, kd_f32(grad_out), grad_x ? kd_f32(grad_x) : NULL,
                                           grad_x_zeros, grad_w);
     dnnl_memory_desc_t plain_out, have_out;

@@ -40,6 +40,8 @@ unsigned kd_conv_dnnl_backward_plain(const kd_conv_geometry *g, int N, int cout,
  * channels) on its GEMM-based fallback instead of a JIT convolution kernel,
  * as it does for some dilated geometries (conv_subimages.c asks). */
 bool kd_conv_dnnl_direct_on_gemm(const kd_conv_geometry *g, int N, int cout);
+/* The same for g's weight gradient. */
+bool kd_conv_dnnl_weight_grad_on_gemm(const kd_conv_geometry *g, int N, int cout);
 /* The source a forward kept (of convolution g on N images) back in NCHW
  * float32 (x: N x C x H x W), for the portable weight gradient; false if it
  * cannot be (bfloat16 sources come back rounded). */

@@ -56,7 +56,7 @@ static bool winograd_pays(const kd_conv_geometry *g) {
     return 2 * winograd < direct;
 }
 
-bool kd_conv_by_subimages(const kd_conv_geometry *g, int N, int cout, int groups) {
+bool kd_conv_by_subimages(const kd_conv_geometry *g, int N, int cout, int groups, bool weight_grad) {
     int d = g->dilation_h;
     bool possible = d > 1 && g->dilation_w == d && g->kernel_h == 3 && g->kernel_w == 3 && g->stride_h == 1 &&
                     g->stride_w == 1 && g->pad_h == d && g->pad_w == d && groups == 1;
@@ -70,11 +70,15 @@ bool kd_conv_by_subimages(const kd_conv_geometry *g, int N, int cout, int groups
      * sub-images run on the direct kernels, undilated: worth it only where
      * the dilated layer would run on the GEMM fallback, as more of them do
      * on AVX2 (bench_student's 16 x 32 layers of dilation 4 and the
-     * teacher's of 2 and 4). On this AVX2 machine (Zen 3, 1 thread, CPU time)
-     * inference took 0.82-0.90 of the time with them (student 40-41 -> 33-36
-     * ms, teacher 217-219 -> 195-200), a training step about the same
-     * (student 143-150 -> 135-157, teacher 718-728 -> 704-775). */
-    return !kd_conv_winograd_available() && kd_conv_dnnl_direct_on_gemm(g, N, cout);
+     * teacher's of 2 and 4), or, in training, where its weight gradient
+     * would (there, the layers of dilation 2 too). On an AVX2 Zen 3 (1
+     * thread, CPU time) inference took 0.82-0.90 of the time with them
+     * (student 40-41 -> 33-36 ms, teacher 217-219 -> 195-200); with the
+     * weight gradients' too, bench_student's step 0.90-0.93 (three
+     * alternated pairs: 180 -> 168, 154 -> 142, 152 -> 136 ms), the
+     * teacher's within the machine's noise (767 -> 785, 861 -> 839). */
+    return !kd_conv_winograd_available() &&
+           (kd_conv_dnnl_direct_on_gemm(g, N, cout) || (weight_grad && kd_conv_dnnl_weight_grad_on_gemm(g, N, cout)));
 }
 
 /* The undilated convolution of one sub-image; returns d. */

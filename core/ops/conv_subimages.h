@@ -11,10 +11,14 @@
 #include "internal.h"
 
 /* Whether g (N images, cout output channels) runs on sub-images: 3x3,
- * stride 1, dilation d > 1 and padding d on both sides, ungrouped, with
- * Winograd asked for, in float32, on a CPU that has its kernels, and where
- * that is expected to be faster than oneDNN's direct kernel. */
-bool kd_conv_by_subimages(const kd_conv_geometry *g, int N, int cout, int groups);
+ * stride 1, dilation d > 1 and padding d on both sides, ungrouped, and
+ * either with Winograd asked for, in float32, on a CPU that has its
+ * kernels, where that is expected to be faster than oneDNN's direct
+ * kernel; or, on a CPU without Winograd kernels, where oneDNN would run the
+ * dilated layer on its GEMM fallback: its forward, or with weight_grad (a
+ * forward whose weight gradient will be taken, and that gradient) its
+ * weight gradient. */
+bool kd_conv_by_subimages(const kd_conv_geometry *g, int N, int cout, int groups, bool weight_grad);
 /* As kd_conv_dnnl_forward, _inference and _backward (groups 1). A source
  * kept by the forward holds the sub-images (d * d * N of them). */
 bool kd_conv_subimages_forward(const kd_conv_geometry *g, int N, int cout, const kd_tensor *x, const float *w,
