@@ -65,8 +65,8 @@ static int l_conv_algorithm(lua_State *L) {
 }
 
 /* set_layout("blocked" | "nchw") -> the previous one: whether convolutions
- * whose outputs need no gradient leave them in their kernels' blocked
- * layout for the next op (core/engine/layout.c) */
+ * leave their outputs (and in training their input gradients) in their
+ * kernels' blocked layout for the next op (core/engine/layout.c) */
 static int l_set_layout(lua_State *L) {
     const char *name = luaL_checkstring(L, 1);
     bool blocked = strcmp(name, "blocked") == 0;

@@ -98,8 +98,9 @@ int kd_blocked(const kd_tensor *t);
 /* Marks t's storage as holding t's data in nChw<block>c (t 4-D and whole,
  * its channels a multiple of block, so the sizes agree). */
 void kd_set_blocked(kd_tensor *t, int block);
-/* Whether convolutions whose outputs need no gradient leave them blocked
- * (the default; KDSEG_LAYOUT=nchw in the environment starts with it off).
+/* Whether convolutions leave their outputs (and in training their input
+ * gradients) blocked (the default; KDSEG_LAYOUT=nchw in the environment
+ * starts with it off).
  * Returns the previous setting. */
 bool kd_blocked_layout_use(bool use);
 bool kd_blocked_layout_on(void);

@@ -3,13 +3,16 @@
  * oneDNN's convolution kernels read and write activations as nChw16c (the
  * channels in blocks of 16, innermost; nChw8c on AVX2-only CPUs). Between
  * two convolutions, converting to NCHW and back costs two passes over the
- * activation for nothing. So a convolution whose output needs no gradient
- * (inference, a frozen teacher, an EMA model) writes it blocked and marks
- * its storage (kd_set_blocked); the next convolution reads it as it is, and
- * batch norm and the elementwise ops work on it in place of NCHW (they ask
- * kd_blocked). Every other op reads through kd_data, which converts the
- * storage back to NCHW in place, once: an op that does not know the layout
- * still sees NCHW, so nothing but speed depends on which ops know it.
+ * activation for nothing. So a convolution writes its output blocked and
+ * marks its storage (kd_set_blocked); the next convolution reads it as it
+ * is, and batch norm and the elementwise ops work on it in place of NCHW
+ * (they ask kd_blocked). In training the gradients come back the same way:
+ * a convolution writes its input gradient blocked into an accumulator that
+ * nothing was added to yet, and batch norm's, ReLU's and the sum's
+ * backwards work in the layout their operands share (kd_shared_block).
+ * Every other op reads through kd_data, which converts the storage back to
+ * NCHW in place, once: an op that does not know the layout still sees
+ * NCHW, so nothing but speed depends on which ops know it.
  *
  * Only whole tensors are blocked (a view at an offset or of another shape
  * reads NCHW), and only where the channels fill the blocks, so the two

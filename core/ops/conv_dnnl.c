@@ -6,10 +6,12 @@
  *
  * Activations are NCHW, or blocked where a convolution left them so
  * (layout.c): an operand already in the layout the kernel wants is read as
- * it is, the others are reordered into it, and an output no gradient will
- * read stays in the kernel's layout when that is nChw16c or nChw8c over the
- * same bytes (kd_conv_dnnl_forward's blocked_out), else it is reordered back
- * to NCHW. Two more reorders are saved: the forward hands its blocked copy of the source back to be kept
+ * it is, the others are reordered into it, and an output stays in the
+ * kernel's layout when that is nChw16c or nChw8c over the same bytes
+ * (kd_conv_dnnl_forward's blocked_out), else it is reordered back to NCHW;
+ * in training, an output gradient stored blocked is read as it is, and an
+ * input gradient is written blocked into an accumulator nothing was added
+ * to yet (accumulate_into). Two more reorders are saved: the forward hands its blocked copy of the source back to be kept
  * for the weight gradient (kd_conv_dnnl_forward's keep_src; op_conv.c keeps
  * it instead of the NCHW input, so it costs no memory where the channels
  * fill the blocks), and one blocked copy of the output gradient serves both

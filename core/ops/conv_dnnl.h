@@ -9,7 +9,7 @@
 #include "internal.h"
 
 /* y (N x cout x OH x OW) = conv(x, w), without bias; y is overwritten,
- * and with blocked_out (no gradient will read it) it may be left in the
+ * and with blocked_out (the layout on) it may be left in the
  * kernel's blocked layout (kd_blocked(y) says). x may be blocked.
  * With keep_src, *keep_src is x in the kernels' layout when it is not x's
  * own (a new tensor, to keep for the weight gradient instead of x), else NULL. */
