@@ -12,20 +12,34 @@ seconds=$1; shift
 build=build/fuzz
 mkdir -p "$build/crashes"
 build/kdseg tests/fuzz/make_seeds.lua "$build/seeds" || { echo "fuzz: cannot write the seeds"; exit 1; }
+# The harnesses run FUZZ_JOBS (default: one per core) at a time: each is
+# one process on one core, so make test's ten take half the time on two.
+jobs=${FUZZ_JOBS:-$(nproc)}
+fuzz() { # fuzz HARNESS: runs it, its exit code in its .rc file
+    name=$(basename "$1"); target=${name#fuzz_}; rm -f "$build/$name.rc"
+    corpus=$build/corpus/$target
+    mkdir -p "$corpus" "$build/seeds/$target"
+    # leaks are findings too; the limits keep one pathological input from stalling the run
+    ASAN_OPTIONS=detect_leaks=1 LSAN_OPTIONS=suppressions=tests/fuzz/lsan.supp "$1" -max_total_time="$seconds" -timeout=20 -rss_limit_mb=4096 \
+        -max_len=65536 -seed="${FUZZ_SEED:-0}" -print_final_stats=1 -artifact_prefix="$build/crashes/$target-" \
+        "$corpus" "$build/seeds/$target" > "$build/$name.log" 2>&1
+    echo $? > "$build/$name.rc"
+}
+started=0
+for harness in "$@"; do
+    fuzz "$harness" &
+    started=$((started + 1))
+    [ $((started % jobs)) = 0 ] && wait
+done
+wait
 passed=0; failed=0
 for harness in "$@"; do
     name=$(basename "$harness"); target=${name#fuzz_}
-    corpus=$build/corpus/$target
-    mkdir -p "$corpus" "$build/seeds/$target"
     log=$build/$name.log
-    # leaks are findings too; the limits keep one pathological input from stalling the run
-    ASAN_OPTIONS=detect_leaks=1 LSAN_OPTIONS=suppressions=tests/fuzz/lsan.supp "$harness" -max_total_time="$seconds" -timeout=20 -rss_limit_mb=4096 \
-        -max_len=65536 -seed="${FUZZ_SEED:-0}" -print_final_stats=1 -artifact_prefix="$build/crashes/$target-" \
-        "$corpus" "$build/seeds/$target" > "$log" 2>&1
-    rc=$?
+    rc=$(cat "$build/$name.rc" 2>/dev/null || echo "?")
     runs=$(sed -n 's/^stat::number_of_executed_units: *//p' "$log" | tail -1)
-    files=$(find "$corpus" -type f | wc -l)
-    if [ $rc = 0 ]; then
+    files=$(find "$build/corpus/$target" -type f | wc -l)
+    if [ "$rc" = 0 ]; then
         passed=$((passed + 1))
         echo "fuzz $target: ${runs:-0} executions in ${seconds} s, corpus of $files inputs, 0 crashes"
     else
