@@ -7,7 +7,7 @@
 -- Each beside the lower
 -- bound: the step's FLOPs (3 x forward) over the sgemm peak measured in the
 -- same run. The machine is shared and its speed drifts, so the sgemm peak is
--- also measured between the timed steps: step_over_bound divides the median
+-- also measured right after the timed steps: step_over_bound divides the median
 -- step by the bound at the median of those peaks; step_over_best_bound uses
 -- the best sgemm rate seen (the stricter figure).
 -- Prints JSON lines. Usage: kdseg tests/bench/bench_nets.lua [threads...] [bench_student|bench_teacher...]
@@ -54,12 +54,15 @@ for _, n in ipairs(threads) do
       loss:backward()
       opt:step()
       rss = math.max(rss, C.rss_peak())
-      if it > 3 then
-        times[#times + 1] = C.clock() - t0
-        peaks[#peaks + 1] = C.gemm_gflops(2048, 2048, 1024, 1)
-      end
+      if it > 3 then times[#times + 1] = C.clock() - t0 end
       C.reset_rss_peak()
     end
+    -- The GEMM probes come after the steps, not between them: each probe
+    -- maps and unmaps 32 MiB, and on a 2-core Zen 5 guest whose page faults
+    -- are slow (2026-12-02) the step after such a probe took 98 ms instead
+    -- of 64 at 1 thread (41.7 against 40.3 at 2), so the interleaved probes
+    -- measured the probe's cost rather than the step's.
+    for _ = 1, #times do peaks[#peaks + 1] = C.gemm_gflops(2048, 2048, 1024, 1) end
     local step = median(times)
     local best_peak = math.max(unpack(peaks))
     local step_peak = median(peaks)
