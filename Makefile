@@ -158,12 +158,14 @@ $(BUILD)/bench/%: tests/bench/%.c $(BUILD)/libkdcore.a
 # networks direct against Winograd on sub-images, the measured FMA peak, the two benchmark
 # networks of ../shared/bench/NETS.md on 2 and 1 threads alternating with
 # PyTorch's (ratios kdseg / PyTorch; skipped with a line without
-# python3-torch), DeepLabV3+-R101 evaluated at 1024 x 2048, and data-parallel
+# python3-torch), the training step with the blocked layout against NCHW,
+# DeepLabV3+-R101 evaluated at 1024 x 2048, and data-parallel
 # steps on 1 and 2 ranks with estimates for 8 and 64 nodes.
 bench: all $(BUILD)/bench/bench_conv $(BUILD)/bench/bench_peak
 	$(BUILD)/bench/bench_conv
 	$(BUILD)/kdseg tests/bench/bench_dilated.lua
 	$(BUILD)/kdseg tests/bench/compare_torch.lua
+	$(BUILD)/kdseg tests/bench/bench_layout.lua
 	$(BUILD)/kdseg tests/bench/bench_full_res.lua
 	tests/bench/bench_dist.sh
 
