@@ -44,7 +44,7 @@ LUA_INC  := /usr/include/luajit-2.1
 # The host links LuaJIT, libedit and libyaml (configs); the core brings libpng.
 HOST_LIBS := -lluajit-5.1 -ledit -lyaml
 
-.PHONY: bench-accuracy all deps test demo bench clean fuzz
+.PHONY: bench-accuracy all deps test test-builds demo bench clean fuzz
 
 all: deps $(BUILD)/libkdcore.a $(BUILD)/kdseg $(BUILD)/kdseg-mpi.so
 
@@ -146,9 +146,15 @@ fuzz: all $(FUZZERS)
 # total: C tests, the same under ASan + UBSan, the Lua suite run by kdseg,
 # the command line, the REPL driven through tmux, kdseg built with ASan +
 # UBSan through the Lua suite, the command line and tiny end-to-end runs,
-# and a short run of every fuzzer.
-test: all $(CTESTS) $(SANTESTS) $(BUILD)/san/kdseg $(FUZZERS)
+# and a short run of every fuzzer. The builds run one job per core even
+# under a plain `make test` (what CI runs): the four builds (kdseg, its
+# sanitizer twin, the C tests, the fuzzers) took 97 s one after the other
+# from a clean clone on a 2-core Zen 5, 47 s with two jobs.
+test:
+	@$(MAKE) --no-print-directory -j$$(nproc) test-builds
 	@tests/run-all $(CTESTS) -- $(SANTESTS) -- $(FUZZERS)
+
+test-builds: all $(CTESTS) $(SANTESTS) $(BUILD)/san/kdseg $(FUZZERS)
 
 $(BUILD)/bench/%: tests/bench/%.c $(BUILD)/libkdcore.a
 	@mkdir -p $(dir $@)

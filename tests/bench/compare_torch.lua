@@ -16,7 +16,8 @@
 -- bf16_step_ratio_vs_torch_bf16 and bf16_inference_ratio_vs_torch_bf16
 -- against PyTorch's bfloat16. Where oneDNN has Winograd kernels, kdseg also
 -- runs in float32 with them (its default, KDSEG_CONV_ALGORITHM=winograd) in
--- the same rounds: winograd_step_ratio and winograd_inference_ratio, against
+-- the same rounds: winograd_step_ratio, winograd_inference_ratio and
+-- winograd_peak_rss_ratio, against
 -- PyTorch's float32 (which runs direct). kdseg's inference is with its blocked layout
 -- (the default); inference_unfused_ratio with NCHW throughout (kd.set_layout).
 -- Without python3-torch at /usr/bin/python3 the comparison is skipped, saying so.
@@ -74,7 +75,7 @@ for _, threads in ipairs({2, 1}) do
   for _, net in ipairs({"student", "teacher"}) do
     local k = {step = {}, infer = {}, infer_unfused = {}, rss = {}, gflop = nil}
     local b = {step = {}, infer = {}}
-    local wg = {step = {}, infer = {}}
+    local wg = {step = {}, infer = {}, rss = {}}
     local tb = {step = {}, infer = {}}
     local t = {step = {}, infer = {}, rss = {}}
     for _ = 1, rounds do
@@ -90,7 +91,9 @@ for _, threads in ipairs({2, 1}) do
       end
       for _, v in ipairs(settings.winograd and lines_of(string.format("KDSEG_CONV_ALGORITHM=winograd %s %s/bench_nets.lua %d bench_%s",
                                                                       kdseg, here, threads, net)) or {}) do
-        if v.conv_algorithm == "winograd" then wg.step[#wg.step + 1], wg.infer[#wg.infer + 1] = v.train_step_ms, v.inference_ms end
+        if v.conv_algorithm == "winograd" then
+          wg.step[#wg.step + 1], wg.infer[#wg.infer + 1], wg.rss[#wg.rss + 1] = v.train_step_ms, v.inference_ms, v.peak_rss_mib
+        end
       end
       if has_torch then
         for _, mode in ipairs({"train", "infer"}) do
@@ -123,6 +126,8 @@ for _, threads in ipairs({2, 1}) do
         row.kdseg_winograd_step_ms, row.kdseg_winograd_inference_ms = median(wg.step), median(wg.infer)
         row.winograd_step_ratio = row.kdseg_winograd_step_ms / row.torch_step_ms
         row.winograd_inference_ratio = row.kdseg_winograd_inference_ms / row.torch_inference_ms
+        row.kdseg_winograd_peak_rss_mib = median(wg.rss)
+        row.winograd_peak_rss_ratio = row.kdseg_winograd_peak_rss_mib / row.torch_peak_rss_mib
       end
       if #b.step > 0 then
         row.kdseg_bf16_step_ms, row.kdseg_bf16_inference_ms = median(b.step), median(b.infer)
