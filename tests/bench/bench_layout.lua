@@ -8,6 +8,7 @@
 -- Prints JSON lines. Usage: kdseg tests/bench/bench_layout.lua [pairs]
 local cjson = require("cjson")
 local C = kd._C
+local fixture = dofile((arg[0]:match("^(.*)/[^/]*$") or ".") .. "/nets_fixture.lua")
 
 local pairs_count = tonumber(arg[1]) or 16
 
@@ -20,12 +21,7 @@ local layout_before = kd.set_layout("blocked")
 for _, threads in ipairs({2, 1}) do
   kd.set_threads(threads)
   for _, name in ipairs({"bench_student", "bench_teacher"}) do
-    kd.manual_seed(0)
-    local net = kd.models.create(name, {classes = 19})
-    local opt = kd.optim.SGD(net:parameters(), {lr = 0.01, momentum = 0.9, weight_decay = 1e-4})
-    local x = kd.randn({8, 3, 128, 256})
-    local y = kd.zeros({8, 128, 256}, "int32")
-    for i = 1, y:numel() do y:set(i, i % 23 < 19 and i % 23 or 255) end
+    local net, opt, x, y = fixture(name)
     local times = {blocked = {}, nchw = {}}
     for step = 1, 2 * (pairs_count + 2) do
       local layout = step % 2 == 0 and "nchw" or "blocked"

@@ -13,6 +13,7 @@
 -- Prints JSON lines. Usage: kdseg tests/bench/bench_nets.lua [threads...] [bench_student|bench_teacher...]
 local cjson = require("cjson")
 local C = kd._C
+local fixture = dofile((arg[0]:match("^(.*)/[^/]*$") or ".") .. "/nets_fixture.lua")
 
 local function median(t)
   table.sort(t)
@@ -30,12 +31,7 @@ for _, n in ipairs(threads) do
   kd.set_threads(n)
   local peak = C.gemm_gflops(2048, 2048, 2048, 3)
   for _, name in ipairs(nets) do
-    kd.manual_seed(0)
-    local net = kd.models.create(name, {classes = 19})
-    local opt = kd.optim.SGD(net:parameters(), {lr = 0.01, momentum = 0.9, weight_decay = 1e-4})
-    local x = kd.randn({8, 3, 128, 256})
-    local y = kd.zeros({8, 128, 256}, "int32")
-    for i = 1, y:numel() do y:set(i, i % 23 < 19 and i % 23 or 255) end
+    local net, opt, x, y = fixture(name)
     local forward_flops = kd.models.flops(net, {8, 3, 128, 256})
     C.reset_peak_memory()
     -- the process's peak resident memory over the steps, as torch_ref.py
