@@ -149,9 +149,10 @@ fuzz: all $(FUZZERS)
 # and a short run of every fuzzer. The builds run one job per core even
 # under a plain `make test` (what CI runs): the four builds (kdseg, its
 # sanitizer twin, the C tests, the fuzzers) took 97 s one after the other
-# from a clean clone on a 2-core Zen 5, 47 s with two jobs.
+# from a clean clone on a 2-core Zen 5, 47 s with two jobs. (Under
+# `make -jN test` the sub-make shares make's own jobs instead.)
 test:
-	@$(MAKE) --no-print-directory -j$$(nproc) test-builds
+	@$(MAKE) --no-print-directory $(if $(findstring jobserver,$(MAKEFLAGS)),,-j$$(nproc)) test-builds
 	@tests/run-all $(CTESTS) -- $(SANTESTS) -- $(FUZZERS)
 
 test-builds: all $(CTESTS) $(SANTESTS) $(BUILD)/san/kdseg $(FUZZERS)
