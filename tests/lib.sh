@@ -41,3 +41,16 @@ kill_and_resume() {
     (cd "$name" && "$@" --resume > final.log 2>&1) || { fail "$name: the resumed run failed"; tail -5 "$name/final.log"; }
 }
 
+# killed_beside_reference NAME KILLS LONGEST COMMAND...: COMMAND runs
+# uninterrupted in NAME_ref while its twin in NAME_killed goes through
+# kill_and_resume, so both cores work; a failed reference run is reported
+# with its log's tail. The two folders are then compared by the caller.
+killed_beside_reference() {
+    ref=$1_ref; killed=$1_killed; kills=$2; longest=$3; shift 3
+    mkdir -p "$ref"; (cd "$ref" && ln -sf ../data data)
+    (cd "$ref" && exec "$@" > run.log 2>&1) &
+    reference=$!
+    kill_and_resume "$killed" "$kills" "$longest" "$@"
+    wait $reference || { fail "$ref: the uninterrupted run failed"; tail -5 "$ref/run.log"; }
+}
+

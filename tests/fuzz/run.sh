@@ -14,9 +14,12 @@ mkdir -p "$build/crashes"
 build/kdseg tests/fuzz/make_seeds.lua "$build/seeds" || { echo "fuzz: cannot write the seeds"; exit 1; }
 # The harnesses run FUZZ_JOBS (default: one per core) at a time: each is
 # one process on one core, so make test's ten take half the time on two.
+# Each runs for the same SECONDS, so waiting batch by batch keeps the cores
+# as busy as a sliding window would.
 jobs=${FUZZ_JOBS:-$(nproc)}
+names() { name=$(basename "$1"); target=${name#fuzz_}; } # build/fuzz/fuzz_png: fuzz_png, png
 fuzz() { # fuzz HARNESS: runs it, its exit code in its .rc file
-    name=$(basename "$1"); target=${name#fuzz_}; rm -f "$build/$name.rc"
+    names "$1"; rm -f "$build/$name.rc"
     corpus=$build/corpus/$target
     mkdir -p "$corpus" "$build/seeds/$target"
     # leaks are findings too; the limits keep one pathological input from stalling the run
@@ -34,7 +37,7 @@ done
 wait
 passed=0; failed=0
 for harness in "$@"; do
-    name=$(basename "$harness"); target=${name#fuzz_}
+    names "$harness"
     log=$build/$name.log
     rc=$(cat "$build/$name.rc" 2>/dev/null || echo "?")
     runs=$(sed -n 's/^stat::number_of_executed_units: *//p' "$log" | tail -1)

@@ -23,10 +23,7 @@ return {name = "t", seed = 3, threads = 1, data = {root = "data", batch_size = 4
         train = {iterations = 1500, log_every = 50, eval_every = 300, checkpoint_every = 10, grids = 1}}
 LUA
 train="$kdseg train ../train.lua"
-mkdir -p train_ref && (cd train_ref && ln -sf ../data data && exec $train > run.log 2>&1) &
-reference=$!
-kill_and_resume train_killed 20 1.0 $train
-wait $reference || fail "train, uninterrupted"
+killed_beside_reference train 20 1.0 $train
 same=$("$kdseg" "$top/tests/train/same_weights.lua" train_ref/runs/t/checkpoints train_killed/runs/t/checkpoints 2>&1)
 case "$same" in identical*) ok ;; *) fail "train after 20 kills: $same" ;; esac
 same=$("$kdseg" "$top/tests/train/same_json.lua" train_ref/runs/t/results.json train_killed/runs/t/results.json 2>&1)
@@ -36,10 +33,7 @@ same=$("$kdseg" "$top/tests/train/same_metrics.lua" train_ref/runs/t/metrics.jso
 [ "$same" = same ] && ok || fail "train metrics.jsonl after 20 kills: $same"
 
 compose="$kdseg --threads 1 $top/experiments/compose_two_teachers.lua root=data iterations=30 crop=[32,64]"
-mkdir -p compose_ref && (cd compose_ref && ln -sf ../data data && exec $compose > run.log 2>&1) &
-reference=$!
-kill_and_resume compose_killed 5 2.5 $compose
-wait $reference || fail "compose, uninterrupted"
+killed_beside_reference compose 5 2.5 $compose
 for run in compose compose_bench_teacher compose_deeplabv3plus; do
     same=$("$kdseg" "$top/tests/train/same_weights.lua" "compose_ref/runs/$run/checkpoints" "compose_killed/runs/$run/checkpoints" 2>&1)
     case "$same" in identical*) ok ;; *) fail "compose $run after kills: $same" ;; esac
@@ -52,10 +46,7 @@ pipeline="$kdseg --threads 1 $top/experiments/semisup_kd.lua name=p data.root=da
 data.unlabeled=splits/1_4/unlabeled.txt augment.crop=[32,64] batch_size=4 workers=1 teacher.iterations=150 \
 teacher.retrain_iterations=60 students.iterations=150 students.weights.strong=1 students.weights.holistic=0.1 \
 students.critic_width=8 checkpoint_every=5 quiet=true"
-mkdir -p pipeline_ref && (cd pipeline_ref && ln -sf ../data data && exec $pipeline > run.log 2>&1) &
-reference=$!
-kill_and_resume pipeline_killed 20 1.5 $pipeline
-wait $reference || { fail "pipeline, uninterrupted"; tail -5 pipeline_ref/run.log; }
+killed_beside_reference pipeline 20 1.5 $pipeline
 same=$("$kdseg" "$top/tests/train/same_weights.lua" pipeline_ref/runs/p pipeline_killed/runs/p 2>&1)
 case "$same" in identical*) ok ;; *) fail "pipeline after kills: $same" ;; esac
 if cmp -s pipeline_ref/runs/p/results.md pipeline_killed/runs/p/results.md; then ok
