@@ -15,7 +15,7 @@ local C = kd._C
 local steps = tonumber(arg[1]) or 12
 local rank, size = kd.dist.rank(), kd.dist.size()
 local global_batch = 8
-local function median(t) table.sort(t); return t[math.floor((#t + 1) / 2)] end
+local median = dofile((arg[0]:match("^(.*)/[^/]*$") or ".") .. "/median.lua")
 
 for _, name in ipairs({"bench_student", "bench_teacher"}) do
   kd.manual_seed(0)

@@ -8,14 +8,11 @@
 -- Prints JSON lines. Usage: kdseg tests/bench/bench_layout.lua [pairs]
 local cjson = require("cjson")
 local C = kd._C
-local fixture = dofile((arg[0]:match("^(.*)/[^/]*$") or ".") .. "/nets_fixture.lua")
+local here = arg[0]:match("^(.*)/[^/]*$") or "."
+local fixture = dofile(here .. "/nets_fixture.lua")
+local median = dofile(here .. "/median.lua")
 
 local pairs_count = tonumber(arg[1]) or 16
-
-local function median(t)
-  table.sort(t)
-  return t[math.floor((#t + 1) / 2)]
-end
 
 local layout_before = kd.set_layout("blocked")
 for _, threads in ipairs({2, 1}) do

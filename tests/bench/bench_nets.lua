@@ -13,12 +13,9 @@
 -- Prints JSON lines. Usage: kdseg tests/bench/bench_nets.lua [threads...] [bench_student|bench_teacher...]
 local cjson = require("cjson")
 local C = kd._C
-local fixture = dofile((arg[0]:match("^(.*)/[^/]*$") or ".") .. "/nets_fixture.lua")
-
-local function median(t)
-  table.sort(t)
-  return t[math.floor((#t + 1) / 2)]
-end
+local here = arg[0]:match("^(.*)/[^/]*$") or "."
+local fixture = dofile(here .. "/nets_fixture.lua")
+local median = dofile(here .. "/median.lua")
 
 local threads, nets = {}, {}
 for _, a in ipairs(arg) do

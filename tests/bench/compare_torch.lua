@@ -37,6 +37,7 @@ end
 local python = "/usr/bin/python3"
 local here = arg[0]:match("^(.*)/[^/]*$") or "."
 local kdseg = here .. "/../../build/kdseg"
+local median = dofile(here .. "/median.lua")
 
 local function lines_of(command)
   local p = io.popen(command .. " 2>&1")
@@ -49,13 +50,6 @@ local function lines_of(command)
   end
   p:close()
   return out
-end
-
-local function median(t)
-  table.sort(t)
-  local n = #t
-  if n == 0 then return nil end
-  return n % 2 == 1 and t[(n + 1) / 2] or (t[n / 2] + t[n / 2 + 1]) / 2
 end
 
 local peak = {}
