@@ -19,6 +19,13 @@ run semisup_kd "$kdseg" "$top/experiments/semisup_kd.lua" name=tiny_kd $tiny stu
 run "semisup_kd results" grep -q "distilled student 2 (erfnet)" runs/tiny_kd/results.md
 run "semisup_kd pseudo-labels" test -f runs/tiny_kd/pseudo/cycle_2/stats.json
 run "semisup_kd pseudo class weights recorded" grep -q '"road":' runs/tiny_kd/students/pseudo_class_weights.json
+# a resume may change the loaders' cache (it changes no batch), not the batch size
+tiny_kd="$kdseg $top/experiments/semisup_kd.lua name=tiny_kd $tiny students.models=[bench_student,erfnet] students.weights.strong=1 \
+teacher.with_coarse=true teacher.average_weights=true teacher.bn_batches=2"
+# shellcheck disable=SC2086
+run "semisup_kd --resume with another cache" $tiny_kd cache_mb=0 --resume
+run "semisup_kd --resume with another batch size refused" sh -c "! $tiny_kd batch_size=2 --resume > bad.log 2>&1 \
+    && grep -q 'semisup: --resume with other settings than runs/tiny_kd/config.json' bad.log"
 teacher=runs/tiny_kd/teacher/checkpoints/last.safetensors
 # shellcheck disable=SC2086
 run "semisup_kd from a trained teacher" "$kdseg" "$top/experiments/semisup_kd.lua" name=tiny_kd_ckpt $tiny cycles.count=1 \

@@ -72,6 +72,14 @@ check "--overwrite replaces it" 0 "tiny: final mIoU" "$kdseg" train tiny.lua --o
 check "--resume with another model" 1 "runs/tiny: --resume with other settings than its config.json: model.name: \"erfnet\" (was \"bench_student\")" "$kdseg" train tiny.lua --resume model.name=erfnet
 check "--resume with more iterations" 0 "tiny: final mIoU" "$kdseg" train tiny.lua --resume train.iterations=6
 check "--resume and --overwrite together" 1 "exclude each other" "$kdseg" train tiny.lua --resume --overwrite
+# The loader's cache (data.cache_mb) changes no batch: a run without one
+# ends with the same weights, a resume may change it, and it has bounds
+check "a run keeping no decoded samples" 0 "nocache: final mIoU" "$kdseg" train tiny.lua name=nocache data.cache_mb=0
+check "a run keeping them" 0 "cached: final mIoU" "$kdseg" train tiny.lua name=cached data.cache_mb=64
+check "the cache changes no weight" 0 "identical" "$kdseg" "$root/tests/train/same_weights.lua" runs/cached runs/nocache
+check "--resume with another cache" 0 "cached: final mIoU" "$kdseg" train tiny.lua name=cached --resume data.cache_mb=0 train.iterations=6
+check "a negative cache" 1 "'data.cache_mb' must be a number >= 0, got -1" "$kdseg" train tiny.lua name=t0 data.cache_mb=-1
+check "a cache beyond the loader's bound" 1 "kd.data.Loader: cache_mb 1000000000 must be 0 (none) to 16777216" "$kdseg" train tiny.lua name=t0 data.cache_mb=1e9
 check "a name leaving the runs folder" 1 "name must be a plain relative path" "$kdseg" train tiny.lua name=../outside
 check "an absolute name" 1 "name must be a plain relative path" "$kdseg" train tiny.lua name=/tmp/outside
 "$kdseg" train tiny.lua name=busy train.iterations=100000 train.log_every=5 > busy.log 2>&1 &

@@ -9,7 +9,7 @@ local common = {}
 
 common.defaults = {
   name = "baseline", runs_dir = "runs", seed = 1, model = "bench_student", iterations = 2000, lr = optimizers.defaults.lr,
-  batch_size = 8, workers = 2, crop = {128, 256}, scale = {0.5, 2.0},
+  batch_size = 8, workers = 2, cache_mb = 256, crop = {128, 256}, scale = {0.5, 2.0},
   weight = 1.0, rampup = 0,      -- the unsupervised term's weight and its sigmoid ramp-up length
   on = "both",                   -- Mean Teacher, CPS: the consistency on "unlabeled" images or on "both" streams
   ema_decay = 0.99,              -- Mean Teacher
@@ -80,7 +80,7 @@ function common.setup(options, method)
     local list = {}
     for i, name in ipairs(spec.streams or {"labeled", "unlabeled"}) do
       local s = streams[name]
-      s.batch_size, s.workers, s.augment = cfg.batch_size, cfg.workers, aug
+      s.batch_size, s.workers, s.cache_mb, s.augment = cfg.batch_size, cfg.workers, cfg.cache_mb, aug
       list[i] = s
     end
     local loop = Loop({name = cfg.name, runs_dir = cfg.runs_dir, seed = cfg.seed, iterations = cfg.iterations,
@@ -89,7 +89,7 @@ function common.setup(options, method)
                        terms = spec.terms,
                        eval = {dataset = options.val, workers = cfg.workers, models = spec.evaluate, ensembles = spec.ensembles,
                                primary = spec.result}},
-                      {resume = options.resume})
+                      {resume = options.resume, may_change = {"cache_mb"}})
     if options.probe and spec.probe then
       pseudo_probe.attach(loop, {dataset = options.probe.dataset, every = options.probe.every, sources = spec.probe,
                                  workers = cfg.workers})

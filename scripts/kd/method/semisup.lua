@@ -30,6 +30,7 @@ model_options.name = nil
 
 semisup.defaults = {
   name = "semisup_kd", runs_dir = "runs", seed = 1, batch_size = 8, workers = 2,
+  cache_mb = 256, -- decoded samples each training loader keeps (MiB; 0: none); changes no batch
   checkpoint_every = 200, -- every stage's resume state (kdseg ... --resume continues a killed pipeline)
   data = {root = "data/synthcity", classes = "cityscapes", labeled = "splits/1_8/labeled.txt", unlabeled = "splits/1_8/unlabeled.txt",
           coarse = {split = "train_extra", use = true}, val = {split = "val", limit = 0}},
@@ -118,6 +119,7 @@ end
 local function train_config(cfg, name, model, iterations, lr, list)
   return {name = name, runs_dir = cfg.runs_dir .. "/" .. cfg.name, seed = cfg.seed,
           data = {root = cfg.data.root, classes = cfg.data.classes, batch_size = cfg.batch_size, workers = cfg.workers,
+                  cache_mb = cfg.cache_mb,
                   train = {list = list or false}, val = {split = cfg.data.val.split, limit = cfg.data.val.limit},
                   augment = {crop = cfg.augment.crop, scale = cfg.augment.scale}},
           model = type(model) == "table" and model or {name = model}, optim = {lr = lr}, schedule = {warmup = math.min(100, math.floor(iterations / 10))},
@@ -194,7 +196,7 @@ function semisup.train_students(cfg, name, teacher, labeled, pseudo_items, pseud
   local pseudo_set = pseudo_items and Dataset.from_items(pseudo_items, classes, labeled.train_id_files) or nil
   return students.train({
     settings = {name = name, runs_dir = cfg.runs_dir .. "/" .. cfg.name, seed = cfg.seed, batch_size = cfg.batch_size,
-                workers = cfg.workers, log_every = math.max(1, math.floor(cfg.students.iterations / 10)),
+                workers = cfg.workers, cache_mb = cfg.cache_mb, log_every = math.max(1, math.floor(cfg.students.iterations / 10)),
                 checkpoint_every = cfg.checkpoint_every, augment = {crop = cfg.augment.crop, scale = cfg.augment.scale},
                 students = cfg.students},
     labeled = labeled, pseudo = pseudo_set, pseudo_weights = pseudo_weights, val = val, classes = classes,
@@ -405,7 +407,7 @@ function semisup.retrain_teacher(cfg, teacher, labeled, pseudo_items, pseudo_wei
   return retrain:run()
 end
 
-semisup.bounds = {{"seed", 0, "integer"}, {"batch_size", 1, "integer"}, {"workers", 0, "integer"},
+semisup.bounds = {{"seed", 0, "integer"}, {"batch_size", 1, "integer"}, {"workers", 0, "integer"}, {"cache_mb", 0},
                   {"checkpoint_every", 0, "integer"}, {"data.val.limit", 0, "integer"},
                   {"teacher.iterations", 1, "integer"}, {"teacher.lr", 0}, {"teacher.retrain_iterations", 0, "integer"},
                   {"teacher.retrain_lr", 0}, {"teacher.bn_batches", 0, "integer"}, {"cycles.count", 0, "integer"},
@@ -450,9 +452,11 @@ function semisup.run(user_config, options)
   local dir = rundir.path(cfg.runs_dir, cfg.name, "semisup")
   local main = kd.dist.is_main() -- data-parallel: rank 0 writes the pipeline's own files
   rundir.claim(dir, {resume = options.resume, overwrite = options.overwrite})
-  -- compared as JSON gives them back (a rule {"fill", threshold = 0.5} has the key "1" there)
+  -- compared as JSON gives them back (a rule {"fill", threshold = 0.5} has the key "1" there);
+  -- the loaders' cache may change (it changes no batch)
+  local function settings(t) t = cjson.decode(cjson.encode(t)); t.cache_mb = nil; return t end
   if options.resume and files.exists(dir .. "/config.json") and
-     not same(config.load(dir .. "/config.json"), cjson.decode(cjson.encode(cfg))) then
+     not same(settings(config.load(dir .. "/config.json")), settings(cfg)) then
     error(string.format("semisup: --resume with other settings than %s/config.json's; resume with the same ones", dir), 0)
   end
   if main then C.write_atomic(dir .. "/config.json", cjson.encode(cfg) .. "\n") end

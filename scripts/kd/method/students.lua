@@ -45,7 +45,7 @@ students.settings = {
 }
 
 -- The run around them: where it writes, the seed, the batches.
-students.defaults = {name = "students", runs_dir = "runs", seed = 0, batch_size = 8, workers = 2, log_every = 20,
+students.defaults = {name = "students", runs_dir = "runs", seed = 0, batch_size = 8, workers = 2, cache_mb = 256, log_every = 20,
                      eval_every = 0, checkpoint_every = 0, augment = {crop = {128, 256}, scale = {0.5, 2.0}, hflip = true,
                      brightness = 0.25, contrast = 0.25, saturation = 0.25, jitter_p = 0.8},
                      students = students.settings}
@@ -111,10 +111,10 @@ function students.train(options)
                            schedule = {name = "constant"}, save = false, evaluate = false}
   end
   local streams = {{name = "labeled", dataset = options.labeled, batch_size = cfg.batch_size, workers = cfg.workers,
-                    augment = cfg.augment, seed = cfg.seed}}
+                    cache_mb = cfg.cache_mb, augment = cfg.augment, seed = cfg.seed}}
   if options.pseudo then
     streams[2] = {name = "pseudo", dataset = options.pseudo, batch_size = cfg.batch_size, workers = cfg.workers,
-                  augment = cfg.augment, weights = options.pseudo_weights, seed = cfg.seed + 1}
+                  cache_mb = cfg.cache_mb, augment = cfg.augment, weights = options.pseudo_weights, seed = cfg.seed + 1}
   end
   local class_weights = {}
   if options.pseudo and (s.pseudo_balance ~= 0 or s.kd_balance ~= 0) then
@@ -129,7 +129,7 @@ function students.train(options)
     terms = students.terms(s, names, options.pseudo ~= nil, options.teacher ~= nil, class_weights),
     eval = {dataset = options.val, workers = cfg.workers, models = names,
             ensembles = #names > 1 and {{name = "ensemble", models = names}} or nil},
-  }, {resume = options.resume})
+  }, {resume = options.resume, may_change = {"cache_mb"}})
   -- what the pseudo and pixel_kd terms weighed each class by, for the record
   for file, weights in pairs({pseudo_class_weights = class_weights.pseudo, kd_class_weights = class_weights.kd}) do
     local named = {}

@@ -16,6 +16,7 @@ return {
     val = {split = "val", labels = "fine", list = false, limit = 0}, -- limit: first N images (0: all)
     batch_size = 8,
     workers = 2,
+    cache_mb = 256,        -- decoded samples the training loader keeps (MiB; 0: none); changes no batch
     augment = {crop = {128, 256}, scale = {0.5, 2.0}, hflip = true, brightness = 0.25, contrast = 0.25,
                saturation = 0.25, hue = 0, jitter_p = 0.8, grayscale_p = 0, blur_p = 0, blur_sigma = {0.1, 2.0},
                mean = normalize.mean, std = normalize.std, pad_label = 255},

@@ -72,7 +72,7 @@ Loop.defaults = {
 local model_keys = {name = true, model = true, arch = true, optim = true, optimizer = true, schedule = true,
                     frozen = true, ema = true, forward_mode = true, freeze_bn = true, save = true, evaluate = true}
 local stream_keys = {name = true, dataset = true, batch_size = true, workers = true, augment = true, weights = true,
-                     seed = true, shuffle = true}
+                     seed = true, shuffle = true, cache_mb = true}
 local eval_keys = {dataset = true, batch_size = true, workers = true, crop = true, stride = true, models = true,
                    ensembles = true, mean = true, std = true, primary = true}
 
@@ -289,7 +289,7 @@ function Loop:add_streams(list)
     if #s.dataset.items == 0 then error("train.Loop stream " .. s.name .. ": the dataset has no images", 0) end
     local stream = {name = s.name, dataset = s.dataset, batch_size = s.batch_size or 8, workers = s.workers or 2,
                     augment = s.augment or {}, weights = s.weights, seed = s.seed or (self.cfg.seed + i - 1),
-                    shuffle = s.shuffle ~= false}
+                    shuffle = s.shuffle ~= false, cache_mb = s.cache_mb}
     self.streams[i], self.stream_by_name[s.name] = stream, stream
   end
 end
@@ -348,6 +348,7 @@ end
 -- The loader of a stream, positioned where the run is.
 function Loop:open_stream(s)
   return kd.data.Loader(s.dataset, {batch_size = s.batch_size, workers = s.workers, shuffle = s.shuffle, seed = s.seed,
+                                    cache_mb = s.cache_mb,
                                     infinite = true, drop_last = #s.dataset.items >= s.batch_size, augment = s.augment,
                                     weights = s.weights, start_batch = self.positions[s.name],
                                     shard = self.ranks > 1 and {self.rank + 1, self.ranks} or nil})

@@ -19,7 +19,7 @@ local Trainer = class("train.Trainer")
 Trainer.defaults = require("kd.train.defaults")
 
 local bounds = {{"seed", 0, "integer"}, {"threads", 0, "integer"}, {"data.batch_size", 1, "integer"},
-                {"data.workers", 0, "integer"}, {"data.val.limit", 0, "integer"}, {"optim.lr", 0},
+                {"data.workers", 0, "integer"}, {"data.cache_mb", 0}, {"data.val.limit", 0, "integer"}, {"optim.lr", 0},
                 {"optim.momentum", 0}, {"optim.weight_decay", 0}, {"schedule.warmup", 0, "integer"},
                 {"train.iterations", 1, "integer"}, {"train.log_every", 1, "integer"},
                 {"train.eval_every", 0, "integer"}, {"train.checkpoint_every", 0, "integer"},
@@ -28,7 +28,7 @@ local bounds = {{"seed", 0, "integer"}, {"threads", 0, "integer"}, {"data.batch_
 -- What a resumed run may set otherwise than it started with: how it runs
 -- and logs, where its folder is, and its length (a longer run stretches its
 -- learning-rate schedule from there on).
-Trainer.may_change_on_resume = {"threads", "runs_dir", "data.workers", "train.log_every", "train.eval_every",
+Trainer.may_change_on_resume = {"threads", "runs_dir", "data.workers", "data.cache_mb", "train.log_every", "train.eval_every",
                                 "train.checkpoint_every", "train.grids", "train.iterations", "eval.batch_size",
                                 "train.bucket_mb"}
 
@@ -81,7 +81,7 @@ function Trainer:__init(cfg, options)
     models = {{name = "model", model = self.model, arch = arch, optim = c.optim, schedule = c.schedule,
                freeze_bn = c.train.freeze_bn}},
     streams = {{name = "train", dataset = self.train_set, batch_size = c.data.batch_size, workers = c.data.workers,
-                augment = c.data.augment, weights = options.train_weights, seed = c.seed}},
+                cache_mb = c.data.cache_mb, augment = c.data.augment, weights = options.train_weights, seed = c.seed}},
     terms = term_list,
     eval = {dataset = self.val_set, batch_size = c.eval.batch_size, workers = c.data.workers,
             crop = c.eval.crop or nil, stride = c.eval.stride or nil, mean = c.data.augment.mean, std = c.data.augment.std},
