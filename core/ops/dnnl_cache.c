@@ -10,8 +10,15 @@
  * layouts - and kept in a hash table. The same primitives run either way,
  * so results keep their bits.
  *
+ * A primitive divides its work among the OpenMP threads there were when it
+ * was made, and runs on that many whatever kd_set_threads says later (a
+ * convolution made at 1 thread stayed at 1 thread after kd.set_threads(2),
+ * and one made at 2 kept using 2 after kd.set_threads(1)). So the thread
+ * count is part of every key: each count gets its own primitives.
+ *
  * Called from one thread at a time, as the rest of conv_dnnl.c (its engine
  * and stream are shared too). */
+#include <omp.h>
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
@@ -33,6 +40,7 @@ typedef struct {
 typedef struct entry {
     struct entry *next;
     uint64_t hash;
+    int threads; /* omp_get_max_threads() when it was made */
     key_kind kind;
     size_t key_bytes;
     kd_dnnl_made made;
@@ -73,9 +81,18 @@ static bool same_key(const entry *e, key_kind kind, const void *key, size_t key_
            dnnl_memory_desc_equal(&a->to, &b->to);
 }
 
+/* The thread count oneDNN divides a primitive's work by (its OpenMP
+ * runtime reads omp_get_max_threads() when the primitive is made), mixed
+ * into every hash. */
+static uint64_t with_threads(uint64_t h) {
+    int threads = omp_get_max_threads();
+    return fnv(h, &threads, sizeof threads);
+}
+
 static const kd_dnnl_made *find(uint64_t hash, key_kind kind, const void *key, size_t key_bytes) {
+    int threads = omp_get_max_threads();
     for (entry *e = buckets[hash % BUCKETS]; e; e = e->next)
-        if (e->hash == hash && same_key(e, kind, key, key_bytes)) return &e->made;
+        if (e->hash == hash && e->threads == threads && same_key(e, kind, key, key_bytes)) return &e->made;
     return NULL;
 }
 
@@ -87,7 +104,7 @@ static const kd_dnnl_made *keep(uint64_t hash, key_kind kind, const void *key, s
         dnnl_primitive_desc_destroy(pd);
         return NULL;
     }
-    e->hash = hash, e->kind = kind, e->key_bytes = key_bytes, e->made.pd = pd;
+    e->hash = hash, e->threads = omp_get_max_threads(), e->kind = kind, e->key_bytes = key_bytes, e->made.pd = pd;
     memcpy(e->key, key, key_bytes);
     e->next = buckets[hash % BUCKETS];
     buckets[hash % BUCKETS] = e;
@@ -96,11 +113,11 @@ static const kd_dnnl_made *keep(uint64_t hash, key_kind kind, const void *key, s
 }
 
 const kd_dnnl_made *kd_dnnl_cache_find(const void *key, size_t key_bytes) {
-    return find(fnv(FNV_START, key, key_bytes), BY_BYTES, key, key_bytes);
+    return find(with_threads(fnv(FNV_START, key, key_bytes)), BY_BYTES, key, key_bytes);
 }
 
 const kd_dnnl_made *kd_dnnl_cache_keep(const void *key, size_t key_bytes, dnnl_primitive_desc_t pd) {
-    return keep(fnv(FNV_START, key, key_bytes), BY_BYTES, key, key_bytes, pd);
+    return keep(with_threads(fnv(FNV_START, key, key_bytes)), BY_BYTES, key, key_bytes, pd);
 }
 
 const kd_dnnl_made *kd_dnnl_reorder(dnnl_engine_t engine, const dnnl_memory_desc_t *from,
@@ -108,7 +125,8 @@ const kd_dnnl_made *kd_dnnl_reorder(dnnl_engine_t engine, const dnnl_memory_desc
     reorder_key key;
     memset(&key, 0, sizeof key);
     key.from = *from, key.to = *to, key.accumulate = accumulate;
-    uint64_t hash = layout_hash(layout_hash(fnv(FNV_START, &key.accumulate, sizeof key.accumulate), from), to);
+    uint64_t hash =
+        with_threads(layout_hash(layout_hash(fnv(FNV_START, &key.accumulate, sizeof key.accumulate), from), to));
     const kd_dnnl_made *m = find(hash, BY_LAYOUTS, &key, sizeof key);
     if (m) return m;
     dnnl_primitive_attr_t attr = NULL;

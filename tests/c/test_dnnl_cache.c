@@ -1,6 +1,6 @@
 /* test_dnnl_cache.c - oneDNN primitives made once (core/ops/dnnl_cache.c):
  * a convolution run again makes no primitive and gives the same bits; a
- * new geometry or algorithm makes its own; a reorder is found again under
+ * new geometry, algorithm or thread count makes its own; a reorder is found again under
  * an equal layout; past the bound everything is freed, and convolutions
  * go on with the same bits. */
 #include <stdlib.h>
@@ -58,6 +58,24 @@ static void test_made_once(void) {
     release3(first), release3(again), release3(other);
 }
 
+/* A primitive keeps the thread count it was made at, so another count
+ * must make its own (before, kd_set_threads(1) after a step at 2 threads
+ * left its convolutions on 2), and going back finds the first ones. */
+static void test_thread_count_is_part_of_the_key(void) {
+    kd_tensor *two[3], *one[3], *two_again[3];
+    conv_step(16, 9, 11, two);
+    size_t made = kd_dnnl_cache_made();
+    kd_set_threads(1);
+    conv_step(16, 9, 11, one);
+    CHECK(kd_dnnl_cache_made() >= made + 3, "1 thread made its own primitives (%zu more)", kd_dnnl_cache_made() - made);
+    made = kd_dnnl_cache_made();
+    kd_set_threads(2);
+    conv_step(16, 9, 11, two_again);
+    CHECK(kd_dnnl_cache_made() == made, "back at 2 threads, the step made %zu more", kd_dnnl_cache_made() - made);
+    check_same(two, two_again, "the 2-thread step after a 1-thread one");
+    release3(two), release3(one), release3(two_again);
+}
+
 static void test_reorders_and_bound(void) {
     dnnl_engine_t engine;
     if (dnnl_engine_create(&engine, dnnl_cpu, 0) != dnnl_success) return;
@@ -98,6 +116,7 @@ int main(void) {
         return check_done("test_dnnl_cache");
     }
     test_made_once();
+    test_thread_count_is_part_of_the_key();
     test_reorders_and_bound();
     kd_memory_stats m = kd_memory();
     CHECK(m.live_bytes == 0 && m.live_tensors == 0, "leaked %zu bytes in %zu tensors", m.live_bytes,
