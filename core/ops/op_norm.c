@@ -1,8 +1,10 @@
 /* op_norm.c - 2-D batch normalisation (Ioffe & Szegedy), PyTorch semantics:
  * biased variance to normalise, unbiased variance into the running estimate.
- * Every loop is parallel over channels, so each channel's sums run in one
- * fixed order whatever the thread count. */
+ * Every loop is parallel over channels (blocked, also over parts of each
+ * channel's lanes, below), so each channel's sums run in one fixed order
+ * whatever the thread count. */
 #include <math.h>
+#include <omp.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -113,71 +115,148 @@ static inline __attribute__((always_inline)) void span_input_grad(float *restric
         }
 }
 
-/* The input gradient of one channel block of a blocked batch norm
- * (nChw<block>c, layout.c), and the weight's and bias's: each channel's
- * sums in the same order, lane by lane, as the NCHW loops of
- * batch_norm_grads (element i of a plane into lane i % LANES), and the same
- * arithmetic per element, so the results are the same bit for bit. A span
- * of positions at a time (in cache), and in it the positions of each lane
- * in turn, so that the lane's sums stay in registers; the loops run along
- * the memory, across the block's channels, and `block` is a constant at
- * each call, so they vectorise. */
-static inline __attribute__((always_inline)) void block_grads(const float *restrict g, const float *restrict y,
-                                                              float slope, bool relu, const float *restrict in,
-                                                              int N, int blocks, int cb, size_t HW, const int block,
-                                                              const float *mean, const float *invstd,
-                                                              const float *w, bool training, float *restrict gx,
-                                                              bool gx_zeros, float *gw, float *gb) {
-    double dy[LANES][16], dy_x[LANES][16];
-    memset(dy, 0, sizeof dy), memset(dy_x, 0, sizeof dy_x);
-    float mu[16], is[16], d_span[SPAN * 16];
-    for (int lane = 0; lane < block; lane++) mu[lane] = mean[cb * block + lane], is[lane] = invstd[cb * block + lane];
+/* A blocked batch norm's sums (nChw<block>c, layout.c) keep the NCHW
+ * loops' lanes: element i of a plane goes into lane i % LANES of its
+ * channel, each lane summed over the images and positions in order, and
+ * the lanes added up in order at the end, so that the results are the same
+ * bit for bit. Here the lanes are kept lane-major, sums[l][channel of the
+ * block], so that the loops run along the memory across a block's
+ * channels and vectorise (`block` is a constant at each call).
+ *
+ * The work is split by channel block and, where there are fewer blocks
+ * than threads, by lanes too: part k of P takes the positions whose lane is
+ * in [k * LANES / P, (k + 1) * LANES / P). Each lane is still summed by one
+ * thread in one order, so the split changes no bit. (By channel blocks
+ * alone, bench_student's first batch norm, 16 channels, one block, ran on
+ * one thread.) */
+typedef double lane_sums[LANES][16];
+
+static double lane_total(const lane_sums s, int lane) {
+    double t = 0;
+    for (int l = 0; l < LANES; l++) t += s[l][lane]; /* as lanes_total */
+    return t;
+}
+
+/* How many lane parts each of `blocks` channel blocks is split into: the
+ * fewest (a power of two, at most LANES) that give every thread a unit. */
+static int lane_parts(int blocks, bool parallel) {
+    int parts = 1, threads = parallel ? omp_get_max_threads() : 1;
+    while (parts < LANES && blocks * parts < threads) parts *= 2;
+    return parts;
+}
+
+/* Unit u of blocks x parts: its channel block and its lanes [*l0, *l1). */
+static int unit_lanes(int u, int parts, int *l0, int *l1) {
+    int part = u % parts;
+    *l0 = part * LANES / parts, *l1 = (part + 1) * LANES / parts;
+    return u / parts;
+}
+
+/* The sums of the output gradient d (g, through the ReLU when relu) and of
+ * d * (x - mu) over lanes [l0, l1) of channel block cb, into dy and dy_x.
+ * A span of positions at a time (in cache), and in it the positions of each
+ * lane in turn, so that the lane's sums stay in registers. */
+static inline __attribute__((always_inline)) void block_grad_sums(const float *restrict g, const float *restrict y,
+                                                                  float slope, bool relu, const float *restrict in,
+                                                                  int N, int blocks, int cb, size_t HW,
+                                                                  const int block, int l0, int l1,
+                                                                  const float *mean, lane_sums dy, lane_sums dy_x) {
+    float mu[16];
+    for (int lane = 0; lane < block; lane++) mu[lane] = mean[cb * block + lane];
     for (int n = 0; n < N; n++) {
         size_t first = ((size_t)n * blocks + cb) * HW * block;
         for (size_t s0 = 0; s0 < HW; s0 += SPAN) {
             size_t s1 = s0 + SPAN < HW ? s0 + SPAN : HW;
-            const float *d = grads_through_relu(g, y, slope, relu, first + s0 * block, (s1 - s0) * block, d_span);
-            const float *x = in + first + s0 * block;
-            for (int l = 0; l < LANES; l++) {
+            for (int l = l0; l < l1; l++) {
                 double sum_dy[16], sum_dy_x[16];
                 for (int lane = 0; lane < block; lane++) sum_dy[lane] = dy[l][lane], sum_dy_x[lane] = dy_x[l][lane];
-                for (size_t at = (size_t)l * block; at < (s1 - s0) * block; at += LANES * block)
+                for (size_t i = s0 + l; i < s1; i += LANES) {
+                    size_t at = first + i * block;
                     for (int lane = 0; lane < block; lane++) {
-                        sum_dy[lane] += d[at + lane];
-                        sum_dy_x[lane] += (double)d[at + lane] * (x[at + lane] - mu[lane]);
+                        float d = grad_at(g, y, slope, relu, at + lane);
+                        sum_dy[lane] += d;
+                        sum_dy_x[lane] += (double)d * (in[at + lane] - mu[lane]);
                     }
+                }
                 for (int lane = 0; lane < block; lane++) dy[l][lane] = sum_dy[lane], dy_x[l][lane] = sum_dy_x[lane];
             }
         }
     }
+}
+
+/* The input gradient of image n's channel block cb, from each channel's
+ * scale, mean_dy and mean_dy_xhat (batch_norm_grads). */
+static inline __attribute__((always_inline)) void block_input_grad(const float *restrict g, const float *restrict y,
+                                                                   float slope, bool relu, const float *restrict in,
+                                                                   int n, int blocks, int cb, size_t HW,
+                                                                   const int block, const float *mean,
+                                                                   const float *invstd, const float *scale,
+                                                                   const float *mean_dy, const float *mean_dy_xhat,
+                                                                   bool training, float *restrict gx,
+                                                                   bool gx_zeros) {
+    float d_span[SPAN * 16];
+    int c0 = cb * block;
+    size_t first = ((size_t)n * blocks + cb) * HW * block;
+    for (size_t s0 = 0; s0 < HW; s0 += SPAN) {
+        size_t s1 = s0 + SPAN < HW ? s0 + SPAN : HW, base = first + s0 * block, count = (s1 - s0) * block;
+        const float *d = grads_through_relu(g, y, slope, relu, base, count, d_span), *x = in + base;
+        float *to = gx + base;
+        const float *sc = scale + c0, *mdy = mean_dy + c0, *mu = mean + c0, *is = invstd + c0,
+                    *mdx = mean_dy_xhat + c0;
+        /* each case a loop of its own: with a select inside, they do not vectorise */
+        if (training && gx_zeros)
+            span_input_grad(to, d, x, count, block, sc, mdy, mu, is, mdx, true, true);
+        else if (training)
+            span_input_grad(to, d, x, count, block, sc, mdy, mu, is, mdx, true, false);
+        else if (gx_zeros)
+            span_input_grad(to, d, x, count, block, sc, mdy, mu, is, mdx, false, true);
+        else
+            span_input_grad(to, d, x, count, block, sc, mdy, mu, is, mdx, false, false);
+    }
+}
+
+/* The blocked batch norm's gradients (batch_norm_grads): the sums by
+ * (channel block, lane part), then each channel's factors, then the input
+ * gradient by (image, channel block). sums: 2 x C / block zeroed lane_sums;
+ * factors: 3 x C floats. */
+static void block_grads(const float *g, const float *y, float slope, bool relu, const float *in, int N, int C,
+                        size_t HW, int block, const float *mean, const float *invstd, const float *w,
+                        bool training, float *gx, bool gx_zeros, float *gw, float *gb, bool parallel,
+                        lane_sums *sums, float *factors) {
+    int blocks = C / block, parts = lane_parts(blocks, parallel);
+    lane_sums *dy = sums, *dy_x = sums + blocks;
+#pragma omp parallel for schedule(static) if (parallel)
+    for (int u = 0; u < blocks * parts; u++) {
+        int l0, l1, cb = unit_lanes(u, parts, &l0, &l1);
+        if (block == 16 && relu)
+            block_grad_sums(g, y, slope, true, in, N, blocks, cb, HW, 16, l0, l1, mean, dy[cb], dy_x[cb]);
+        else if (block == 16)
+            block_grad_sums(g, y, slope, false, in, N, blocks, cb, HW, 16, l0, l1, mean, dy[cb], dy_x[cb]);
+        else if (relu)
+            block_grad_sums(g, y, slope, true, in, N, blocks, cb, HW, 8, l0, l1, mean, dy[cb], dy_x[cb]);
+        else
+            block_grad_sums(g, y, slope, false, in, N, blocks, cb, HW, 8, l0, l1, mean, dy[cb], dy_x[cb]);
+    }
     double M = (double)N * (double)HW;
-    float scale[16], mean_dy[16], mean_dy_xhat[16];
-    for (int lane = 0; lane < block; lane++) {
-        int c = cb * block + lane;
-        double sum_dy = 0, sum_dy_x = 0;
-        for (int l = 0; l < LANES; l++) sum_dy += dy[l][lane], sum_dy_x += dy_x[l][lane]; /* as lanes_total */
-        double sum_dy_xhat = sum_dy_x * is[lane];
+    float *scale = factors, *mean_dy = factors + C, *mean_dy_xhat = factors + 2 * C;
+    for (int c = 0; c < C; c++) {
+        int cb = c / block, lane = c % block;
+        double sum_dy = lane_total(dy[cb], lane), sum_dy_xhat = lane_total(dy_x[cb], lane) * invstd[c];
         if (gw) gw[c] += (float)sum_dy_xhat;
         if (gb) gb[c] += (float)sum_dy;
-        scale[lane] = (w ? w[c] : 1.0f) * is[lane];
-        mean_dy[lane] = (float)(sum_dy / M), mean_dy_xhat[lane] = (float)(sum_dy_xhat / M);
+        scale[c] = (w ? w[c] : 1.0f) * invstd[c];
+        mean_dy[c] = (float)(sum_dy / M), mean_dy_xhat[c] = (float)(sum_dy_xhat / M);
     }
-    if (!gx) return;
-    for (int n = 0; n < N; n++) {
-        size_t first = ((size_t)n * blocks + cb) * HW * block;
-        for (size_t s0 = 0; s0 < HW; s0 += SPAN) {
-            size_t s1 = s0 + SPAN < HW ? s0 + SPAN : HW, base = first + s0 * block, count = (s1 - s0) * block;
-            const float *d = grads_through_relu(g, y, slope, relu, base, count, d_span), *x = in + base;
-            float *to = gx + base;
-            /* each case a loop of its own: with a select inside, they do not vectorise */
-            if (training && gx_zeros)
-                span_input_grad(to, d, x, count, block, scale, mean_dy, mu, is, mean_dy_xhat, true, true);
-            else if (training)
-                span_input_grad(to, d, x, count, block, scale, mean_dy, mu, is, mean_dy_xhat, true, false);
-            else if (gx_zeros)
-                span_input_grad(to, d, x, count, block, scale, mean_dy, mu, is, mean_dy_xhat, false, true);
+    if (gx) {
+#pragma omp parallel for schedule(static) if (parallel)
+        for (int unit = 0; unit < N * blocks; unit++) {
+            int n = unit / blocks, cb = unit % blocks;
+            if (block == 16)
+                block_input_grad(g, y, slope, relu, in, n, blocks, cb, HW, 16, mean, invstd, scale, mean_dy,
+                                 mean_dy_xhat, training, gx, gx_zeros);
             else
-                span_input_grad(to, d, x, count, block, scale, mean_dy, mu, is, mean_dy_xhat, false, false);
+                block_input_grad(g, y, slope, relu, in, n, blocks, cb, HW, 8, mean, invstd, scale, mean_dy,
+                                 mean_dy_xhat, training, gx, gx_zeros);
         }
     }
 }
@@ -187,15 +266,26 @@ static inline __attribute__((always_inline)) void block_grads(const float *restr
  * Grads: x, weight, bias (each may be NULL). g: the output's gradient; with
  * relu, y (the ReLU's input) and its slope. In the blocked layout where x,
  * g (and y) are stored in it (kd_shared_block), else in NCHW. */
-static inline void batch_norm_grads(kd_tensor *const *saved, bool training, const kd_tensor *grad_output,
-                                    const kd_tensor *relu_input, float slope, bool relu,
-                                    kd_tensor *const *grad_inputs) {
+static inline kd_status batch_norm_grads(kd_tensor *const *saved, bool training, const kd_tensor *grad_output,
+                                         const kd_tensor *relu_input, float slope, bool relu,
+                                         kd_tensor *const *grad_inputs) {
     const kd_tensor *x = saved[0], *w = saved[1];
     const float *mean = kd_f32(saved[2]), *invstd = kd_f32(saved[3]);
     int N = x->shape[0], C = x->shape[1];
     size_t HW = (size_t)x->shape[2] * x->shape[3], M = (size_t)N * HW;
     const kd_tensor *reads[3] = {x, grad_output, relu_input};
     int block = kd_shared_block(reads, relu ? 3 : 2, grad_inputs, 1);
+    /* the blocked loops' buffers, before anything is read or written */
+    lane_sums *sums = NULL;
+    float *factors = NULL;
+    if (block) {
+        sums = calloc(2 * (size_t)(C / block), sizeof *sums);
+        factors = malloc(3 * sizeof(float) * (size_t)C);
+        if (!sums || !factors) {
+            free(sums), free(factors);
+            return kd_fail(KD_ERR_MEMORY, "batch_norm2d backward: cannot allocate the sums of %d channels", C);
+        }
+    }
     const float *restrict in = kd_read_in(x, block), *restrict g = kd_read_in(grad_output, block);
     const float *restrict y = relu ? kd_read_in(relu_input, block) : NULL;
     /* the input gradient, written whole: onto its zeros when they are still
@@ -206,17 +296,10 @@ static inline void batch_norm_grads(kd_tensor *const *saved, bool training, cons
     float *gb = grad_inputs[2] ? kd_f32(grad_inputs[2]) : NULL;
     const float *weight = w ? kd_f32(w) : NULL;
     if (block) {
-        int blocks = C / block;
-#pragma omp parallel for schedule(static) if (M * C > KD_PARALLEL_MIN)
-        for (int cb = 0; cb < blocks; cb++) {
-            if (block == 16)
-                block_grads(g, y, slope, relu, in, N, blocks, cb, HW, 16, mean, invstd, weight, training, gx,
-                            gx_zeros, gw, gb);
-            else
-                block_grads(g, y, slope, relu, in, N, blocks, cb, HW, 8, mean, invstd, weight, training, gx,
-                            gx_zeros, gw, gb);
-        }
-        return;
+        block_grads(g, y, slope, relu, in, N, C, HW, block, mean, invstd, weight, training, gx, gx_zeros, gw, gb,
+                    M * C > KD_PARALLEL_MIN, sums, factors);
+        free(sums), free(factors);
+        return KD_OK;
     }
 #pragma omp parallel for schedule(static) if (M * C > KD_PARALLEL_MIN)
     for (int c = 0; c < C; c++) {
@@ -240,20 +323,20 @@ static inline void batch_norm_grads(kd_tensor *const *saved, bool training, cons
                     gx[i] = (gx_zeros ? 0.0f : gx[i]) + scale * grad_at(g, y, slope, relu, i);
         }
     }
+    return KD_OK;
 }
 
 static kd_status batch_norm_backward(kd_node *node, const kd_tensor *grad_output,
                                      kd_tensor *const *grad_inputs) {
-    batch_norm_grads(node->saved, node->ints[0], grad_output, NULL, 0.0f, false, grad_inputs);
-    return KD_OK;
+    return batch_norm_grads(node->saved, node->ints[0], grad_output, NULL, 0.0f, false, grad_inputs);
 }
 
 /* The ReLU that took over (see kd_take_batch_norm_input): saved[0..3] are the
  * batch norm's, saved[4] the ReLU's input; ints[0] training, floats[0] slope. */
 static kd_status relu_batch_norm_backward(kd_node *node, const kd_tensor *grad_output,
                                           kd_tensor *const *grad_inputs) {
-    batch_norm_grads(node->saved, node->ints[0], grad_output, node->saved[4], node->floats[0], true, grad_inputs);
-    return KD_OK;
+    return batch_norm_grads(node->saved, node->ints[0], grad_output, node->saved[4], node->floats[0], true,
+                            grad_inputs);
 }
 
 bool kd_take_batch_norm_input(kd_node *relu, float slope) {
@@ -321,42 +404,50 @@ static void scale_channel(const float *in, float *y, int N, int C, size_t HW, in
     }
 }
 
-/* Batch statistics of one block of channels of a blocked x (nChw<block>c,
- * layout.c): each channel's sums in the same order, lane by lane, as the
- * NCHW loops above (element i of a plane into lane i % LANES), so the
- * results are the same bit for bit, with the loops along the memory.
- * `block` is a constant at each call, so that they vectorise. */
-static inline __attribute__((always_inline)) void block_statistics(const float *restrict in, int N, int blocks,
-                                                                   int cb, size_t HW, const int block, float *rm,
-                                                                   float *rv, float momentum, float eps, float *mu,
-                                                                   float *is) {
-    size_t M = (size_t)N * HW;
-    lanes sum[16], sq[16];
-    memset(sum, 0, sizeof sum), memset(sq, 0, sizeof sq);
+/* The sums of x (with m, of its squared distances to m) over lanes [l0,
+ * l1) of channel block cb of a blocked x, into `sums` (block_grads says
+ * how the lanes split the work and keep the NCHW loops' bits), in the
+ * order of block_grad_sums. */
+static inline __attribute__((always_inline)) void block_sums(const float *restrict in, int N, int blocks, int cb,
+                                                             size_t HW, const int block, int l0, int l1,
+                                                             const double *m, lane_sums sums) {
     for (int n = 0; n < N; n++) {
         const float *at = in + ((size_t)n * blocks + cb) * HW * block;
-        for (size_t i = 0; i < HW; i++)
-            for (int lane = 0; lane < block; lane++) sum[lane].a[i % LANES] += at[i * block + lane];
-    }
-    double m[16];
-    for (int lane = 0; lane < block; lane++) m[lane] = lanes_total(&sum[lane]) / (double)M;
-    for (int n = 0; n < N; n++) {
-        const float *at = in + ((size_t)n * blocks + cb) * HW * block;
-        for (size_t i = 0; i < HW; i++)
-            for (int lane = 0; lane < block; lane++) {
-                double d = at[i * block + lane] - m[lane];
-                sq[lane].a[i % LANES] += d * d;
+        for (size_t s0 = 0; s0 < HW; s0 += SPAN) {
+            size_t s1 = s0 + SPAN < HW ? s0 + SPAN : HW;
+            for (int l = l0; l < l1; l++) {
+                double acc[16];
+                for (int lane = 0; lane < block; lane++) acc[lane] = sums[l][lane];
+                for (size_t i = s0 + l; i < s1; i += LANES) {
+                    const float *p = at + i * block;
+                    if (m)
+                        for (int lane = 0; lane < block; lane++) {
+                            double d = p[lane] - m[cb * block + lane];
+                            acc[lane] += d * d;
+                        }
+                    else
+                        for (int lane = 0; lane < block; lane++) acc[lane] += p[lane];
+                }
+                for (int lane = 0; lane < block; lane++) sums[l][lane] = acc[lane];
             }
-    }
-    for (int lane = 0; lane < block; lane++) {
-        int c = cb * block + lane;
-        double var = lanes_total(&sq[lane]) / (double)M;
-        mu[c] = (float)m[lane];
-        is[c] = kd_bn_invstd(var, eps);
-        if (rm) {
-            rm[c] = (float)((1 - momentum) * rm[c] + momentum * m[lane]);
-            rv[c] = (float)((1 - momentum) * rv[c] + momentum * var * (double)M / (double)(M - 1));
         }
+    }
+}
+
+/* One pass of block_sums over every (channel block, lane part) unit. */
+static void blocked_sums_pass(const float *in, int N, int blocks, size_t HW, int block, int parts, bool parallel,
+                              const double *m, lane_sums *sums) {
+#pragma omp parallel for schedule(static) if (parallel)
+    for (int u = 0; u < blocks * parts; u++) {
+        int l0, l1, cb = unit_lanes(u, parts, &l0, &l1);
+        if (block == 16 && m)
+            block_sums(in, N, blocks, cb, HW, 16, l0, l1, m, sums[cb]);
+        else if (block == 16)
+            block_sums(in, N, blocks, cb, HW, 16, l0, l1, NULL, sums[cb]);
+        else if (m)
+            block_sums(in, N, blocks, cb, HW, 8, l0, l1, m, sums[cb]);
+        else
+            block_sums(in, N, blocks, cb, HW, 8, l0, l1, NULL, sums[cb]);
     }
 }
 
@@ -372,19 +463,30 @@ static inline __attribute__((always_inline)) void block_normalise(const float *r
 }
 
 /* The batch norm of a blocked x into y, blocked alike, with the NCHW
- * loops' arithmetic; sets mu and is as batch_norm does. */
+ * loops' arithmetic (two passes: the mean, then the squared distances to
+ * it); sets mu and is as batch_norm does. sums: 2 x C / block zeroed
+ * lane_sums; m: C doubles; factors: 2 x C floats. */
 static void batch_norm_blocked(const float *in, float *y, int N, int C, size_t HW, int block, bool training,
                                const float *weight, const float *bias, float *rm, float *rv, float momentum,
-                               float eps, bool relu, float *mu, float *is) {
+                               float eps, bool relu, float *mu, float *is, lane_sums *sums, double *m,
+                               float *factors) {
     int blocks = C / block;
     bool parallel = (size_t)N * HW * C > KD_PARALLEL_MIN;
     if (training) {
-#pragma omp parallel for schedule(static) if (parallel)
-        for (int cb = 0; cb < blocks; cb++) {
-            if (block == 16)
-                block_statistics(in, N, blocks, cb, HW, 16, rm, rv, momentum, eps, mu, is);
-            else
-                block_statistics(in, N, blocks, cb, HW, 8, rm, rv, momentum, eps, mu, is);
+        int parts = lane_parts(blocks, parallel);
+        size_t M = (size_t)N * HW;
+        lane_sums *sum = sums, *sq = sums + blocks;
+        blocked_sums_pass(in, N, blocks, HW, block, parts, parallel, NULL, sum);
+        for (int c = 0; c < C; c++) m[c] = lane_total(sum[c / block], c % block) / (double)M;
+        blocked_sums_pass(in, N, blocks, HW, block, parts, parallel, m, sq);
+        for (int c = 0; c < C; c++) {
+            double var = lane_total(sq[c / block], c % block) / (double)M;
+            mu[c] = (float)m[c];
+            is[c] = kd_bn_invstd(var, eps);
+            if (rm) {
+                rm[c] = (float)((1 - momentum) * rm[c] + momentum * m[c]);
+                rv[c] = (float)((1 - momentum) * rv[c] + momentum * var * (double)M / (double)(M - 1));
+            }
         }
     } else {
         for (int c = 0; c < C; c++) {
@@ -392,7 +494,7 @@ static void batch_norm_blocked(const float *in, float *y, int N, int C, size_t H
             is[c] = kd_bn_invstd(rv[c], eps);
         }
     }
-    float scale[C], shift[C];
+    float *scale = factors, *shift = factors + C;
     for (int c = 0; c < C; c++) {
         scale[c] = kd_bn_scale(weight, c, is[c]);
         shift[c] = kd_bn_shift(bias, c, mu[c], scale[c]);
@@ -430,10 +532,20 @@ static kd_status batch_norm(kd_tensor *x, kd_tensor *weight, kd_tensor *bias, kd
     float *mu = kd_f32(mean), *is = kd_f32(invstd);
     int block = kd_blocked(x);
     if (block) {
+        lane_sums *sums = calloc(2 * (size_t)(C / block), sizeof *sums);
+        double *m = malloc(sizeof(double) * (size_t)C);
+        float *factors = malloc(2 * sizeof(float) * (size_t)C);
+        if (!sums || !m || !factors) {
+            free(sums), free(m), free(factors);
+            kd_tensor_release(mean), kd_tensor_release(invstd), kd_tensor_release(*out);
+            *out = NULL;
+            return kd_fail(KD_ERR_MEMORY, "batch_norm2d: cannot allocate the sums of %d channels", C);
+        }
         batch_norm_blocked(kd_data_as_stored(x), kd_data_as_stored(*out), N, C, HW, block, training,
                            weight ? kd_f32(weight) : NULL, bias ? kd_f32(bias) : NULL,
                            running_mean ? kd_f32(running_mean) : NULL, running_var ? kd_f32(running_var) : NULL,
-                           momentum, eps, relu, mu, is);
+                           momentum, eps, relu, mu, is, sums, m, factors);
+        free(sums), free(m), free(factors);
         kd_set_blocked(*out, block);
     } else {
         const float *in = kd_f32(x);

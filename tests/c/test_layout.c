@@ -4,7 +4,8 @@
  * view, also when no buffer can be had for the conversion, and a blocked
  * input feeds a convolution that records gradients; a gradient computed
  * blocked adds into an NCHW one as its naive twin does; in training, the
- * outputs stay blocked and the gradients are those of NCHW. */
+ * outputs stay blocked and the gradients are those of NCHW; so do batch
+ * norms on fewer channel blocks than threads, whose sums split by lanes. */
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
@@ -240,6 +241,50 @@ static void test_training_with_gradients(void) {
     kd_tensor_release(p.mean), kd_tensor_release(p.var);
 }
 
+/* Batch norms whose channels make fewer blocks than there are threads (16
+ * and 48 channels: 1 and 3 blocks of 16, 2 and 6 of 8) split each block's
+ * sums by lanes (op_norm.c); at 1, 2, 3, 5 and 16 threads, their outputs,
+ * running statistics and gradients are those of NCHW, value for value.
+ * Large enough to run in parallel (KD_PARALLEL_MIN), with planes of 37 x 53
+ * (no multiple of the 8 lanes). */
+static void test_batch_norm_split_by_lanes(void) {
+    int threads[] = {1, 2, 3, 5, 16}, channels[] = {16, 48};
+    for (size_t t = 0; t < sizeof threads / sizeof threads[0]; t++)
+        for (int k = 0; k < 2; k++) {
+            int C = channels[k];
+            kd_set_threads(threads[t]);
+            kd_tensor *got[2][6];
+            for (int on = 0; on < 2; on++) {
+                kd_blocked_layout_use(on);
+                kd_tensor *x = check_randn4(2, 3, 37, 53, 21), *w = check_randn4(C, 3, 3, 3, 22);
+                kd_tensor *gamma = vector(C, 0.5f, 0.03f), *beta = vector(C, -0.1f, 0.01f);
+                kd_tensor *mean = vector(C, 0, 0), *var = vector(C, 1, 0), *a, *b, *c, *sq, *loss;
+                w->requires_grad = gamma->requires_grad = beta->requires_grad = true;
+                CHECK_OK(kd_conv2d(x, w, NULL, &same3, &a));
+                CHECK_OK(kd_batch_norm2d_relu(a, gamma, beta, mean, var, true, 0.1f, 1e-5f, &b));
+                CHECK_OK(kd_batch_norm2d(b, NULL, NULL, NULL, NULL, true, 0.1f, 1e-5f, &c));
+                if (on && kd_conv_dnnl_active())
+                    CHECK(kd_blocked(a) && kd_blocked(b) && kd_blocked(c), "%d channels: the batch norms ran blocked", C);
+                CHECK_OK(kd_mul(c, a, &sq));
+                CHECK_OK(kd_sum(sq, &loss));
+                CHECK_OK(kd_backward(loss, NULL));
+                kd_tensor *results[6] = {c, mean, var, w->grad, gamma->grad, beta->grad};
+                for (int i = 0; i < 6; i++) got[on][i] = kd_tensor_retain(results[i]);
+                kd_tensor *all[] = {x, w, gamma, beta, mean, var, a, b, c, sq, loss};
+                for (size_t i = 0; i < sizeof all / sizeof all[0]; i++) kd_tensor_release(all[i]);
+            }
+            const char *names[6] = {"output", "running mean", "running variance", "weight gradient",
+                                    "gamma gradient", "beta gradient"};
+            for (int i = 0; i < 6; i++) {
+                CHECK(got[0][i] && got[1][i] && same_values(got[0][i], got[1][i]),
+                      "%d channels, %d threads: the %s differs between the layouts", C, threads[t], names[i]);
+                kd_tensor_release(got[0][i]), kd_tensor_release(got[1][i]);
+            }
+        }
+    kd_blocked_layout_use(true);
+    kd_set_threads(2);
+}
+
 int main(void) {
     kd_set_threads(2);
     test_chain_check_same_bits();
@@ -247,6 +292,7 @@ int main(void) {
     test_blocked_add_to_plain();
     test_blocked_input_with_gradients();
     test_training_with_gradients();
+    test_batch_norm_split_by_lanes();
     kd_memory_stats m = kd_memory();
     CHECK(m.live_bytes == 0 && m.live_tensors == 0, "leaked %zu bytes in %zu tensors", m.live_bytes,
           m.live_tensors);
