@@ -69,10 +69,26 @@ static int l_class_weight_map(lua_State *L) { /* class_weight_map(classes, class
     return lkd_result(L, "kd.pseudo.class_weight_map", kd_class_weight_map(c, w, &out), &out);
 }
 
+/* confident_labels(labels, conf, threshold, zero_weights[, valid[, ignore]]) -> labels[, weights] */
+static int l_confident_labels(lua_State *L) {
+    kd_tensor *l = lkd_check_tensor(L, 1), *c = lkd_check_tensor(L, 2), *labels, *weights;
+    double threshold = luaL_checknumber(L, 3);
+    luaL_checktype(L, 4, LUA_TBOOLEAN);
+    bool zero_weights = lua_toboolean(L, 4);
+    kd_tensor *valid = lkd_opt_tensor(L, 5);
+    if (kd_confident_labels(l, c, threshold, valid, zero_weights, lkd_opt_int_arg(L, 6, 255), &labels, &weights))
+        return lkd_raise(L, "kd.confident_labels");
+    lkd_push_tensor(L, labels);
+    if (!zero_weights) return 1;
+    lkd_push_tensor(L, weights);
+    return 2;
+}
+
 static const luaL_Reg functions[] = {
     {"pseudo_keep_coarse", l_keep_coarse}, {"pseudo_fill", l_fill}, {"class_percentiles", l_percentiles},
     {"pseudo_weights", l_weights}, {"pseudo_trust_coarse", l_trust_coarse},
-    {"label_agreement", l_agreement}, {"class_weight_map", l_class_weight_map}, {NULL, NULL},
+    {"label_agreement", l_agreement}, {"class_weight_map", l_class_weight_map},
+    {"confident_labels", l_confident_labels}, {NULL, NULL},
 };
 
 void lkd_open_pseudo(lua_State *L) { luaL_register(L, NULL, functions); }

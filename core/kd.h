@@ -548,6 +548,13 @@ kd_status kd_label_agreement(const kd_tensor *pred, const kd_tensor *labels, int
 /* Each pixel's class's weight (class_weights: one float per class); 0 for a
  * class outside them, such as the ignore label. */
 kd_status kd_class_weight_map(const kd_tensor *classes, const kd_tensor *class_weights, kd_tensor **out);
+/* A model's prediction (labels, with its confidence conf) as training
+ * labels: `ignore` where conf < threshold; or, with zero_weights, every
+ * label kept and *out_weights (float) 1 where conf >= threshold, else 0.
+ * valid (uint8, or NULL): with zero_weights, 0 marks padding, which gets
+ * `ignore` and weight 0. */
+kd_status kd_confident_labels(const kd_tensor *labels, const kd_tensor *conf, double threshold, const kd_tensor *valid,
+                              bool zero_weights, int ignore, kd_tensor **out_labels, kd_tensor **out_weights);
 /* weights = weight (in place) where a label is the coarse label: an annotator's
  * label is trusted whatever the teacher believes of it. */
 kd_status kd_pseudo_trust_coarse(kd_tensor *weights, const kd_tensor *labels, const kd_tensor *coarse, float weight,

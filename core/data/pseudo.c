@@ -47,6 +47,40 @@ kd_status kd_pseudo_fill(const kd_tensor *labels, const kd_tensor *pred, const k
     return KD_OK;
 }
 
+kd_status kd_confident_labels(const kd_tensor *labels, const kd_tensor *conf, double threshold, const kd_tensor *valid,
+                              bool zero_weights, int ignore, kd_tensor **out_labels, kd_tensor **out_weights) {
+    const char *op = "confident_labels";
+    kd_status s;
+    *out_labels = NULL;
+    if (out_weights) *out_weights = NULL;
+    if ((s = kd_check_dtype(op, "labels", labels, KD_I32)) || (s = check_maps(op, labels, conf, KD_F32)) ||
+        (valid && (s = check_maps(op, labels, valid, KD_U8))))
+        return s;
+    if (zero_weights && !out_weights) return kd_fail(KD_ERR_ARG, "%s: zero_weights needs a weights output", op);
+    if ((s = kd_tensor_new(KD_I32, labels->ndim, labels->shape, out_labels))) return s;
+    if (zero_weights && (s = kd_tensor_new(KD_F32, labels->ndim, labels->shape, out_weights))) {
+        kd_tensor_release(*out_labels);
+        *out_labels = NULL;
+        return s;
+    }
+    const int32_t *l = kd_i32(labels);
+    const float *c = kd_f32(conf);
+    const uint8_t *v = valid ? kd_u8(valid) : NULL;
+    int32_t *o = kd_i32(*out_labels);
+    size_t n = kd_numel(labels);
+    if (!zero_weights) {
+        for (size_t i = 0; i < n; i++) o[i] = (double)c[i] < threshold ? ignore : l[i];
+        return KD_OK;
+    }
+    float *w = kd_f32(*out_weights);
+    for (size_t i = 0; i < n; i++) {
+        bool padding = v && v[i] == 0;
+        o[i] = padding ? ignore : l[i];
+        w[i] = !padding && (double)c[i] >= threshold ? 1.0f : 0.0f;
+    }
+    return KD_OK;
+}
+
 kd_status kd_pseudo_trust_coarse(kd_tensor *weights, const kd_tensor *labels, const kd_tensor *coarse, float weight,
                                  int ignore) {
     kd_status s;

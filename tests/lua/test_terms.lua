@@ -107,6 +107,44 @@ function T.weak_to_strong_by_hand()
                             step_of({pseudo = pseudo}, {"a"})) end, "unconfident must be 'ignore' or 'zero'")
 end
 
+-- The confident labels of a prediction (kd._C.confident_labels, what
+-- cutmix and feature_perturbation read) against their naive twin, the loop
+-- over the pixels in Lua they replace: both rules, with and without padding,
+-- at thresholds on and between the confidences; wrong maps are refused.
+function T.confident_labels_naive_twin()
+  local function same_list(got, want, what)
+    h.eq(#got, #want, what .. ": length")
+    for i = 1, #want do h.eq(got[i], want[i], what .. " at " .. i) end
+  end
+  kd.manual_seed(3)
+  local conf, labels = kd.max(kd.softmax(kd.randn({2, 5, 7, 9}) * 3))
+  local valid = kd.zeros({2, 7, 9}, "uint8")
+  for i = 1, valid:numel() do valid:set(i, i % 5 == 0 and 0 or 1) end
+  conf:set(4, 0.5) -- a confidence exactly at a threshold below
+  local c, l = conf:flat(), labels:flat()
+  for _, threshold in ipairs({0, 0.5, c[7], 0.8, 1.1}) do
+    for _, pad in ipairs({false, true}) do
+      local v = pad and valid:flat() or nil
+      local want_labels, want_weights = {}, {}
+      for i = 1, #c do -- ignore: unconfident pixels get 255 (padding is not looked at)
+        want_labels[i] = c[i] < threshold and 255 or l[i]
+      end
+      local got = kd._C.confident_labels(labels, conf, threshold, false, pad and valid or nil, 255)
+      same_list(got:flat(), want_labels, "ignore rule, threshold " .. threshold .. (pad and ", padded" or ""))
+      for i = 1, #c do -- zero: every label kept, weight 1 where confident; padding 255 and 0
+        if v and v[i] == 0 then want_labels[i], want_weights[i] = 255, 0
+        else want_labels[i], want_weights[i] = l[i], c[i] >= threshold and 1 or 0 end
+      end
+      local got_labels, got_weights = kd._C.confident_labels(labels, conf, threshold, true, pad and valid or nil, 255)
+      same_list(got_labels:flat(), want_labels, "zero rule's labels, threshold " .. threshold .. (pad and ", padded" or ""))
+      same_list(got_weights:flat(), want_weights, "zero rule's weights, threshold " .. threshold .. (pad and ", padded" or ""))
+    end
+  end
+  h.raises(function() kd._C.confident_labels(labels, conf:narrow(1, 1), 0.5, false) end, "differ")
+  h.raises(function() kd._C.confident_labels(conf, conf, 0.5, false) end, "labels")
+  h.raises(function() kd._C.confident_labels(labels, conf, 0.5, true, kd.zeros({2, 7, 9})) end, "map")
+end
+
 -- kd.data.photometric: without options only the 8-bit rounding; with them
 -- the colours change, the same for the same seed; geometry is refused.
 function T.photometric_batch()

@@ -175,21 +175,11 @@ local function confident_labels(step, source, stream, threshold, unconfident)
   end
   local key = "labels\0" .. source .. "\0" .. stream .. "\0" .. threshold .. "\0" .. unconfident
   if step.views[key] then return step.views[key][1], step.views[key][2] end
-  local conf, labels = kd.max(step:target(source, stream))
-  labels = labels:clone()
-  local c = conf:flat()
-  local weights = nil
-  if unconfident == "ignore" then
-    for i = 1, #c do if c[i] < threshold then labels:set(i, 255) end end
-  else
-    local valid = step:batch(stream).valid
-    local v = valid and valid:flat() or nil
-    weights = kd.zeros(labels.shape)
-    for i = 1, #c do
-      if v and v[i] == 0 then labels:set(i, 255) -- padding: no pixel of the image
-      elseif c[i] >= threshold then weights:set(i, 1) end
-    end
-  end
+  local conf, predicted = kd.max(step:target(source, stream))
+  -- in C (a loop over the pixels here took 16-26 ms a step at batch 8 x 64 x 128):
+  -- valid marks padding, no pixel of the image (labels 255, weight 0)
+  local labels, weights = kd._C.confident_labels(predicted, conf, threshold, unconfident == "zero",
+                                                 step:batch(stream).valid, 255)
   step.views[key] = {labels, weights}
   return labels, weights
 end
