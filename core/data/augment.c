@@ -206,13 +206,9 @@ static void hsv_to_rgb(float h, float s, float v, float *r, float *g, float *b) 
 
 /* torchvision's ColorJitter factors: brightness, contrast, saturation in
  * [1 - x, 1 + x], hue shift in [-x, x] of a turn. */
-static void color_jitter(kd_sample *s, const kd_augment_params *p, kd_rng *rng) {
+static void color_jitter(kd_sample *s, float fb, float fc, float fs, float fh) {
     size_t n = (size_t)s->h * s->w;
     uint8_t *r = s->rgb, *g = s->rgb + n, *b = s->rgb + 2 * n;
-    float fb = 1 + p->brightness * (2 * kd_rng_uniform(rng) - 1);
-    float fc = 1 + p->contrast * (2 * kd_rng_uniform(rng) - 1);
-    float fs = 1 + p->saturation * (2 * kd_rng_uniform(rng) - 1);
-    float fh = p->hue * (2 * kd_rng_uniform(rng) - 1);
     double gray_sum = 0;
     for (size_t i = 0; i < n; i++) gray_sum += 0.299f * r[i] + 0.587f * g[i] + 0.114f * b[i];
     float mean_gray = (float)(gray_sum / (double)n) * fb;
@@ -277,17 +273,40 @@ static bool gaussian_blur(kd_sample *s, float sigma) {
 }
 
 /* The colour steps of an augmentation (jitter, grayscale, blur), each drawn
- * with its probability, in this order; false if the blur's buffer cannot be
- * had. */
-static bool colours(kd_sample *s, const kd_augment_params *p, kd_rng *rng) {
-    if ((p->brightness > 0 || p->contrast > 0 || p->saturation > 0 || p->hue > 0) && kd_rng_uniform(rng) < p->jitter_p)
-        color_jitter(s, p, rng);
-    if (p->grayscale_p > 0 && kd_rng_uniform(rng) < p->grayscale_p) grayscale(s);
-    if (p->blur_p > 0 && kd_rng_uniform(rng) < p->blur_p) {
-        float sigma = p->blur_sigma_min + (p->blur_sigma_max - p->blur_sigma_min) * kd_rng_uniform(rng);
-        return gaussian_blur(s, sigma);
+ * with its probability, in this order. The draws do not depend on the
+ * image, so they are made first (draw_colours), and a batch's images can
+ * then be changed in parallel with the draws of one image after another. */
+typedef struct {
+    bool jitter, gray;
+    float brightness, contrast, saturation, hue; /* the jitter's factors */
+    float blur_sigma;                            /* 0: no blur */
+} colour_steps;
+
+static colour_steps draw_colours(const kd_augment_params *p, kd_rng *rng) {
+    colour_steps c = {0};
+    if ((p->brightness > 0 || p->contrast > 0 || p->saturation > 0 || p->hue > 0) && kd_rng_uniform(rng) < p->jitter_p) {
+        c.jitter = true;
+        c.brightness = 1 + p->brightness * (2 * kd_rng_uniform(rng) - 1);
+        c.contrast = 1 + p->contrast * (2 * kd_rng_uniform(rng) - 1);
+        c.saturation = 1 + p->saturation * (2 * kd_rng_uniform(rng) - 1);
+        c.hue = p->hue * (2 * kd_rng_uniform(rng) - 1);
     }
-    return true;
+    c.gray = p->grayscale_p > 0 && kd_rng_uniform(rng) < p->grayscale_p;
+    if (p->blur_p > 0 && kd_rng_uniform(rng) < p->blur_p)
+        c.blur_sigma = p->blur_sigma_min + (p->blur_sigma_max - p->blur_sigma_min) * kd_rng_uniform(rng);
+    return c;
+}
+
+/* false if the blur's buffer cannot be had */
+static bool apply_colours(kd_sample *s, const colour_steps *c) {
+    if (c->jitter) color_jitter(s, c->brightness, c->contrast, c->saturation, c->hue);
+    if (c->gray) grayscale(s);
+    return c->blur_sigma > 0 ? gaussian_blur(s, c->blur_sigma) : true;
+}
+
+static bool colours(kd_sample *s, const kd_augment_params *p, kd_rng *rng) {
+    colour_steps c = draw_colours(p, rng);
+    return apply_colours(s, &c);
 }
 
 static bool fused = true; /* rescale and crop in one step (tests turn it off) */
@@ -369,31 +388,48 @@ kd_status kd_photometric_batch(const kd_tensor *images, const kd_augment_params 
     if ((st = kd_check_augment_params(p))) return st;
     int B = images->shape[0], h = images->shape[2], w = images->shape[3];
     size_t n = (size_t)h * w;
-    uint8_t *rgb = malloc(3 * n);
-    if (!rgb) return kd_fail(KD_ERR_MEMORY, "photometric: cannot allocate a %dx%d image", h, w);
+    colour_steps *steps = malloc(sizeof *steps * (size_t)(B > 0 ? B : 1));
+    if (!steps) return kd_fail(KD_ERR_MEMORY, "photometric: cannot allocate the steps of %d images", B);
     if ((st = kd_tensor_new(KD_F32, 4, images->shape, out))) {
-        free(rgb);
+        free(steps);
         return st;
     }
+    for (int b = 0; b < B; b++) steps[b] = draw_colours(p, rng); /* image after image, as one at a time would */
     const float *in = kd_f32(images);
     float *o = kd_f32(*out);
-    for (int b = 0; b < B && !st; b++) {
-        const float *x = in + (size_t)b * 3 * n;
-        for (int c = 0; c < 3; c++)
-            for (size_t i = 0; i < n; i++)
-                rgb[c * n + i] = (uint8_t)(clamp255((x[c * n + i] * p->std[c] + p->mean[c]) * 255) + 0.5f);
-        kd_sample s = {.h = h, .w = w, .rgb = rgb};
-        if (!colours(&s, p, rng)) st = kd_fail(KD_ERR_MEMORY, "photometric: cannot blur a %dx%d image", h, w);
-        float *y = o + (size_t)b * 3 * n;
-        for (int c = 0; c < 3; c++) {
-            float scale = 1.0f / (255 * p->std[c]), shift = -p->mean[c] / p->std[c];
-            for (size_t i = 0; i < n; i++) y[c * n + i] = rgb[c * n + i] * scale + shift;
+    bool failed = false;
+#pragma omp parallel if ((size_t)B * 3 * n > KD_PARALLEL_MIN)
+    {
+        uint8_t *rgb = malloc(3 * n);
+#pragma omp for schedule(static)
+        for (int b = 0; b < B; b++) {
+            if (!rgb) continue;
+            const float *x = in + (size_t)b * 3 * n;
+            for (int c = 0; c < 3; c++)
+                for (size_t i = 0; i < n; i++)
+                    rgb[c * n + i] = (uint8_t)(clamp255((x[c * n + i] * p->std[c] + p->mean[c]) * 255) + 0.5f);
+            kd_sample s = {.h = h, .w = w, .rgb = rgb};
+            if (!apply_colours(&s, &steps[b])) {
+#pragma omp atomic write
+                failed = true;
+            }
+            float *y = o + (size_t)b * 3 * n;
+            for (int c = 0; c < 3; c++) {
+                float scale = 1.0f / (255 * p->std[c]), shift = -p->mean[c] / p->std[c];
+                for (size_t i = 0; i < n; i++) y[c * n + i] = rgb[c * n + i] * scale + shift;
+            }
         }
+        if (!rgb) {
+#pragma omp atomic write
+            failed = true;
+        }
+        free(rgb);
     }
-    free(rgb);
-    if (st) {
+    free(steps);
+    if (failed) {
         kd_tensor_release(*out);
         *out = NULL;
+        return kd_fail(KD_ERR_MEMORY, "photometric: cannot allocate the buffers of a %dx%d image", h, w);
     }
-    return st;
+    return KD_OK;
 }

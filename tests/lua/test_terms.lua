@@ -160,6 +160,16 @@ function T.photometric_batch()
   local b = kd.data.photometric(images, colours)
   h.eq((a - b):sum_squares(), 0, "the same seed, the same colours")
   h.truthy((a - images):sum_squares() > 1, "the colours change")
+  -- a batch large enough to be changed in parallel gives what its images
+  -- one at a time give, drawn in the same order from the same seed
+  local many = kd.rand({8, 3, 40, 50}) * 2 - 1
+  kd.manual_seed(11)
+  local batch = kd.data.photometric(many, colours)
+  kd.manual_seed(11)
+  for k = 1, 8 do
+    local one = kd.data.photometric(many:narrow(k, 1), colours)
+    h.eq((batch:narrow(k, 1) - one):sum_squares(), 0, "image " .. k .. " of the batch, alone")
+  end
   local gray = kd.data.photometric(images, {grayscale_p = 1})
   local r, g = kd.slice_channels(gray, 1, 1), kd.slice_channels(gray, 2, 1)
   local std = require("kd.data.normalize").std
