@@ -405,9 +405,9 @@ static void scale_channel(const float *in, float *y, int N, int C, size_t HW, in
 }
 
 /* The sums of x (with m, of its squared distances to m) over lanes [l0,
- * l1) of channel block cb of a blocked x, into `sums` (block_grads says
- * how the lanes split the work and keep the NCHW loops' bits), in the
- * order of block_grad_sums. */
+ * l1) of channel block cb of a blocked x, into `sums` (lane_sums says how
+ * the lanes split the work and keep the NCHW loops' bits), in the order of
+ * block_grad_sums. */
 static inline __attribute__((always_inline)) void block_sums(const float *restrict in, int N, int blocks, int cb,
                                                              size_t HW, const int block, int l0, int l1,
                                                              const double *m, lane_sums sums) {
