@@ -143,6 +143,8 @@ function T.confident_labels_naive_twin()
   h.raises(function() kd._C.confident_labels(labels, conf:narrow(1, 1), 0.5, false) end, "differ")
   h.raises(function() kd._C.confident_labels(conf, conf, 0.5, false) end, "labels")
   h.raises(function() kd._C.confident_labels(labels, conf, 0.5, true, kd.zeros({2, 7, 9})) end, "map")
+  h.raises(function() kd._C.confident_labels(labels, conf, 0.5, "zero") end, "boolean expected")
+  h.raises(function() kd._C.confident_labels(labels, conf, "high", false) end, "number expected")
 end
 
 -- kd.data.photometric: without options only the 8-bit rounding; with them
