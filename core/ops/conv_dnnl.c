@@ -45,6 +45,7 @@
 
 #include "conv_dnnl.h"
 #include "conv_subimages.h"
+#include "conv_winograd.h"
 #include "dnnl_cache.h"
 #include "internal.h"
 
@@ -517,6 +518,9 @@ bool kd_conv_dnnl_forward(const kd_conv_geometry *g, int N, int cout, int groups
     if (!ready()) return false;
     if (kd_conv_by_subimages(g, N, cout, groups, keep_src != NULL))
         return kd_conv_subimages_forward(g, N, cout, x, w, y, blocked_out, keep_src);
+    /* kdseg's own Winograd keeps no copy: the caller keeps x itself */
+    if (kd_conv_own_winograd_takes(g, groups) && kd_conv_winograd_forward(g, N, cout, x, w, NULL, y, blocked_out))
+        return true;
     kd_dnnl_cache_trim();
     conv_desc d;
     describe(g, N, cout, groups, &d);
@@ -535,6 +539,8 @@ bool kd_conv_dnnl_inference(const kd_conv_geometry *g, int N, int cout, int grou
     if (!ready()) return false;
     if (kd_conv_by_subimages(g, N, cout, groups, false))
         return kd_conv_subimages_inference(g, N, cout, x, w, e, y, blocked_out);
+    if (kd_conv_own_winograd_takes(g, groups) && kd_conv_winograd_forward(g, N, cout, x, w, e, y, blocked_out))
+        return true;
     kd_dnnl_cache_trim();
     conv_desc d;
     describe(g, N, cout, groups, &d);
@@ -698,6 +704,12 @@ unsigned kd_conv_dnnl_backward(const kd_conv_geometry *g, int N, int cout, int g
     if (kept_src ? kept_subimages(kept_src, N) : kd_conv_by_subimages(g, N, cout, groups, grad_w != NULL))
         return kd_conv_subimages_backward(g, N, cout, x, kept_src, w, kd_f32(grad_out), grad_x ? kd_f32(grad_x) : NULL,
                                           grad_x_zeros, grad_w);
+    /* where the forward ran on kdseg's own Winograd (it kept no copy) */
+    if (!kept_src && kd_conv_own_winograd_takes(g, groups)) {
+        unsigned ran = kd_conv_winograd_backward(g, w, grad_w ? kd_stored_of(x) : (kd_stored){0},
+                                                 kd_stored_of(grad_out), grad_x, NULL, grad_x_zeros, grad_w);
+        if (ran) return ran;
+    }
     dnnl_memory_desc_t plain_out, have_out;
     dnnl_dims_t dims = {N, cout, g->out_h, g->out_w};
     dnnl_memory_desc_init_by_tag(&plain_out, 4, dims, dnnl_f32, dnnl_nchw);
@@ -710,6 +722,12 @@ unsigned kd_conv_dnnl_backward_plain(const kd_conv_geometry *g, int N, int cout,
                                      const kd_tensor *kept_src, const float *w, const float *grad_out, float *grad_x,
                                      bool grad_x_zeros, float *grad_w) {
     if (!ready()) return 0;
+    if (!kept_src && kd_conv_own_winograd_takes(g, groups)) {
+        kd_stored go = {(float *)grad_out, N, cout, g->out_h, g->out_w, 0};
+        unsigned ran = kd_conv_winograd_backward(g, w, grad_w ? kd_stored_of(x) : (kd_stored){0}, go, NULL, grad_x,
+                                                 grad_x_zeros, grad_w);
+        if (ran) return ran;
+    }
     dnnl_memory_desc_t plain_out;
     dnnl_dims_t dims = {N, cout, g->out_h, g->out_w};
     dnnl_memory_desc_init_by_tag(&plain_out, 4, dims, dnnl_f32, dnnl_nchw);

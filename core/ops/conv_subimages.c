@@ -33,6 +33,7 @@
 
 #include "conv_dnnl.h"
 #include "conv_subimages.h"
+#include "conv_winograd.h"
 
 /* The taps of a 3x3 kernel of dilation d that land inside a side of `size`
  * pixels, summed over the output positions: oneDNN's direct kernels skip
@@ -61,11 +62,14 @@ bool kd_conv_by_subimages(const kd_conv_geometry *g, int N, int cout, int groups
     bool possible = d > 1 && g->dilation_w == d && g->kernel_h == 3 && g->kernel_w == 3 && g->stride_h == 1 &&
                     g->stride_w == 1 && g->pad_h == d && g->pad_w == d && groups == 1;
     if (!possible) return false;
-    if (kd_conv_winograd() && !kd_conv_bf16() && kd_conv_winograd_available())
-        /* where oneDNN has no direct JIT kernel for the dilated geometry (its
-         * GEMM fallback, 3-5x slower: 16 x 32, dilation 8), sub-images win
-         * whatever the counts say */
-        return winograd_pays(g) || kd_conv_dnnl_direct_on_gemm(g, N, cout);
+    bool onednn_winograd = kd_conv_winograd() && !kd_conv_bf16() && kd_conv_winograd_available();
+    /* where oneDNN has no direct JIT kernel for the dilated geometry (its
+     * GEMM fallback, 3-5x slower: 16 x 32, dilation 8), sub-images win
+     * whatever the counts say; kdseg's own Winograd (conv_winograd.c,
+     * where oneDNN has none) takes the sub-images as oneDNN's would */
+    if ((onednn_winograd || kd_conv_own_winograd_on()) && (winograd_pays(g) || kd_conv_dnnl_direct_on_gemm(g, N, cout)))
+        return true;
+    if (onednn_winograd) return false;
     /* Without Winograd kernels (AVX2: oneDNN's are AVX-512 only) the
      * sub-images run on the direct kernels, undilated: worth it only where
      * the dilated layer would run on the GEMM fallback, as more of them do

@@ -1,0 +1,527 @@
+/* conv_winograd.c - Winograd F(4x4, 3x3) of kdseg's own, for 3x3 stride-1
+ * undilated convolutions (and dilated ones through conv_subimages.c) on
+ * CPUs where oneDNN has no Winograd kernels: its are AVX-512 only, and on
+ * AVX2 both kdseg and PyTorch ran direct convolution, which put the
+ * teacher's step at 0.92 of PyTorch's time where the issue asks for 0.67
+ * (README, "Performance"). Lavin and Gray's algorithm: each 4x4 output
+ * tile is A^T [(G g G^T) . (B^T d B)] A, where d is the 6x6 input patch
+ * under it and g the 3x3 kernel, so that a tile takes 36 multiplications
+ * per input and output channel instead of 144.
+ *
+ * The work is cut into chunks of tiles, each thread taking its own run of
+ * them with its own buffers, and a chunk passes through three steps while
+ * it is in the cache:
+ *   1. the input transform: V[p][tile][cin] = (B^T d B)[p] for each of the
+ *      36 points p, channels innermost (8 at a time, one AVX2 vector),
+ *      read from the input as it is stored (NCHW or blocked);
+ *   2. 36 products M[p] (tiles x cout) = V[p] (tiles x cin) U[p] (cin x
+ *      cout), U = G g G^T made once per call, on a 6 x 16 micro-kernel
+ *      (12 accumulators, the usual AVX2 register budget);
+ *   3. the output transform, A^T M A, written into the output as stored
+ *      (blocked where the layout is on) or added into it.
+ * The input gradient is the same computation on the output gradient, with
+ * the kernel's taps flipped, its channels swapped and padding 2 - p. The
+ * weight gradient transforms the output gradient's tiles as A dy A^T,
+ * multiplies them point by point with the input's V, summed over the tiles
+ * (the same micro-kernel, reading V transposed), and brings the 6x6 sums
+ * back to 3x3 by G^T . G; each thread sums its tiles into its own partial,
+ * and the partials are added in thread order.
+ *
+ * Every thread's share and every sum's order depend only on the shapes and
+ * the thread count: the same bits from run to run. The transforms round in
+ * float32, so results differ from direct convolution's by about 1e-5
+ * relative, as oneDNN's Winograd does (tests/c/test_winograd.c holds it to
+ * the portable path). */
+#include <immintrin.h>
+#include <omp.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "conv_dnnl.h"
+#include "conv_winograd.h"
+
+#define POINTS 36 /* a 6x6 transformed tile */
+#define MR 6      /* the micro-kernel's rows */
+#define NR 16     /* and columns: two vectors */
+/* A chunk's buffers (its V and M) in floats: kept within a core's L2. */
+#define CHUNK_FLOATS (1 << 17)
+#define MOST_CHUNK 96 /* tiles */
+
+typedef float v8 __attribute__((vector_size(32)));
+
+static int forced = -1;    /* kd_conv_own_winograd_force */
+static int from_env = -2;  /* KDSEG_OWN_WINOGRAD: 1 always, 0 never, -1 where oneDNN has none; -2 unread */
+
+int kd_conv_own_winograd_force(int mode) {
+    int was = forced;
+    forced = mode;
+    return was;
+}
+
+bool kd_conv_own_winograd_on(void) {
+    if (from_env == -2) {
+        const char *choice = getenv("KDSEG_OWN_WINOGRAD");
+        from_env = !choice ? -1 : strcmp(choice, "always") == 0 ? 1 : strcmp(choice, "never") == 0 ? 0 : -1;
+    }
+    int mode = forced >= 0 ? forced : from_env;
+    if (mode == 0 || !kd_conv_winograd() || kd_conv_bf16()) return false;
+    return mode == 1 || !kd_conv_winograd_available();
+}
+
+bool kd_conv_own_winograd_takes(const kd_conv_geometry *g, int groups) {
+    return groups == 1 && g->kernel_h == 3 && g->kernel_w == 3 && g->stride_h == 1 && g->stride_w == 1 &&
+           g->dilation_h == 1 && g->dilation_w == 1 && g->pad_h <= 2 && g->pad_w <= 2 && kd_conv_own_winograd_on();
+}
+
+kd_stored kd_stored_of(const kd_tensor *t) {
+    int block = kd_blocked(t);
+    return (kd_stored){block ? kd_data_as_stored(t) : kd_f32(t), t->shape[0], t->shape[1], t->shape[2], t->shape[3],
+                       block};
+}
+
+/* ---- one 8-channel pixel of an activation as stored ------------------- */
+
+static inline float *pixel_at(const kd_stored *a, int n, int c0, int h, int w) {
+    if (a->block)
+        return a->data + ((((size_t)n * (a->C / a->block) + c0 / a->block) * a->H + h) * a->W + w) * a->block +
+               c0 % a->block;
+    return a->data + (((size_t)n * a->C + c0) * a->H + h) * a->W + w;
+}
+
+/* Channels c0..c0+7 of pixel (h, w) of image n; zeros outside the image
+ * and past the last channel. */
+static inline v8 load_pixel(const kd_stored *a, int n, int c0, int h, int w) {
+    v8 v = {0};
+    if (h < 0 || h >= a->H || w < 0 || w >= a->W) return v;
+    const float *at = pixel_at(a, n, c0, h, w);
+    if (a->block) return (v8)_mm256_loadu_ps(at); /* C is a multiple of the block, so of 8 */
+    size_t plane = (size_t)a->H * a->W;
+    for (int l = 0; l < 8 && c0 + l < a->C; l++) v[l] = at[l * plane];
+    return v;
+}
+
+/* Written (or added, `add`) at pixel (h, w), which the caller checked is inside. */
+static inline void store_pixel(const kd_stored *a, int n, int c0, int h, int w, v8 v, bool add) {
+    float *at = pixel_at(a, n, c0, h, w);
+    if (a->block) {
+        if (add) v += (v8)_mm256_loadu_ps(at);
+        _mm256_storeu_ps(at, (__m256)v);
+        return;
+    }
+    size_t plane = (size_t)a->H * a->W;
+    for (int l = 0; l < 8 && c0 + l < a->C; l++) at[l * plane] = add ? at[l * plane] + v[l] : v[l];
+}
+
+/* ---- the transforms, in one dimension ---------------------------------- */
+
+/* B^T d: the input transform of six values (Lavin and Gray's points 0, +-1, +-2). */
+static inline void input_1d(const v8 d[6], v8 o[6]) {
+    o[0] = 4.0f * d[0] - 5.0f * d[2] + d[4];
+    o[1] = -4.0f * d[1] - 4.0f * d[2] + d[3] + d[4];
+    o[2] = 4.0f * d[1] - 4.0f * d[2] - d[3] + d[4];
+    o[3] = -2.0f * d[1] - d[2] + 2.0f * d[3] + d[4];
+    o[4] = 2.0f * d[1] - d[2] - 2.0f * d[3] + d[4];
+    o[5] = 4.0f * d[1] - 5.0f * d[3] + d[5];
+}
+
+/* A^T m: six transformed values back to four outputs. */
+static inline void output_1d(const v8 m[6], v8 o[4]) {
+    v8 a = m[1] + m[2], b = m[1] - m[2], c = m[3] + m[4], d = m[3] - m[4];
+    o[0] = m[0] + a + c;
+    o[1] = b + 2.0f * d;
+    o[2] = a + 4.0f * c;
+    o[3] = b + 8.0f * d + m[5];
+}
+
+/* A y: four output gradients to six (the transpose of output_1d). */
+static inline void output_grad_1d(const v8 y[4], v8 o[6]) {
+    v8 even = y[0] + y[2], odd = y[1] + y[3], even4 = y[0] + 4.0f * y[2], odd2 = 2.0f * y[1] + 8.0f * y[3];
+    o[0] = y[0];
+    o[1] = even + odd;
+    o[2] = even - odd;
+    o[3] = even4 + odd2;
+    o[4] = even4 - odd2;
+    o[5] = y[3];
+}
+
+/* G: the kernel transform, 6 x 3. */
+static const float G[6][3] = {{1.0f / 4, 0, 0},
+                              {-1.0f / 6, -1.0f / 6, -1.0f / 6},
+                              {-1.0f / 6, 1.0f / 6, -1.0f / 6},
+                              {1.0f / 24, 1.0f / 12, 1.0f / 6},
+                              {1.0f / 24, -1.0f / 12, 1.0f / 6},
+                              {0, 0, 1.0f}};
+
+/* ---- what one call works with ----------------------------------------- */
+
+typedef struct {
+    kd_stored in, out;   /* the forward's input and output (the input gradient's: grad_out and grad_x) */
+    int pad_h, pad_w;    /* on in */
+    int cin8, cout16;    /* channels rounded up to a vector and to the micro-kernel's columns */
+    int tiles_h, tiles_w, tiles;
+    int chunk, threads;
+} plan;
+
+static int round_up(int n, int to) { return (n + to - 1) / to * to; }
+
+static void plan_make(plan *p, kd_stored in, kd_stored out, int pad_h, int pad_w) {
+    p->in = in, p->out = out, p->pad_h = pad_h, p->pad_w = pad_w;
+    p->cin8 = round_up(in.C, 8), p->cout16 = round_up(out.C, NR);
+    p->tiles_h = (out.H + 3) / 4, p->tiles_w = (out.W + 3) / 4;
+    p->tiles = out.N * p->tiles_h * p->tiles_w;
+    int chunk = CHUNK_FLOATS / (POINTS * (p->cin8 + p->cout16)) / MR * MR;
+    p->chunk = chunk < MR ? MR : chunk > MOST_CHUNK ? MOST_CHUNK : chunk;
+    int threads = kd_get_threads(), most = (p->tiles + MR - 1) / MR; /* at least a kernel's rows each */
+    if (threads > KD_MAX_THREADS) threads = KD_MAX_THREADS;
+    p->threads = threads < most ? threads : most;
+    if (p->threads < 1) p->threads = 1;
+}
+
+/* The image and the top-left output pixel of tile t. */
+static inline void tile_origin(const plan *p, int t, int *n, int *h, int *w) {
+    int per_image = p->tiles_h * p->tiles_w, i = t % per_image;
+    *n = t / per_image, *h = i / p->tiles_w * 4, *w = i % p->tiles_w * 4;
+}
+
+/* Row r of V (a chunk of `rows` tiles x cin8, per point) from tile t of `in`. */
+static void transform_input(const plan *p, const kd_stored *in, int t, int r, float *V) {
+    int n, h, w;
+    tile_origin(p, t, &n, &h, &w);
+    h -= p->pad_h, w -= p->pad_w;
+    for (int c0 = 0; c0 < p->cin8; c0 += 8) {
+        v8 d[6][6], rows[6][6], col[6], o[6];
+        for (int i = 0; i < 6; i++)
+            for (int j = 0; j < 6; j++) d[i][j] = load_pixel(in, n, c0, h + i, w + j);
+        for (int j = 0; j < 6; j++) { /* along the columns: B^T d */
+            for (int i = 0; i < 6; i++) col[i] = d[i][j];
+            input_1d(col, o);
+            for (int i = 0; i < 6; i++) rows[i][j] = o[i];
+        }
+        for (int i = 0; i < 6; i++) { /* along the rows: (B^T d) B */
+            input_1d(rows[i], o);
+            for (int j = 0; j < 6; j++)
+                _mm256_storeu_ps(V + ((size_t)(i * 6 + j) * p->chunk + r) * p->cin8 + c0, (__m256)o[j]);
+        }
+    }
+}
+
+/* Row r of M back to tile t of the output: A^T m A, plus the bias, ReLU
+ * where asked, written or added (add) where inside the output. */
+static void transform_output(const plan *p, int t, int r, const float *M, const float *bias, bool relu, bool add) {
+    int n, h, w;
+    tile_origin(p, t, &n, &h, &w);
+    int rows_in = p->out.H - h < 4 ? p->out.H - h : 4, cols_in = p->out.W - w < 4 ? p->out.W - w : 4;
+    for (int c0 = 0; c0 < p->out.C; c0 += 8) {
+        v8 m[6][6], half[4][6], col[6], o[4], y[4];
+        for (int k = 0; k < POINTS; k++)
+            m[k / 6][k % 6] = (v8)_mm256_loadu_ps(M + ((size_t)k * p->chunk + r) * p->cout16 + c0);
+        for (int j = 0; j < 6; j++) { /* A^T m */
+            for (int i = 0; i < 6; i++) col[i] = m[i][j];
+            output_1d(col, o);
+            for (int i = 0; i < 4; i++) half[i][j] = o[i];
+        }
+        v8 b = {0};
+        if (bias)
+            for (int l = 0; l < 8 && c0 + l < p->out.C; l++) b[l] = bias[c0 + l];
+        for (int i = 0; i < rows_in; i++) { /* (A^T m) A */
+            output_1d(half[i], y);
+            for (int j = 0; j < cols_in; j++) {
+                v8 v = y[j];
+                if (bias) v += b;
+                if (relu) v = (v8)_mm256_max_ps((__m256)v, _mm256_setzero_ps());
+                store_pixel(&p->out, n, c0, h + i, w + j, v, add);
+            }
+        }
+    }
+}
+
+/* Row r of dM (the weight gradient's, chunk x cout16 per point) from tile t
+ * of the output gradient `out`: A dy A^T, zeros outside the output. */
+static void transform_output_grad(const plan *p, int t, int r, float *dM) {
+    int n, h, w;
+    tile_origin(p, t, &n, &h, &w);
+    for (int c0 = 0; c0 < p->out.C; c0 += 8) {
+        v8 dy[4][4], rows[6][4], col[4], o[6];
+        for (int i = 0; i < 4; i++)
+            for (int j = 0; j < 4; j++) dy[i][j] = load_pixel(&p->out, n, c0, h + i, w + j);
+        for (int j = 0; j < 4; j++) {
+            for (int i = 0; i < 4; i++) col[i] = dy[i][j];
+            output_grad_1d(col, o);
+            for (int i = 0; i < 6; i++) rows[i][j] = o[i];
+        }
+        for (int i = 0; i < 6; i++) {
+            output_grad_1d(rows[i], o);
+            for (int j = 0; j < 6; j++)
+                _mm256_storeu_ps(dM + ((size_t)(i * 6 + j) * p->chunk + r) * p->cout16 + c0, (__m256)o[j]);
+        }
+    }
+}
+
+/* ---- the micro-kernel ---------------------------------------------------
+ * c[r][0..15] (+)= sum over k < depth of a(r, k) b[k][0..15], a(r, k) at
+ * a + r * a_row + k * a_depth: V rows (a_row cin8, a_depth 1) for the
+ * forward, V transposed (a_row 1, a_depth cin8) for the weight gradient.
+ * Inlined with `rows` a constant, its accumulators stay in registers. */
+static inline __attribute__((always_inline)) void micro(int rows, int depth, const float *a, size_t a_row,
+                                                        size_t a_depth, const float *b, size_t ldb, float *c,
+                                                        size_t ldc, bool accumulate) {
+    __m256 acc[MR][2];
+    for (int r = 0; r < rows; r++) {
+        acc[r][0] = accumulate ? _mm256_loadu_ps(c + r * ldc) : _mm256_setzero_ps();
+        acc[r][1] = accumulate ? _mm256_loadu_ps(c + r * ldc + 8) : _mm256_setzero_ps();
+    }
+    for (int k = 0; k < depth; k++) {
+        __m256 b0 = _mm256_loadu_ps(b + k * ldb), b1 = _mm256_loadu_ps(b + k * ldb + 8);
+        const float *ak = a + k * a_depth;
+        for (int r = 0; r < rows; r++) {
+            __m256 av = _mm256_broadcast_ss(ak + r * a_row);
+            acc[r][0] = _mm256_fmadd_ps(av, b0, acc[r][0]);
+            acc[r][1] = _mm256_fmadd_ps(av, b1, acc[r][1]);
+        }
+    }
+    for (int r = 0; r < rows; r++) {
+        _mm256_storeu_ps(c + r * ldc, acc[r][0]);
+        _mm256_storeu_ps(c + r * ldc + 8, acc[r][1]);
+    }
+}
+
+static void micro_rows(int rows, int depth, const float *a, size_t a_row, size_t a_depth, const float *b, size_t ldb,
+                       float *c, size_t ldc, bool accumulate) {
+    switch (rows) {
+    case 6: micro(6, depth, a, a_row, a_depth, b, ldb, c, ldc, accumulate); break;
+    case 5: micro(5, depth, a, a_row, a_depth, b, ldb, c, ldc, accumulate); break;
+    case 4: micro(4, depth, a, a_row, a_depth, b, ldb, c, ldc, accumulate); break;
+    case 3: micro(3, depth, a, a_row, a_depth, b, ldb, c, ldc, accumulate); break;
+    case 2: micro(2, depth, a, a_row, a_depth, b, ldb, c, ldc, accumulate); break;
+    default: micro(1, depth, a, a_row, a_depth, b, ldb, c, ldc, accumulate); break;
+    }
+}
+
+/* M[p] = V[p] U[p] for the chunk's `used` tiles. */
+static void multiply_forward(const plan *p, const float *V, const float *U, float *M, int used) {
+    size_t cin8 = (size_t)p->cin8, cout16 = (size_t)p->cout16;
+    for (int k = 0; k < POINTS; k++) {
+        const float *Vk = V + (size_t)k * p->chunk * cin8, *Uk = U + (size_t)k * cin8 * cout16;
+        float *Mk = M + (size_t)k * p->chunk * cout16;
+        for (size_t j = 0; j < cout16; j += NR)
+            for (int r = 0; r < used; r += MR)
+                micro_rows(used - r < MR ? used - r : MR, p->in.C, Vk + r * cin8, cin8, 1, Uk + j, cout16,
+                           Mk + r * cout16 + j, cout16, false);
+    }
+}
+
+/* dU[p] += V[p]^T dM[p], summed over the chunk's `used` tiles. */
+static void multiply_weight_grad(const plan *p, const float *V, const float *dM, float *dU, int used) {
+    size_t cin8 = (size_t)p->cin8, cout16 = (size_t)p->cout16;
+    for (int k = 0; k < POINTS; k++) {
+        const float *Vk = V + (size_t)k * p->chunk * cin8, *dMk = dM + (size_t)k * p->chunk * cout16;
+        float *dUk = dU + (size_t)k * cin8 * cout16;
+        for (int c = 0; c < p->in.C; c += MR)
+            for (size_t j = 0; j < cout16; j += NR)
+                micro_rows(p->in.C - c < MR ? p->in.C - c : MR, used, Vk + c, 1, cin8, dMk + j, cout16,
+                           dUk + c * cout16 + j, cout16, true);
+    }
+}
+
+/* ---- the kernel's transforms -------------------------------------------- */
+
+/* U[p][i][o] = (G g G^T)[p] for input channel i < ins and output channel o
+ * < outs of the forward being run, zeros elsewhere (rows x cols per point).
+ * g is w[o][i] (w: outs x ins x 3 x 3), or with flip (the input gradient,
+ * whose inputs are w's outputs) w[i][o] with its taps turned by 180
+ * degrees. */
+static void transform_weights(const float *w, int ins, int outs, bool flip, int rows, int cols, float *U) {
+    memset(U, 0, (size_t)POINTS * rows * cols * sizeof(float));
+#pragma omp parallel for schedule(static) if ((size_t)ins * outs > 256)
+    for (int o = 0; o < outs; o++)
+        for (int i = 0; i < ins; i++) {
+            const float *k = flip ? w + ((size_t)i * outs + o) * 9 : w + ((size_t)o * ins + i) * 9;
+            float g[3][3], gg[6][3];
+            for (int a = 0; a < 3; a++)
+                for (int b = 0; b < 3; b++) g[a][b] = flip ? k[(2 - a) * 3 + 2 - b] : k[a * 3 + b];
+            for (int x = 0; x < 6; x++)
+                for (int b = 0; b < 3; b++) gg[x][b] = G[x][0] * g[0][b] + G[x][1] * g[1][b] + G[x][2] * g[2][b];
+            for (int x = 0; x < 6; x++)
+                for (int y = 0; y < 6; y++)
+                    U[((size_t)(x * 6 + y) * rows + i) * cols + o] =
+                        gg[x][0] * G[y][0] + gg[x][1] * G[y][1] + gg[x][2] * G[y][2];
+        }
+}
+
+/* grad_w[o][i] += G^T dU[.][i][o] G, 6x6 back to 3x3. */
+static void weight_grad_back(const float *dU, int cin, int cout, int rows, int cols, float *grad_w) {
+#pragma omp parallel for schedule(static) if ((size_t)cin * cout > 256)
+    for (int o = 0; o < cout; o++)
+        for (int i = 0; i < cin; i++) {
+            float u[6][6], half[3][6];
+            for (int k = 0; k < POINTS; k++) u[k / 6][k % 6] = dU[((size_t)k * rows + i) * cols + o];
+            for (int a = 0; a < 3; a++)
+                for (int y = 0; y < 6; y++) {
+                    float s = 0;
+                    for (int x = 0; x < 6; x++) s += G[x][a] * u[x][y];
+                    half[a][y] = s;
+                }
+            float *to = grad_w + ((size_t)o * cin + i) * 9;
+            for (int a = 0; a < 3; a++)
+                for (int b = 0; b < 3; b++) {
+                    float s = 0;
+                    for (int y = 0; y < 6; y++) s += half[a][y] * G[y][b];
+                    to[a * 3 + b] += s;
+                }
+        }
+}
+
+/* ---- the passes ------------------------------------------------------- */
+
+/* Each thread's buffers: V, and M (the forward) or dM and its partial dU
+ * (the weight gradient). */
+typedef struct {
+    float *V, *M, *dU;
+    size_t V_bytes, M_bytes, dU_bytes;
+} buffers;
+
+static void buffers_free(buffers *b, int n) {
+    for (int t = 0; t < n; t++) {
+        kd_cache_free(b[t].V, b[t].V_bytes);
+        kd_cache_free(b[t].M, b[t].M_bytes);
+        kd_cache_free(b[t].dU, b[t].dU_bytes);
+    }
+}
+
+/* n sets; dU zeroed (the weight gradient) where with_dU. The columns of M
+ * past the output's channels are zeroed too: the weight gradient's
+ * micro-kernel reads them, and nothing writes them. */
+static bool buffers_make(const plan *p, buffers *b, int n, bool with_dU) {
+    memset(b, 0, sizeof *b * (size_t)n);
+    size_t V = (size_t)POINTS * p->chunk * p->cin8, M = (size_t)POINTS * p->chunk * p->cout16;
+    size_t dU = (size_t)POINTS * p->cin8 * p->cout16;
+    for (int t = 0; t < n; t++) {
+        b[t].V = kd_cache_alloc(V * sizeof(float), &b[t].V_bytes);
+        b[t].M = kd_cache_alloc(M * sizeof(float), &b[t].M_bytes);
+        if (with_dU) b[t].dU = kd_cache_alloc(dU * sizeof(float), &b[t].dU_bytes);
+        if (!b[t].V || !b[t].M || (with_dU && !b[t].dU)) {
+            buffers_free(b, t + 1);
+            return false;
+        }
+        memset(b[t].M, 0, M * sizeof(float));
+        if (with_dU) memset(b[t].dU, 0, dU * sizeof(float));
+    }
+    return true;
+}
+
+/* The tiles thread `t` of `team` takes: equal runs, in order. */
+static void share(const plan *p, int t, int team, int *first, int *end) {
+    *first = (int)((long)p->tiles * t / team), *end = (int)((long)p->tiles * (t + 1) / team);
+}
+
+/* out = (or +=, add) conv(in, U), with bias and ReLU. */
+static bool run_forward(const plan *p, const float *U, const float *bias, bool relu, bool add) {
+    buffers b[KD_MAX_THREADS];
+    if (!buffers_make(p, b, p->threads, false)) return false;
+#pragma omp parallel num_threads(p->threads) if (p->threads > 1)
+    {
+        int t = omp_get_thread_num(), first, end;
+        share(p, t, omp_get_num_threads(), &first, &end);
+        for (int at = first; at < end; at += p->chunk) {
+            int used = end - at < p->chunk ? end - at : p->chunk;
+            for (int r = 0; r < used; r++) transform_input(p, &p->in, at + r, r, b[t].V);
+            multiply_forward(p, b[t].V, U, b[t].M, used);
+            for (int r = 0; r < used; r++) transform_output(p, at + r, r, b[t].M, bias, relu, add);
+        }
+    }
+    buffers_free(b, p->threads);
+    return true;
+}
+
+/* grad_w += the weight gradient of conv(in) with output gradient out. */
+static bool run_weight_grad(const plan *p, float *grad_w) {
+    buffers b[KD_MAX_THREADS];
+    if (!buffers_make(p, b, p->threads, true)) return false;
+    int team_size = 1;
+#pragma omp parallel num_threads(p->threads) if (p->threads > 1)
+    {
+        int t = omp_get_thread_num(), team = omp_get_num_threads(), first, end;
+        if (t == 0) team_size = team;
+        share(p, t, team, &first, &end);
+        for (int at = first; at < end; at += p->chunk) {
+            int used = end - at < p->chunk ? end - at : p->chunk;
+            for (int r = 0; r < used; r++) {
+                transform_input(p, &p->in, at + r, r, b[t].V);
+                transform_output_grad(p, at + r, r, b[t].M);
+            }
+            multiply_weight_grad(p, b[t].V, b[t].M, b[t].dU, used);
+        }
+    }
+    size_t n = (size_t)POINTS * p->cin8 * p->cout16;
+    for (int t = 1; t < team_size; t++) /* in thread order: the same sums every run */
+        for (size_t i = 0; i < n; i++) b[0].dU[i] += b[t].dU[i];
+    weight_grad_back(b[0].dU, p->in.C, p->out.C, p->cin8, p->cout16, grad_w);
+    buffers_free(b, p->threads);
+    return true;
+}
+
+/* U for a forward from `ins` to `outs` channels (flip: the input
+ * gradient's), in a new buffer, or NULL. */
+static float *weights_for(const plan *p, const float *w, bool flip, size_t *bytes) {
+    float *U = kd_cache_alloc((size_t)POINTS * p->cin8 * p->cout16 * sizeof(float), bytes);
+    if (U) transform_weights(w, p->in.C, p->out.C, flip, p->cin8, p->cout16, U);
+    return U;
+}
+
+/* The block an output of `channels` channels is written in: its input's
+ * where that was blocked (the kernels' layout on this CPU), else 8 (AVX2's
+ * nChw8c); 0 (NCHW) where the channels do not fill it or memory is short. */
+static int block_for(int block_in, int channels, int h, int w) {
+    int block = block_in ? block_in : 8;
+    return channels % block == 0 && kd_blocked_layout_can_take(h, w, block) ? block : 0;
+}
+
+bool kd_conv_winograd_forward(const kd_conv_geometry *g, int N, int cout, const kd_tensor *x, const float *w,
+                              const kd_conv_epilogue *e, kd_tensor *y, bool blocked_out) {
+    kd_stored in = kd_stored_of(x);
+    int block = blocked_out ? block_for(in.block, cout, g->out_h, g->out_w) : 0;
+    kd_stored out = {kd_data_as_stored(y), N, cout, g->out_h, g->out_w, block};
+    plan p;
+    plan_make(&p, in, out, g->pad_h, g->pad_w);
+    size_t U_bytes;
+    float *U = weights_for(&p, w, false, &U_bytes);
+    const float *bias = e && e->bias ? kd_f32(e->bias) : NULL;
+    bool relu_here = e && e->relu && !e->residual;
+    bool ok = U && run_forward(&p, U, bias, relu_here, false);
+    kd_cache_free(U, U_bytes);
+    if (!ok) return false;
+    if (block) kd_set_blocked(y, block);
+    if (e && e->residual) kd_conv_residual_relu(y, e);
+    return true;
+}
+
+unsigned kd_conv_winograd_backward(const kd_conv_geometry *g, const float *w, kd_stored x, kd_stored grad_out,
+                                   kd_tensor *grad_x_tensor, float *grad_x_plain, bool grad_x_zeros, float *grad_w) {
+    unsigned ran = 0;
+    if (grad_x_tensor || grad_x_plain) {
+        /* where it goes: written whole where its zeros are pending (blocked
+         * where the layout allows, when it is a tensor), else added into it
+         * as it is stored */
+        kd_stored to = {grad_x_plain, grad_out.N, g->channels, g->height, g->width, 0};
+        if (grad_x_tensor && grad_x_zeros) {
+            to.block = kd_blocked_layout_on() ? block_for(grad_out.block, g->channels, g->height, g->width) : 0;
+            to.data = kd_data_as_stored(grad_x_tensor);
+        } else if (grad_x_tensor) {
+            to = kd_stored_of(grad_x_tensor);
+        }
+        plan p;
+        plan_make(&p, grad_out, to, 2 - g->pad_h, 2 - g->pad_w);
+        size_t U_bytes;
+        float *U = weights_for(&p, w, true, &U_bytes);
+        bool ok = U && run_forward(&p, U, NULL, false, !grad_x_zeros);
+        kd_cache_free(U, U_bytes);
+        if (ok) ran |= KD_DNNL_INPUT_GRAD;
+        if (ok && grad_x_tensor && grad_x_zeros && to.block) kd_set_blocked(grad_x_tensor, to.block);
+    }
+    if (grad_w) {
+        plan p;
+        plan_make(&p, x, grad_out, g->pad_h, g->pad_w);
+        if (run_weight_grad(&p, grad_w)) ran |= KD_DNNL_WEIGHT_GRAD;
+    }
+    return ran;
+}
