@@ -79,37 +79,48 @@ kd_stored kd_stored_of(const kd_tensor *t) {
                        block};
 }
 
-/* ---- one 8-channel pixel of an activation as stored ------------------- */
+/* ---- 8 channels of one image of an activation as stored ----------------
+ * Found once per tile and channel block (the divisions by the block are
+ * not cheap at every pixel), then read or written pixel by pixel. */
+typedef struct {
+    float *at;            /* channel c0 of pixel (0, 0) */
+    size_t row, col, lane; /* strides in floats */
+    int H, W, lanes;      /* lanes: channels present (8 but at the end of NCHW) */
+    bool vector;          /* the 8 channels contiguous (blocked) */
+} channels8;
 
-static inline float *pixel_at(const kd_stored *a, int n, int c0, int h, int w) {
-    if (a->block)
-        return a->data + ((((size_t)n * (a->C / a->block) + c0 / a->block) * a->H + h) * a->W + w) * a->block +
-               c0 % a->block;
-    return a->data + (((size_t)n * a->C + c0) * a->H + h) * a->W + w;
-}
-
-/* Channels c0..c0+7 of pixel (h, w) of image n; zeros outside the image
- * and past the last channel. */
-static inline v8 load_pixel(const kd_stored *a, int n, int c0, int h, int w) {
-    v8 v = {0};
-    if (h < 0 || h >= a->H || w < 0 || w >= a->W) return v;
-    const float *at = pixel_at(a, n, c0, h, w);
-    if (a->block) return (v8)_mm256_loadu_ps(at); /* C is a multiple of the block, so of 8 */
+static inline channels8 channels_at(const kd_stored *a, int n, int c0) {
+    channels8 v = {.H = a->H, .W = a->W};
     size_t plane = (size_t)a->H * a->W;
-    for (int l = 0; l < 8 && c0 + l < a->C; l++) v[l] = at[l * plane];
+    if (a->block) {
+        v.at = a->data + ((size_t)n * (a->C / a->block) + c0 / a->block) * plane * a->block + c0 % a->block;
+        v.row = (size_t)a->W * a->block, v.col = (size_t)a->block, v.lanes = 8, v.vector = true;
+    } else {
+        v.at = a->data + ((size_t)n * a->C + c0) * plane;
+        v.row = (size_t)a->W, v.col = 1, v.lane = plane, v.lanes = a->C - c0 < 8 ? a->C - c0 : 8;
+    }
     return v;
 }
 
+/* Pixel (h, w); zeros outside the image and past the last channel. */
+static inline v8 load_pixel(const channels8 *v, int h, int w) {
+    v8 x = {0};
+    if (h < 0 || h >= v->H || w < 0 || w >= v->W) return x;
+    const float *at = v->at + h * v->row + w * v->col;
+    if (v->vector) return (v8)_mm256_loadu_ps(at);
+    for (int l = 0; l < v->lanes; l++) x[l] = at[l * v->lane];
+    return x;
+}
+
 /* Written (or added, `add`) at pixel (h, w), which the caller checked is inside. */
-static inline void store_pixel(const kd_stored *a, int n, int c0, int h, int w, v8 v, bool add) {
-    float *at = pixel_at(a, n, c0, h, w);
-    if (a->block) {
-        if (add) v += (v8)_mm256_loadu_ps(at);
-        _mm256_storeu_ps(at, (__m256)v);
+static inline void store_pixel(const channels8 *v, int h, int w, v8 x, bool add) {
+    float *at = v->at + h * v->row + w * v->col;
+    if (v->vector) {
+        if (add) x += (v8)_mm256_loadu_ps(at);
+        _mm256_storeu_ps(at, (__m256)x);
         return;
     }
-    size_t plane = (size_t)a->H * a->W;
-    for (int l = 0; l < 8 && c0 + l < a->C; l++) at[l * plane] = add ? at[l * plane] + v[l] : v[l];
+    for (int l = 0; l < v->lanes; l++) at[l * v->lane] = add ? at[l * v->lane] + x[l] : x[l];
 }
 
 /* ---- the transforms, in one dimension ---------------------------------- */
@@ -190,8 +201,9 @@ static void transform_input(const plan *p, const kd_stored *in, int t, int r, fl
     h -= p->pad_h, w -= p->pad_w;
     for (int c0 = 0; c0 < p->cin8; c0 += 8) {
         v8 d[6][6], rows[6][6], col[6], o[6];
+        channels8 from = channels_at(in, n, c0);
         for (int i = 0; i < 6; i++)
-            for (int j = 0; j < 6; j++) d[i][j] = load_pixel(in, n, c0, h + i, w + j);
+            for (int j = 0; j < 6; j++) d[i][j] = load_pixel(&from, h + i, w + j);
         for (int j = 0; j < 6; j++) { /* along the columns: B^T d */
             for (int i = 0; i < 6; i++) col[i] = d[i][j];
             input_1d(col, o);
@@ -220,6 +232,7 @@ static void transform_output(const plan *p, int t, int r, const float *M, const 
             output_1d(col, o);
             for (int i = 0; i < 4; i++) half[i][j] = o[i];
         }
+        channels8 to = channels_at(&p->out, n, c0);
         v8 b = {0};
         if (bias)
             for (int l = 0; l < 8 && c0 + l < p->out.C; l++) b[l] = bias[c0 + l];
@@ -229,7 +242,7 @@ static void transform_output(const plan *p, int t, int r, const float *M, const 
                 v8 v = y[j];
                 if (bias) v += b;
                 if (relu) v = (v8)_mm256_max_ps((__m256)v, _mm256_setzero_ps());
-                store_pixel(&p->out, n, c0, h + i, w + j, v, add);
+                store_pixel(&to, h + i, w + j, v, add);
             }
         }
     }
@@ -242,8 +255,9 @@ static void transform_output_grad(const plan *p, int t, int r, float *dM) {
     tile_origin(p, t, &n, &h, &w);
     for (int c0 = 0; c0 < p->out.C; c0 += 8) {
         v8 dy[4][4], rows[6][4], col[4], o[6];
+        channels8 from = channels_at(&p->out, n, c0);
         for (int i = 0; i < 4; i++)
-            for (int j = 0; j < 4; j++) dy[i][j] = load_pixel(&p->out, n, c0, h + i, w + j);
+            for (int j = 0; j < 4; j++) dy[i][j] = load_pixel(&from, h + i, w + j);
         for (int j = 0; j < 4; j++) {
             for (int i = 0; i < 4; i++) col[i] = dy[i][j];
             output_grad_1d(col, o);
