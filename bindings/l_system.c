@@ -56,12 +56,16 @@ static int l_set_conv_algorithm(lua_State *L) {
     return 1;
 }
 
-/* conv_algorithm() -> "winograd" or "direct": what is asked for now, and
- * whether oneDNN has Winograd kernels here (calls without one run direct) */
+/* conv_algorithm() -> "winograd" or "direct": what is asked for now;
+ * whether Winograd kernels run here (calls without one run direct); and
+ * whose: "onednn" or "kdseg" (its own, where oneDNN has none), or nil */
 static int l_conv_algorithm(lua_State *L) {
+    const char *kernels = kd_conv_winograd_kernels();
     lua_pushstring(L, kd_conv_winograd() ? "winograd" : "direct");
-    lua_pushboolean(L, kd_conv_winograd_available());
-    return 2;
+    lua_pushboolean(L, kernels != NULL);
+    if (kernels) lua_pushstring(L, kernels);
+    else lua_pushnil(L);
+    return 3;
 }
 
 /* set_layout("blocked" | "nchw") -> the previous one: whether convolutions

