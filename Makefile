@@ -10,7 +10,8 @@
 # Compiler settings. x86-64-v3 is AVX2 + FMA: every machine this runs on has
 # it, and the hot loops vectorise with it.
 CC      ?= cc
-OPT     ?= -O3 -march=x86-64-v3
+ARCH    := -march=x86-64-v3
+OPT     ?= -O3 $(ARCH)
 WARN    := -Wall -Wextra -Wno-unused-parameter -Wshadow -Wstrict-prototypes
 # -fno-trapping-math and -fno-math-errno let the compiler vectorise float
 # selects and libm calls; they do not reorder arithmetic as -ffast-math would.
@@ -27,7 +28,7 @@ CPPFLAGS := -Icore $(CORE_DIRS:%=-I%) -I$(BLAS_INC)
 LDLIBS   := -L$(BLAS_LIB) -Wl,-rpath,$(BLAS_LIB) -lopenblas -ldnnl -lpng -ljpeg -lm -lpthread
 
 # The sanitizer build of the C tests: no optimisation games, abort on UB.
-SAN_FLAGS := -std=gnu11 -O1 -g $(WARN) -fopenmp -fsanitize=address,undefined \
+SAN_FLAGS := -std=gnu11 -O1 -g $(ARCH) $(WARN) -fopenmp -fsanitize=address,undefined \
              -fno-sanitize-recover=undefined -fno-omit-frame-pointer
 
 BUILD := build
@@ -112,7 +113,7 @@ $(BUILD)/tests/test_faults $(BUILD)/san-tests/test_faults: \
 # coverage instrumentation; OpenMP is GCC's (as OpenBLAS's), not clang's
 # (which takes the variables of an omp if() clause for unused ones).
 FUZZ_CC    := clang
-FUZZ_FLAGS := -std=gnu11 -O1 -g $(WARN) -Wno-unused-variable -fopenmp=libgomp -fno-omit-frame-pointer \
+FUZZ_FLAGS := -std=gnu11 -O1 -g $(ARCH) $(WARN) -Wno-unused-variable -fopenmp=libgomp -fno-omit-frame-pointer \
               -fsanitize=fuzzer-no-link,address,undefined -fno-sanitize-recover=undefined
 FUZZ_LINK  := -fsanitize=fuzzer,address,undefined
 FUZZ_LUA_TARGETS := safetensors yaml config override split classes sweep ledger

@@ -32,6 +32,9 @@
  * float32, so results differ from direct convolution's by about 1e-5
  * relative, as oneDNN's Winograd does (tests/c/test_winograd.c holds it to
  * the portable path). */
+#if !defined(__AVX2__) || !defined(__FMA__)
+#error "conv_winograd.c is AVX2 + FMA code: build with -march=x86-64-v3 (the Makefile's ARCH)"
+#endif
 #include <immintrin.h>
 #include <omp.h>
 #include <stdlib.h>
