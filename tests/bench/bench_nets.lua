@@ -24,6 +24,13 @@ end
 if #threads == 0 then threads = {1, 2} end
 if #nets == 0 then nets = {"bench_student", "bench_teacher"} end
 
+-- "winograd" where it is asked for and kernels for it run here (oneDNN's on
+-- AVX-512, kdseg's own elsewhere: winograd_kernels says whose), else "direct"
+local function algorithm_ran()
+  local asked, available = kd.conv_algorithm()
+  return asked == "winograd" and available and "winograd" or "direct"
+end
+
 for _, n in ipairs(threads) do
   kd.set_threads(n)
   local peak = C.gemm_gflops(2048, 2048, 2048, 3)
@@ -82,7 +89,8 @@ for _, n in ipairs(threads) do
                         sgemm_best_gflops = best_peak, bound_ms = 1e3 * bound, step_over_bound = step / bound,
                         step_over_best_bound = step * best_peak * 1e9 / (3 * forward_flops),
                         peak_tensor_mib = C.memory().peak_bytes / 2 ^ 20, peak_rss_mib = rss / 2 ^ 20,
-                        conv_precision = kd.conv_precision(), conv_algorithm = kd.conv_algorithm()}))
+                        conv_precision = kd.conv_precision(), conv_algorithm = algorithm_ran(),
+                        winograd_kernels = select(3, kd.conv_algorithm())}))
     io.stdout:flush()
   end
 end

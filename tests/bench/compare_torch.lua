@@ -14,10 +14,11 @@
 -- bfloat16 autocast (torch_ref.py --bf16): bf16_step_ratio and
 -- bf16_inference_ratio are kdseg's bfloat16 against PyTorch's float32,
 -- bf16_step_ratio_vs_torch_bf16 and bf16_inference_ratio_vs_torch_bf16
--- against PyTorch's bfloat16. Where oneDNN has Winograd kernels, kdseg also
+-- against PyTorch's bfloat16. Where Winograd kernels run, kdseg also
 -- runs in float32 with them (its default, KDSEG_CONV_ALGORITHM=winograd) in
 -- the same rounds: winograd_step_ratio, winograd_inference_ratio and
--- winograd_peak_rss_ratio, against
+-- winograd_peak_rss_ratio (winograd_kernels: oneDNN's, or kdseg's own where
+-- oneDNN has none, as on AVX2), against
 -- PyTorch's float32 (which runs direct). kdseg's inference is with its blocked layout
 -- (the default); inference_unfused_ratio with NCHW throughout (kd.set_layout).
 -- Without python3-torch at /usr/bin/python3 the comparison is skipped, saying so.
@@ -87,6 +88,7 @@ for _, threads in ipairs({2, 1}) do
                                                                       kdseg, here, threads, net)) or {}) do
         if v.conv_algorithm == "winograd" then
           wg.step[#wg.step + 1], wg.infer[#wg.infer + 1], wg.rss[#wg.rss + 1] = v.train_step_ms, v.inference_ms, v.peak_rss_mib
+          wg.kernels = v.winograd_kernels
         end
       end
       if has_torch then
@@ -122,6 +124,7 @@ for _, threads in ipairs({2, 1}) do
         row.winograd_inference_ratio = row.kdseg_winograd_inference_ms / row.torch_inference_ms
         row.kdseg_winograd_peak_rss_mib = median(wg.rss)
         row.winograd_peak_rss_ratio = row.kdseg_winograd_peak_rss_mib / row.torch_peak_rss_mib
+        row.winograd_kernels = wg.kernels
       end
       if #b.step > 0 then
         row.kdseg_bf16_step_ms, row.kdseg_bf16_inference_ms = median(b.step), median(b.infer)
