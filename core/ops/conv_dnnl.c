@@ -38,7 +38,9 @@
  * primitive tries oneDNN's Winograd kernels first where the geometry is
  * theirs (3x3, stride 1, undilated), then direct ones; dilated 3x3
  * convolutions are handed to conv_subimages.c, which runs them undilated on
- * sub-images so that Winograd takes them too. */
+ * sub-images so that Winograd takes them too. Where oneDNN has no Winograd
+ * kernels (AVX2), the entry points hand those geometries to kdseg's own
+ * (conv_winograd.c) before making any primitive. */
 #include <dnnl.h>
 #include <stdlib.h>
 #include <string.h>
