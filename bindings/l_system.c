@@ -45,8 +45,8 @@ static int l_set_conv_precision(lua_State *L) {
 }
 
 /* set_conv_algorithm("winograd" | "direct") -> the previous one: Winograd
- * F(4x4, 3x3) for oneDNN's 3x3 stride-1 undilated convolutions where it has
- * the kernels, direct convolution for the rest */
+ * F(4x4, 3x3) for 3x3 stride-1 convolutions (oneDNN's kernels where it has
+ * them, kdseg's own elsewhere), direct convolution for the rest */
 static int l_set_conv_algorithm(lua_State *L) {
     const char *name = luaL_checkstring(L, 1);
     bool winograd = strcmp(name, "winograd") == 0;

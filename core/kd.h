@@ -297,10 +297,11 @@ bool kd_conv_dnnl_active(void);
 bool kd_conv_set_bf16(bool on);
 bool kd_conv_bf16(void);           /* asked for and available */
 bool kd_conv_bf16_available(void); /* oneDNN has bfloat16 kernels for this CPU */
-/* Winograd F(4x4, 3x3) for oneDNN's 3x3 stride-1 undilated convolutions
- * where it has the kernels (AVX-512, float32): on by default,
- * KDSEG_CONV_ALGORITHM=direct turns it off; returns the previous setting.
- * Other convolutions, and calls it has no kernel for, run direct. */
+/* Winograd F(4x4, 3x3) for 3x3 stride-1 undilated convolutions (and
+ * dilated ones on sub-images), in float32: on oneDNN's kernels where it has
+ * them (AVX-512), on kdseg's own elsewhere (core/ops/conv_winograd.c); on
+ * by default, KDSEG_CONV_ALGORITHM=direct turns it off; returns the
+ * previous setting. Other convolutions run direct. */
 bool kd_conv_set_winograd(bool on);
 bool kd_conv_winograd(void);           /* asked for */
 bool kd_conv_winograd_available(void); /* oneDNN has Winograd kernels for this CPU */
