@@ -172,6 +172,7 @@ $(BUILD)/bench/%: tests/bench/%.c $(BUILD)/libkdcore.a
 bench: all $(BUILD)/bench/bench_conv $(BUILD)/bench/bench_peak
 	$(BUILD)/bench/bench_conv
 	$(BUILD)/kdseg tests/bench/bench_dilated.lua
+	$(BUILD)/kdseg tests/bench/bench_winograd.lua
 	$(BUILD)/kdseg tests/bench/compare_torch.lua
 	$(BUILD)/kdseg tests/bench/bench_layout.lua
 	$(BUILD)/kdseg tests/bench/bench_full_res.lua
