@@ -9,19 +9,8 @@
 -- warm-ups, and the ratio Winograd / direct. Prints JSON lines.
 --   kdseg tests/bench/bench_dilated.lua [threads...]
 local cjson = require("cjson")
-local C = kd._C
-
-local function median_ms(f)
-  for _ = 1, 3 do f() end
-  local t = {}
-  for i = 1, 15 do
-    local t0 = C.clock()
-    f()
-    t[i] = C.clock() - t0
-  end
-  table.sort(t)
-  return 1e3 * t[8]
-end
+local here = arg[0]:match("^(.*)/[^/]*$") or "."
+local alternate = dofile(here .. "/alternate.lua")
 
 local threads = {}
 for _, a in ipairs(arg) do threads[#threads + 1] = tonumber(a) end
@@ -42,26 +31,9 @@ for _, n in ipairs(threads) do
       local options = {padding = d, dilation = d}
       -- the blocked input inference reads: what a 1x1 convolution leaves
       local blocked = kd.no_grad(kd.conv2d, x, kd.randn({c, c, 1, 1}) * 0.1)
-      local times = {direct = {}, winograd = {}}
-      for _, which in ipairs({"direct", "winograd", "direct", "winograd"}) do
-        kd.set_conv_algorithm(which)
-        local inference = median_ms(function() return kd.no_grad(kd.conv2d, blocked, w, nil, options) end)
-        x.requires_grad, w.requires_grad = true, true
-        local step = median_ms(function()
-          local y = kd.conv2d(x, w, nil, options)
-          ;(y * g):sum():backward()
-        end)
-        x.requires_grad, w.requires_grad = false, false
-        x.grad, w.grad = nil, nil
-        local t = times[which]
-        t.inference = math.min(t.inference or math.huge, inference)
-        t.step = math.min(t.step or math.huge, step)
-      end
-      print(cjson.encode({bench = "dilated", threads = n, channels = c, dilation = d,
-                          direct_inference_ms = times.direct.inference, winograd_inference_ms = times.winograd.inference,
-                          inference_ratio = times.winograd.inference / times.direct.inference,
-                          direct_step_ms = times.direct.step, winograd_step_ms = times.winograd.step,
-                          step_ratio = times.winograd.step / times.direct.step}))
+      local row = alternate(blocked, x, w, options, g, 15)
+      row.bench, row.threads, row.channels, row.dilation = "dilated", n, c, d
+      print(cjson.encode(row))
       io.stdout:flush()
     end
   end

@@ -11,19 +11,8 @@
 -- (both gradients), medians of 11 after 3 warm-ups. Prints JSON lines.
 --   kdseg tests/bench/bench_winograd.lua [threads...]
 local cjson = require("cjson")
-local C = kd._C
-
-local function median_ms(f)
-  for _ = 1, 3 do f() end
-  local t = {}
-  for i = 1, 11 do
-    local t0 = C.clock()
-    f()
-    t[i] = C.clock() - t0
-  end
-  table.sort(t)
-  return 1e3 * t[6]
-end
+local here = arg[0]:match("^(.*)/[^/]*$") or "."
+local alternate = dofile(here .. "/alternate.lua")
 
 local threads = {}
 for _, a in ipairs(arg) do threads[#threads + 1] = tonumber(a) end
@@ -44,27 +33,10 @@ for _, n in ipairs(threads) do
     -- the blocked input a 1x1 convolution leaves
     local x = kd.no_grad(kd.conv2d, kd.randn({N, c, H, W}), kd.randn({c, c, 1, 1}) * 0.1)
     local options = {padding = 1}
-    local times = {direct = {}, winograd = {}}
-    for _, which in ipairs({"direct", "winograd", "direct", "winograd"}) do
-      kd.set_conv_algorithm(which)
-      local inference = median_ms(function() return kd.no_grad(kd.conv2d, x, w, nil, options) end)
-      x.requires_grad, w.requires_grad = true, true
-      local step = median_ms(function()
-        local y = kd.conv2d(x, w, nil, options)
-        ;(y * g):sum():backward()
-      end)
-      x.requires_grad, w.requires_grad = false, false
-      x.grad, w.grad = nil, nil
-      local t = times[which]
-      t.inference = math.min(t.inference or math.huge, inference)
-      t.step = math.min(t.step or math.huge, step)
-    end
-    print(cjson.encode({bench = "winograd", kernels = kernels, threads = n, images = N, channels = c, height = H,
-                        width = W, direct_inference_ms = times.direct.inference,
-                        winograd_inference_ms = times.winograd.inference,
-                        inference_ratio = times.winograd.inference / times.direct.inference,
-                        direct_step_ms = times.direct.step, winograd_step_ms = times.winograd.step,
-                        step_ratio = times.winograd.step / times.direct.step}))
+    local row = alternate(x, x, w, options, g, 11)
+    row.bench, row.kernels, row.threads, row.images, row.channels, row.height, row.width =
+      "winograd", kernels, n, N, c, H, W
+    print(cjson.encode(row))
     io.stdout:flush()
   end
 end
