@@ -212,14 +212,14 @@ static inline void tile_origin(const plan *p, int t, int *n, int *h, int *w) {
     *n = t / per_image, *h = i / p->tiles_w * 4, *w = i % p->tiles_w * 4;
 }
 
-/* Row r of V (a chunk of `rows` tiles x cin8, per point) from tile t of `in`. */
-static void transform_input(const plan *p, const kd_stored *in, int t, int r, float *V) {
+/* Row r of V (a chunk of tiles x cin8, per point) from tile t of the input. */
+static void transform_input(const plan *p, int t, int r, float *V) {
     int n, h, w;
     tile_origin(p, t, &n, &h, &w);
     h -= p->pad_h, w -= p->pad_w;
     for (int c0 = 0; c0 < p->cin8; c0 += 8) {
         v8 d[6][6], rows[6][6], col[6], o[6];
-        channels8 from = channels_at(in, n, c0);
+        channels8 from = channels_at(&p->in, n, c0);
         for (int i = 0; i < 6; i++)
             for (int j = 0; j < 6; j++) d[i][j] = load_pixel(&from, h + i, w + j);
         for (int j = 0; j < 6; j++) { /* along the columns: B^T d */
@@ -447,9 +447,9 @@ static void buffers_free(buffers *b, int n) {
     }
 }
 
-/* n sets; dU zeroed (the weight gradient) where with_dU. The columns of M
- * past the output's channels are zeroed too: the weight gradient's
- * micro-kernel reads them, and nothing writes them. */
+/* n sets; for the weight gradient (with_dU), dU zeroed and M (its dM)
+ * too: the micro-kernel reads dM's columns past the output's channels,
+ * which nothing writes. The forward writes every column of M it reads. */
 static bool buffers_make(const plan *p, buffers *b, int n, bool with_dU) {
     memset(b, 0, sizeof *b * (size_t)n);
     size_t V = (size_t)POINTS * p->chunk * p->cin8, M = (size_t)POINTS * p->chunk * p->cout16;
@@ -462,8 +462,10 @@ static bool buffers_make(const plan *p, buffers *b, int n, bool with_dU) {
             buffers_free(b, t + 1);
             return false;
         }
-        memset(b[t].M, 0, M * sizeof(float));
-        if (with_dU) memset(b[t].dU, 0, dU * sizeof(float));
+        if (with_dU) {
+            memset(b[t].M, 0, M * sizeof(float));
+            memset(b[t].dU, 0, dU * sizeof(float));
+        }
     }
     return true;
 }
@@ -483,7 +485,7 @@ static bool run_forward(const plan *p, const float *U, const float *bias, bool r
         share(p, t, omp_get_num_threads(), &first, &end);
         for (int at = first; at < end; at += p->chunk) {
             int used = end - at < p->chunk ? end - at : p->chunk;
-            for (int r = 0; r < used; r++) transform_input(p, &p->in, at + r, r, b[t].V);
+            for (int r = 0; r < used; r++) transform_input(p, at + r, r, b[t].V);
             multiply_forward(p, b[t].V, U, b[t].M, used);
             for (int r = 0; r < used; r++) transform_output(p, at + r, r, b[t].M, bias, relu, add);
         }
@@ -505,7 +507,7 @@ static bool run_weight_grad(const plan *p, float *grad_w) {
         for (int at = first; at < end; at += p->chunk) {
             int used = end - at < p->chunk ? end - at : p->chunk;
             for (int r = 0; r < used; r++) {
-                transform_input(p, &p->in, at + r, r, b[t].V);
+                transform_input(p, at + r, r, b[t].V);
                 transform_output_grad(p, at + r, r, b[t].M);
             }
             multiply_weight_grad(p, b[t].V, b[t].M, b[t].dU, used);
