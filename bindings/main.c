@@ -188,6 +188,8 @@ static int run_main(lua_State *L, int argc, char **argv) {
         script_at = i;
         break;
     }
+    /* a typo in KDSEG_CONV_ALGORITHM would otherwise run the default unnoticed */
+    if (kd_environment_check() != KD_OK) return fprintf(stderr, "kdseg: %s\n", kd_error_message()), 2;
     lua_pushcfunction(L, open_kd);
     if (protected_call(L, 0)) return 1;
     if (threads) kd_set_threads(threads);

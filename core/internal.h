@@ -40,6 +40,10 @@ void kd_blocked_add_to_plain(const float *from, float *to, int N, int C, size_t 
  * norm backward works in the layout its operands share, and writes its
  * gradients in it where their accumulators allow. */
 
+/* Which of its choices (environment.c) a KDSEG_* variable holds: 0, the
+ * first, when it is unset, empty or not one of them. */
+int kd_environment_choice(const char *name);
+
 /* Whether a tensor of planes height x width may be written in nChw<block>c
  * (kd_set_blocked): room is kept to convert it back to NCHW whatever
  * memory is left then (layout.c). An op writing a new shape blocked asks

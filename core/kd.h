@@ -38,6 +38,11 @@ const char *kd_error_message(void);
 kd_status kd_fail(kd_status code, const char *fmt, ...)
     __attribute__((format(printf, 2, 3)));
 const char *kd_status_name(kd_status code);
+/* The KDSEG_* variables of the environment (environment.c lists them and
+ * their choices): KD_ERR_ARG naming the first that is not a kdseg setting
+ * or holds a value not among its choices. A host calls it before its first
+ * op, since the ops read their settings lazily. */
+kd_status kd_environment_check(void);
 
 /* ---- tensors ------------------------------------------------------------- */
 

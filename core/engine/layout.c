@@ -28,8 +28,7 @@ static int enabled = -1; /* -1: the environment decides at the first call */
 
 bool kd_blocked_layout_on(void) {
     if (enabled < 0) {
-        const char *choice = getenv("KDSEG_LAYOUT");
-        enabled = !(choice && strcmp(choice, "nchw") == 0);
+        enabled = kd_environment_choice("KDSEG_LAYOUT") == 0;
     }
     return enabled;
 }

@@ -59,8 +59,7 @@ static int bf16 = -1;                /* bfloat16 compute; -1: the environment de
 
 bool kd_conv_bf16(void) {
     if (bf16 < 0) {
-        const char *choice = getenv("KDSEG_CONV_PRECISION");
-        bf16 = choice && strcmp(choice, "bf16") == 0;
+        bf16 = kd_environment_choice("KDSEG_CONV_PRECISION") == 1;
     }
     return bf16 && kd_conv_bf16_available();
 }
@@ -87,8 +86,7 @@ static int winograd = -1; /* -1: the environment decides */
 
 bool kd_conv_winograd(void) {
     if (winograd < 0) {
-        const char *choice = getenv("KDSEG_CONV_ALGORITHM");
-        winograd = !(choice && strcmp(choice, "direct") == 0);
+        winograd = kd_environment_choice("KDSEG_CONV_ALGORITHM") == 0;
     }
     return winograd;
 }
@@ -101,8 +99,7 @@ bool kd_conv_set_winograd(bool on) {
 
 static bool ready(void) {
     if (enabled < 0) {
-        const char *choice = getenv("KDSEG_CONV");
-        enabled = !(choice && strcmp(choice, "im2col") == 0);
+        enabled = kd_environment_choice("KDSEG_CONV") == 0;
     }
     if (!enabled) return false;
     if (!engine_tried) {

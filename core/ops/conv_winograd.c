@@ -64,8 +64,8 @@ int kd_conv_own_winograd_force(int mode) {
 /* Whether kdseg's kernels are the Winograd ones, asked for or not. */
 static bool own_kernels(void) {
     if (from_env == -2) {
-        const char *choice = getenv("KDSEG_OWN_WINOGRAD");
-        from_env = !choice ? -1 : strcmp(choice, "always") == 0 ? 1 : strcmp(choice, "never") == 0 ? 0 : -1;
+        static const int modes[] = {-1, 1, 0}; /* auto, always, never */
+        from_env = modes[kd_environment_choice("KDSEG_OWN_WINOGRAD")];
     }
     int mode = forced >= 0 ? forced : from_env;
     return mode == 1 || (mode == -1 && !kd_conv_winograd_available());

@@ -43,6 +43,14 @@ check_absent "error through the library: the library's path shortened to kd/" "s
 check_absent "error through the library: no library frames" "yaml.lua" "$kdseg" via_library.lua
 check_absent "sub-command error: no traceback" "stack traceback" "$kdseg" train gone.yaml
 check "KDSEG_TRACEBACK=1: every frame" 1 "in function 'load_file'" env KDSEG_TRACEBACK=1 "$kdseg" train gone.yaml
+# the KDSEG_* settings: a typo is an error before anything runs, not the default
+check "a setting's unknown value" 2 "KDSEG_CONV_ALGORITHM='drect' is not one of its choices: winograd (the default), direct" env KDSEG_CONV_ALGORITHM=drect "$kdseg" -e "print('ran')"
+check_absent "a setting's unknown value: nothing runs" "ran" env KDSEG_CONV_ALGORITHM=drect "$kdseg" -e "print('ran')"
+check "an unknown setting" 2 "KDSEG_CONV_ALGORITM is not a kdseg setting" env KDSEG_CONV_ALGORITM=direct "$kdseg" -e "print('ran')"
+check "KDSEG_OWN_WINOGRAD's values" 2 "KDSEG_OWN_WINOGRAD='yes' is not one of its choices: auto (the default), always, never" env KDSEG_OWN_WINOGRAD=yes "$kdseg" -e "print('ran')"
+check "a setting's named value" 0 "$(printf "direct\tnchw")" env KDSEG_CONV_ALGORITHM=direct KDSEG_LAYOUT=nchw "$kdseg" -e "print(kd.conv_algorithm(), kd.set_layout('nchw'))"
+check "a setting's default named" 0 "$(printf "winograd\tblocked")" env KDSEG_CONV_ALGORITHM=winograd KDSEG_LAYOUT=blocked KDSEG_CONV=onednn KDSEG_CONV_PRECISION=f32 KDSEG_OWN_WINOGRAD=auto "$kdseg" -e "print(kd.conv_algorithm(), kd.set_layout('blocked'))"
+check "an empty setting reads as unset" 0 "winograd" env KDSEG_CONV_ALGORITHM= "$kdseg" -e "print(kd.conv_algorithm())"
 check "error from C" 1 "kd.conv2d: conv2d: weight" "$kdseg" -e "kd.conv2d(kd.zeros({1,3,4,4}), kd.zeros({2,5,3,3}))"
 check "missing script" 1 "cannot open script nothere.lua" "$kdseg" nothere.lua
 check "unknown command" 1 "'frobnicate' is neither a script nor a command" "$kdseg" frobnicate
