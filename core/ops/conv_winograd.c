@@ -212,25 +212,37 @@ static inline void tile_origin(const plan *p, int t, int *n, int *h, int *w) {
     *n = t / per_image, *h = i / p->tiles_w * 4, *w = i % p->tiles_w * 4;
 }
 
-/* Row r of V (a chunk of tiles x cin8, per point) from tile t of the input. */
+/* `count` pixels down from (h, w): a column of a tile. `inside`: they lie
+ * wholly in the image and their channels are contiguous, so no checks. */
+static inline void load_column(const channels8 *from, int h, int w, int count, bool inside, v8 *col) {
+    if (inside) {
+        const float *at = from->at + h * from->row + w * from->col;
+        for (int i = 0; i < count; i++) col[i] = (v8)_mm256_loadu_ps(at + i * from->row);
+    } else
+        for (int i = 0; i < count; i++) col[i] = load_pixel(from, h + i, w);
+}
+
+/* Row r of V (a chunk of tiles x cin8, per point) from tile t of the input.
+ * A column at a time from memory (B^T d), then the rows: a 6 x 6 tile of
+ * vectors held between the two is all that goes through the stack. */
 static void transform_input(const plan *p, int t, int r, float *V) {
     int n, h, w;
     tile_origin(p, t, &n, &h, &w);
     h -= p->pad_h, w -= p->pad_w;
+    bool inside = p->in.block && h >= 0 && w >= 0 && h + 6 <= p->in.H && w + 6 <= p->in.W;
+    size_t point_stride = (size_t)p->chunk * p->cin8;
+    float *to = V + (size_t)r * p->cin8;
     for (int c0 = 0; c0 < p->cin8; c0 += 8) {
-        v8 d[6][6], rows[6][6], col[6], o[6];
+        v8 rows[6][6], col[6], o[6];
         channels8 from = channels_at(&p->in, n, c0);
-        for (int i = 0; i < 6; i++)
-            for (int j = 0; j < 6; j++) d[i][j] = load_pixel(&from, h + i, w + j);
         for (int j = 0; j < 6; j++) { /* along the columns: B^T d */
-            for (int i = 0; i < 6; i++) col[i] = d[i][j];
+            load_column(&from, h, w + j, 6, inside, col);
             input_1d(col, o);
             for (int i = 0; i < 6; i++) rows[i][j] = o[i];
         }
         for (int i = 0; i < 6; i++) { /* along the rows: (B^T d) B */
             input_1d(rows[i], o);
-            for (int j = 0; j < 6; j++)
-                _mm256_storeu_ps(V + ((size_t)(i * 6 + j) * p->chunk + r) * p->cin8 + c0, (__m256)o[j]);
+            for (int j = 0; j < 6; j++) _mm256_storeu_ps(to + (size_t)(i * 6 + j) * point_stride + c0, (__m256)o[j]);
         }
     }
 }
@@ -241,12 +253,14 @@ static void transform_output(const plan *p, int t, int r, const float *M, const 
     int n, h, w;
     tile_origin(p, t, &n, &h, &w);
     int rows_in = p->out.H - h < 4 ? p->out.H - h : 4, cols_in = p->out.W - w < 4 ? p->out.W - w : 4;
+    bool whole = rows_in == 4 && cols_in == 4;
+    size_t point_stride = (size_t)p->chunk * p->cout16;
+    const float *from = M + (size_t)r * p->cout16;
     for (int c0 = 0; c0 < p->out.C; c0 += 8) {
-        v8 m[6][6], half[4][6], col[6], o[4], y[4];
-        for (int k = 0; k < POINTS; k++)
-            m[k / 6][k % 6] = (v8)_mm256_loadu_ps(M + ((size_t)k * p->chunk + r) * p->cout16 + c0);
-        for (int j = 0; j < 6; j++) { /* A^T m */
-            for (int i = 0; i < 6; i++) col[i] = m[i][j];
+        v8 half[4][6], col[6], o[4], y[4];
+        for (int j = 0; j < 6; j++) { /* A^T m, a column at a time from M */
+            for (int i = 0; i < 6; i++)
+                col[i] = (v8)_mm256_loadu_ps(from + (size_t)(i * 6 + j) * point_stride + c0);
             output_1d(col, o);
             for (int i = 0; i < 4; i++) half[i][j] = o[i];
         }
@@ -254,14 +268,16 @@ static void transform_output(const plan *p, int t, int r, const float *M, const 
         v8 b = {0};
         if (bias)
             for (int l = 0; l < 8 && c0 + l < p->out.C; l++) b[l] = bias[c0 + l];
-        for (int i = 0; i < rows_in; i++) { /* (A^T m) A */
+        for (int i = 0; i < 4; i++) { /* (A^T m) A */
             output_1d(half[i], y);
-            for (int j = 0; j < cols_in; j++) {
-                v8 v = y[j];
-                if (bias) v += b;
-                if (relu) v = (v8)_mm256_max_ps((__m256)v, _mm256_setzero_ps());
-                store_pixel(&to, h + i, w + j, v, add);
+            for (int j = 0; j < 4; j++) {
+                if (bias) y[j] += b;
+                if (relu) y[j] = (v8)_mm256_max_ps((__m256)y[j], _mm256_setzero_ps());
             }
+            if (whole) /* the common case, with no checks: a row of four pixels */
+                for (int j = 0; j < 4; j++) store_pixel(&to, h + i, w + j, y[j], add);
+            else if (i < rows_in)
+                for (int j = 0; j < cols_in; j++) store_pixel(&to, h + i, w + j, y[j], add);
         }
     }
 }
@@ -271,20 +287,20 @@ static void transform_output(const plan *p, int t, int r, const float *M, const 
 static void transform_output_grad(const plan *p, int t, int r, float *dM) {
     int n, h, w;
     tile_origin(p, t, &n, &h, &w);
+    bool inside = p->out.block && h + 4 <= p->out.H && w + 4 <= p->out.W;
+    size_t point_stride = (size_t)p->chunk * p->cout16;
+    float *to = dM + (size_t)r * p->cout16;
     for (int c0 = 0; c0 < p->out.C; c0 += 8) {
-        v8 dy[4][4], rows[6][4], col[4], o[6];
+        v8 rows[6][4], col[4], o[6];
         channels8 from = channels_at(&p->out, n, c0);
-        for (int i = 0; i < 4; i++)
-            for (int j = 0; j < 4; j++) dy[i][j] = load_pixel(&from, h + i, w + j);
-        for (int j = 0; j < 4; j++) {
-            for (int i = 0; i < 4; i++) col[i] = dy[i][j];
+        for (int j = 0; j < 4; j++) { /* A dy, a column at a time from memory */
+            load_column(&from, h, w + j, 4, inside, col);
             output_grad_1d(col, o);
             for (int i = 0; i < 6; i++) rows[i][j] = o[i];
         }
-        for (int i = 0; i < 6; i++) {
+        for (int i = 0; i < 6; i++) { /* (A dy) A^T */
             output_grad_1d(rows[i], o);
-            for (int j = 0; j < 6; j++)
-                _mm256_storeu_ps(dM + ((size_t)(i * 6 + j) * p->chunk + r) * p->cout16 + c0, (__m256)o[j]);
+            for (int j = 0; j < 6; j++) _mm256_storeu_ps(to + (size_t)(i * 6 + j) * point_stride + c0, (__m256)o[j]);
         }
     }
 }
@@ -513,9 +529,12 @@ static bool run_weight_grad(const plan *p, float *grad_w) {
             multiply_weight_grad(p, b[t].V, b[t].M, b[t].dU, used);
         }
     }
-    size_t n = (size_t)POINTS * p->cin8 * p->cout16;
-    for (int t = 1; t < team_size; t++) /* in thread order: the same sums every run */
-        for (size_t i = 0; i < n; i++) b[0].dU[i] += b[t].dU[i];
+    long n = (long)POINTS * p->cin8 * p->cout16;
+    /* in thread order for each value, so the same sums every run; the values
+     * split among the threads (36 x 128 x 128 of them for 128 channels) */
+#pragma omp parallel for schedule(static) num_threads(team_size) if (team_size > 1)
+    for (long i = 0; i < n; i++)
+        for (int t = 1; t < team_size; t++) b[0].dU[i] += b[t].dU[i];
     weight_grad_back(b[0].dU, p->in.C, p->out.C, p->cin8, p->cout16, grad_w);
     buffers_free(b, p->threads);
     return true;
