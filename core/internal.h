@@ -290,5 +290,7 @@ kd_status kd_conv2d_with_epilogue(kd_tensor *x, kd_tensor *w, const kd_conv_para
 /* Sum of a float array in double, in fixed blocks so that the result does not
  * depend on the thread count. */
 double kd_sum_f32(const float *x, size_t n);
+/* The sum of (x[i] - y[i])^2 in double, in the same fixed blocks. */
+double kd_sum_squared_difference_f32(const float *x, const float *y, size_t n);
 
 #endif

@@ -240,25 +240,36 @@ kd_status kd_to_dtype(const kd_tensor *x, kd_dtype dtype, kd_tensor **out) {
     return KD_OK;
 }
 
-double kd_sum_f32(const float *x, size_t n) {
-    enum { BLOCK = 4096 };
-    size_t blocks = (n + BLOCK - 1) / BLOCK;
-    double stack_partial[64];
+enum { SUM_BLOCK = 4096 };
+
+/* Block b of blocked_sum's. */
+static inline double block_sum(const float *x, const float *y, size_t n, size_t b) {
+    size_t end = (b + 1) * SUM_BLOCK < n ? (b + 1) * SUM_BLOCK : n;
+    double acc = 0;
+    if (y)
+        for (size_t i = b * SUM_BLOCK; i < end; i++) acc += (double)(x[i] - y[i]) * (x[i] - y[i]);
+    else
+        for (size_t i = b * SUM_BLOCK; i < end; i++) acc += x[i];
+    return acc;
+}
+
+/* The sum of x[i] (y NULL) or of (x[i] - y[i])^2, in double, by fixed
+ * blocks added in order: the same result at any thread count. */
+static double blocked_sum(const float *x, const float *y, size_t n) {
+    size_t blocks = (n + SUM_BLOCK - 1) / SUM_BLOCK;
+    double stack_partial[64], total = 0;
     double *partial = blocks <= 64 ? stack_partial : malloc(sizeof(double) * blocks);
-    if (!partial) { /* no room for partials: one serial pass gives the same order */
-        double total = 0;
-        for (size_t i = 0; i < n; i++) total += x[i];
+    if (!partial) { /* no room for the partials: the blocks one after the other, the same sums */
+        for (size_t b = 0; b < blocks; b++) total += block_sum(x, y, n, b);
         return total;
     }
 #pragma omp parallel for schedule(static) if (n > KD_PARALLEL_MIN)
-    for (size_t b = 0; b < blocks; b++) {
-        size_t end = (b + 1) * BLOCK < n ? (b + 1) * BLOCK : n;
-        double acc = 0;
-        for (size_t i = b * BLOCK; i < end; i++) acc += x[i];
-        partial[b] = acc;
-    }
-    double total = 0;
+    for (size_t b = 0; b < blocks; b++) partial[b] = block_sum(x, y, n, b);
     for (size_t b = 0; b < blocks; b++) total += partial[b];
     if (partial != stack_partial) free(partial);
     return total;
 }
+
+double kd_sum_f32(const float *x, size_t n) { return blocked_sum(x, NULL, n); }
+
+double kd_sum_squared_difference_f32(const float *x, const float *y, size_t n) { return blocked_sum(x, y, n); }

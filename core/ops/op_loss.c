@@ -333,8 +333,7 @@ kd_status kd_mse(kd_tensor *a, kd_tensor *b, kd_reduction reduction, kd_tensor *
 #pragma omp parallel for schedule(static) if (n > KD_PARALLEL_MIN)
         for (size_t i = 0; i < n; i++) o[i] = (x[i] - y[i]) * (x[i] - y[i]);
     } else {
-        double total = 0;
-        for (size_t i = 0; i < n; i++) total += (double)(x[i] - y[i]) * (x[i] - y[i]);
+        double total = kd_sum_squared_difference_f32(x, y, n);
         o[0] = (float)(reduction == KD_REDUCE_MEAN ? (n ? total / (double)n : 0.0) : total);
     }
     kd_tensor *inputs[2] = {a, b};

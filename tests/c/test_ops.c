@@ -419,6 +419,36 @@ static void test_distill_and_mse_by_hand(void) {
     kd_tensor_release(loss), kd_tensor_release(u), kd_tensor_release(s), kd_tensor_release(t);
 }
 
+/* Past KD_PARALLEL_MIN the sum runs in blocks across threads: x = -1, 0, 1,
+ * -1, ... against y = 0 gives 2 of every 3 squares 1, a sum exact in
+ * double; the same bits at 1, 2 and 3 threads. */
+static void test_mse_parallel_by_hand(void) {
+    int shape[1] = {100003};
+    kd_tensor *x, *y, *loss;
+    CHECK_OK(kd_tensor_new(KD_F32, 1, shape, &x));
+    CHECK_OK(kd_tensor_new(KD_F32, 1, shape, &y));
+    size_t ones = 0;
+    for (int i = 0; i < shape[0]; i++) {
+        kd_f32(x)[i] = (float)(i % 3 - 1), kd_f32(y)[i] = 0;
+        ones += i % 3 != 1;
+    }
+    int threads = kd_get_threads();
+    float first = 0;
+    for (int t = 1; t <= 3; t++) {
+        kd_set_threads(t);
+        CHECK_OK(kd_mse(x, y, KD_REDUCE_SUM, &loss));
+        CHECK(kd_f32(loss)[0] == (float)ones, "mse sum at %d threads %g, want %zu", t, kd_f32(loss)[0], ones);
+        kd_tensor_release(loss);
+        CHECK_OK(kd_mse(x, y, KD_REDUCE_MEAN, &loss));
+        if (t == 1) first = kd_f32(loss)[0];
+        CHECK(close_to(kd_f32(loss)[0], (double)ones / shape[0], 1e-7), "mse mean %g", kd_f32(loss)[0]);
+        CHECK(kd_f32(loss)[0] == first, "mse mean at %d threads %.9g, at 1 %.9g", t, kd_f32(loss)[0], first);
+        kd_tensor_release(loss);
+    }
+    kd_set_threads(threads);
+    kd_tensor_release(x), kd_tensor_release(y);
+}
+
 static void test_reductions_by_hand(void) {
     int shape[3] = {2, 2, 3};
     float v[12] = {1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12};
@@ -537,6 +567,7 @@ int main(void) {
     test_max_channels_against_naive();
     test_pool_norm_by_hand();
     test_distill_and_mse_by_hand();
+    test_mse_parallel_by_hand();
     test_reductions_by_hand();
     kd_memory_stats m = kd_memory();
     CHECK(m.live_bytes == 0 && m.live_tensors == 0, "leaked %zu bytes in %zu tensors", m.live_bytes,
