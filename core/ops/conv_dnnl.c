@@ -695,6 +695,20 @@ static unsigned backward(const kd_conv_geometry *g, int N, int cout, int groups,
     return ran;
 }
 
+/* Both gradients on kdseg's own Winograd, where the forward ran on it (it
+ * kept no source): what ran, 0 where they do not run there. The output
+ * gradient is a tensor as stored, or plain NCHW floats (grad_out NULL). */
+static unsigned own_winograd_backward(const kd_conv_geometry *g, int N, int cout, int groups, const kd_tensor *x,
+                                      const kd_tensor *kept_src, const float *w, const kd_tensor *grad_out,
+                                      const float *grad_out_plain, kd_tensor *grad_x_tensor, float *grad_x_plain,
+                                      bool grad_x_zeros, float *grad_w) {
+    if (kept_src || !kd_conv_own_winograd_takes(g, groups)) return 0;
+    kd_stored go = grad_out ? kd_stored_of(grad_out)
+                            : (kd_stored){(float *)grad_out_plain, N, cout, g->out_h, g->out_w, 0};
+    return kd_conv_winograd_backward(g, w, grad_w ? kd_stored_of(x) : (kd_stored){0}, go, grad_x_tensor,
+                                     grad_x_plain, grad_x_zeros, grad_w);
+}
+
 unsigned kd_conv_dnnl_backward(const kd_conv_geometry *g, int N, int cout, int groups, const kd_tensor *x,
                                const kd_tensor *kept_src, const float *w, const kd_tensor *grad_out,
                                kd_tensor *grad_x, bool grad_x_zeros, float *grad_w) {
@@ -703,12 +717,9 @@ unsigned kd_conv_dnnl_backward(const kd_conv_geometry *g, int N, int cout, int g
     if (kept_src ? kept_subimages(kept_src, N) : kd_conv_by_subimages(g, N, cout, groups, grad_w != NULL))
         return kd_conv_subimages_backward(g, N, cout, x, kept_src, w, kd_f32(grad_out), grad_x ? kd_f32(grad_x) : NULL,
                                           grad_x_zeros, grad_w);
-    /* where the forward ran on kdseg's own Winograd (it kept no copy) */
-    if (!kept_src && kd_conv_own_winograd_takes(g, groups)) {
-        unsigned ran = kd_conv_winograd_backward(g, w, grad_w ? kd_stored_of(x) : (kd_stored){0},
-                                                 kd_stored_of(grad_out), grad_x, NULL, grad_x_zeros, grad_w);
-        if (ran) return ran;
-    }
+    unsigned ran = own_winograd_backward(g, N, cout, groups, x, kept_src, w, grad_out, NULL, grad_x, NULL,
+                                         grad_x_zeros, grad_w);
+    if (ran) return ran;
     dnnl_memory_desc_t plain_out, have_out;
     dnnl_dims_t dims = {N, cout, g->out_h, g->out_w};
     dnnl_memory_desc_init_by_tag(&plain_out, 4, dims, dnnl_f32, dnnl_nchw);
@@ -721,12 +732,9 @@ unsigned kd_conv_dnnl_backward_plain(const kd_conv_geometry *g, int N, int cout,
                                      const kd_tensor *kept_src, const float *w, const float *grad_out, float *grad_x,
                                      bool grad_x_zeros, float *grad_w) {
     if (!ready()) return 0;
-    if (!kept_src && kd_conv_own_winograd_takes(g, groups)) {
-        kd_stored go = {(float *)grad_out, N, cout, g->out_h, g->out_w, 0};
-        unsigned ran = kd_conv_winograd_backward(g, w, grad_w ? kd_stored_of(x) : (kd_stored){0}, go, NULL, grad_x,
-                                                 grad_x_zeros, grad_w);
-        if (ran) return ran;
-    }
+    unsigned ran = own_winograd_backward(g, N, cout, groups, x, kept_src, w, NULL, grad_out, NULL, grad_x,
+                                         grad_x_zeros, grad_w);
+    if (ran) return ran;
     dnnl_memory_desc_t plain_out;
     dnnl_dims_t dims = {N, cout, g->out_h, g->out_w};
     dnnl_memory_desc_init_by_tag(&plain_out, 4, dims, dnnl_f32, dnnl_nchw);

@@ -84,9 +84,8 @@ bool kd_conv_own_winograd_takes(const kd_conv_geometry *g, int groups) {
 }
 
 kd_stored kd_stored_of(const kd_tensor *t) {
-    int block = kd_blocked(t);
-    return (kd_stored){block ? kd_data_as_stored(t) : kd_f32(t), t->shape[0], t->shape[1], t->shape[2], t->shape[3],
-                       block};
+    int block = kd_blocked(t); /* where kd_read_in reads it; the pointer writable for an output */
+    return (kd_stored){(float *)kd_read_in(t, block), t->shape[0], t->shape[1], t->shape[2], t->shape[3], block};
 }
 
 /* ---- 8 channels of one image of an activation as stored ----------------
