@@ -217,7 +217,14 @@ kd_status kd_backward(kd_tensor *root, const kd_tensor *grad) {
     kd_status s = grad ? kd_tensor_new(KD_F32, root->ndim, root->shape, &seed)
                        : kd_tensor_full(KD_F32, root->ndim, root->shape, 1.0, &seed);
     if (s) return s;
-    if (grad) memcpy(kd_f32(seed), kd_f32(grad), sizeof(float) * kd_numel(root));
+    /* a blocked gradient of the root's shape seeds the backward as it is
+     * stored (the blocked layout's ops read it so), without converting it */
+    int block = grad ? kd_blocked(grad) : 0;
+    if (block && grad->ndim == 4 && root->ndim == 4 && memcmp(grad->shape, root->shape, sizeof grad->shape[0] * 4) == 0) {
+        memcpy(kd_data_as_stored(seed), kd_data_as_stored(grad), sizeof(float) * kd_numel(root));
+        kd_set_blocked(seed, block);
+    } else if (grad)
+        memcpy(kd_f32(seed), kd_f32(grad), sizeof(float) * kd_numel(root));
 
     if (!root->grad_fn) { /* a leaf: its gradient is the seed */
         s = accumulate_leaf(root, seed);

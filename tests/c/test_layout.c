@@ -5,7 +5,8 @@
  * input feeds a convolution that records gradients; a gradient computed
  * blocked adds into an NCHW one as its naive twin does; in training, the
  * outputs stay blocked and the gradients are those of NCHW; so do batch
- * norms on fewer channel blocks than threads, whose sums split by lanes. */
+ * norms on fewer channel blocks than threads, whose sums split by lanes,
+ * and a batch norm's backward run wholly blocked. */
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
@@ -285,6 +286,68 @@ static void test_batch_norm_split_by_lanes(void) {
     kd_set_threads(2);
 }
 
+/* A copy of the NCHW tensor t in nChw<block>c, marked so (kd_set_blocked). */
+static kd_tensor *blocked_copy(const kd_tensor *t, int block) {
+    int N = t->shape[0], C = t->shape[1];
+    size_t HW = (size_t)t->shape[2] * t->shape[3];
+    kd_tensor *b;
+    if (kd_tensor_new(KD_F32, 4, t->shape, &b)) abort();
+    const float *from = kd_f32(t);
+    float *to = kd_data_as_stored(b);
+    for (int n = 0; n < N; n++)
+        for (int c = 0; c < C; c++)
+            for (size_t h = 0; h < HW; h++)
+                to[(((size_t)n * (C / block) + c / block) * HW + h) * block + c % block] =
+                    from[((size_t)n * C + c) * HW + h];
+    kd_set_blocked(b, block);
+    return b;
+}
+
+/* The blocked batch norm's backward (op_norm.c's block_grads), where its
+ * input, output and output gradient are all blocked: the chains above feed
+ * their batch norms NCHW gradients (a loss's, a sum's), and only the zoo's
+ * networks (test_conv_backends.lua) reached it. In both blocks of 8 and
+ * 16 whatever the CPU, with and without the ReLU, in training and on
+ * running statistics, at 1 to 3 threads: the input's, weight's and bias's
+ * gradients are those of NCHW, value for value. 48 channels, planes of
+ * 13 x 21 (no multiple of the 8 lanes). */
+static void test_batch_norm_backward_blocked(void) {
+    const int blocks[2] = {8, 16};
+    for (int k = 0; k < 2; k++)
+        for (int relu = 0; relu < 2; relu++)
+            for (int training = 0; training < 2; training++)
+                for (int threads = 1; threads <= 3; threads++) {
+                    int block = blocks[k], C = 48;
+                    kd_set_threads(threads);
+                    kd_tensor *x0 = check_randn4(2, C, 13, 21, 31), *g0 = check_randn4(2, C, 13, 21, 32);
+                    kd_tensor *got[2][4];
+                    for (int on = 0; on < 2; on++) {
+                        kd_tensor *x = on ? blocked_copy(x0, block) : kd_tensor_retain(x0);
+                        kd_tensor *g = on ? blocked_copy(g0, block) : kd_tensor_retain(g0);
+                        kd_tensor *gamma = vector(C, 0.5f, 0.03f), *beta = vector(C, -0.1f, 0.01f);
+                        kd_tensor *mean = vector(C, 0.1f, 0.01f), *var = vector(C, 1.5f, 0.02f), *y;
+                        x->requires_grad = gamma->requires_grad = beta->requires_grad = true;
+                        CHECK_OK(relu ? kd_batch_norm2d_relu(x, gamma, beta, mean, var, training, 0.1f, 1e-5f, &y)
+                                      : kd_batch_norm2d(x, gamma, beta, mean, var, training, 0.1f, 1e-5f, &y));
+                        if (on) CHECK(kd_blocked(y) == block, "nChw%dc: the batch norm's output is blocked", block);
+                        CHECK_OK(kd_backward(y, g)); /* a blocked seed stays blocked (autograd.c) */
+                        kd_tensor *results[4] = {x->grad, gamma->grad, beta->grad, y};
+                        for (int i = 0; i < 4; i++) got[on][i] = kd_tensor_retain(results[i]);
+                        kd_tensor *all[] = {x, g, gamma, beta, mean, var, y};
+                        for (size_t i = 0; i < sizeof all / sizeof all[0]; i++) kd_tensor_release(all[i]);
+                    }
+                    const char *names[4] = {"input gradient", "weight gradient", "bias gradient", "output"};
+                    for (int i = 0; i < 4; i++) {
+                        CHECK(got[0][i] && got[1][i] && same_values(got[0][i], got[1][i]),
+                              "nChw%dc%s%s, %d threads: the %s differs from NCHW's", block, relu ? ", ReLU" : "",
+                              training ? ", training" : "", threads, names[i]);
+                        kd_tensor_release(got[0][i]), kd_tensor_release(got[1][i]);
+                    }
+                    kd_tensor_release(x0), kd_tensor_release(g0);
+                }
+    kd_set_threads(2);
+}
+
 int main(void) {
     kd_set_threads(2);
     test_chain_check_same_bits();
@@ -293,6 +356,7 @@ int main(void) {
     test_blocked_input_with_gradients();
     test_training_with_gradients();
     test_batch_norm_split_by_lanes();
+    test_batch_norm_backward_blocked();
     kd_memory_stats m = kd_memory();
     CHECK(m.live_bytes == 0 && m.live_tensors == 0, "leaked %zu bytes in %zu tensors", m.live_bytes,
           m.live_tensors);
