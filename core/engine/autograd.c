@@ -220,7 +220,8 @@ kd_status kd_backward(kd_tensor *root, const kd_tensor *grad) {
     /* a blocked gradient of the root's shape seeds the backward as it is
      * stored (the blocked layout's ops read it so), without converting it */
     int block = grad ? kd_blocked(grad) : 0;
-    if (block && grad->ndim == 4 && root->ndim == 4 && memcmp(grad->shape, root->shape, sizeof grad->shape[0] * 4) == 0) {
+    bool same_shape = grad && grad->ndim == 4 && root->ndim == 4 && memcmp(grad->shape, root->shape, 4 * sizeof(int)) == 0;
+    if (block && same_shape) {
         memcpy(kd_data_as_stored(seed), kd_data_as_stored(grad), sizeof(float) * kd_numel(root));
         kd_set_blocked(seed, block);
     } else if (grad)
