@@ -32,6 +32,15 @@ static double lanes_total(const lanes *l) {
 /* sum of x[i] over one plane of n values, added into acc */
 static void add_sum(const float *x, size_t n, lanes *acc) {
     size_t i = 0;
+#if defined(__AVX2__) && defined(__FMA__) /* GCC left the lanes' loop scalar: it is written out, 4 lanes a vector */
+    __m256d lo = _mm256_loadu_pd(acc->a), hi = _mm256_loadu_pd(acc->a + 4);
+    for (; i + LANES <= n; i += LANES) {
+        __m256 v = _mm256_loadu_ps(x + i);
+        lo = _mm256_add_pd(lo, _mm256_cvtps_pd(_mm256_castps256_ps128(v)));
+        hi = _mm256_add_pd(hi, _mm256_cvtps_pd(_mm256_extractf128_ps(v, 1)));
+    }
+    _mm256_storeu_pd(acc->a, lo), _mm256_storeu_pd(acc->a + 4, hi);
+#endif
     for (; i + LANES <= n; i += LANES)
         for (int l = 0; l < LANES; l++) acc->a[l] += x[i + l];
     for (; i < n; i++) acc->a[i % LANES] += x[i];
@@ -40,6 +49,16 @@ static void add_sum(const float *x, size_t n, lanes *acc) {
 /* sum of (x[i] - m)^2 */
 static void add_centered_squares(const float *x, size_t n, double m, lanes *acc) {
     size_t i = 0;
+#if defined(__AVX2__) && defined(__FMA__) /* as add_sum; the square added as GCC contracts it, in one FMA */
+    __m256d lo = _mm256_loadu_pd(acc->a), hi = _mm256_loadu_pd(acc->a + 4), mean = _mm256_set1_pd(m);
+    for (; i + LANES <= n; i += LANES) {
+        __m256 v = _mm256_loadu_ps(x + i);
+        __m256d d_lo = _mm256_sub_pd(_mm256_cvtps_pd(_mm256_castps256_ps128(v)), mean),
+                d_hi = _mm256_sub_pd(_mm256_cvtps_pd(_mm256_extractf128_ps(v, 1)), mean);
+        lo = _mm256_fmadd_pd(d_lo, d_lo, lo), hi = _mm256_fmadd_pd(d_hi, d_hi, hi);
+    }
+    _mm256_storeu_pd(acc->a, lo), _mm256_storeu_pd(acc->a + 4, hi);
+#endif
     for (; i + LANES <= n; i += LANES)
         for (int l = 0; l < LANES; l++) acc->a[l] += (x[i + l] - m) * (x[i + l] - m);
     for (; i < n; i++) acc->a[i % LANES] += (x[i] - m) * (x[i] - m);
@@ -56,9 +75,51 @@ static inline float grad_at(const float *restrict g, const float *restrict y, fl
     return y[i] > 0 ? g[i] : slope * g[i];
 }
 
+#if defined(__AVX2__) && defined(__FMA__)
+/* Eight sums of d and of d * (x - mu), 4 doubles to a vector, where GCC
+ * left the scalar loops scalar: over positions i = i0, i0 + LANES, ... <
+ * i1, the 8 floats from element first + i * block + channel. In a blocked
+ * tensor (block_grad_sums) they are 8 channels of one lane; in NCHW
+ * (add_sums, block 1) the 8 lanes of one channel. The arithmetic of the
+ * scalar loops, which GCC contracts into a fused multiply-add, so the bits
+ * are theirs. (Scalar, the blocked loop for blocks of 8, AVX2's nChw8c,
+ * took 14% of bench_student's 2-thread step under ONEDNN_MAX_CPU_ISA=AVX2,
+ * and add_sums 4.6% of it with KDSEG_LAYOUT=nchw.) */
+static inline __attribute__((always_inline)) void lane_grad_sums8(const float *restrict g, const float *restrict y,
+                                                                  float slope, bool relu, const float *restrict in,
+                                                                  size_t first, size_t i0, size_t i1, int block,
+                                                                  int channel, const float *mu8, double *dy8,
+                                                                  double *dy_x8) {
+    __m256d dy_lo = _mm256_loadu_pd(dy8), dy_hi = _mm256_loadu_pd(dy8 + 4);
+    __m256d dx_lo = _mm256_loadu_pd(dy_x8), dx_hi = _mm256_loadu_pd(dy_x8 + 4);
+    __m256 mu = _mm256_loadu_ps(mu8), slopes = _mm256_set1_ps(slope);
+    for (size_t i = i0; i < i1; i += LANES) {
+        size_t at = first + i * block + channel;
+        __m256 d = _mm256_loadu_ps(g + at);
+        if (relu) { /* grad_at: y > 0 ? g : slope * g */
+            __m256 positive = _mm256_cmp_ps(_mm256_loadu_ps(y + at), _mm256_setzero_ps(), _CMP_GT_OQ);
+            d = _mm256_blendv_ps(_mm256_mul_ps(slopes, d), d, positive);
+        }
+        __m256 centered = _mm256_sub_ps(_mm256_loadu_ps(in + at), mu);
+        __m256d d_lo = _mm256_cvtps_pd(_mm256_castps256_ps128(d)), d_hi = _mm256_cvtps_pd(_mm256_extractf128_ps(d, 1));
+        __m256d c_lo = _mm256_cvtps_pd(_mm256_castps256_ps128(centered)),
+                c_hi = _mm256_cvtps_pd(_mm256_extractf128_ps(centered, 1));
+        dy_lo = _mm256_add_pd(dy_lo, d_lo), dy_hi = _mm256_add_pd(dy_hi, d_hi);
+        dx_lo = _mm256_fmadd_pd(d_lo, c_lo, dx_lo), dx_hi = _mm256_fmadd_pd(d_hi, c_hi, dx_hi);
+    }
+    _mm256_storeu_pd(dy8, dy_lo), _mm256_storeu_pd(dy8 + 4, dy_hi);
+    _mm256_storeu_pd(dy_x8, dx_lo), _mm256_storeu_pd(dy_x8 + 4, dx_hi);
+}
+#endif
+
 /* sum of d[i] and of d[i] * (x[i] - mu), added into the lanes of i */
 static void add_sums(const float *d, const float *x, float mu, size_t n, lanes *dy, lanes *dy_x) {
     size_t i = 0;
+#if defined(__AVX2__) && defined(__FMA__)
+    const float mu8[LANES] = {mu, mu, mu, mu, mu, mu, mu, mu};
+    i = n / LANES * LANES;
+    lane_grad_sums8(d, NULL, 0.0f, false, x, 0, 0, i, 1, 0, mu8, dy->a, dy_x->a);
+#endif
     for (; i + LANES <= n; i += LANES)
         for (int l = 0; l < LANES; l++) {
             dy->a[l] += d[i + l];
@@ -155,39 +216,6 @@ static int unit_lanes(int u, int parts, int *l0, int *l1) {
     return u / parts;
 }
 
-#if defined(__AVX2__) && defined(__FMA__)
-/* One lane's sums for 8 channels of a block (at `channel` in each position):
- * positions i = i0, i0 + LANES, ... < i1, from element first + i * block.
- * The arithmetic of the loop below (and of add_sums: GCC contracts the
- * product into a fused multiply-add there), 4 doubles to a vector. Written
- * out because GCC left that loop scalar for blocks of 8 (AVX2's nChw8c):
- * 14% of bench_student's 2-thread step under ONEDNN_MAX_CPU_ISA=AVX2. */
-static inline __attribute__((always_inline)) void lane_grad_sums8(const float *restrict g, const float *restrict y,
-                                                                  float slope, bool relu, const float *restrict in,
-                                                                  size_t first, size_t i0, size_t i1, int block,
-                                                                  int channel, const float *mu8, double *dy8,
-                                                                  double *dy_x8) {
-    __m256d dy_lo = _mm256_loadu_pd(dy8), dy_hi = _mm256_loadu_pd(dy8 + 4);
-    __m256d dx_lo = _mm256_loadu_pd(dy_x8), dx_hi = _mm256_loadu_pd(dy_x8 + 4);
-    __m256 mu = _mm256_loadu_ps(mu8), slopes = _mm256_set1_ps(slope);
-    for (size_t i = i0; i < i1; i += LANES) {
-        size_t at = first + i * block + channel;
-        __m256 d = _mm256_loadu_ps(g + at);
-        if (relu) { /* grad_at: y > 0 ? g : slope * g */
-            __m256 positive = _mm256_cmp_ps(_mm256_loadu_ps(y + at), _mm256_setzero_ps(), _CMP_GT_OQ);
-            d = _mm256_blendv_ps(_mm256_mul_ps(slopes, d), d, positive);
-        }
-        __m256 centered = _mm256_sub_ps(_mm256_loadu_ps(in + at), mu);
-        __m256d d_lo = _mm256_cvtps_pd(_mm256_castps256_ps128(d)), d_hi = _mm256_cvtps_pd(_mm256_extractf128_ps(d, 1));
-        __m256d c_lo = _mm256_cvtps_pd(_mm256_castps256_ps128(centered)),
-                c_hi = _mm256_cvtps_pd(_mm256_extractf128_ps(centered, 1));
-        dy_lo = _mm256_add_pd(dy_lo, d_lo), dy_hi = _mm256_add_pd(dy_hi, d_hi);
-        dx_lo = _mm256_fmadd_pd(d_lo, c_lo, dx_lo), dx_hi = _mm256_fmadd_pd(d_hi, c_hi, dx_hi);
-    }
-    _mm256_storeu_pd(dy8, dy_lo), _mm256_storeu_pd(dy8 + 4, dy_hi);
-    _mm256_storeu_pd(dy_x8, dx_lo), _mm256_storeu_pd(dy_x8 + 4, dx_hi);
-}
-#endif
 
 /* The sums of the output gradient d (g, through the ReLU when relu) and of
  * d * (x - mu) over lanes [l0, l1) of channel block cb, into dy and dy_x.
