@@ -32,15 +32,21 @@ function Sequential:get(i) return self[tostring(i - 1)] end
 -- the same values and gradients, one pass and one tensor fewer), and a
 -- Conv2d followed by them as Conv2d:forward_bn (at inference, one
 -- convolution with the batch norm folded in; else the same ops).
+-- (`is` is not a closure made at each forward: LuaJIT does not compile
+-- the making of one, and the whole training step ran interpreted.)
+local function is(self, k, cls)
+  local name = self._module_names[k]
+  return name and getmetatable(self[name]) == cls
+end
+
 function Sequential:forward(x)
   local names, i = self._module_names, 1
-  local function is(k, cls) return names[k] and getmetatable(self[names[k]]) == cls end
   while i <= #names do
     local m, ok, result, taken = self[names[i]], nil, nil, 1
-    if is(i, Conv2d) and is(i + 1, BatchNorm2d) then
-      taken = is(i + 2, ReLU) and 3 or 2
+    if is(self, i, Conv2d) and is(self, i + 1, BatchNorm2d) then
+      taken = is(self, i + 2, ReLU) and 3 or 2
       ok, result = pcall(m.forward_bn, m, x, self[names[i + 1]], {relu = taken == 3})
-    elseif is(i, BatchNorm2d) and is(i + 1, ReLU) then
+    elseif is(self, i, BatchNorm2d) and is(self, i + 1, ReLU) then
       taken = 2
       ok, result = pcall(m.forward_relu, m, x)
     else

@@ -41,7 +41,7 @@ function Step:output(model, input)
   local images = self:batch(input).images
   local logits, extras
   if m.trainable then logits, extras = m.model:forward_features(images)
-  else logits, extras = kd.no_grad(function() return m.model:forward_features(images) end) end
+  else logits, extras = kd.no_grad(m.model.forward_features, m.model, images) end
   self.outputs[key] = {logits, extras}
   return logits, extras
 end
