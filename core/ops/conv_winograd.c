@@ -205,6 +205,12 @@ static void plan_make(plan *p, kd_stored in, kd_stored out, int pad_h, int pad_w
     if (p->threads < 1) p->threads = 1;
 }
 
+/* The floats of a chunk's transformed input (V) and products (M, or dM),
+ * and of the transformed weights (U, or the weight gradient's dU). */
+static size_t v_floats(const plan *p) { return (size_t)POINTS * p->chunk * p->cin8; }
+static size_t m_floats(const plan *p) { return (size_t)POINTS * p->chunk * p->cout16; }
+static size_t u_floats(const plan *p) { return (size_t)POINTS * p->cin8 * p->cout16; }
+
 /* The image and the top-left output pixel of tile t. */
 static inline void tile_origin(const plan *p, int t, int *n, int *h, int *w) {
     int per_image = p->tiles_h * p->tiles_w, i = t % per_image;
@@ -466,12 +472,10 @@ static void buffers_free(buffers *b, int n) {
  * buffers_zero). */
 static bool buffers_make(const plan *p, buffers *b, int n, bool with_dU) {
     memset(b, 0, sizeof *b * (size_t)n);
-    size_t V = (size_t)POINTS * p->chunk * p->cin8, M = (size_t)POINTS * p->chunk * p->cout16;
-    size_t dU = (size_t)POINTS * p->cin8 * p->cout16;
     for (int t = 0; t < n; t++) {
-        b[t].V = kd_cache_alloc(V * sizeof(float), &b[t].V_bytes);
-        b[t].M = kd_cache_alloc(M * sizeof(float), &b[t].M_bytes);
-        if (with_dU) b[t].dU = kd_cache_alloc(dU * sizeof(float), &b[t].dU_bytes);
+        b[t].V = kd_cache_alloc(v_floats(p) * sizeof(float), &b[t].V_bytes);
+        b[t].M = kd_cache_alloc(m_floats(p) * sizeof(float), &b[t].M_bytes);
+        if (with_dU) b[t].dU = kd_cache_alloc(u_floats(p) * sizeof(float), &b[t].dU_bytes);
         if (!b[t].V || !b[t].M || (with_dU && !b[t].dU)) {
             buffers_free(b, t + 1);
             return false;
@@ -486,8 +490,8 @@ static bool buffers_make(const plan *p, buffers *b, int n, bool with_dU) {
  * past the output's channels, which nothing writes. (The forward writes
  * every column of M it reads.) */
 static void buffers_zero(const plan *p, const buffers *b) {
-    memset(b->M, 0, (size_t)POINTS * p->chunk * p->cout16 * sizeof(float));
-    memset(b->dU, 0, (size_t)POINTS * p->cin8 * p->cout16 * sizeof(float));
+    memset(b->M, 0, m_floats(p) * sizeof(float));
+    memset(b->dU, 0, u_floats(p) * sizeof(float));
 }
 
 /* The tiles thread `t` of `team` takes: equal runs, in order. */
@@ -534,7 +538,7 @@ static bool run_weight_grad(const plan *p, float *grad_w) {
             multiply_weight_grad(p, b[t].V, b[t].M, b[t].dU, used);
         }
     }
-    long n = (long)POINTS * p->cin8 * p->cout16;
+    long n = (long)u_floats(p);
     /* in thread order for each value, so the same sums every run; the values
      * split among the threads (36 x 128 x 128 of them for 128 channels) */
 #pragma omp parallel for schedule(static) num_threads(team_size) if (team_size > 1)
@@ -548,7 +552,7 @@ static bool run_weight_grad(const plan *p, float *grad_w) {
 /* U for a forward from `ins` to `outs` channels (flip: the input
  * gradient's), in a new buffer, or NULL. */
 static float *weights_for(const plan *p, const float *w, bool flip, size_t *bytes) {
-    float *U = kd_cache_alloc((size_t)POINTS * p->cin8 * p->cout16 * sizeof(float), bytes);
+    float *U = kd_cache_alloc(u_floats(p) * sizeof(float), bytes);
     if (U) transform_weights(w, p->in.C, p->out.C, flip, p->cin8, p->cout16, U);
     return U;
 }
