@@ -40,9 +40,10 @@ static void add_sum(const float *x, size_t n, lanes *acc) {
         hi = _mm256_add_pd(hi, _mm256_cvtps_pd(_mm256_extractf128_ps(v, 1)));
     }
     _mm256_storeu_pd(acc->a, lo), _mm256_storeu_pd(acc->a + 4, hi);
-#endif
+#else
     for (; i + LANES <= n; i += LANES)
         for (int l = 0; l < LANES; l++) acc->a[l] += x[i + l];
+#endif
     for (; i < n; i++) acc->a[i % LANES] += x[i];
 }
 
@@ -58,9 +59,10 @@ static void add_centered_squares(const float *x, size_t n, double m, lanes *acc)
         lo = _mm256_fmadd_pd(d_lo, d_lo, lo), hi = _mm256_fmadd_pd(d_hi, d_hi, hi);
     }
     _mm256_storeu_pd(acc->a, lo), _mm256_storeu_pd(acc->a + 4, hi);
-#endif
+#else
     for (; i + LANES <= n; i += LANES)
         for (int l = 0; l < LANES; l++) acc->a[l] += (x[i + l] - m) * (x[i + l] - m);
+#endif
     for (; i < n; i++) acc->a[i % LANES] += (x[i] - m) * (x[i] - m);
 }
 
@@ -119,12 +121,13 @@ static void add_sums(const float *d, const float *x, float mu, size_t n, lanes *
     const float mu8[LANES] = {mu, mu, mu, mu, mu, mu, mu, mu};
     i = n / LANES * LANES;
     lane_grad_sums8(d, NULL, 0.0f, false, x, 0, 0, i, 1, 0, mu8, dy->a, dy_x->a);
-#endif
+#else
     for (; i + LANES <= n; i += LANES)
         for (int l = 0; l < LANES; l++) {
             dy->a[l] += d[i + l];
             dy_x->a[l] += (double)d[i + l] * (x[i + l] - mu);
         }
+#endif
     for (; i < n; i++) {
         dy->a[i % LANES] += d[i];
         dy_x->a[i % LANES] += (double)d[i] * (x[i] - mu);
