@@ -111,6 +111,11 @@ static void test_views_and_conversion(void) {
     for (size_t i = 0; i < sizeof all / sizeof all[0]; i++) kd_tensor_release(all[i]);
 }
 
+/* Where element (n, c, position h) of an N x C x HW tensor lies in nChw<block>c. */
+static size_t blocked_at(int n, int c, size_t h, int C, size_t HW, int block) {
+    return (((size_t)n * (C / block) + c / block) * HW + h) * block + c % block;
+}
+
 /* kd_blocked_add_to_plain against its naive twin on 2 images of 2 blocks
  * of channels; onto pending zeros (internal.h), what `to` held is not read,
  * and -0 lands as +0 as when added into zeros. */
@@ -127,8 +132,7 @@ static void check_add_to_plain(int block, size_t HW, bool onto_zeros) {
     for (int n = 0; n < N; n++)
         for (int c = 0; c < C; c++)
             for (size_t h = 0; h < HW; h++)
-                want[((size_t)n * C + c) * HW + h] +=
-                    blocked[(((size_t)n * (C / block) + c / block) * HW + h) * block + c % block];
+                want[((size_t)n * C + c) * HW + h] += blocked[blocked_at(n, c, h, C, HW, block)];
     kd_blocked_add_to_plain(blocked, got, N, C, HW, block, onto_zeros);
     CHECK(memcmp(got, want, n_all * sizeof(float)) == 0, "nChw%dc added to NCHW%s, planes of %zu", block,
           onto_zeros ? " (onto pending zeros)" : "", HW);
@@ -297,8 +301,7 @@ static kd_tensor *blocked_copy(const kd_tensor *t, int block) {
     for (int n = 0; n < N; n++)
         for (int c = 0; c < C; c++)
             for (size_t h = 0; h < HW; h++)
-                to[(((size_t)n * (C / block) + c / block) * HW + h) * block + c % block] =
-                    from[((size_t)n * C + c) * HW + h];
+                to[blocked_at(n, c, h, C, HW, block)] = from[((size_t)n * C + c) * HW + h];
     kd_set_blocked(b, block);
     return b;
 }
